@@ -1,0 +1,158 @@
+//! Keycloak's "HTTP Authentication Channel" contract:
+//!
+//! 1. The gateway POSTs JSON (`login_hint`, `binding_message`, `scope`, `is_consent_required`,
+//!    `acr_values`, plus `client_id`, `client_name`, `subject`, `expires_in`) to the configured
+//!    URL with `Authorization: Bearer <token>`, and expects `201 Created`.
+//! 2. The authenticator later POSTs `{"status": "SUCCEED" | "UNAUTHORIZED" | "CANCELLED"}` to the
+//!    gateway's callback endpoint with the same bearer token.
+//!
+//! The token is an HS256 JWT bound to one request (its `sub` is the request's approval handle),
+//! expiring with the request; it is single-use because the handle dies on resolution.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{ChannelError, Notification};
+use crate::config::Outbound;
+use crate::outbound::OutboundClient;
+use crate::protocol::random_token;
+use crate::secret::Secret;
+
+const AUDIENCE: &str = "ciba-gateway:authentication-channel";
+
+/// The status an authenticator reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CallbackStatus {
+    /// The user authenticated and approved.
+    Succeed,
+    /// The user could not be authenticated, or refused.
+    Unauthorized,
+    /// The user cancelled.
+    Cancelled,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ChannelClaims {
+    iss: String,
+    aud: String,
+    sub: String,
+    iat: u64,
+    exp: u64,
+    jti: String,
+}
+
+#[derive(Serialize)]
+struct AuthenticationRequest<'a> {
+    login_hint: &'a str,
+    binding_message: Option<&'a str>,
+    scope: &'a str,
+    is_consent_required: bool,
+    acr_values: Option<&'a str>,
+    client_id: &'a str,
+    client_name: &'a str,
+    subject: &'a str,
+    expires_in: u64,
+}
+
+/// The HTTP authentication channel.
+pub struct HttpChannel {
+    url: Url,
+    client: OutboundClient,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    issuer: String,
+}
+
+impl std::fmt::Debug for HttpChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpChannel")
+            .field("url", &self.url.as_str())
+            .finish()
+    }
+}
+
+impl HttpChannel {
+    /// A channel posting to `url`; bearer tokens are signed with `secret` or a random key.
+    pub fn new(url: Url, secret: Option<Secret>, outbound: &Outbound, issuer: &str) -> Self {
+        let key: Vec<u8> = match secret {
+            Some(s) => s.expose().as_bytes().to_vec(),
+            None => {
+                let mut k = vec![0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                k
+            }
+        };
+        Self {
+            url,
+            client: OutboundClient::new(outbound),
+            encoding: EncodingKey::from_secret(&key),
+            decoding: DecodingKey::from_secret(&key),
+            issuer: issuer.to_owned(),
+        }
+    }
+
+    /// The bearer token for a request's handle, valid until `exp` (Unix seconds).
+    pub fn bearer_for(&self, handle: &str, now: u64, exp: u64) -> String {
+        let claims = ChannelClaims {
+            iss: self.issuer.clone(),
+            aud: AUDIENCE.into(),
+            sub: handle.to_owned(),
+            iat: now,
+            exp,
+            jti: random_token(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// Checks a callback's bearer token and returns the request handle it is bound to.
+    /// Expiry is checked against the injected clock, not the system's.
+    pub fn verify_bearer(&self, token: &str, now: u64) -> Option<String> {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.set_audience(&[AUDIENCE]);
+        v.set_issuer(&[&self.issuer]);
+        v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
+        let claims = jsonwebtoken::decode::<ChannelClaims>(token, &self.decoding, &v)
+            .ok()?
+            .claims;
+        (claims.exp > now).then_some(claims.sub)
+    }
+
+    /// Sends the authentication request; anything but `201` is a failure.
+    pub async fn notify(&self, n: &Notification<'_>) -> Result<(), ChannelError> {
+        let now = n.request.created_at_ms / 1000;
+        let exp = n.request.expires_at_ms / 1000;
+        let body = AuthenticationRequest {
+            login_hint: n.login_hint,
+            binding_message: n.request.binding_message.as_deref(),
+            scope: n.request.scope.as_str(),
+            is_consent_required: true,
+            acr_values: n.request.acr_values.as_deref(),
+            client_id: &n.client.id,
+            client_name: &n.client.name,
+            subject: &n.user.subject,
+            expires_in: exp.saturating_sub(now),
+        };
+        let resp = self
+            .client
+            .post(&self.url)
+            .map_err(ChannelError)?
+            .bearer_auth(self.bearer_for(&n.request.handle, now, exp))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ChannelError(e.without_url().to_string()))?;
+        if resp.status() == reqwest::StatusCode::CREATED {
+            Ok(())
+        } else {
+            Err(ChannelError(format!(
+                "authenticator answered HTTP {} (expected 201)",
+                resp.status().as_u16()
+            )))
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The client registry and client authentication (BC-AUTH-02/05, OA-02/03). The same rules
+//! serve the backchannel and the token endpoint (TOK-01).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http::HeaderMap;
+
+use crate::config::{AuthMethod, ClientConfig, Config, ConfigError, resolve_verifier};
+use crate::protocol::{Form, GRANT_TYPE_CIBA, OAuthError};
+use crate::secret::SecretVerifier;
+
+/// A registered client, ready to authenticate.
+#[derive(Debug)]
+pub struct Client {
+    /// `client_id`.
+    pub id: String,
+    /// Name shown to the user.
+    pub name: String,
+    /// The registered authentication method.
+    pub auth_method: AuthMethod,
+    secret: SecretVerifier,
+    /// Whether the client may use the CIBA grant (BC-AUTH-06).
+    pub ciba_allowed: bool,
+    /// Whether the client must send a `user_code` (BC-UC-01).
+    pub user_code_required: bool,
+    /// Scopes this client may request.
+    pub scopes: Vec<String>,
+}
+
+impl Client {
+    fn from_config(c: &ClientConfig, cfg: &Config) -> Result<Self, ConfigError> {
+        let expected =
+            resolve_verifier(&c.secret).map_err(|m| ConfigError::new("clients.secret", m))?;
+        Ok(Self {
+            id: c.client_id.clone(),
+            name: c.name.clone().unwrap_or_else(|| c.client_id.clone()),
+            auth_method: c.token_endpoint_auth_method,
+            secret: SecretVerifier::new(expected),
+            ciba_allowed: c.grant_types.iter().any(|g| g == GRANT_TYPE_CIBA),
+            user_code_required: c.backchannel_user_code_parameter,
+            scopes: c
+                .scopes
+                .clone()
+                .unwrap_or_else(|| cfg.scopes_supported.clone()),
+        })
+    }
+}
+
+/// All clients, by id.
+#[derive(Debug, Default)]
+pub struct ClientRegistry {
+    clients: HashMap<String, Arc<Client>>,
+}
+
+/// Credentials in a Basic `Authorization` header, form-urldecoded (OA-03).
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
+    let Some(v) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
+    let Some((scheme, rest)) = v.split_once(' ') else {
+        return Err(OAuthError::invalid_client("malformed Authorization header"));
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(OAuthError::invalid_client(
+            "unsupported authentication scheme",
+        ));
+    }
+    let raw = STANDARD
+        .decode(rest.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let (id, secret) = raw
+        .split_once(':')
+        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
+    let decode = |s: &str| -> String {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Some((decode(id), decode(secret))))
+}
+
+impl ClientRegistry {
+    /// Builds the registry from configuration.
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
+        let mut clients = HashMap::new();
+        for (i, c) in cfg.clients.iter().enumerate() {
+            let client = Client::from_config(c, cfg)
+                .map_err(|e| ConfigError::new(format!("clients[{i}].secret"), e.message))?;
+            clients.insert(c.client_id.clone(), Arc::new(client));
+        }
+        Ok(Self { clients })
+    }
+
+    /// A client by id.
+    pub fn get(&self, id: &str) -> Option<&Arc<Client>> {
+        self.clients.get(id)
+    }
+
+    /// Authenticates the client of a request with its registered method. Every failure is
+    /// `invalid_client` (401 with a Basic challenge), except mixing methods, which is
+    /// `invalid_request` (BC-AUTH-05).
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        form: &Form<'_>,
+    ) -> Result<&Arc<Client>, OAuthError> {
+        let basic = basic_credentials(headers)?;
+        let post_secret = form.get("client_secret");
+        if form.has("client_assertion") || form.has("client_assertion_type") {
+            if basic.is_some() || post_secret.is_some() {
+                return Err(OAuthError::invalid_request(
+                    "more than one client authentication method",
+                ));
+            }
+            return Err(OAuthError::invalid_client(
+                "client assertions are not supported by this gateway",
+            ));
+        }
+        let (id, secret, method) = match (basic, post_secret) {
+            (Some(_), Some(_)) => {
+                return Err(OAuthError::invalid_request(
+                    "more than one client authentication method",
+                ));
+            }
+            (Some((id, secret)), None) => {
+                if form.get("client_id").is_some_and(|f| f != id) {
+                    return Err(OAuthError::invalid_client(
+                        "client_id does not match the authenticated client",
+                    ));
+                }
+                (id, secret, AuthMethod::ClientSecretBasic)
+            }
+            (None, Some(secret)) => {
+                let id = form
+                    .get("client_id")
+                    .ok_or_else(|| OAuthError::invalid_client("client_id is missing"))?;
+                (
+                    id.to_owned(),
+                    secret.to_owned(),
+                    AuthMethod::ClientSecretPost,
+                )
+            }
+            (None, None) => {
+                return Err(OAuthError::invalid_client(
+                    "client authentication is required",
+                ));
+            }
+        };
+        let client = self
+            .clients
+            .get(&id)
+            .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
+        if client.auth_method != method {
+            return Err(OAuthError::invalid_client(format!(
+                "this client authenticates with {}",
+                client.auth_method.as_str()
+            )));
+        }
+        if !client.secret.verify(&secret).await {
+            return Err(OAuthError::invalid_client("client authentication failed"));
+        }
+        Ok(client)
+    }
+}

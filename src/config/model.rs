@@ -1,0 +1,723 @@
+//! The YAML model with its defaults, and the checks that make it a valid configuration.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::ConfigError;
+use super::secret_ref::{SecretRef, resolve_secret, resolve_verifier};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Socket address the binary listens on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The externally visible base URL of the gateway; endpoint URLs in discovery and approval
+    /// links are built from it. Required.
+    pub public_url: Url,
+    /// The issuer (`iss`) of tokens and discovery. Default: `public_url` without a trailing slash.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Paths of the endpoints the gateway serves.
+    #[serde(default)]
+    pub endpoints: Endpoints,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// CIBA protocol policy.
+    #[serde(default)]
+    pub ciba: CibaPolicy,
+    /// Where pending requests live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// How the user is reached and the decision collected.
+    #[serde(default)]
+    pub channel: ChannelConfig,
+    /// Where `login_hint`s are resolved to users.
+    #[serde(default)]
+    pub users: UsersConfig,
+    /// The CIBA clients.
+    #[serde(default)]
+    pub clients: Vec<ClientConfig>,
+    /// Token minting.
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    /// Scope values clients may request (each client may narrow it further).
+    #[serde(default = "default_scopes")]
+    pub scopes_supported: Vec<String>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "phone"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Endpoint paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    /// Backchannel authentication endpoint. Default `/bc-authorize`.
+    pub backchannel: String,
+    /// Token endpoint (shared with the upstream). Default `/token`.
+    pub token: String,
+    /// Discovery document. Default `/.well-known/openid-configuration`.
+    pub discovery: String,
+    /// The gateway's JWKS. Default `/jwks`.
+    pub jwks: String,
+    /// Prefix of the built-in approval pages. Default `/approve`.
+    pub approval: String,
+    /// Callback for the HTTP authentication channel. Default `/ciba/callback`.
+    pub callback: String,
+    /// Health check. Default `/healthz`; empty to disable.
+    pub health: String,
+}
+
+impl Default for Endpoints {
+    fn default() -> Self {
+        Self {
+            backchannel: "/bc-authorize".into(),
+            token: "/token".into(),
+            discovery: "/.well-known/openid-configuration".into(),
+            jwks: "/jwks".into(),
+            approval: "/approve".into(),
+            callback: "/ciba/callback".into(),
+            health: "/healthz".into(),
+        }
+    }
+}
+
+/// Request limits (GW-07).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body the gateway buffers, in bytes. Default 65536.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// CIBA protocol policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CibaPolicy {
+    /// Lifetime of a request when the client sends no `requested_expiry`, seconds. Default 300.
+    pub default_expiry_secs: u32,
+    /// Upper bound for `requested_expiry` (BC-REQ-05), seconds. Default 600.
+    pub max_expiry_secs: u32,
+    /// Minimum polling interval announced and enforced, seconds. Default 5.
+    pub interval_secs: u32,
+    /// Accept `urn:ietf:params:oauth:grant-type:ciba` as an alias (MYTH-01). Default true.
+    pub accept_ietf_grant_type_alias: bool,
+    /// `binding_message` policy.
+    pub binding_message: BindingMessagePolicy,
+    /// `user_code` policy.
+    pub user_code: UserCodePolicy,
+}
+
+impl Default for CibaPolicy {
+    fn default() -> Self {
+        Self {
+            default_expiry_secs: 300,
+            max_expiry_secs: 600,
+            interval_secs: 5,
+            accept_ietf_grant_type_alias: true,
+            binding_message: BindingMessagePolicy::default(),
+            user_code: UserCodePolicy::default(),
+        }
+    }
+}
+
+/// Which characters a binding message may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Charset {
+    /// Printable ASCII only.
+    Ascii,
+    /// Any Unicode text without control or format characters (what the approval page can show).
+    Text,
+}
+
+/// `binding_message` policy (BC-UC-03/04).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BindingMessagePolicy {
+    /// Require a binding message (missing: `invalid_request`). Default false.
+    pub required: bool,
+    /// Longest accepted message, in characters. Default 128.
+    pub max_chars: usize,
+    /// Accepted characters. Default `text`.
+    pub charset: Charset,
+}
+
+impl Default for BindingMessagePolicy {
+    fn default() -> Self {
+        Self {
+            required: false,
+            max_chars: 128,
+            charset: Charset::Text,
+        }
+    }
+}
+
+/// `user_code` policy (BC-UC-01/02, SEC-04).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserCodePolicy {
+    /// Advertise `backchannel_user_code_parameter_supported`. Default true.
+    pub supported: bool,
+    /// Wrong codes tolerated per user within `lockout_secs` before requests are refused.
+    /// Default 5.
+    pub max_failures: u32,
+    /// Length of the failure window, seconds. Default 900.
+    pub lockout_secs: u64,
+}
+
+impl Default for UserCodePolicy {
+    fn default() -> Self {
+        Self {
+            supported: true,
+            max_failures: 5,
+            lockout_secs: 900,
+        }
+    }
+}
+
+/// Pending-request storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum StoreConfig {
+    /// In-process (moka). One instance only, or sticky routing (GW-04).
+    Memory {
+        /// Most requests held at once; beyond it new requests are refused. Default 100000.
+        #[serde(default = "default_capacity")]
+        capacity: u64,
+        /// How long an expired request is remembered so that polls get `expired_token`
+        /// rather than `invalid_grant`, seconds. Default 600.
+        #[serde(default = "default_tombstone")]
+        expired_grace_secs: u64,
+    },
+}
+
+fn default_capacity() -> u64 {
+    100_000
+}
+fn default_tombstone() -> u64 {
+    600
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self::Memory {
+            capacity: default_capacity(),
+            expired_grace_secs: default_tombstone(),
+        }
+    }
+}
+
+/// Outbound HTTP settings shared by every call the gateway makes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// Total timeout of a call, milliseconds. Default 5000.
+    pub timeout_ms: u64,
+    /// Allow loopback, private and link-local targets (SSRF guard, SEC-05). Default false.
+    pub allow_private_networks: bool,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Self {
+            timeout_ms: 5000,
+            allow_private_networks: false,
+        }
+    }
+}
+
+/// The authentication channel.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum ChannelConfig {
+    /// Development: log a one-time link to the built-in approval page.
+    #[default]
+    Log,
+    /// Keycloak-compatible "HTTP Authentication Channel".
+    Http {
+        /// Where the authentication requests are POSTed.
+        url: Url,
+        /// Key for the request-bound bearer tokens (HS256). Default: random per process, so
+        /// tokens die with a restart. Set it when several instances share a store.
+        #[serde(default)]
+        bearer_secret: Option<SecretRef>,
+        /// Outbound call settings.
+        #[serde(default)]
+        outbound: Outbound,
+    },
+}
+
+/// Where users come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum UsersConfig {
+    /// Users listed in the file.
+    Static {
+        /// The users.
+        #[serde(default)]
+        users: Vec<UserConfig>,
+    },
+    /// Ask an HTTP service: `POST url` with `{"login_hint": "…"}`; 200 with a user, 404 if none.
+    Http {
+        /// The lookup URL.
+        url: Url,
+        /// Optional bearer token sent to the lookup service.
+        #[serde(default)]
+        bearer_token: Option<SecretRef>,
+        /// How long a found user is cached, seconds. Default 60.
+        #[serde(default = "default_user_cache")]
+        cache_secs: u64,
+        /// Outbound call settings.
+        #[serde(default)]
+        outbound: Outbound,
+    },
+}
+
+fn default_user_cache() -> u64 {
+    60
+}
+
+impl Default for UsersConfig {
+    fn default() -> Self {
+        Self::Static { users: Vec::new() }
+    }
+}
+
+/// A user in the static directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The stable subject identifier (`sub`).
+    pub subject: String,
+    /// Username the user can be hinted by.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// E-mail address (hint and contact).
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Phone number (hint and contact).
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The user's `user_code`, as an argon2id hash or a reference.
+    #[serde(default)]
+    pub user_code: Option<SecretRef>,
+}
+
+/// Client authentication methods supported for secret-based clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// HTTP Basic with the form-urlencoded id and secret (RFC 6749 §2.3.1).
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` in the form body.
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    /// The registered metadata name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+        }
+    }
+}
+
+/// Token delivery modes (CIBA §5). Only poll is offered for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryMode {
+    /// The client polls the token endpoint.
+    Poll,
+    /// The client is pinged, then calls the token endpoint.
+    Ping,
+    /// Tokens are pushed to the client.
+    Push,
+}
+
+/// A CIBA client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client identifier.
+    pub client_id: String,
+    /// Human-readable name shown to the user. Default: the client id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The secret: argon2id hash, `${ENV}` or `file:`.
+    pub secret: SecretRef,
+    /// How the client authenticates. Default `client_secret_basic`.
+    #[serde(default = "default_auth_method")]
+    pub token_endpoint_auth_method: AuthMethod,
+    /// Grant types; must contain `urn:openid:params:grant-type:ciba` to use CIBA (BC-AUTH-06).
+    #[serde(default = "default_grant_types")]
+    pub grant_types: Vec<String>,
+    /// Delivery mode (CM-01). Default `poll`.
+    #[serde(default = "default_mode")]
+    pub backchannel_token_delivery_mode: DeliveryMode,
+    /// Require a `user_code` from this client (BC-UC-01). Default false.
+    #[serde(default)]
+    pub backchannel_user_code_parameter: bool,
+    /// Scopes this client may request. Default: `scopes_supported`.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+fn default_auth_method() -> AuthMethod {
+    AuthMethod::ClientSecretBasic
+}
+fn default_grant_types() -> Vec<String> {
+    vec![crate::protocol::GRANT_TYPE_CIBA.to_owned()]
+}
+fn default_mode() -> DeliveryMode {
+    DeliveryMode::Poll
+}
+
+/// JWS algorithms the gateway signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA P-256 SHA-256.
+    ES256,
+    /// Ed25519.
+    EdDSA,
+    /// RSASSA-PKCS1-v1_5 SHA-256.
+    RS256,
+    /// RSASSA-PSS SHA-256.
+    PS256,
+}
+
+/// A signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Key id, published in the JWKS and every token header.
+    pub kid: String,
+    /// Algorithm.
+    pub alg: SigningAlg,
+    /// PKCS#8 PEM private key: `file:/path`, `${ENV}` or inline PEM.
+    pub private_key: SecretRef,
+}
+
+/// Token minting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    /// Signing keys; all are published, the active one signs. Empty: an ephemeral ES256 key is
+    /// generated at start (tokens do not survive a restart).
+    pub keys: Vec<KeyConfig>,
+    /// Which key signs. Default: the first.
+    pub active_kid: Option<String>,
+    /// ID token lifetime, seconds. Default 300.
+    pub id_token_ttl_secs: u64,
+    /// Access token lifetime, seconds. Default 600.
+    pub access_token_ttl_secs: u64,
+    /// `aud` of access tokens. Default: the issuer.
+    pub access_token_audience: Option<String>,
+    /// `acr` values the gateway may assert; a requested value in this list becomes the ID
+    /// token's `acr` (TOK-09). Default none.
+    pub acr_values_supported: Vec<String>,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            active_kid: None,
+            id_token_ttl_secs: 300,
+            access_token_ttl_secs: 600,
+            access_token_audience: None,
+            acr_values_supported: Vec::new(),
+        }
+    }
+}
+
+fn check_path(errs: &mut Vec<ConfigError>, field: &str, p: &str, allow_empty: bool) {
+    if p.is_empty() && allow_empty {
+        return;
+    }
+    if !p.starts_with('/') || p.contains(['?', '#', ' ']) || (p.len() > 1 && p.ends_with('/')) {
+        errs.push(ConfigError::new(
+            field,
+            "must be an absolute path like /bc-authorize",
+        ));
+    }
+}
+
+impl Config {
+    /// The issuer, defaulted from `public_url`.
+    pub fn issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .unwrap_or_else(|| self.public_url.as_str().trim_end_matches('/').to_owned())
+    }
+
+    /// An absolute URL for one of the gateway's own paths.
+    pub fn url_for(&self, path: &str) -> String {
+        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+    }
+
+    /// Every problem in the configuration; empty when it is valid. Secret references are
+    /// resolved here too, so that a missing variable or file is reported at start-up.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        if !matches!(self.public_url.scheme(), "http" | "https") {
+            errs.push(ConfigError::new(
+                "public_url",
+                "must be an http or https URL",
+            ));
+        }
+        if self.public_url.query().is_some() || self.public_url.fragment().is_some() {
+            errs.push(ConfigError::new(
+                "public_url",
+                "must not have a query or fragment",
+            ));
+        }
+        if let Some(iss) = &self.issuer
+            && Url::parse(iss).is_err()
+        {
+            errs.push(ConfigError::new("issuer", "must be a URL"));
+        }
+        let e = &self.endpoints;
+        for (name, p) in [
+            ("backchannel", &e.backchannel),
+            ("token", &e.token),
+            ("discovery", &e.discovery),
+            ("jwks", &e.jwks),
+            ("approval", &e.approval),
+            ("callback", &e.callback),
+        ] {
+            check_path(&mut errs, &format!("endpoints.{name}"), p, false);
+        }
+        check_path(&mut errs, "endpoints.health", &e.health, true);
+        if self.limits.max_body_bytes < 1024 {
+            errs.push(ConfigError::new(
+                "limits.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        let c = &self.ciba;
+        if c.interval_secs == 0 {
+            errs.push(ConfigError::new("ciba.interval_secs", "must be positive"));
+        }
+        if c.default_expiry_secs == 0 {
+            errs.push(ConfigError::new(
+                "ciba.default_expiry_secs",
+                "must be positive",
+            ));
+        }
+        if c.max_expiry_secs < c.default_expiry_secs {
+            errs.push(ConfigError::new(
+                "ciba.max_expiry_secs",
+                "must be at least default_expiry_secs",
+            ));
+        }
+        if c.binding_message.max_chars == 0 {
+            errs.push(ConfigError::new(
+                "ciba.binding_message.max_chars",
+                "must be positive",
+            ));
+        }
+        if let StoreConfig::Memory { capacity: 0, .. } = self.store {
+            errs.push(ConfigError::new("store.capacity", "must be positive"));
+        }
+        if let ChannelConfig::Http {
+            url, bearer_secret, ..
+        } = &self.channel
+        {
+            if !matches!(url.scheme(), "http" | "https") {
+                errs.push(ConfigError::new(
+                    "channel.url",
+                    "must be an http or https URL",
+                ));
+            }
+            if let Some(s) = bearer_secret {
+                match resolve_secret(s) {
+                    Ok(Some(v)) if v.expose().len() < 32 => errs.push(ConfigError::new(
+                        "channel.bearer_secret",
+                        "must be at least 32 characters",
+                    )),
+                    Ok(Some(_)) => {}
+                    Ok(None) => errs.push(ConfigError::new(
+                        "channel.bearer_secret",
+                        "must be a reference: `${ENV_VAR}` or `file:/path`",
+                    )),
+                    Err(m) => errs.push(ConfigError::new("channel.bearer_secret", m)),
+                }
+            }
+        }
+        match &self.users {
+            UsersConfig::Static { users } => {
+                let mut seen = std::collections::HashMap::new();
+                for (i, u) in users.iter().enumerate() {
+                    let p = format!("users.users[{i}]");
+                    if u.subject.trim().is_empty() {
+                        errs.push(ConfigError::new(
+                            format!("{p}.subject"),
+                            "must not be empty",
+                        ));
+                    }
+                    for name in [
+                        Some(&u.subject),
+                        u.username.as_ref(),
+                        u.email.as_ref(),
+                        u.phone.as_ref(),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    {
+                        let key = name.to_lowercase();
+                        if let Some(j) = seen.insert(key, i)
+                            && j != i
+                        {
+                            errs.push(ConfigError::new(
+                                p.clone(),
+                                format!("hint '{name}' is also used by users[{j}]"),
+                            ));
+                        }
+                    }
+                    if let Some(uc) = &u.user_code
+                        && let Err(m) = resolve_verifier(uc)
+                    {
+                        errs.push(ConfigError::new(format!("{p}.user_code"), m));
+                    }
+                }
+            }
+            UsersConfig::Http {
+                url, bearer_token, ..
+            } => {
+                if !matches!(url.scheme(), "http" | "https") {
+                    errs.push(ConfigError::new(
+                        "users.url",
+                        "must be an http or https URL",
+                    ));
+                }
+                if let Some(t) = bearer_token {
+                    match resolve_secret(t) {
+                        Ok(Some(_)) => {}
+                        Ok(None) => errs.push(ConfigError::new(
+                            "users.bearer_token",
+                            "must be a reference: `${ENV_VAR}` or `file:/path`",
+                        )),
+                        Err(m) => errs.push(ConfigError::new("users.bearer_token", m)),
+                    }
+                }
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, cl) in self.clients.iter().enumerate() {
+            let p = format!("clients[{i}]");
+            if cl.client_id.is_empty() {
+                errs.push(ConfigError::new(
+                    format!("{p}.client_id"),
+                    "must not be empty",
+                ));
+            }
+            if !ids.insert(cl.client_id.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("{p}.client_id"),
+                    "is used by another client",
+                ));
+            }
+            if let Err(m) = resolve_verifier(&cl.secret) {
+                errs.push(ConfigError::new(format!("{p}.secret"), m));
+            }
+            if cl.backchannel_token_delivery_mode != DeliveryMode::Poll {
+                // CM-01: a mode the gateway does not support is refused.
+                errs.push(ConfigError::new(
+                    format!("{p}.backchannel_token_delivery_mode"),
+                    "only `poll` is supported by this version",
+                ));
+            }
+            if let Some(g) = cl
+                .grant_types
+                .iter()
+                .find(|g| *g == crate::protocol::GRANT_TYPE_CIBA_IETF_ALIAS)
+            {
+                errs.push(ConfigError::new(
+                    format!("{p}.grant_types"),
+                    format!(
+                        "'{g}' is not the CIBA grant type; use '{}' (MYTH-01)",
+                        crate::protocol::GRANT_TYPE_CIBA
+                    ),
+                ));
+            }
+            if let Some(scopes) = &cl.scopes {
+                if !scopes.iter().any(|s| s == "openid") {
+                    errs.push(ConfigError::new(
+                        format!("{p}.scopes"),
+                        "must include openid",
+                    ));
+                }
+                for s in scopes {
+                    if !self.scopes_supported.contains(s) {
+                        errs.push(ConfigError::new(
+                            format!("{p}.scopes"),
+                            format!("'{s}' is not in scopes_supported"),
+                        ));
+                    }
+                }
+            }
+            if cl.backchannel_user_code_parameter && !c.user_code.supported {
+                errs.push(ConfigError::new(
+                    format!("{p}.backchannel_user_code_parameter"),
+                    "ciba.user_code.supported is false",
+                ));
+            }
+        }
+        if !self.scopes_supported.iter().any(|s| s == "openid") {
+            errs.push(ConfigError::new("scopes_supported", "must include openid"));
+        }
+        let t = &self.tokens;
+        let mut kids = std::collections::HashSet::new();
+        for (i, k) in t.keys.iter().enumerate() {
+            if k.kid.is_empty() || !kids.insert(k.kid.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("tokens.keys[{i}].kid"),
+                    "must be non-empty and unique",
+                ));
+            }
+            if let Err(m) = crate::tokens::load_key_pem(&k.private_key) {
+                errs.push(ConfigError::new(format!("tokens.keys[{i}].private_key"), m));
+            }
+        }
+        if let Some(active) = &t.active_kid
+            && !t.keys.iter().any(|k| &k.kid == active)
+        {
+            errs.push(ConfigError::new(
+                "tokens.active_kid",
+                "names no key in tokens.keys",
+            ));
+        }
+        if t.id_token_ttl_secs == 0 || t.access_token_ttl_secs == 0 {
+            errs.push(ConfigError::new(
+                "tokens",
+                "token lifetimes must be positive",
+            ));
+        }
+        errs
+    }
+}

@@ -1,0 +1,76 @@
+//! Secret references in YAML: `${ENV_VAR}`, `file:/path`, or (for client secrets and user codes)
+//! an argon2id hash. Plaintext secrets in the file are refused: secure by default.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::secret::{Expected, Secret};
+
+/// A secret as written in the configuration, not yet resolved.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretRef(String);
+
+impl SecretRef {
+    /// Wraps a reference string.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The reference as written (may itself be a secret if inline: do not log).
+    pub fn raw(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.starts_with("${") || self.0.starts_with("file:") {
+            write!(f, "SecretRef({:?})", self.0)
+        } else {
+            f.write_str("SecretRef(<inline>)")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self)
+    }
+}
+
+/// Resolves `${ENV}` and `file:` references. Returns `Ok(None)` when the value is neither (an
+/// inline value, for the caller to judge).
+pub fn resolve_secret(r: &SecretRef) -> Result<Option<Secret>, String> {
+    let s = r.raw();
+    if let Some(var) = s.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+        return std::env::var(var)
+            .map(|v| Some(Secret::new(v)))
+            .map_err(|_| format!("environment variable {var} is not set"));
+    }
+    if let Some(path) = s.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|v| Some(Secret::new(v.trim_end_matches(['\r', '\n']))))
+            .map_err(|e| format!("cannot read {path}: {e}"));
+    }
+    Ok(None)
+}
+
+/// Resolves a client secret or user code: an argon2 hash stays a hash; `${ENV}`/`file:` give a
+/// plaintext that is compared in constant time (or a hash, if that is what the file holds).
+pub fn resolve_verifier(r: &SecretRef) -> Result<Expected, String> {
+    if let Some(e) = Expected::argon2(r.raw()) {
+        return Ok(e);
+    }
+    if r.raw().starts_with("$argon2") {
+        return Err("is not a valid argon2 PHC string".into());
+    }
+    match resolve_secret(r)? {
+        Some(s) => Ok(Expected::argon2(s.expose()).unwrap_or(Expected::Plain(s))),
+        None => Err(
+            "plaintext secrets are not accepted in the file: use an argon2id hash \
+                     (`ciba-gateway hash-secret`), `${ENV_VAR}` or `file:/path`"
+                .into(),
+        ),
+    }
+}

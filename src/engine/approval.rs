@@ -1,0 +1,241 @@
+//! The built-in approval page (quickstart / `log` channel): a one-time link shows the client's
+//! name, the binding message and the scopes with Approve and Deny. The form is protected by a
+//! signed double-submit CSRF token; the page is `no-store`, unframeable, and under a strict CSP.
+
+use askama::Template;
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http::{HeaderValue, Method, Response, StatusCode, header};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{Engine, EngineRequest};
+use crate::config::Config;
+use crate::protocol::{Form, random_token};
+use crate::store::{Approval, Decision, PendingStore, ResolveError};
+
+const COOKIE: &str = "ciba_csrf";
+
+/// The page's only style sheet, inline and allowed by its hash in the CSP.
+const STYLE: &str = "body{font-family:system-ui,-apple-system,sans-serif;margin:0;background:#f4f5f7;color:#1d2330}\
+main{max-width:28rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radius:12px;box-shadow:0 1px 4px rgba(0,0,0,.12)}\
+h1{font-size:1.3rem;margin-top:0}.msg{font-size:1.6rem;font-weight:600;padding:.8rem;border:2px dashed #4a6cf7;border-radius:8px;text-align:center;word-break:break-word}\
+ul{padding-left:1.2rem}.row{display:flex;gap:.8rem;margin-top:1.5rem}\
+button{flex:1;font-size:1.1rem;padding:.9rem;border-radius:8px;border:0;cursor:pointer}\
+.ok{background:#1f8f4e;color:#fff}.no{background:#e4e6eb;color:#1d2330}.small{color:#5b6270;font-size:.9rem}";
+
+#[derive(Template)]
+#[template(path = "approve.html")]
+struct ApprovePage<'a> {
+    style: &'a str,
+    client_name: &'a str,
+    binding_message: Option<&'a str>,
+    scopes: Vec<&'a str>,
+    minutes_left: u64,
+    csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    style: &'a str,
+    title: &'a str,
+    text: &'a str,
+}
+
+/// Keys and headers of the approval pages.
+pub struct Pages {
+    csrf_key: [u8; 32],
+    csp: HeaderValue,
+    base: String,
+    secure_cookie: bool,
+}
+
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pages")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pages {
+    /// Page settings for a configuration; the CSRF key is random per process.
+    pub fn new(cfg: &Config) -> Self {
+        let mut csrf_key = [0u8; 32];
+        rand::rng().fill_bytes(&mut csrf_key);
+        let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+        let csp = format!(
+            "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        );
+        Self {
+            csrf_key,
+            csp: HeaderValue::from_str(&csp).expect("an ASCII header"),
+            base: cfg.url_for(&cfg.endpoints.approval),
+            secure_cookie: cfg.public_url.scheme() == "https",
+        }
+    }
+
+    /// The one-time link for a request's approval handle.
+    pub fn link_for(&self, handle: &str) -> String {
+        format!("{}/{}", self.base, handle)
+    }
+
+    fn csrf_token(&self, handle: &str, cookie: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("any key length");
+        mac.update(handle.as_bytes());
+        mac.update(b".");
+        mac.update(cookie.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    fn html(&self, status: StatusCode, body: String) -> Response<Bytes> {
+        let mut r = Response::new(Bytes::from(body));
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::CONTENT_SECURITY_POLICY, self.csp.clone());
+        h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        // The link is a bearer secret: never leak it in a Referer.
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        r
+    }
+
+    fn message(&self, status: StatusCode, title: &str, text: &str) -> Response<Bytes> {
+        let page = MessagePage {
+            style: STYLE,
+            title,
+            text,
+        };
+        self.html(status, page.render().unwrap_or_else(|_| title.to_owned()))
+    }
+}
+
+fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+impl Engine {
+    pub(super) async fn approval(&self, req: &EngineRequest) -> Response<Bytes> {
+        let handle = req.uri.path().rsplit('/').next().unwrap_or_default();
+        let now = self.clock.now_ms();
+        let gone = || {
+            self.pages.message(
+                StatusCode::NOT_FOUND,
+                "This link is no longer valid",
+                "It has been used already or has expired. Nothing was approved.",
+            )
+        };
+        match req.method {
+            Method::GET => {
+                let Some(pending) = self.store.view(handle, now).await else {
+                    return gone();
+                };
+                let client_name = self
+                    .clients
+                    .get(&pending.client_id)
+                    .map_or(pending.client_id.as_str(), |c| &c.name);
+                let cookie = random_token();
+                let csrf = self.pages.csrf_token(handle, &cookie);
+                let remaining_ms = pending.expires_at_ms.saturating_sub(now);
+                let page = ApprovePage {
+                    style: STYLE,
+                    client_name,
+                    binding_message: pending.binding_message.as_deref(),
+                    scopes: pending.scope.iter().collect(),
+                    minutes_left: remaining_ms.div_ceil(60_000),
+                    csrf: &csrf,
+                };
+                let Ok(body) = page.render() else {
+                    return self.pages.message(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Something went wrong",
+                        "Please try again.",
+                    );
+                };
+                let mut resp = self.pages.html(StatusCode::OK, body);
+                let set = format!(
+                    "{COOKIE}={cookie}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+                    req.uri.path(),
+                    remaining_ms / 1000 + 1,
+                    if self.pages.secure_cookie {
+                        "; Secure"
+                    } else {
+                        ""
+                    }
+                );
+                if let Ok(v) = HeaderValue::from_str(&set) {
+                    resp.headers_mut().insert(header::SET_COOKIE, v);
+                }
+                resp
+            }
+            Method::POST => {
+                let form = Form::parse(&req.body).unwrap_or_default();
+                let cookie = cookie_value(&req.headers, COOKIE).unwrap_or("");
+                let expected = self.pages.csrf_token(handle, cookie);
+                let presented = form.get("csrf").unwrap_or("");
+                if cookie.is_empty() || !bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+                {
+                    return self.pages.message(
+                        StatusCode::FORBIDDEN,
+                        "This form has expired",
+                        "Open the link again to approve or deny the request.",
+                    );
+                }
+                let (decision, title, text) = match form.get("decision") {
+                    Some("approve") => (
+                        Decision::Approved(Approval {
+                            auth_time: now / 1000,
+                            acr: None,
+                            amr: None,
+                        }),
+                        "Approved",
+                        "You can return to the application that asked.",
+                    ),
+                    Some("deny") => (
+                        Decision::Denied,
+                        "Denied",
+                        "The request was refused. Nothing was shared.",
+                    ),
+                    _ => {
+                        return self.pages.message(
+                            StatusCode::BAD_REQUEST,
+                            "Unknown choice",
+                            "Please use the buttons.",
+                        );
+                    }
+                };
+                match self.store.resolve(handle, decision, now).await {
+                    Ok(()) => self.pages.message(StatusCode::OK, title, text),
+                    Err(ResolveError::NotFound | ResolveError::Expired) => gone(),
+                }
+            }
+            _ => self.pages.message(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Not allowed",
+                "Use the link you received.",
+            ),
+        }
+    }
+}

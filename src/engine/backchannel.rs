@@ -1,0 +1,317 @@
+//! The backchannel authentication endpoint (CIBA §7), validated in the order of BC-VAL-01:
+//! client authentication, signed request, parameter syntax (hint count first), user
+//! resolution, user code and binding message; then the request is stored, the user reached,
+//! and the client acknowledged.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode};
+use jsonwebtoken::Validation;
+use serde::Deserialize;
+
+use super::{Engine, EngineRequest, json_response};
+use crate::channel::Notification;
+use crate::clients::Client;
+use crate::config::Charset;
+use crate::protocol::form::require_form_content_type;
+use crate::protocol::{AuthReqId, ErrorCode, Form, OAuthError, Scope, random_token};
+use crate::store::{PendingRequest, PendingStore, StoreError};
+use crate::users::User;
+
+/// How long after its expiry an `id_token_hint` is still accepted (SEC-03).
+const ID_TOKEN_HINT_GRACE_SECS: u64 = 24 * 3600;
+
+#[derive(Deserialize)]
+struct HintClaims {
+    sub: String,
+}
+
+impl Engine {
+    pub(super) async fn backchannel(&self, req: &EngineRequest) -> Response<Bytes> {
+        match self.backchannel_inner(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn backchannel_inner(&self, req: &EngineRequest) -> Result<Response<Bytes>, OAuthError> {
+        // BC-AUTH-01
+        if req.method != Method::POST {
+            return Err(OAuthError::method_not_allowed());
+        }
+        require_form_content_type(&req.headers)?;
+        let form = Form::parse(&req.body)?;
+
+        // (1) client authentication, BC-AUTH-02/05/06
+        let client = self.clients.authenticate(&req.headers, &form).await?;
+        if !client.ciba_allowed {
+            return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
+                .describe("this client is not allowed the CIBA grant"));
+        }
+
+        // (2) signed requests are not offered (DISC-04 absent), BC-JWT-06
+        if form.has("request") || form.has("request_uri") {
+            return Err(OAuthError::invalid_request(
+                "signed authentication requests are not supported",
+            ));
+        }
+
+        // (3) syntax and presence; the hint count comes before any hint is looked at (BC-REQ-02)
+        let hints = ["login_hint", "login_hint_token", "id_token_hint"].map(|h| form.get(h));
+        if hints.iter().flatten().count() != 1 {
+            return Err(OAuthError::invalid_request(
+                "exactly one of login_hint, login_hint_token and id_token_hint is required",
+            ));
+        }
+        let scope = self.check_scope(client, form.get("scope"))?;
+        let lifetime = self.check_expiry(form.get("requested_expiry"))?;
+        let binding_message = form.get("binding_message");
+        if binding_message.is_none() && self.cfg.ciba.binding_message.required {
+            // BC-UC-04: absent-but-required is invalid_request, not invalid_binding_message.
+            return Err(OAuthError::invalid_request("binding_message is required"));
+        }
+
+        // (4) user resolution, BC-REQ-07/09
+        let user = match hints {
+            [Some(login_hint), None, None] => self.user_by_hint(login_hint).await?,
+            [None, Some(_), None] => {
+                return Err(OAuthError::invalid_request(
+                    "login_hint_token is not supported by this gateway",
+                ));
+            }
+            [None, None, Some(id_token_hint)] => {
+                self.user_by_id_token_hint(client, id_token_hint).await?
+            }
+            _ => unreachable!("exactly one hint was counted above"),
+        };
+        // The channel is told the hint as the client sent it, or the subject for id_token_hint.
+        let hint_text = hints[0].unwrap_or(&user.subject);
+        self.accept(
+            client,
+            &user,
+            hint_text,
+            scope,
+            lifetime,
+            binding_message,
+            &form,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn accept(
+        &self,
+        client: &Arc<Client>,
+        user: &Arc<User>,
+        hint_text: &str,
+        scope: Scope,
+        lifetime: u32,
+        binding_message: Option<&str>,
+        form: &Form<'_>,
+    ) -> Result<Response<Bytes>, OAuthError> {
+        // (5) user code (BC-UC-01/02) and binding message (BC-UC-03)
+        if self.cfg.ciba.user_code.supported && client.user_code_required {
+            self.check_user_code(user, form.get("user_code")).await?;
+        }
+        if let Some(m) = binding_message {
+            self.check_binding_message(m)?;
+        }
+
+        let now = self.clock.now_ms();
+        let pending = PendingRequest {
+            id: AuthReqId::generate(),
+            handle: random_token(),
+            client_id: client.id.clone(),
+            subject: user.subject.clone(),
+            scope,
+            acr_values: form.get("acr_values").map(str::to_owned),
+            binding_message: binding_message.map(str::to_owned),
+            created_at_ms: now,
+            expires_at_ms: now + u64::from(lifetime) * 1000,
+            interval_secs: self.cfg.ciba.interval_secs,
+        };
+        self.store
+            .create(pending.clone())
+            .await
+            .map_err(|e| match e {
+                StoreError::Full => OAuthError::unavailable(
+                    "the gateway holds as many pending requests as it may; retry later",
+                    5,
+                ),
+                StoreError::Backend(m) => {
+                    tracing::error!(error = %m, "pending-request store failed");
+                    OAuthError::unavailable("the pending-request store is unavailable", 5)
+                }
+            })?;
+
+        let approval_url = self.pages.link_for(&pending.handle);
+        let note = Notification {
+            request: &pending,
+            client,
+            user,
+            login_hint: hint_text,
+            approval_url: &approval_url,
+        };
+        if let Err(e) = self.channel.notify(&note).await {
+            // Nothing may be left behind that can never complete.
+            self.store.cancel(&pending.id).await;
+            tracing::warn!(client_id = %client.id, error = %e, "the user could not be reached; request refused");
+            return Err(OAuthError::unavailable(
+                "the authentication channel could not be reached; the request was not started",
+                10,
+            ));
+        }
+        tracing::info!(client_id = %client.id, subject = %user.subject, expires_in = lifetime, "backchannel authentication request accepted");
+
+        // BC-ACK-01..04
+        let body = serde_json::json!({
+            "auth_req_id": pending.id.as_str(),
+            "expires_in": lifetime,
+            "interval": pending.interval_secs,
+        });
+        Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+    }
+
+    /// BC-REQ-01: present, contains `openid`, every value allowed for the client.
+    fn check_scope(&self, client: &Client, raw: Option<&str>) -> Result<Scope, OAuthError> {
+        let raw = raw.ok_or_else(|| OAuthError::invalid_request("scope is required"))?;
+        let scope = Scope::parse(raw).ok_or_else(|| {
+            OAuthError::bad_request(ErrorCode::InvalidScope).describe("malformed scope")
+        })?;
+        if !scope.contains("openid") {
+            return Err(OAuthError::bad_request(ErrorCode::InvalidScope)
+                .describe("scope must include openid"));
+        }
+        if let Some(bad) = scope.iter().find(|s| !client.scopes.iter().any(|a| a == s)) {
+            return Err(OAuthError::bad_request(ErrorCode::InvalidScope)
+                .describe(format!("scope '{bad}' is not allowed for this client")));
+        }
+        Ok(scope)
+    }
+
+    /// BC-REQ-04/05: a positive integer, capped at the configured maximum.
+    fn check_expiry(&self, raw: Option<&str>) -> Result<u32, OAuthError> {
+        let policy = &self.cfg.ciba;
+        let Some(raw) = raw else {
+            return Ok(policy.default_expiry_secs);
+        };
+        if raw.is_empty() || raw.len() > 10 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(OAuthError::invalid_request(
+                "requested_expiry must be a positive integer",
+            ));
+        }
+        match raw.parse::<u64>() {
+            Ok(0) | Err(_) => Err(OAuthError::invalid_request(
+                "requested_expiry must be a positive integer",
+            )),
+            Ok(n) => Ok(n.min(u64::from(policy.max_expiry_secs)) as u32),
+        }
+    }
+
+    async fn user_by_hint(&self, hint: &str) -> Result<Arc<User>, OAuthError> {
+        match self.users.resolve_hint(hint).await {
+            Ok(Some(u)) => Ok(u),
+            Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
+                .describe("no user matches the hint")),
+            Err(e) => {
+                tracing::warn!(error = %e, "user directory lookup failed");
+                Err(OAuthError::unavailable(
+                    "the user directory is unavailable",
+                    5,
+                ))
+            }
+        }
+    }
+
+    /// SEC-03: an ID token this gateway issued, to this client, accepted for a while after `exp`.
+    async fn user_by_id_token_hint(
+        &self,
+        client: &Client,
+        token: &str,
+    ) -> Result<Arc<User>, OAuthError> {
+        let mut v = Validation::new(self.minter.keys().active_alg());
+        v.validate_exp = false;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&client.id]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        #[derive(Deserialize)]
+        struct WithExp {
+            #[serde(flatten)]
+            hint: HintClaims,
+            exp: u64,
+        }
+        let claims: WithExp = self.minter.keys().verify(token, v).ok_or_else(|| {
+            OAuthError::invalid_request(
+                "id_token_hint is not a valid ID token issued to this client",
+            )
+        })?;
+        if claims.exp + ID_TOKEN_HINT_GRACE_SECS < self.clock.now_secs() {
+            return Err(OAuthError::invalid_request(
+                "id_token_hint has expired too long ago",
+            ));
+        }
+        match self.users.by_subject(&claims.hint.sub).await {
+            Ok(Some(u)) => Ok(u),
+            Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
+                .describe("the hinted user no longer exists")),
+            Err(_) => Err(OAuthError::unavailable(
+                "the user directory is unavailable",
+                5,
+            )),
+        }
+    }
+
+    async fn check_user_code(
+        &self,
+        user: &User,
+        presented: Option<&str>,
+    ) -> Result<(), OAuthError> {
+        let presented = presented.ok_or_else(|| {
+            OAuthError::bad_request(ErrorCode::MissingUserCode)
+                .describe("this client must send a user_code")
+        })?;
+        if self.user_codes.locked(&user.subject) {
+            return Err(
+                OAuthError::new(ErrorCode::AccessDenied, StatusCode::FORBIDDEN)
+                    .describe("too many wrong user codes for this user; try again later"),
+            );
+        }
+        let ok = match &user.user_code {
+            Some(v) => v.verify(presented).await,
+            None => false,
+        };
+        if !ok {
+            self.user_codes.record_failure(&user.subject);
+            return Err(OAuthError::bad_request(ErrorCode::InvalidUserCode)
+                .describe("the user code is wrong"));
+        }
+        Ok(())
+    }
+
+    /// BC-UC-03: shown correctly or rejected; never cut or mangled.
+    fn check_binding_message(&self, m: &str) -> Result<(), OAuthError> {
+        let p = &self.cfg.ciba.binding_message;
+        let bad = |why: &'static str| {
+            OAuthError::bad_request(ErrorCode::InvalidBindingMessage).describe(why)
+        };
+        if m.chars().count() > p.max_chars {
+            return Err(bad("binding_message is too long"));
+        }
+        let ok = match p.charset {
+            Charset::Ascii => m.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
+            Charset::Text => m.chars().all(|c| !c.is_control() && !is_format_char(c)),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(bad("binding_message has characters that cannot be shown"))
+        }
+    }
+}
+
+/// Unicode format characters (bidi overrides, zero-width marks) that would let a message look
+/// different from what it says.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}

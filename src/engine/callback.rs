@@ -1,0 +1,73 @@
+//! The HTTP authentication channel's callback (Keycloak contract): the authenticator POSTs
+//! `{"status": …}` with the request-bound bearer token. A wrong, expired or reused token is
+//! refused with 401 `invalid_token`.
+
+use bytes::Bytes;
+use http::{Method, Response, StatusCode, header};
+use serde::Deserialize;
+
+use super::{Engine, EngineRequest, json_response};
+use crate::channel::{CallbackStatus, Channel};
+use crate::protocol::OAuthError;
+use crate::store::{Approval, Decision, PendingStore, ResolveError};
+
+#[derive(Deserialize)]
+struct CallbackBody {
+    status: CallbackStatus,
+}
+
+impl Engine {
+    pub(super) async fn callback(&self, req: &EngineRequest) -> Response<Bytes> {
+        match self.callback_inner(req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn callback_inner(&self, req: &EngineRequest) -> Result<Response<Bytes>, OAuthError> {
+        if req.method != Method::POST {
+            return Err(OAuthError::method_not_allowed());
+        }
+        let Channel::Http(channel) = &self.channel else {
+            return Err(OAuthError::invalid_token(
+                "no HTTP authentication channel is configured",
+            ));
+        };
+        let token = req
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .ok_or_else(|| OAuthError::invalid_token("a bearer token is required"))?;
+        let now = self.clock.now_ms();
+        let handle = channel
+            .verify_bearer(token.trim(), now / 1000)
+            .ok_or_else(|| OAuthError::invalid_token("the token is invalid or expired"))?;
+        let body: CallbackBody = serde_json::from_slice(&req.body).map_err(|_| {
+            OAuthError::invalid_request(
+                "the body must be JSON with status SUCCEED, UNAUTHORIZED or CANCELLED",
+            )
+        })?;
+        let decision = match body.status {
+            CallbackStatus::Succeed => Decision::Approved(Approval {
+                auth_time: now / 1000,
+                acr: None,
+                amr: None,
+            }),
+            CallbackStatus::Unauthorized | CallbackStatus::Cancelled => Decision::Denied,
+        };
+        match self.store.resolve(&handle, decision, now).await {
+            Ok(()) => {
+                tracing::info!(status = ?body.status, "authentication channel callback accepted");
+                Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))
+            }
+            Err(ResolveError::NotFound) => {
+                Err(OAuthError::invalid_token("the token was already used"))
+            }
+            Err(ResolveError::Expired) => Err(OAuthError::invalid_token("the request has expired")),
+        }
+    }
+}

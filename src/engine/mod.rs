@@ -1,0 +1,258 @@
+//! The protocol engine: transport-agnostic. Adapters (the tower layer, later the pingora module)
+//! hand it a buffered [`EngineRequest`] and get back either a response or the request itself,
+//! untouched, to forward to the upstream.
+
+mod approval;
+mod backchannel;
+mod callback;
+mod discovery;
+mod token;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
+
+use crate::channel::Channel;
+use crate::clients::ClientRegistry;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, ConfigError, ConfigErrors, StoreConfig};
+use crate::store::{MemoryStore, Store};
+use crate::tokens::{KeySet, Minter};
+use crate::users::{UserCodeGuard, UserDirectory};
+
+pub use approval::Pages;
+
+/// A buffered request, as an adapter hands it to the engine.
+#[derive(Debug, Clone)]
+pub struct EngineRequest {
+    /// The method.
+    pub method: Method,
+    /// The request target (path and query).
+    pub uri: Uri,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+    /// The peer's address, when known.
+    pub peer: Option<SocketAddr>,
+}
+
+/// The engine's answer.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Answer the client with this response.
+    Respond(Response<Bytes>),
+    /// Not the gateway's after all (a non-CIBA grant at the shared token endpoint): forward this
+    /// request, with the very bytes the client sent.
+    Forward(EngineRequest),
+}
+
+/// The endpoints the engine recognises by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The backchannel authentication endpoint.
+    Backchannel,
+    /// The token endpoint, shared with the upstream: only the body's `grant_type` tells.
+    Token,
+    /// The discovery document (the upstream's, with the CIBA fields added, or the gateway's own).
+    Discovery,
+    /// The gateway's JWKS.
+    Jwks,
+    /// The built-in approval pages.
+    Approval,
+    /// The HTTP authentication channel's callback.
+    Callback,
+    /// The health check.
+    Health,
+}
+
+/// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`.
+pub struct Engine {
+    pub(crate) cfg: Config,
+    pub(crate) issuer: String,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) users: UserDirectory,
+    pub(crate) user_codes: UserCodeGuard,
+    pub(crate) store: Store,
+    pub(crate) channel: Channel,
+    pub(crate) minter: Minter,
+    pub(crate) pages: Pages,
+    discovery: discovery::Discovery,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds an engine on the system clock.
+    pub fn new(cfg: Config) -> Result<Self, ConfigErrors> {
+        Self::with_clock(cfg, Arc::new(SystemClock))
+    }
+
+    /// Builds an engine on the given clock (tests use [`crate::clock::ManualClock`]).
+    pub fn with_clock(cfg: Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigErrors> {
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(ConfigErrors(problems));
+        }
+        let issuer = cfg.issuer();
+        let store = match cfg.store {
+            StoreConfig::Memory {
+                capacity,
+                expired_grace_secs,
+            } => Store::Memory(MemoryStore::new(
+                capacity,
+                Duration::from_secs(expired_grace_secs),
+            )),
+        };
+        let all = |e: ConfigError| ConfigErrors(vec![e]);
+        let keys = KeySet::from_config(&cfg.tokens).map_err(all)?;
+        let minter = Minter::new(keys, issuer.clone(), &cfg.tokens);
+        let discovery = discovery::Discovery::new(&cfg, &issuer, &minter);
+        Ok(Self {
+            clients: ClientRegistry::from_config(&cfg).map_err(all)?,
+            users: UserDirectory::from_config(&cfg.users).map_err(all)?,
+            user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
+            channel: Channel::from_config(&cfg.channel, &issuer).map_err(all)?,
+            pages: Pages::new(&cfg),
+            store,
+            minter,
+            discovery,
+            clock,
+            issuer,
+            cfg,
+        })
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The issuer.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The largest body an adapter should buffer for the engine.
+    pub fn max_body_bytes(&self) -> usize {
+        self.cfg.limits.max_body_bytes
+    }
+
+    /// Which of the gateway's endpoints a path is, if any. Everything else passes through.
+    pub fn route(&self, path: &str) -> Option<Route> {
+        let e = &self.cfg.endpoints;
+        if path == e.token {
+            Some(Route::Token)
+        } else if path == e.backchannel {
+            Some(Route::Backchannel)
+        } else if path == e.discovery {
+            Some(Route::Discovery)
+        } else if path == e.jwks {
+            Some(Route::Jwks)
+        } else if path
+            .strip_prefix(e.approval.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|h| !h.is_empty() && !h.contains('/'))
+        {
+            Some(Route::Approval)
+        } else if path == e.callback && matches!(self.channel, Channel::Http(_)) {
+            Some(Route::Callback)
+        } else if !e.health.is_empty() && path == e.health {
+            Some(Route::Health)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a buffered token-endpoint body carries the CIBA grant (either spelling). Adapters
+    /// use it to decide, before anything else, whether the request is theirs at all.
+    pub fn is_ciba_grant(body: &[u8]) -> bool {
+        form_urlencoded::parse(body).any(|(k, v)| {
+            k == "grant_type"
+                && (v == crate::protocol::GRANT_TYPE_CIBA
+                    || v == crate::protocol::GRANT_TYPE_CIBA_IETF_ALIAS)
+        })
+    }
+
+    /// Handles a request on one of the gateway's routes.
+    pub async fn handle(&self, route: Route, req: EngineRequest) -> Outcome {
+        let resp = match route {
+            Route::Token => return self.token(req).await,
+            Route::Backchannel => self.backchannel(&req).await,
+            Route::Discovery => self.discovery.standalone(),
+            Route::Jwks => cached_json(self.minter.keys().jwks().clone()),
+            Route::Approval => self.approval(&req).await,
+            Route::Callback => self.callback(&req).await,
+            Route::Health => {
+                json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+            }
+        };
+        Outcome::Respond(resp)
+    }
+
+    /// Adds the CIBA fields to an upstream discovery document (GW-01): `None` if the body is not
+    /// a JSON object, in which case the upstream's response should be passed on as it was.
+    pub fn merge_discovery(&self, upstream: &[u8]) -> Option<Bytes> {
+        self.discovery.merge(upstream)
+    }
+
+    /// The gateway's own complete discovery document.
+    pub fn standalone_discovery(&self) -> Response<Bytes> {
+        self.discovery.standalone()
+    }
+}
+
+/// A JSON response that must not be cached (OA-04, TOK-08).
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+/// A public JSON document that clients may cache briefly (discovery, JWKS).
+pub(crate) fn cached_json(body: Bytes) -> Response<Bytes> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    r
+}
+
+impl Engine {
+    /// The standalone gateway's answer for what it does not serve: a token request with another
+    /// grant type is `unsupported_grant_type`; anything else is 404.
+    pub fn not_served(&self, method: &Method, path: &str) -> Response<Bytes> {
+        use crate::protocol::{ErrorCode, OAuthError};
+        if path == self.cfg.endpoints.token && method == Method::POST {
+            return OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
+                .describe("this gateway only serves the CIBA grant")
+                .into_response();
+        }
+        OAuthError::new(ErrorCode::InvalidRequest, StatusCode::NOT_FOUND)
+            .describe("no such endpoint")
+            .into_response()
+    }
+}

@@ -1,0 +1,72 @@
+//! The CIBA grant at the shared token endpoint (CIBA §10.1–§11): TOK-01…06, TOK-08,
+//! TOK-ERR-01/02. Any other grant is handed back to the adapter to forward unchanged (TOK-11).
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use super::{Engine, EngineRequest, Outcome, json_response};
+use crate::protocol::form::require_form_content_type;
+use crate::protocol::{ErrorCode, Form, GRANT_TYPE_CIBA, OAuthError};
+use crate::store::{PendingStore, PollOutcome};
+
+impl Engine {
+    pub(super) async fn token(&self, req: EngineRequest) -> Outcome {
+        if req.method != Method::POST
+            || require_form_content_type(&req.headers).is_err()
+            || !Engine::is_ciba_grant(&req.body)
+        {
+            return Outcome::Forward(req);
+        }
+        Outcome::Respond(match self.ciba_grant(&req).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        })
+    }
+
+    async fn ciba_grant(&self, req: &EngineRequest) -> Result<http::Response<Bytes>, OAuthError> {
+        let form = Form::parse(&req.body)?;
+        if form.get("grant_type") != Some(GRANT_TYPE_CIBA)
+            && !self.cfg.ciba.accept_ietf_grant_type_alias
+        {
+            // MYTH-01: the alias is off; say what the right value is.
+            return Err(OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
+                .describe(format!("the CIBA grant type is {GRANT_TYPE_CIBA}")));
+        }
+        // TOK-01: the client authenticates exactly as at the backchannel endpoint.
+        let client = self.clients.authenticate(&req.headers, &form).await?;
+        if !client.ciba_allowed {
+            return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
+                .describe("this client is not allowed the CIBA grant"));
+        }
+        let id = form
+            .get("auth_req_id")
+            .ok_or_else(|| OAuthError::invalid_request("auth_req_id is required"))?;
+        let now_ms = self.clock.now_ms();
+        let outcome = self.store.poll(id, &client.id, now_ms).await.map_err(|e| {
+            tracing::error!(error = %e, "pending-request store failed");
+            OAuthError::unavailable("the pending-request store is unavailable", 5)
+        })?;
+        let code = match outcome {
+            PollOutcome::Approved(pending, approval) => {
+                let user = self.users.by_subject(&pending.subject).await.ok().flatten();
+                let tokens = self
+                    .minter
+                    .mint(&pending, &approval, client, user.as_deref(), now_ms / 1000)
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "token signing failed");
+                        OAuthError::server_error("token signing failed")
+                    })?;
+                tracing::info!(client_id = %client.id, subject = %pending.subject, "tokens issued for an approved CIBA request");
+                let body = serde_json::to_vec(&tokens).expect("a token response serialises");
+                return Ok(json_response(StatusCode::OK, Bytes::from(body)));
+            }
+            PollOutcome::Pending => ErrorCode::AuthorizationPending,
+            PollOutcome::SlowDown { .. } => ErrorCode::SlowDown,
+            PollOutcome::Expired => ErrorCode::ExpiredToken,
+            PollOutcome::Denied => ErrorCode::AccessDenied,
+            PollOutcome::Unknown => ErrorCode::InvalidGrant,
+        };
+        // TOK-ERR-01/02: all of these are 400, never 428/429/202.
+        Err(OAuthError::bad_request(code))
+    }
+}

@@ -1,0 +1,203 @@
+//! The `ciba-gateway` command: `serve`, `check`, `keygen`, `hash-secret`.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ciba_gateway::config::SigningAlg;
+use ciba_gateway::{Config, Engine};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ciba-gateway",
+    version,
+    about = "OpenID Connect CIBA in front of any OpenID provider"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Validate a configuration file and print every problem with its field path.
+    Check {
+        /// The YAML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Generate a signing key (PKCS#8 PEM) for `tokens.keys`.
+    Keygen {
+        /// Algorithm.
+        #[arg(long, value_enum, default_value_t = Alg::Es256)]
+        alg: Alg,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Hash a client secret or user code with argon2id for the configuration file. Reads the
+    /// secret from standard input so that it stays out of the shell history.
+    HashSecret,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Alg {
+    Es256,
+    Eddsa,
+    Rs256,
+    Ps256,
+}
+
+impl From<Alg> for SigningAlg {
+    fn from(a: Alg) -> Self {
+        match a {
+            Alg::Es256 => SigningAlg::ES256,
+            Alg::Eddsa => SigningAlg::EdDSA,
+            Alg::Rs256 => SigningAlg::RS256,
+            Alg::Ps256 => SigningAlg::PS256,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    ciba_gateway::install_crypto_provider();
+    match Cli::parse().command {
+        Command::Serve { config, json_logs } => serve(config, json_logs),
+        Command::Check { config } => match Config::load(&config)
+            .map_err(|e| e.to_string())
+            .and_then(|c| Engine::new(c).map(|_| ()).map_err(|e| e.to_string()))
+        {
+            Ok(()) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprintln!("{problems}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Keygen { alg, out } => match ciba_gateway::tokens::generate_pem(alg.into()) {
+            Ok(pem) => match out {
+                None => {
+                    print!("{pem}");
+                    ExitCode::SUCCESS
+                }
+                Some(path) => match write_private(&path, &pem) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("cannot write {}: {e}", path.display());
+                        ExitCode::FAILURE
+                    }
+                },
+            },
+            Err(e) => {
+                eprintln!("key generation failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::HashSecret => {
+            let mut s = String::new();
+            if std::io::stdin().read_to_string(&mut s).is_err() {
+                eprintln!("cannot read the secret from standard input");
+                return ExitCode::FAILURE;
+            }
+            let secret = s.trim_end_matches(['\r', '\n']);
+            if secret.is_empty() {
+                eprintln!("the secret is empty");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", ciba_gateway::secret::hash_secret(secret));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(pem.as_bytes())
+}
+
+fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if json_logs {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let cfg = match Config::load(&config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listen = cfg.listen;
+    let engine = match Engine::new(cfg) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(%listen, issuer = engine.issuer(), "ciba-gateway listening");
+        match ciba_gateway::server::serve(listener, engine, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

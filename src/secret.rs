@@ -1,0 +1,167 @@
+//! Secrets as a type: redacted in `Debug`/`Display`, compared in constant time, and verified
+//! against argon2id hashes with a cache so that a poll never pays a password hash twice.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHashString, PasswordVerifier};
+use argon2::{Argon2, PasswordHasher};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A secret value (client secret, key, bearer token). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself. Call sites that use this are the only places a secret leaves its box.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Hashes a secret with argon2id (OWASP parameters: 19 MiB, 2 passes) into a PHC string,
+/// as `ciba-gateway hash-secret` prints it.
+pub fn hash_secret(secret: &str) -> String {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt =
+        argon2::password_hash::SaltString::encode_b64(&salt).expect("16 bytes is a valid salt");
+    Argon2::default()
+        .hash_password(secret.as_bytes(), &salt)
+        .expect("argon2 with default parameters cannot fail")
+        .to_string()
+}
+
+/// What a presented secret is checked against.
+#[derive(Clone)]
+pub enum Expected {
+    /// An argon2 PHC hash (`$argon2id$…`).
+    Argon2(Arc<PasswordHashString>),
+    /// A plaintext value obtained from the environment or a file.
+    Plain(Secret),
+}
+
+impl fmt::Debug for Expected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Argon2(_) => f.write_str("Argon2(<hash>)"),
+            Self::Plain(_) => f.write_str("Plain(<redacted>)"),
+        }
+    }
+}
+
+impl Expected {
+    /// Parses a PHC string; `None` if it is not an argon2 hash.
+    pub fn argon2(phc: &str) -> Option<Self> {
+        let parsed = PasswordHash::new(phc).ok()?;
+        if !parsed.algorithm.as_str().starts_with("argon2") {
+            return None;
+        }
+        Some(Self::Argon2(Arc::new(parsed.serialize())))
+    }
+}
+
+/// Verifies presented secrets against an expected one. A successful verification is remembered
+/// as a salted digest of what was presented; later presentations of the same value are
+/// accepted after a constant-time comparison of digests, without re-running argon2.
+#[derive(Debug)]
+pub struct SecretVerifier {
+    expected: Expected,
+    salt: [u8; 16],
+    verified: RwLock<Option<[u8; 32]>>,
+}
+
+impl SecretVerifier {
+    /// A verifier for `expected`.
+    pub fn new(expected: Expected) -> Self {
+        let mut salt = [0u8; 16];
+        rand::rng().fill_bytes(&mut salt);
+        Self {
+            expected,
+            salt,
+            verified: RwLock::new(None),
+        }
+    }
+
+    fn digest(&self, presented: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(presented.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Checks a presented secret. The slow path (argon2) runs on the blocking pool.
+    pub async fn verify(&self, presented: &str) -> bool {
+        let digest = self.digest(presented);
+        if let Some(ok) = *self.verified.read().unwrap_or_else(|e| e.into_inner())
+            && bool::from(ok.ct_eq(&digest))
+        {
+            return true;
+        }
+        let ok = match &self.expected {
+            Expected::Plain(s) => {
+                // Compare digests so that the comparison time does not depend on lengths either.
+                let a: [u8; 32] = Sha256::digest(s.expose().as_bytes()).into();
+                let b: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+                bool::from(a.ct_eq(&b))
+            }
+            Expected::Argon2(phc) => {
+                let phc = Arc::clone(phc);
+                let presented = presented.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    Argon2::default()
+                        .verify_password(presented.as_bytes(), &phc.password_hash())
+                        .is_ok()
+                })
+                .await
+                .unwrap_or(false)
+            }
+        };
+        if ok {
+            *self.verified.write().unwrap_or_else(|e| e.into_inner()) = Some(digest);
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn argon2_hash_verifies_and_caches() {
+        let v = SecretVerifier::new(Expected::argon2(&hash_secret("s3cret")).unwrap());
+        assert!(!v.verify("wrong").await);
+        assert!(v.verify("s3cret").await);
+        assert!(v.verified.read().unwrap().is_some());
+        assert!(v.verify("s3cret").await);
+        assert!(!v.verify("s3cret ").await);
+    }
+
+    #[tokio::test]
+    async fn plain_secret_compares() {
+        let v = SecretVerifier::new(Expected::Plain(Secret::new("abc")));
+        assert!(v.verify("abc").await);
+        assert!(!v.verify("abd").await);
+        assert_eq!(format!("{:?}", Secret::new("abc")), "Secret(<redacted>)");
+    }
+}

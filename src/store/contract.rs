@@ -1,0 +1,227 @@
+//! The contract every [`PendingStore`] backend must meet, as a test suite a backend calls with a
+//! factory for fresh, empty stores. Each check cites the requirement it proves.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use super::{
+    Approval, Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, StoreError,
+};
+use crate::protocol::{AuthReqId, Scope, random_token};
+
+const T0: u64 = 1_700_000_000_000;
+
+/// A pending request for `client`, created at `T0`, living 60 s, polled every 5 s.
+pub fn sample(client: &str) -> PendingRequest {
+    PendingRequest {
+        id: AuthReqId::generate(),
+        handle: random_token(),
+        client_id: client.to_owned(),
+        subject: "user-1".into(),
+        scope: Scope::parse("openid profile").expect("valid scope"),
+        acr_values: None,
+        binding_message: Some("1234".into()),
+        created_at_ms: T0,
+        expires_at_ms: T0 + 60_000,
+        interval_secs: 5,
+    }
+}
+
+fn approval() -> Approval {
+    Approval {
+        auth_time: T0 / 1000 + 1,
+        acr: None,
+        amr: None,
+    }
+}
+
+/// Runs every contract check; `make(capacity)` must return a fresh, empty store.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: PendingStore,
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = S>,
+{
+    pending_then_slow_down(make(100).await).await;
+    approved_is_taken_once(make(100).await).await;
+    foreign_client_sees_unknown(make(100).await).await;
+    denied_once(make(100).await).await;
+    expiry(make(100).await).await;
+    resolve_once(make(100).await).await;
+    capacity_refuses_without_evicting(make(2).await).await;
+    cancel_removes(make(100).await).await;
+    concurrent_polls_take_once(Arc::new(make(100).await)).await;
+}
+
+/// TOK-05, GW-05: pending; a poll inside the interval is `slow_down` and raises it by 5 s; the
+/// raised interval is enforced.
+async fn pending_then_slow_down<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let id = r.id.as_str().to_owned();
+    s.create(r).await.unwrap();
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 1000).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 2000).await.unwrap(),
+        PollOutcome::SlowDown { interval_secs: 10 }
+    );
+    // 6 s after the last poll: fine under the old interval, too fast under the raised one.
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 8000).await.unwrap(),
+        PollOutcome::SlowDown { interval_secs: 15 }
+    );
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 23_000).await.unwrap(),
+        PollOutcome::Pending
+    );
+}
+
+/// TOK-03: approved requests are redeemed once; afterwards the id is unknown.
+async fn approved_is_taken_once<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
+    s.create(r.clone()).await.unwrap();
+    s.resolve(&handle, Decision::Approved(approval()), T0 + 1000)
+        .await
+        .unwrap();
+    match s.poll(&id, "c1", T0 + 2000).await.unwrap() {
+        PollOutcome::Approved(req, a) => {
+            assert_eq!(*req, r);
+            assert_eq!(a, approval());
+        }
+        other => panic!("expected Approved, got {other:?}"),
+    }
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 9000).await.unwrap(),
+        PollOutcome::Unknown
+    );
+}
+
+/// TOK-02: another client's poll is `Unknown` and leaves the request untouched.
+async fn foreign_client_sees_unknown<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let id = r.id.as_str().to_owned();
+    s.create(r).await.unwrap();
+    assert_eq!(
+        s.poll(&id, "c2", T0 + 1000).await.unwrap(),
+        PollOutcome::Unknown
+    );
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 1100).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(
+        s.poll("no-such-id", "c1", T0).await.unwrap(),
+        PollOutcome::Unknown
+    );
+}
+
+/// TOK-ERR-01: a denial is reported once (`access_denied`), then the id is gone.
+async fn denied_once<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
+    s.create(r).await.unwrap();
+    s.resolve(&handle, Decision::Denied, T0 + 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 2000).await.unwrap(),
+        PollOutcome::Denied
+    );
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 9000).await.unwrap(),
+        PollOutcome::Unknown
+    );
+}
+
+/// BC-REQ-05: after `expires_at` polls get `expired_token`, the page is gone and resolving fails.
+async fn expiry<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
+    s.create(r).await.unwrap();
+    assert!(s.view(&handle, T0 + 59_999).await.is_some());
+    assert!(s.view(&handle, T0 + 60_000).await.is_none());
+    assert_eq!(
+        s.resolve(&handle, Decision::Approved(approval()), T0 + 60_000)
+            .await,
+        Err(ResolveError::Expired)
+    );
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 60_000).await.unwrap(),
+        PollOutcome::Expired
+    );
+}
+
+/// A request is resolved once; the handle dies with the decision.
+async fn resolve_once<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let handle = r.handle.clone();
+    s.create(r).await.unwrap();
+    s.resolve(&handle, Decision::Approved(approval()), T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.resolve(&handle, Decision::Denied, T0 + 2).await,
+        Err(ResolveError::NotFound)
+    );
+    assert!(s.view(&handle, T0 + 3).await.is_none());
+    assert_eq!(
+        s.resolve("unknown", Decision::Denied, T0).await,
+        Err(ResolveError::NotFound)
+    );
+}
+
+/// A full store refuses new requests and keeps every live one.
+async fn capacity_refuses_without_evicting<S: PendingStore>(s: S) {
+    let a = sample("c1");
+    let b = sample("c1");
+    s.create(a.clone()).await.unwrap();
+    s.create(b.clone()).await.unwrap();
+    assert_eq!(s.create(sample("c1")).await, Err(StoreError::Full));
+    assert_eq!(
+        s.poll(a.id.as_str(), "c1", T0).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(
+        s.poll(b.id.as_str(), "c1", T0).await.unwrap(),
+        PollOutcome::Pending
+    );
+}
+
+/// A cancelled request is gone, handle included.
+async fn cancel_removes<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    s.create(r.clone()).await.unwrap();
+    s.cancel(&r.id).await;
+    assert_eq!(
+        s.poll(r.id.as_str(), "c1", T0).await.unwrap(),
+        PollOutcome::Unknown
+    );
+    assert!(s.view(&r.handle, T0).await.is_none());
+}
+
+/// TOK-03: 50 concurrent polls of an approved request: exactly one takes it.
+async fn concurrent_polls_take_once<S: PendingStore>(s: Arc<S>) {
+    let r = sample("c1");
+    let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
+    s.create(r).await.unwrap();
+    s.resolve(&handle, Decision::Approved(approval()), T0 + 1)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (s, id) = (Arc::clone(&s), id.clone());
+        tasks.push(tokio::spawn(async move {
+            s.poll(&id, "c1", T0 + 10_000).await.unwrap()
+        }));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), PollOutcome::Approved(..)) {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 1);
+}

@@ -1,0 +1,237 @@
+//! The in-process store on moka. Each entry carries its own lifetime (plus a short tombstone
+//! period so that late polls learn `expired_token`), and a counter of live entries enforces the
+//! capacity by refusing new requests: moka's own size-based eviction is never used, because it
+//! would silently drop live requests.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+
+use super::{
+    Approval, Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, StoreError,
+};
+use crate::protocol::AuthReqId;
+
+#[derive(Debug)]
+enum Status {
+    Pending,
+    Approved(Approval),
+    Denied,
+    /// Taken by a poll; kept only until the entry is invalidated.
+    Done,
+}
+
+#[derive(Debug)]
+struct State {
+    status: Status,
+    last_poll_ms: Option<u64>,
+    interval_secs: u32,
+}
+
+#[derive(Debug)]
+struct Entry {
+    req: PendingRequest,
+    state: Mutex<State>,
+    ttl: Duration,
+}
+
+struct PerEntryExpiry;
+
+impl moka::Expiry<String, Arc<Entry>> for PerEntryExpiry {
+    fn expire_after_create(&self, _k: &String, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+struct HandleExpiry;
+
+impl moka::Expiry<String, (String, Duration)> for HandleExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &(String, Duration),
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(v.1)
+    }
+}
+
+/// Pending requests in process memory.
+pub struct MemoryStore {
+    requests: Cache<String, Arc<Entry>>,
+    handles: Cache<String, (String, Duration)>,
+    live: Arc<AtomicU64>,
+    capacity: u64,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("live", &self.live.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity` requests; expired ones are remembered for `grace`.
+    pub fn new(capacity: u64, grace: Duration) -> Self {
+        let live = Arc::new(AtomicU64::new(0));
+        let live_l = Arc::clone(&live);
+        let requests = Cache::builder()
+            .expire_after(PerEntryExpiry)
+            .eviction_listener(move |_k, _v, _cause| {
+                live_l.fetch_sub(1, Ordering::Relaxed);
+            })
+            .build();
+        let handles = Cache::builder().expire_after(HandleExpiry).build();
+        Self {
+            requests,
+            handles,
+            live,
+            capacity,
+            grace,
+        }
+    }
+
+    fn reserve_slot(&self) -> bool {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn lock(e: &Entry) -> std::sync::MutexGuard<'_, State> {
+        e.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl PendingStore for MemoryStore {
+    async fn create(&self, req: PendingRequest) -> Result<(), StoreError> {
+        if !self.reserve_slot() {
+            // Expired entries may still be counted until moka's housekeeping runs.
+            self.requests.run_pending_tasks();
+            if !self.reserve_slot() {
+                return Err(StoreError::Full);
+            }
+        }
+        let lifetime = Duration::from_millis(req.expires_at_ms.saturating_sub(req.created_at_ms));
+        let entry = Arc::new(Entry {
+            state: Mutex::new(State {
+                status: Status::Pending,
+                last_poll_ms: None,
+                interval_secs: req.interval_secs,
+            }),
+            ttl: lifetime + self.grace,
+            req,
+        });
+        self.handles.insert(
+            entry.req.handle.clone(),
+            (entry.req.id.as_str().to_owned(), lifetime),
+        );
+        self.requests
+            .insert(entry.req.id.as_str().to_owned(), entry);
+        Ok(())
+    }
+
+    async fn poll(
+        &self,
+        id: &str,
+        client_id: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
+        let Some(entry) = self.requests.get(id) else {
+            return Ok(PollOutcome::Unknown);
+        };
+        // TOK-02: another client's id is indistinguishable from an unknown one, and its poll
+        // leaves no trace on the request.
+        if entry.req.client_id != client_id {
+            return Ok(PollOutcome::Unknown);
+        }
+        let mut st = Self::lock(&entry);
+        let outcome = match std::mem::replace(&mut st.status, Status::Done) {
+            Status::Done => PollOutcome::Unknown,
+            _ if now_ms >= entry.req.expires_at_ms => PollOutcome::Expired,
+            Status::Approved(a) => PollOutcome::Approved(Box::new(entry.req.clone()), a),
+            Status::Denied => PollOutcome::Denied,
+            Status::Pending => {
+                st.status = Status::Pending;
+                let too_fast = st.last_poll_ms.is_some_and(|last| {
+                    now_ms.saturating_sub(last) < u64::from(st.interval_secs) * 1000
+                });
+                st.last_poll_ms = Some(now_ms);
+                if too_fast {
+                    // TOK-05 / GW-05: the interval grows by 5 s and the raised one is enforced.
+                    st.interval_secs += 5;
+                    PollOutcome::SlowDown {
+                        interval_secs: st.interval_secs,
+                    }
+                } else {
+                    PollOutcome::Pending
+                }
+            }
+        };
+        drop(st);
+        if !matches!(outcome, PollOutcome::Pending | PollOutcome::SlowDown { .. }) {
+            self.requests.invalidate(id);
+            self.handles.invalidate(&entry.req.handle);
+        }
+        Ok(outcome)
+    }
+
+    async fn resolve(
+        &self,
+        handle: &str,
+        decision: Decision,
+        now_ms: u64,
+    ) -> Result<(), ResolveError> {
+        let (id, _) = self.handles.get(handle).ok_or(ResolveError::NotFound)?;
+        let entry = self.requests.get(&id).ok_or(ResolveError::NotFound)?;
+        let mut st = Self::lock(&entry);
+        if !matches!(st.status, Status::Pending) {
+            return Err(ResolveError::NotFound);
+        }
+        if now_ms >= entry.req.expires_at_ms {
+            return Err(ResolveError::Expired);
+        }
+        st.status = match decision {
+            Decision::Approved(a) => Status::Approved(a),
+            Decision::Denied => Status::Denied,
+        };
+        drop(st);
+        self.handles.invalidate(handle);
+        Ok(())
+    }
+
+    async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {
+        let (id, _) = self.handles.get(handle)?;
+        let entry = self.requests.get(&id)?;
+        let st = Self::lock(&entry);
+        (matches!(st.status, Status::Pending) && now_ms < entry.req.expires_at_ms)
+            .then(|| entry.req.clone())
+    }
+
+    async fn cancel(&self, id: &AuthReqId) {
+        if let Some(entry) = self.requests.remove(id.as_str()) {
+            self.handles.invalidate(&entry.req.handle);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(capacity: u64) -> MemoryStore {
+        MemoryStore::new(capacity, Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn contract_memory_store() {
+        super::super::contract::run_all(|cap| async move { store(cap) }).await;
+    }
+}

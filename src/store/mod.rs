@@ -1,0 +1,179 @@
+//! Pending CIBA requests. The interface speaks the protocol — create a request, record a poll
+//! (deciding `slow_down`), resolve it once, take the result once — so that every backend
+//! enforces the same state machine, and [`contract`] runs the same tests against each.
+
+pub mod contract;
+mod memory;
+
+use std::future::Future;
+
+pub use memory::MemoryStore;
+
+use crate::protocol::{AuthReqId, Scope};
+
+/// What the gateway remembers about an accepted request (BC-ACK-05).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The id handed to the client.
+    pub id: AuthReqId,
+    /// The one-time approval handle (link / channel bearer subject); never the `auth_req_id`.
+    pub handle: String,
+    /// The client that asked.
+    pub client_id: String,
+    /// The user who must approve.
+    pub subject: String,
+    /// The granted scope.
+    pub scope: Scope,
+    /// Requested `acr_values`, space-separated, in order of preference.
+    pub acr_values: Option<String>,
+    /// The binding message, if any.
+    pub binding_message: Option<String>,
+    /// When the request was accepted, Unix ms.
+    pub created_at_ms: u64,
+    /// When it expires, Unix ms.
+    pub expires_at_ms: u64,
+    /// The polling interval announced, seconds.
+    pub interval_secs: u32,
+}
+
+/// The user's positive decision, with what the ID token needs to say about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// When the user authenticated, Unix seconds.
+    pub auth_time: u64,
+    /// The authentication context class achieved, if any.
+    pub acr: Option<String>,
+    /// Authentication methods used, if known.
+    pub amr: Option<Vec<String>>,
+}
+
+/// How a request was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The user approved.
+    Approved(Approval),
+    /// The user refused (or cancelled).
+    Denied,
+}
+
+/// What a poll finds (TOK-02…05).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// Unknown id, another client's id, or already redeemed: `invalid_grant`.
+    Unknown,
+    /// Still waiting: `authorization_pending`.
+    Pending,
+    /// Polled faster than the interval: `slow_down`; the interval is now `interval_secs`.
+    SlowDown {
+        /// The raised interval.
+        interval_secs: u32,
+    },
+    /// Past its expiry: `expired_token`.
+    Expired,
+    /// The user refused: `access_denied`. The request is gone afterwards.
+    Denied,
+    /// Approved: the request is consumed by this very call and no other.
+    Approved(Box<PendingRequest>, Approval),
+}
+
+/// Why a request could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// No pending request has this handle (unknown, already resolved, or gone).
+    #[error("no pending request for this handle")]
+    NotFound,
+    /// The request has expired.
+    #[error("the request has expired")]
+    Expired,
+}
+
+/// Why a request could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store holds as many live requests as it may; nothing was evicted.
+    #[error("the pending-request store is full")]
+    Full,
+    /// The backend failed.
+    #[error("store backend error: {0}")]
+    Backend(String),
+}
+
+/// The pending-request contract. Times are passed in (Unix ms) so that tests control them.
+pub trait PendingStore: Send + Sync + 'static {
+    /// Stores a new pending request. Refuses with [`StoreError::Full`] rather than evicting.
+    fn create(&self, req: PendingRequest) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Records a poll by `client_id` at `now_ms` and says what the client gets. An approved
+    /// request is taken atomically: under concurrent polls exactly one sees `Approved`.
+    fn poll(
+        &self,
+        id: &str,
+        client_id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<PollOutcome, StoreError>> + Send;
+
+    /// Resolves the request behind `handle`, once; the handle dies with it.
+    fn resolve(
+        &self,
+        handle: &str,
+        decision: Decision,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<(), ResolveError>> + Send;
+
+    /// The still-pending, unexpired request behind `handle`, for the approval page.
+    fn view(
+        &self,
+        handle: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Option<PendingRequest>> + Send;
+
+    /// Removes a request whose user could not be reached, so that none is left behind that can
+    /// never complete.
+    fn cancel(&self, id: &AuthReqId) -> impl Future<Output = ()> + Send;
+}
+
+/// The configured store. An enum rather than a trait object: the poll path stays free of
+/// boxing and dynamic dispatch.
+#[derive(Debug)]
+pub enum Store {
+    /// In-process moka store.
+    Memory(MemoryStore),
+}
+
+impl PendingStore for Store {
+    async fn create(&self, req: PendingRequest) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(s) => s.create(req).await,
+        }
+    }
+    async fn poll(
+        &self,
+        id: &str,
+        client_id: &str,
+        now_ms: u64,
+    ) -> Result<PollOutcome, StoreError> {
+        match self {
+            Self::Memory(s) => s.poll(id, client_id, now_ms).await,
+        }
+    }
+    async fn resolve(
+        &self,
+        handle: &str,
+        decision: Decision,
+        now_ms: u64,
+    ) -> Result<(), ResolveError> {
+        match self {
+            Self::Memory(s) => s.resolve(handle, decision, now_ms).await,
+        }
+    }
+    async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {
+        match self {
+            Self::Memory(s) => s.view(handle, now_ms).await,
+        }
+    }
+    async fn cancel(&self, id: &AuthReqId) {
+        match self {
+            Self::Memory(s) => s.cancel(id).await,
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! Signing keys, the JWKS, and minting of ID tokens and RFC 9068 access tokens.
+
+mod keygen;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+pub use keygen::generate_pem;
+
+use crate::clients::Client;
+use crate::config::{ConfigError, KeyConfig, SigningAlg, TokensConfig, resolve_secret};
+use crate::protocol::random_token;
+use crate::secret::Secret;
+use crate::store::{Approval, PendingRequest};
+use crate::users::User;
+
+/// Reads a key reference into PEM text: `file:`, `${ENV}`, or inline PEM.
+pub fn load_key_pem(r: &crate::config::SecretRef) -> Result<Secret, String> {
+    match resolve_secret(r)? {
+        Some(s) => Ok(s),
+        None if r.raw().trim_start().starts_with("-----BEGIN") => Ok(Secret::new(r.raw())),
+        None => Err("must be `file:/path`, `${ENV_VAR}` or an inline PEM block".into()),
+    }
+}
+
+fn jwt_alg(a: SigningAlg) -> Algorithm {
+    match a {
+        SigningAlg::ES256 => Algorithm::ES256,
+        SigningAlg::EdDSA => Algorithm::EdDSA,
+        SigningAlg::RS256 => Algorithm::RS256,
+        SigningAlg::PS256 => Algorithm::PS256,
+    }
+}
+
+/// One signing key with its public half.
+struct SigningKey {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl SigningKey {
+    fn from_pem(kid: &str, alg: SigningAlg, pem: &str) -> Result<(Self, Jwk), String> {
+        let a = jwt_alg(alg);
+        let encoding = match alg {
+            SigningAlg::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+            SigningAlg::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
+            SigningAlg::RS256 | SigningAlg::PS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        }
+        .map_err(|e| format!("not a PKCS#8 PEM {alg:?} private key: {e}"))?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, a)
+            .map_err(|e| format!("cannot derive public key: {e}"))?;
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        jwk.common.key_algorithm = Some(match alg {
+            SigningAlg::ES256 => KeyAlgorithm::ES256,
+            SigningAlg::EdDSA => KeyAlgorithm::EdDSA,
+            SigningAlg::RS256 => KeyAlgorithm::RS256,
+            SigningAlg::PS256 => KeyAlgorithm::PS256,
+        });
+        let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| format!("bad public key: {e}"))?;
+        Ok((
+            Self {
+                kid: kid.to_owned(),
+                alg: a,
+                encoding,
+                decoding,
+            },
+            jwk,
+        ))
+    }
+}
+
+/// The gateway's keys: all are published, the active one signs.
+pub struct KeySet {
+    keys: Vec<SigningKey>,
+    active: usize,
+    jwks: Bytes,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field(
+                "kids",
+                &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// Loads the configured keys, or generates an ephemeral ES256 key when none is configured.
+    pub fn from_config(cfg: &TokensConfig) -> Result<Self, ConfigError> {
+        let mut keys = Vec::new();
+        let mut jwks = Vec::new();
+        if cfg.keys.is_empty() {
+            tracing::warn!(
+                "no signing keys configured: using an ephemeral ES256 key (tokens will not verify after a restart)"
+            );
+            let pem =
+                generate_pem(SigningAlg::ES256).map_err(|m| ConfigError::new("tokens.keys", m))?;
+            let (k, j) = SigningKey::from_pem("ephemeral-es256", SigningAlg::ES256, &pem)
+                .map_err(|m| ConfigError::new("tokens.keys", m))?;
+            keys.push(k);
+            jwks.push(j);
+        }
+        for (
+            i,
+            KeyConfig {
+                kid,
+                alg,
+                private_key,
+            },
+        ) in cfg.keys.iter().enumerate()
+        {
+            let path = format!("tokens.keys[{i}].private_key");
+            let pem = load_key_pem(private_key).map_err(|m| ConfigError::new(&path, m))?;
+            let (k, j) = SigningKey::from_pem(kid, *alg, pem.expose())
+                .map_err(|m| ConfigError::new(&path, m))?;
+            keys.push(k);
+            jwks.push(j);
+        }
+        let active = match &cfg.active_kid {
+            Some(kid) => keys
+                .iter()
+                .position(|k| &k.kid == kid)
+                .ok_or_else(|| ConfigError::new("tokens.active_kid", "names no key"))?,
+            None => 0,
+        };
+        let jwks =
+            Bytes::from(serde_json::to_vec(&JwkSet { keys: jwks }).expect("a JWKS serialises"));
+        Ok(Self { keys, active, jwks })
+    }
+
+    /// The JWKS document (public keys only).
+    pub fn jwks(&self) -> &Bytes {
+        &self.jwks
+    }
+
+    /// The algorithm of the active key.
+    pub fn active_alg(&self) -> Algorithm {
+        self.keys[self.active].alg
+    }
+
+    /// Signs claims with the active key, `kid` and `typ` in the header.
+    pub fn sign<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let k = &self.keys[self.active];
+        let mut h = Header::new(k.alg);
+        h.kid = Some(k.kid.clone());
+        h.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&h, claims, &k.encoding)
+    }
+
+    /// Verifies a token signed by one of our keys (chosen by `kid`) with `validation`'s checks.
+    pub fn verify<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+        mut validation: Validation,
+    ) -> Option<T> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| Some(&k.kid) == header.kid.as_ref() && k.alg == header.alg)?;
+        validation.algorithms = vec![key.alg];
+        jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
+            .ok()
+            .map(|d| d.claims)
+    }
+}
+
+/// ID token claims (OIDC Core §2).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// Audience: the client.
+    pub aud: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Expiry.
+    pub exp: u64,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// Authentication context class, when one was requested and achieved (TOK-09).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acr: Option<String>,
+    /// Authentication methods.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amr: Option<Vec<String>>,
+    /// Standard claims released by scope (`profile`, `email`, `phone`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// RFC 9068 access token claims (JAT-02).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Expiry.
+    pub exp: u64,
+    /// Audience (the resource servers).
+    pub aud: String,
+    /// Subject.
+    pub sub: String,
+    /// The client the token was issued to.
+    pub client_id: String,
+    /// Issued at.
+    pub iat: u64,
+    /// Unique id (256 random bits, FAPI-10).
+    pub jti: String,
+    /// Granted scope.
+    pub scope: String,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// Authentication context class.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acr: Option<String>,
+}
+
+/// The token endpoint's success body (TOK-08). No refresh tokens are issued yet.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    /// The access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Access token lifetime, seconds.
+    pub expires_in: u64,
+    /// The ID token.
+    pub id_token: String,
+    /// Granted scope.
+    pub scope: String,
+}
+
+/// Mints tokens for approved requests with the gateway's keys.
+#[derive(Debug)]
+pub struct Minter {
+    keys: KeySet,
+    issuer: String,
+    audience: String,
+    id_ttl: u64,
+    at_ttl: u64,
+    acr_supported: Vec<String>,
+}
+
+impl Minter {
+    /// A minter for `issuer` with the configured lifetimes.
+    pub fn new(keys: KeySet, issuer: String, cfg: &TokensConfig) -> Self {
+        Self {
+            audience: cfg
+                .access_token_audience
+                .clone()
+                .unwrap_or_else(|| issuer.clone()),
+            keys,
+            issuer,
+            id_ttl: cfg.id_token_ttl_secs,
+            at_ttl: cfg.access_token_ttl_secs,
+            acr_supported: cfg.acr_values_supported.clone(),
+        }
+    }
+
+    /// The keys (for the JWKS and `id_token_hint` verification).
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// The `acr` to assert for a request: the client's most preferred value that the gateway
+    /// supports, else what the approval reported.
+    pub fn acr_for(&self, requested: Option<&str>, achieved: Option<&str>) -> Option<String> {
+        if let Some(a) = achieved {
+            return Some(a.to_owned());
+        }
+        requested?
+            .split(' ')
+            .find(|v| self.acr_supported.iter().any(|s| s == v))
+            .map(str::to_owned)
+    }
+
+    /// Mints the token response for an approved request.
+    pub fn mint(
+        &self,
+        req: &PendingRequest,
+        approval: &Approval,
+        client: &Client,
+        user: Option<&User>,
+        now: u64,
+    ) -> Result<TokenResponse, jsonwebtoken::errors::Error> {
+        let acr = self.acr_for(req.acr_values.as_deref(), approval.acr.as_deref());
+        let mut extra = BTreeMap::new();
+        if let Some(u) = user {
+            let mut put = |k: &str, v: &Option<String>| {
+                if let Some(v) = v {
+                    extra.insert(k.to_owned(), v.clone());
+                }
+            };
+            if req.scope.contains("profile") {
+                put("name", &u.name);
+                put("preferred_username", &u.username);
+            }
+            if req.scope.contains("email") {
+                put("email", &u.email);
+            }
+            if req.scope.contains("phone") {
+                put("phone_number", &u.phone);
+            }
+        }
+        let id = IdTokenClaims {
+            iss: self.issuer.clone(),
+            sub: req.subject.clone(),
+            aud: client.id.clone(),
+            iat: now,
+            exp: now + self.id_ttl,
+            auth_time: approval.auth_time,
+            acr: acr.clone(),
+            amr: approval.amr.clone(),
+            extra,
+        };
+        let at = AccessTokenClaims {
+            iss: self.issuer.clone(),
+            exp: now + self.at_ttl,
+            aud: self.audience.clone(),
+            sub: req.subject.clone(),
+            client_id: client.id.clone(),
+            iat: now,
+            jti: random_token(),
+            scope: req.scope.as_str().to_owned(),
+            auth_time: approval.auth_time,
+            acr,
+        };
+        Ok(TokenResponse {
+            access_token: self.keys.sign("at+jwt", &at)?,
+            token_type: "Bearer",
+            expires_in: self.at_ttl,
+            id_token: self.keys.sign("JWT", &id)?,
+            scope: req.scope.as_str().to_owned(),
+        })
+    }
+}

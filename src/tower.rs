@@ -1,0 +1,196 @@
+//! The tower adapter: [`CibaLayer`] / [`CibaService`].
+//!
+//! The layer answers the gateway's own endpoints and passes everything else to the inner
+//! service untouched. The shared token endpoint is the one subtle case: its body is buffered
+//! (up to the configured cap) so the engine can read `grant_type`; a non-CIBA grant then reaches
+//! the inner service with exactly the bytes the client sent.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{Router, routing::get};
+//! use ciba_gateway::{Config, Engine, tower::CibaLayer};
+//!
+//! # fn build() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Arc::new(Engine::new(Config::load("config/quickstart.yaml")?)?);
+//! let app: Router = Router::new()
+//!     .route("/hello", get(|| async { "hello" }))
+//!     .layer(CibaLayer::new(engine));
+//! # Ok(()) }
+//! ```
+//!
+//! The inner service receives `Request<PassBody<B>>`: either the original body, or the buffered
+//! bytes of a token request the gateway looked at and handed on. axum routers accept any such
+//! body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::engine::{Engine, EngineRequest, Outcome, Route};
+use crate::protocol::OAuthError;
+
+/// The request body the inner service sees: the original, or bytes the gateway buffered.
+pub type PassBody<B> = Either<Full<Bytes>, B>;
+
+/// The response body: the gateway's own, or the inner service's.
+pub type CibaBody<B> = Either<Full<Bytes>, B>;
+
+/// Largest upstream discovery document the layer will buffer to merge.
+const MAX_DISCOVERY_BYTES: usize = 1 << 20;
+
+/// A [`Layer`] that adds CIBA to the wrapped service.
+#[derive(Debug, Clone)]
+pub struct CibaLayer {
+    engine: Arc<Engine>,
+}
+
+impl CibaLayer {
+    /// A layer driven by `engine`.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+impl<S> Layer<S> for CibaLayer {
+    type Service = CibaService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CibaService {
+            engine: Arc::clone(&self.engine),
+            inner,
+        }
+    }
+}
+
+/// The service [`CibaLayer`] produces.
+#[derive(Debug, Clone)]
+pub struct CibaService<S> {
+    engine: Arc<Engine>,
+    inner: S,
+}
+
+impl<S> CibaService<S> {
+    /// Wraps `inner` directly, without a layer.
+    pub fn new(engine: Arc<Engine>, inner: S) -> Self {
+        Self { engine, inner }
+    }
+}
+
+fn own(resp: Response<Bytes>) -> Response<Full<Bytes>> {
+    resp.map(Full::new)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CibaService<S>
+where
+    S: Service<Request<PassBody<ReqBody>>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<CibaBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(route) = self.engine.route(req.uri().path()) else {
+            let fut = self.inner.call(req.map(Either::Right));
+            return Box::pin(async move { fut.await.map(|r| r.map(Either::Right)) });
+        };
+        let engine = Arc::clone(&self.engine);
+        // The readied service goes into the future; a fresh clone stays behind.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            if route == Route::Discovery
+                && (req.method() == Method::GET || req.method() == Method::HEAD)
+            {
+                return discovery(&engine, &mut inner, req).await;
+            }
+            let (mut parts, body) = req.into_parts();
+            let body = match Limited::new(body, engine.max_body_bytes()).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    let mut e =
+                        OAuthError::invalid_request("the request body is too large or unreadable")
+                            .into_response();
+                    *e.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+                    return Ok(own(e).map(Either::Left));
+                }
+            };
+            let ereq = EngineRequest {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                headers: std::mem::take(&mut parts.headers),
+                body,
+                peer: None,
+            };
+            match engine.handle(route, ereq).await {
+                Outcome::Respond(r) => Ok(own(r).map(Either::Left)),
+                Outcome::Forward(e) => {
+                    parts.headers = e.headers;
+                    let req = Request::from_parts(parts, Either::Left(Full::new(e.body)));
+                    inner.call(req).await.map(|r| r.map(Either::Right))
+                }
+            }
+        })
+    }
+}
+
+/// Asks the inner service for its discovery document and adds the CIBA fields; serves the
+/// gateway's own document when the inner service has none (404).
+async fn discovery<S, ReqBody, ResBody>(
+    engine: &Engine,
+    inner: &mut S,
+    mut req: Request<ReqBody>,
+) -> Result<Response<CibaBody<ResBody>>, S::Error>
+where
+    S: Service<Request<PassBody<ReqBody>>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // We must read the JSON, so ask for it uncompressed.
+    req.headers_mut().remove(header::ACCEPT_ENCODING);
+    let resp = inner.call(req.map(Either::Right)).await?;
+    match resp.status() {
+        StatusCode::NOT_FOUND => Ok(own(engine.standalone_discovery()).map(Either::Left)),
+        StatusCode::OK => {
+            let (mut parts, body) = resp.into_parts();
+            let merged = match Limited::new(body, MAX_DISCOVERY_BYTES).collect().await {
+                Ok(b) => engine.merge_discovery(&b.to_bytes()),
+                Err(_) => None,
+            };
+            let Some(merged) = merged else {
+                let e = OAuthError::new(
+                    crate::protocol::ErrorCode::ServerError,
+                    StatusCode::BAD_GATEWAY,
+                )
+                .describe("the upstream discovery document is not a JSON object");
+                return Ok(own(e.into_response()).map(Either::Left));
+            };
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            Ok(Response::from_parts(parts, Either::Left(Full::new(merged))))
+        }
+        _ => Ok(resp.map(Either::Right)),
+    }
+}
