@@ -1,7 +1,8 @@
 //! Keycloak's "HTTP Authentication Channel" contract:
 //!
 //! 1. The gateway POSTs JSON (`login_hint`, `binding_message`, `scope`, `is_consent_required`,
-//!    `acr_values`, plus `client_id`, `client_name`, `subject`, `expires_in`) to the configured
+//!    `acr_values`, plus `client_id`, `client_name`, `subject`, `expires_in` and the one-time
+//!    `approval_url` of the built-in page, for authenticators that forward a link) to the configured
 //!    URL with `Authorization: Bearer <token>`, and expects `201 Created`.
 //! 2. The authenticator later POSTs `{"status": "SUCCEED" | "UNAUTHORIZED" | "CANCELLED"}` to the
 //!    gateway's callback endpoint with the same bearer token.
@@ -55,6 +56,7 @@ struct AuthenticationRequest<'a> {
     client_name: &'a str,
     subject: &'a str,
     expires_in: u64,
+    approval_url: &'a str,
 }
 
 /// The HTTP authentication channel.
@@ -136,6 +138,7 @@ impl HttpChannel {
             client_name: &n.client.name,
             subject: &n.user.subject,
             expires_in: exp.saturating_sub(now),
+            approval_url: n.approval_url,
         };
         let resp = self
             .client

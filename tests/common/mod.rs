@@ -1,0 +1,325 @@
+//! Test harness: the gateway on a real socket (127.0.0.1, ephemeral port) with a manual clock,
+//! a real HTTP client, and a real HTTP server playing the external authenticator.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use ciba_gateway::clock::ManualClock;
+use ciba_gateway::config::{ChannelConfig, Outbound};
+use ciba_gateway::{Config, Engine};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+pub const POST_CLIENT: (&str, &str) = ("post-client", "post-secret");
+/// A secret with characters that Basic auth must form-urlencode (OA-03).
+pub const BASIC_CLIENT: (&str, &str) = ("basic-client", "b@sic:secret/with%&=");
+pub const CODE_CLIENT: (&str, &str) = ("code-client", "code-secret");
+pub const NO_CIBA_CLIENT: (&str, &str) = ("no-ciba-client", "no-ciba-secret");
+pub const NARROW_CLIENT: (&str, &str) = ("narrow-client", "narrow-secret");
+pub const ALICE_CODE: &str = "4321";
+
+struct Hashes {
+    post: String,
+    basic: String,
+    code: String,
+    no_ciba: String,
+    narrow: String,
+    alice_code: String,
+}
+
+fn hashes() -> &'static Hashes {
+    static H: OnceLock<Hashes> = OnceLock::new();
+    H.get_or_init(|| {
+        use ciba_gateway::secret::hash_secret as h;
+        Hashes {
+            post: h(POST_CLIENT.1),
+            basic: h(BASIC_CLIENT.1),
+            code: h(CODE_CLIENT.1),
+            no_ciba: h(NO_CIBA_CLIENT.1),
+            narrow: h(NARROW_CLIENT.1),
+            alice_code: h(ALICE_CODE),
+        }
+    })
+}
+
+/// The configuration every test starts from; `public_url` is filled in with the real port.
+pub fn base_config(addr: SocketAddr) -> Config {
+    let h = hashes();
+    let yaml = format!(
+        r#"
+listen: "{addr}"
+public_url: "http://{addr}"
+ciba:
+  interval_secs: 5
+  default_expiry_secs: 120
+  max_expiry_secs: 300
+  binding_message: {{ max_chars: 20 }}
+channel: {{ type: log }}
+users:
+  type: static
+  users:
+    - {{ subject: "sub-alice", username: alice, email: Alice@Example.com, phone: "+15550100001", name: Alice Adams, user_code: "{alice_code}" }}
+    - {{ subject: "sub-bob", username: bob, email: bob@example.com, name: Bob Brown }}
+clients:
+  - {{ client_id: post-client, name: Post Client, secret: "{post}", token_endpoint_auth_method: client_secret_post }}
+  - {{ client_id: basic-client, name: Basic Client, secret: "{basic}", token_endpoint_auth_method: client_secret_basic }}
+  - {{ client_id: code-client, secret: "{code}", token_endpoint_auth_method: client_secret_post, backchannel_user_code_parameter: true }}
+  - {{ client_id: no-ciba-client, secret: "{no_ciba}", token_endpoint_auth_method: client_secret_post, grant_types: [authorization_code] }}
+  - {{ client_id: narrow-client, secret: "{narrow}", token_endpoint_auth_method: client_secret_post, scopes: [openid] }}
+"#,
+        alice_code = h.alice_code,
+        post = h.post,
+        basic = h.basic,
+        code = h.code,
+        no_ciba = h.no_ciba,
+        narrow = h.narrow,
+    );
+    Config::from_yaml(&yaml).expect("the base test configuration is valid")
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub url: String,
+    pub clock: ManualClock,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn http_client() -> reqwest::Client {
+    ciba_gateway::install_crypto_provider();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Starts the standalone gateway with the base configuration changed by `edit`.
+pub async fn start(edit: impl FnOnce(&mut Config)) -> Gateway {
+    ciba_gateway::install_crypto_provider();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut cfg = base_config(addr);
+    edit(&mut cfg);
+    let clock = ManualClock::new();
+    let engine =
+        Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid test config"));
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(ciba_gateway::server::serve(listener, engine, async {
+        let _ = rx.await;
+    }));
+    Gateway {
+        url: format!("http://{addr}"),
+        clock,
+        http: http_client(),
+        shutdown: Some(tx),
+    }
+}
+
+/// A default gateway.
+pub async fn gateway() -> Gateway {
+    start(|_| {}).await
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn error(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("<none>")
+    }
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status, self.error()),
+            (status, code),
+            "body: {}",
+            self.json
+        );
+    }
+}
+
+impl Gateway {
+    pub async fn post_form(
+        &self,
+        path: &str,
+        params: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Reply {
+        let mut rb = self.http.post(format!("{}{path}", self.url)).form(params);
+        if let Some((id, secret)) = basic {
+            let enc = |s: &str| form_encode(s);
+            rb = rb.basic_auth(enc(id), Some(enc(secret)));
+        }
+        reply(rb.send().await.unwrap()).await
+    }
+
+    /// bc-authorize as `post-client` with the given extra parameters.
+    pub async fn bc(&self, params: &[(&str, &str)]) -> Reply {
+        let mut p = vec![
+            ("client_id", POST_CLIENT.0),
+            ("client_secret", POST_CLIENT.1),
+        ];
+        p.extend_from_slice(params);
+        self.post_form("/bc-authorize", &p, None).await
+    }
+
+    /// A successful bc-authorize for alice; returns the auth_req_id.
+    pub async fn start_request(&self) -> String {
+        let r = self
+            .bc(&[
+                ("scope", "openid profile email"),
+                ("login_hint", "alice"),
+                ("binding_message", "1234"),
+            ])
+            .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        r.json["auth_req_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A CIBA poll as `post-client`.
+    pub async fn poll(&self, auth_req_id: &str) -> Reply {
+        self.poll_as(POST_CLIENT, auth_req_id).await
+    }
+
+    pub async fn poll_as(&self, client: (&str, &str), auth_req_id: &str) -> Reply {
+        self.post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("client_id", client.0),
+                ("client_secret", client.1),
+                ("auth_req_id", auth_req_id),
+            ],
+            None,
+        )
+        .await
+    }
+}
+
+pub fn form_encode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+pub async fn reply(resp: reqwest::Response) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply {
+        status,
+        headers,
+        json,
+    }
+}
+
+/// What the authenticator received.
+#[derive(Debug, Clone)]
+pub struct ChannelCall {
+    pub bearer: String,
+    pub body: Value,
+}
+
+/// A real HTTP server playing a Keycloak-style authenticator: records every authentication
+/// request and answers with the configured status.
+pub struct Authenticator {
+    pub url: String,
+    pub calls: Mutex<mpsc::UnboundedReceiver<ChannelCall>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Authenticator {
+    pub async fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(201));
+        let state = (tx, Arc::clone(&status));
+        let app = axum::Router::new()
+            .route(
+                "/authn",
+                post(
+                    |State((tx, status)): State<(
+                        mpsc::UnboundedSender<ChannelCall>,
+                        Arc<std::sync::atomic::AtomicU16>,
+                    )>,
+                     headers: HeaderMap,
+                     axum::Json(body): axum::Json<Value>| async move {
+                        let bearer = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .unwrap_or_default()
+                            .to_owned();
+                        let _ = tx.send(ChannelCall { bearer, body });
+                        StatusCode::from_u16(status.load(std::sync::atomic::Ordering::SeqCst))
+                            .unwrap()
+                    },
+                ),
+            )
+            .with_state(state);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/authn", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            url,
+            calls: Mutex::new(rx),
+            status,
+        }
+    }
+
+    pub fn answer_with(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The next authentication request (waits for it, up to 10 s).
+    pub async fn next_call(&self) -> ChannelCall {
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.calls.lock().await.recv(),
+        )
+        .await
+        .expect("the authenticator was called")
+        .expect("channel open")
+    }
+
+    /// The channel configuration pointing at this authenticator (loopback allowed).
+    pub fn channel_config(&self) -> ChannelConfig {
+        ChannelConfig::Http {
+            url: self.url.parse().unwrap(),
+            bearer_secret: None,
+            outbound: Outbound {
+                timeout_ms: 3000,
+                allow_private_networks: true,
+            },
+        }
+    }
+}
+
+/// Posts an authenticator callback to the gateway.
+pub async fn callback(gw: &Gateway, bearer: &str, status: &str) -> Reply {
+    let resp = gw
+        .http
+        .post(format!("{}/ciba/callback", gw.url))
+        .bearer_auth(bearer)
+        .json(&serde_json::json!({ "status": status }))
+        .send()
+        .await
+        .unwrap();
+    reply(resp).await
+}

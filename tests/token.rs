@@ -1,0 +1,305 @@
+//! The CIBA grant at the token endpoint over a real socket: requirements §1.10–§1.11.
+//! Time is a manual clock: nothing here sleeps.
+
+mod common;
+
+use common::*;
+
+/// A gateway whose requests are approved or denied by a real authenticator over HTTP.
+async fn with_authenticator() -> (Gateway, Authenticator) {
+    let auth = Authenticator::start().await;
+    let gw = start(|c| c.channel = auth.channel_config()).await;
+    (gw, auth)
+}
+
+#[tokio::test]
+async fn tok_05_pending_then_slow_down_then_raised_interval_enforced() {
+    let gw = gateway().await;
+    let id = gw.start_request().await;
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    gw.clock.advance_secs(1);
+    gw.poll(&id).await.assert_error(400, "slow_down");
+    // 6 s later is enough under the announced interval (5 s), not under the raised one (10 s).
+    gw.clock.advance_secs(6);
+    gw.poll(&id).await.assert_error(400, "slow_down");
+    gw.clock.advance_secs(15);
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    gw.clock.advance_secs(15);
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+}
+
+#[tokio::test]
+async fn tok_err_02_pending_states_are_400_json_not_428_429_202() {
+    let gw = gateway().await;
+    let id = gw.start_request().await;
+    let r = gw.poll(&id).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(r.headers["cache-control"], "no-store");
+}
+
+#[tokio::test]
+async fn tok_08_approved_request_yields_tokens_once() {
+    let (gw, auth) = with_authenticator().await;
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let r = gw.poll(&id).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.headers["cache-control"], "no-store");
+    assert_eq!(r.headers["pragma"], "no-cache");
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert!(r.json["access_token"].as_str().unwrap().split('.').count() == 3);
+    assert!(r.json["id_token"].is_string());
+    assert!(r.json["expires_in"].as_u64().unwrap() > 0);
+    assert!(
+        r.json.get("refresh_token").is_none(),
+        "no refresh tokens yet"
+    );
+    // TOK-03: single use.
+    gw.clock.advance_secs(10);
+    gw.poll(&id).await.assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn tok_03_fifty_concurrent_polls_on_an_approved_request_give_exactly_one_token_response() {
+    let (gw, auth) = with_authenticator().await;
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let gw = std::sync::Arc::new(gw);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (gw, id) = (std::sync::Arc::clone(&gw), id.clone());
+        tasks.push(tokio::spawn(async move { gw.poll(&id).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            200 => ok += 1,
+            _ => r.assert_error(400, "invalid_grant"),
+        }
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn tok_err_01_user_denial_is_access_denied_400_then_gone() {
+    let (gw, auth) = with_authenticator().await;
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    assert_eq!(
+        callback(&gw, &call.bearer, "UNAUTHORIZED").await.status,
+        200
+    );
+    gw.poll(&id).await.assert_error(400, "access_denied");
+    gw.clock.advance_secs(10);
+    gw.poll(&id).await.assert_error(400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn bc_req_05_expired_request_gives_expired_token() {
+    let gw = gateway().await;
+    let r = gw
+        .bc(&[
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+            ("requested_expiry", "10"),
+        ])
+        .await;
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    gw.clock.advance_secs(10);
+    gw.poll(&id).await.assert_error(400, "expired_token");
+}
+
+#[tokio::test]
+async fn tok_02_unknown_or_foreign_auth_req_id_is_invalid_grant() {
+    let gw = gateway().await;
+    let id = gw.start_request().await;
+    gw.poll("made-up-id")
+        .await
+        .assert_error(400, "invalid_grant");
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("auth_req_id", &id),
+            ],
+            Some(BASIC_CLIENT),
+        )
+        .await;
+    r.assert_error(400, "invalid_grant");
+    // The foreign poll left no trace: the owner is not told to slow down.
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+}
+
+#[tokio::test]
+async fn tok_01_client_authenticates_as_at_the_backchannel_endpoint() {
+    let gw = gateway().await;
+    let id = gw.start_request().await;
+    let r = gw.poll_as(("post-client", "wrong"), &id).await;
+    r.assert_error(401, "invalid_client");
+    assert!(r.headers.contains_key("www-authenticate"));
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("client_id", "post-client"),
+                ("client_secret", "post-secret"),
+            ],
+            None,
+        )
+        .await;
+    r.assert_error(400, "invalid_request");
+    let r = gw.poll_as(NO_CIBA_CLIENT, &id).await;
+    r.assert_error(400, "unauthorized_client");
+}
+
+#[tokio::test]
+async fn myth_01_ietf_grant_type_alias_accepted_never_advertised() {
+    let gw = gateway().await;
+    let id = gw.start_request().await;
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:ciba"),
+                ("client_id", POST_CLIENT.0),
+                ("client_secret", POST_CLIENT.1),
+                ("auth_req_id", &id),
+            ],
+            None,
+        )
+        .await;
+    r.assert_error(400, "authorization_pending");
+    let disc: serde_json::Value = gw
+        .http
+        .get(format!("{}/.well-known/openid-configuration", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !disc
+            .to_string()
+            .contains("urn:ietf:params:oauth:grant-type:ciba")
+    );
+}
+
+#[tokio::test]
+async fn myth_01_alias_switched_off_names_the_right_grant_type() {
+    let gw = start(|c| c.ciba.accept_ietf_grant_type_alias = false).await;
+    let id = gw.start_request().await;
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:ciba"),
+                ("client_id", POST_CLIENT.0),
+                ("client_secret", POST_CLIENT.1),
+                ("auth_req_id", &id),
+            ],
+            None,
+        )
+        .await;
+    r.assert_error(400, "unsupported_grant_type");
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("urn:openid:params:grant-type:ciba")
+    );
+}
+
+#[tokio::test]
+async fn tok_11_other_grants_are_not_the_standalone_gateways() {
+    let gw = gateway().await;
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "x"),
+                ("client_secret", "y"),
+            ],
+            None,
+        )
+        .await;
+    r.assert_error(400, "unsupported_grant_type");
+}
+
+#[tokio::test]
+async fn tok_09_jat_01_02_token_contents() {
+    let auth = Authenticator::start().await;
+    let gw = start(|c| {
+        c.channel = auth.channel_config();
+        c.tokens.acr_values_supported = vec!["urn:acr:push".into()];
+    })
+    .await;
+    let r = gw
+        .bc(&[
+            ("scope", "openid profile email"),
+            ("login_hint", "alice"),
+            ("acr_values", "urn:acr:unknown urn:acr:push"),
+        ])
+        .await;
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let call = auth.next_call().await;
+    callback(&gw, &call.bearer, "SUCCEED").await;
+    let r = gw.poll(&id).await;
+    let claims = |t: &str| -> (serde_json::Value, serde_json::Value) {
+        use base64::Engine as _;
+        let parts: Vec<_> = t.split('.').collect();
+        let d = |p: &str| {
+            serde_json::from_slice(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        (d(parts[0]), d(parts[1]))
+    };
+    let (h, id_t) = claims(r.json["id_token"].as_str().unwrap());
+    assert!(h["kid"].is_string());
+    assert_eq!(id_t["iss"], gw.url);
+    assert_eq!(id_t["aud"], "post-client");
+    assert_eq!(id_t["sub"], "sub-alice");
+    assert_eq!(id_t["acr"], "urn:acr:push");
+    assert_eq!(id_t["email"], "Alice@Example.com");
+    assert_eq!(id_t["name"], "Alice Adams");
+    assert!(id_t["auth_time"].is_u64());
+    let (h, at) = claims(r.json["access_token"].as_str().unwrap());
+    assert_eq!(h["typ"], "at+jwt");
+    assert!(h["kid"].is_string());
+    for c in [
+        "iss",
+        "exp",
+        "aud",
+        "sub",
+        "client_id",
+        "iat",
+        "jti",
+        "scope",
+    ] {
+        assert!(!at[c].is_null(), "access token lacks {c}");
+    }
+    assert_eq!(at["client_id"], "post-client");
+    assert_eq!(at["scope"], "openid profile email");
+}
