@@ -1,0 +1,255 @@
+//! Discovery and JWKS (DISC-01…05, GW-02), and the tower layer around an existing axum app:
+//! its discovery gains the CIBA fields, and everything that is not CIBA — other grants at the
+//! same token endpoint included — reaches it byte for byte (GW-01, TOK-11).
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use ciba_gateway::Engine;
+use ciba_gateway::tower::CibaLayer;
+use common::*;
+use jsonwebtoken::jwk::JwkSet;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn disc_01_to_05_standalone_document() {
+    let gw = gateway().await;
+    let d: Value = gw
+        .http
+        .get(format!("{}/.well-known/openid-configuration", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], gw.url);
+    assert_eq!(
+        d["backchannel_authentication_endpoint"],
+        format!("{}/bc-authorize", gw.url)
+    );
+    assert_eq!(d["token_endpoint"], format!("{}/token", gw.url));
+    assert_eq!(d["jwks_uri"], format!("{}/jwks", gw.url));
+    assert_eq!(
+        d["backchannel_token_delivery_modes_supported"],
+        json!(["poll"])
+    );
+    assert!(
+        d["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("urn:openid:params:grant-type:ciba"))
+    );
+    assert!(d["backchannel_user_code_parameter_supported"].is_boolean());
+    // DISC-04: signed requests are not offered, so no algorithms are listed.
+    assert!(
+        d.get("backchannel_authentication_request_signing_alg_values_supported")
+            .is_none()
+    );
+    let methods = d["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap();
+    assert!(
+        methods.contains(&json!("client_secret_basic"))
+            && methods.contains(&json!("client_secret_post"))
+    );
+}
+
+#[tokio::test]
+async fn gw_02_id_token_verifies_against_the_advertised_jwks() {
+    let auth = Authenticator::start().await;
+    let gw = start(|c| c.channel = auth.channel_config()).await;
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    callback(&gw, &call.bearer, "SUCCEED").await;
+    let tokens = gw.poll(&id).await;
+    let d: Value = gw
+        .http
+        .get(format!("{}/.well-known/openid-configuration", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let jwks: JwkSet = gw
+        .http
+        .get(d["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = tokens.json["id_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the signing key is published");
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&["post-client"]);
+    v.set_issuer(&[d["issuer"].as_str().unwrap()]);
+    let claims = jsonwebtoken::decode::<Value>(
+        id_token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], "sub-alice");
+}
+
+#[tokio::test]
+async fn healthz() {
+    let gw = gateway().await;
+    let r = gw
+        .http
+        .get(format!("{}/healthz", gw.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// An existing app: its own discovery, a token endpoint that echoes exactly what it received,
+/// and an ordinary route.
+fn inner_app(issuer: String) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || {
+                let issuer = issuer.clone();
+                async move {
+                    axum::Json(json!({
+                        "issuer": issuer,
+                        "authorization_endpoint": format!("{issuer}/authorize"),
+                        "token_endpoint": format!("{issuer}/token"),
+                        "grant_types_supported": ["authorization_code", "client_credentials"],
+                        "custom_field": {"kept": true},
+                    }))
+                }
+            }),
+        )
+        .route(
+            "/token",
+            post(|headers: HeaderMap, body: Bytes| async move {
+                let ct = headers
+                    .get("content-type")
+                    .cloned()
+                    .unwrap_or(axum::http::HeaderValue::from_static(""));
+                axum::response::Response::builder()
+                    .header("x-inner", "token")
+                    .header("x-seen-content-type", ct)
+                    .body(axum::body::Body::from(body))
+                    .unwrap()
+            }),
+        )
+        .route("/hello", get(|| async { "hello from the app" }))
+}
+
+async fn layered() -> (String, reqwest::Client) {
+    ciba_gateway::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let engine = Arc::new(Engine::new(base_config(addr)).unwrap());
+    let app = inner_app(format!("http://{addr}")).layer(CibaLayer::new(engine));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), http_client())
+}
+
+#[tokio::test]
+async fn gw_01_layer_merges_ciba_fields_into_the_inner_discovery() {
+    let (url, http) = layered().await;
+    let d: Value = http
+        .get(format!("{url}/.well-known/openid-configuration"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["issuer"], url);
+    assert_eq!(d["authorization_endpoint"], format!("{url}/authorize"));
+    assert_eq!(d["custom_field"], json!({"kept": true}));
+    assert_eq!(
+        d["backchannel_authentication_endpoint"],
+        format!("{url}/bc-authorize")
+    );
+    assert_eq!(
+        d["grant_types_supported"],
+        json!([
+            "authorization_code",
+            "client_credentials",
+            "urn:openid:params:grant-type:ciba"
+        ])
+    );
+}
+
+#[tokio::test]
+async fn tok_11_other_grants_reach_the_inner_service_byte_for_byte() {
+    let (url, http) = layered().await;
+    // Repeated and oddly encoded parameters the gateway itself would refuse: not its business.
+    for body in [
+        "grant_type=client_credentials&scope=a+b&x=%41%42&dup=1&dup=2&empty=",
+        "grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fapp%2Fcb&code_verifier=xyz",
+    ] {
+        let r = http
+            .post(format!("{url}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-inner"], "token");
+        assert_eq!(
+            r.headers()["x-seen-content-type"],
+            "application/x-www-form-urlencoded"
+        );
+        assert_eq!(r.text().await.unwrap(), body);
+    }
+    let hello = http
+        .get(format!("{url}/hello"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(hello, "hello from the app");
+}
+
+#[tokio::test]
+async fn layer_serves_the_ciba_flow_around_the_app() {
+    let (url, http) = layered().await;
+    let r = http
+        .post(format!("{url}/bc-authorize"))
+        .form(&[
+            ("client_id", POST_CLIENT.0),
+            ("client_secret", POST_CLIENT.1),
+            ("scope", "openid"),
+            ("login_hint", "bob"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap();
+    let p = http
+        .post(format!("{url}/token"))
+        .form(&[
+            ("grant_type", "urn:openid:params:grant-type:ciba"),
+            ("client_id", POST_CLIENT.0),
+            ("client_secret", POST_CLIENT.1),
+            ("auth_req_id", id),
+        ])
+        .send()
+        .await
+        .unwrap();
+    reply(p).await.assert_error(400, "authorization_pending");
+}
