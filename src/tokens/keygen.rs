@@ -22,10 +22,14 @@ pub fn generate_pem(alg: SigningAlg) -> Result<String, String> {
         SigningAlg::EdDSA => {
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
-            ed25519_dalek::SigningKey::from_bytes(&bytes)
-                .to_pkcs8_pem(Default::default())
-                .map_err(|e| e.to_string())?
-                .to_string()
+            // PKCS#8 v1 (no embedded public key), as `openssl genpkey` writes it.
+            ed25519_dalek::pkcs8::KeypairBytes {
+                secret_key: bytes,
+                public_key: None,
+            }
+            .to_pkcs8_pem(Default::default())
+            .map_err(|e| e.to_string())?
+            .to_string()
         }
         SigningAlg::RS256 | SigningAlg::PS256 => {
             let key =

@@ -27,6 +27,23 @@ pub fn load_key_pem(r: &crate::config::SecretRef) -> Result<Secret, String> {
     }
 }
 
+/// An Ed25519 PKCS#8 PEM (v1 or v2) as PKCS#8 v1 DER.
+fn ed25519_v1_der(pem: &str) -> Result<Vec<u8>, jsonwebtoken::errors::Error> {
+    use ed25519_dalek::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, KeypairBytes};
+    let invalid =
+        || jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidEddsaKey);
+    let key = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|_| invalid())?;
+    let v1 = KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    Ok(v1
+        .to_pkcs8_der()
+        .map_err(|_| invalid())?
+        .as_bytes()
+        .to_vec())
+}
+
 fn jwt_alg(a: SigningAlg) -> Algorithm {
     match a {
         SigningAlg::ES256 => Algorithm::ES256,
@@ -49,7 +66,9 @@ impl SigningKey {
         let a = jwt_alg(alg);
         let encoding = match alg {
             SigningAlg::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
-            SigningAlg::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()),
+            // jsonwebtoken derives the public key only from PKCS#8 v1; accept v2 (public key
+            // embedded, as some tools write) by re-encoding.
+            SigningAlg::EdDSA => ed25519_v1_der(pem).map(|der| EncodingKey::from_ed_der(&der)),
             SigningAlg::RS256 | SigningAlg::PS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
         }
         .map_err(|e| format!("not a PKCS#8 PEM {alg:?} private key: {e}"))?;
@@ -348,5 +367,86 @@ impl Minter {
             id_token: self.keys.sign("JWT", &id)?,
             scope: req.scope.as_str().to_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretRef;
+
+    fn keyset(alg: SigningAlg, pem: String) -> KeySet {
+        let cfg = TokensConfig {
+            keys: vec![KeyConfig {
+                kid: "k".into(),
+                alg,
+                private_key: SecretRef::new(pem),
+            }],
+            ..TokensConfig::default()
+        };
+        KeySet::from_config(&cfg).unwrap()
+    }
+
+    #[test]
+    fn every_algorithm_signs_with_kid_and_verifies_against_its_jwk() {
+        for alg in [
+            SigningAlg::ES256,
+            SigningAlg::EdDSA,
+            SigningAlg::RS256,
+            SigningAlg::PS256,
+        ] {
+            let ks = keyset(alg, generate_pem(alg).unwrap());
+            let token = ks
+                .sign("JWT", &serde_json::json!({"sub": "x", "exp": u64::MAX / 2}))
+                .unwrap();
+            let h = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(h.kid.as_deref(), Some("k"));
+            let v: Option<serde_json::Value> = ks.verify(&token, Validation::new(h.alg));
+            assert_eq!(v.unwrap()["sub"], "x", "{alg:?}");
+            let jwks: JwkSet = serde_json::from_slice(ks.jwks()).unwrap();
+            assert!(jwks.keys[0].common.key_id.as_deref() == Some("k"));
+            assert!(
+                !String::from_utf8_lossy(ks.jwks()).contains("\"d\""),
+                "no private parts in the JWKS"
+            );
+        }
+    }
+
+    #[test]
+    fn ed25519_pkcs8_v2_pem_is_accepted() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+        let v2 = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+            .to_pkcs8_pem(Default::default())
+            .unwrap();
+        let ks = keyset(SigningAlg::EdDSA, v2.to_string());
+        assert!(ks.sign("JWT", &serde_json::json!({"a": 1})).is_ok());
+    }
+
+    #[test]
+    fn key_rotation_publishes_all_and_signs_with_the_active_one() {
+        let cfg = TokensConfig {
+            keys: vec![
+                KeyConfig {
+                    kid: "old".into(),
+                    alg: SigningAlg::EdDSA,
+                    private_key: SecretRef::new(generate_pem(SigningAlg::EdDSA).unwrap()),
+                },
+                KeyConfig {
+                    kid: "new".into(),
+                    alg: SigningAlg::ES256,
+                    private_key: SecretRef::new(generate_pem(SigningAlg::ES256).unwrap()),
+                },
+            ],
+            active_kid: Some("new".into()),
+            ..TokensConfig::default()
+        };
+        let ks = KeySet::from_config(&cfg).unwrap();
+        let jwks: JwkSet = serde_json::from_slice(ks.jwks()).unwrap();
+        assert_eq!(jwks.keys.len(), 2);
+        let t = ks.sign("JWT", &serde_json::json!({})).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&t).unwrap().kid.as_deref(),
+            Some("new")
+        );
     }
 }

@@ -1,0 +1,283 @@
+//! The `ciba-gateway` binary as a user meets it: the quickstart configuration, the README's
+//! walk-through (bc-authorize → link in the log → approve → poll → tokens), graceful shutdown on
+//! SIGTERM, and the `check`, `keygen` and `hash-secret` commands.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shipped quickstart file, moved to a free port.
+fn quickstart_on(port: u16) -> tempfile_path::Path {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/quickstart.yaml"
+    ))
+    .unwrap();
+    let text = text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    tempfile_path::write(&text)
+}
+
+mod tempfile_path {
+    pub struct Path(pub std::path::PathBuf);
+    impl Drop for Path {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    pub fn write(text: &str) -> Path {
+        let p = std::env::temp_dir().join(format!(
+            "ciba-gw-{}-{}.yaml",
+            std::process::id(),
+            ciba_gateway::protocol::random_token()
+        ));
+        std::fs::write(&p, text).unwrap();
+        Path(p)
+    }
+}
+
+/// Waits for a log line matching `pred` (the binary logs to stdout).
+fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the expected log line");
+        if pred(&line) {
+            return line;
+        }
+    }
+}
+
+#[tokio::test]
+async fn readme_walkthrough_against_the_quickstart_binary() {
+    let port = free_port();
+    let cfg = quickstart_on(port);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg.0)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    wait_line(&rx, |l| l.contains("listening"));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+
+    // The seed write-up's request, with the login_hint the specification requires.
+    let r = http
+        .post(format!("{base}/bc-authorize"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("client_id=my-client&client_secret=supersecret&scope=openid%20profile&binding_message=Please%20authenticate%20for%20my-client&requested_expiry=3600&user_code=abc123&login_hint=alice")
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.json["expires_in"], 600,
+        "3600 is capped by the quickstart's max_expiry_secs"
+    );
+
+    // The seed's poll, with its IETF spelling of the grant type.
+    let poll = || {
+        http.post(format!("{base}/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=urn:ietf:params:oauth:grant-type:ciba&client_id=my-client&client_secret=supersecret&auth_req_id={id}"))
+            .send()
+    };
+    reply(poll().await.unwrap())
+        .await
+        .assert_error(400, "authorization_pending");
+
+    // The link is in the log; the auth_req_id never is.
+    let line = wait_line(&rx, |l| l.contains("/approve/"));
+    assert!(!line.contains(&id));
+    let link = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.contains("/approve/"))
+        .unwrap()
+        .to_owned();
+    let page = http.get(&link).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    assert!(html.contains("My Client") && html.contains("Please authenticate for my-client"));
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let done = http
+        .post(&link)
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+
+    // The client waits its interval before polling again (real time: this is the real binary).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let tokens = reply(poll().await.unwrap()).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    assert!(tokens.json["id_token"].is_string() && tokens.json["access_token"].is_string());
+
+    // SIGTERM: graceful shutdown, exit 0.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    // Nothing secret reached the log.
+    while let Ok(l) = rx.try_recv() {
+        assert!(
+            !l.contains(&id)
+                && !l.contains("supersecret")
+                && !l.contains(tokens.json["access_token"].as_str().unwrap())
+        );
+    }
+}
+
+#[test]
+fn check_reports_every_problem_with_its_field_path() {
+    let bad = tempfile_path::write(
+        r#"
+public_url: "ftp://x"
+endpoints: { token: "no-slash" }
+ciba: { interval_secs: 0 }
+clients:
+  - { client_id: a, secret: "plain-text-secret" }
+  - { client_id: a, secret: "${CIBA_GW_TEST_UNSET_VAR}", backchannel_token_delivery_mode: push }
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "public_url:",
+        "endpoints.token:",
+        "ciba.interval_secs:",
+        "clients[0].secret: plaintext secrets are not accepted",
+        "clients[1].client_id:",
+        "clients[1].secret: environment variable CIBA_GW_TEST_UNSET_VAR is not set",
+        "clients[1].backchannel_token_delivery_mode:",
+    ] {
+        assert!(err.contains(path), "missing {path:?} in:\n{err}");
+    }
+    let unknown = tempfile_path::write("public_url: http://x\nlisten_port: 3\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&unknown.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_port"));
+    let ok = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/quickstart.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn keygen_writes_keys_the_gateway_loads_and_hash_secret_hashes() {
+    for alg in ["es256", "eddsa", "rs256"] {
+        let out = Command::new(BIN)
+            .args(["keygen", "--alg", alg])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let pem = String::from_utf8(out.stdout).unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let key = tempfile_path::write(&pem);
+        let cfg = tempfile_path::write(&format!(
+            "public_url: http://127.0.0.1:1\ntokens:\n  keys:\n    - {{ kid: k1, alg: {}, private_key: \"file:{}\" }}\n",
+            match alg {
+                "es256" => "ES256",
+                "eddsa" => "EdDSA",
+                _ => "RS256",
+            },
+            key.0.display()
+        ));
+        let check = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&cfg.0)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{alg}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    let mut child = Command::new(BIN)
+        .arg("hash-secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"supersecret\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let phc = String::from_utf8(out.stdout).unwrap();
+    assert!(phc.starts_with("$argon2id$"));
+    let v = ciba_gateway::secret::SecretVerifier::new(
+        ciba_gateway::secret::Expected::argon2(phc.trim()).unwrap(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(rt.block_on(v.verify("supersecret")));
+}
