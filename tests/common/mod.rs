@@ -107,16 +107,35 @@ pub fn http_client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Starts the standalone gateway with the base configuration changed by `edit`.
+/// Starts the standalone gateway with the base configuration changed by `edit`, on a manual
+/// clock.
 pub async fn start(edit: impl FnOnce(&mut Config)) -> Gateway {
+    let clock = ManualClock::new();
+    start_with_clock(edit, clock.clone(), Arc::new(clock)).await
+}
+
+/// Starts the gateway on the system clock, for tests that drive an external client polling in
+/// real time.
+pub async fn start_real_time(edit: impl FnOnce(&mut Config)) -> Gateway {
+    start_with_clock(
+        edit,
+        ManualClock::new(),
+        Arc::new(ciba_gateway::clock::SystemClock),
+    )
+    .await
+}
+
+async fn start_with_clock(
+    edit: impl FnOnce(&mut Config),
+    clock: ManualClock,
+    engine_clock: Arc<dyn ciba_gateway::clock::Clock>,
+) -> Gateway {
     ciba_gateway::install_crypto_provider();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut cfg = base_config(addr);
     edit(&mut cfg);
-    let clock = ManualClock::new();
-    let engine =
-        Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid test config"));
+    let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid test config"));
     let (tx, rx) = oneshot::channel();
     tokio::spawn(ciba_gateway::server::serve(listener, engine, async {
         let _ = rx.await;

@@ -1,0 +1,45 @@
+// A CIBA client built on openid-client (a certified OpenID relying-party library), configured
+// only from the gateway's discovery document. Usage:
+//   node ciba-poll.mjs <issuer> <client_id> <client_secret> <login_hint> <binding_message>
+// Prints one JSON line with what it learned; exits non-zero on any error.
+import * as client from 'openid-client';
+
+const [issuer, clientId, clientSecret, loginHint, bindingMessage] = process.argv.slice(2);
+
+const config = await client.discovery(
+  new URL(issuer),
+  clientId,
+  undefined,
+  client.ClientSecretBasic(clientSecret),
+  { execute: [client.allowInsecureRequests] }, // the test gateway listens on plain http://127.0.0.1
+);
+
+// Report every token-endpoint error on stderr, so the test can tell the client is polling.
+config[client.customFetch] = async (url, options) => {
+  const res = await fetch(url, options);
+  if (String(url) === config.serverMetadata().token_endpoint && res.status !== 200) {
+    console.error(`token endpoint: ${res.status} ${await res.clone().text()}`);
+  }
+  return res;
+};
+
+const meta = config.serverMetadata();
+if (!meta.backchannel_authentication_endpoint) throw new Error('no backchannel endpoint in discovery');
+
+const ack = await client.initiateBackchannelAuthentication(config, {
+  scope: 'openid email',
+  login_hint: loginHint,
+  binding_message: bindingMessage,
+});
+console.error(`initiated: expires_in=${ack.expires_in} interval=${ack.interval}`);
+
+const tokens = await client.pollBackchannelAuthenticationGrant(config, ack);
+const claims = tokens.claims();
+console.log(JSON.stringify({
+  sub: claims.sub,
+  iss: claims.iss,
+  aud: claims.aud,
+  email: claims.email,
+  token_type: tokens.token_type,
+  has_access_token: typeof tokens.access_token === 'string',
+}));
