@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
 
 use super::{
@@ -37,31 +39,44 @@ struct Entry {
     ttl: Duration,
 }
 
+/// Ids and handles are 32 CSPRNG bytes in base64url; the store keys on the raw bytes: no key
+/// allocation, and cheap re-hashing when moka's table resizes under churn.
+type Key = [u8; 32];
+
+fn key(s: &str) -> Option<Key> {
+    let mut k = [0u8; 32];
+    (s.len() == 43 && URL_SAFE_NO_PAD.decode_slice(s, &mut k) == Ok(32)).then_some(k)
+}
+
 struct PerEntryExpiry;
 
-impl moka::Expiry<String, Arc<Entry>> for PerEntryExpiry {
-    fn expire_after_create(&self, _k: &String, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+impl moka::Expiry<Key, Arc<Entry>> for PerEntryExpiry {
+    fn expire_after_create(&self, _k: &Key, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
         Some(v.ttl)
     }
 }
 
 struct HandleExpiry;
 
-impl moka::Expiry<String, (String, Duration)> for HandleExpiry {
+impl moka::Expiry<Key, (Key, Duration)> for HandleExpiry {
     fn expire_after_create(
         &self,
-        _k: &String,
-        v: &(String, Duration),
+        _k: &Key,
+        v: &(Key, Duration),
         _now: Instant,
     ) -> Option<Duration> {
         Some(v.1)
     }
 }
 
+/// Keys are ids the gateway generates from a CSPRNG, never chosen by clients, so a fast seeded
+/// hasher is safe here.
+type Hasher = foldhash::fast::RandomState;
+
 /// Pending requests in process memory.
 pub struct MemoryStore {
-    requests: Cache<String, Arc<Entry>>,
-    handles: Cache<String, (String, Duration)>,
+    requests: Cache<Key, Arc<Entry>, Hasher>,
+    handles: Cache<Key, (Key, Duration), Hasher>,
     live: Arc<AtomicU64>,
     capacity: u64,
     grace: Duration,
@@ -86,8 +101,10 @@ impl MemoryStore {
             .eviction_listener(move |_k, _v, _cause| {
                 live_l.fetch_sub(1, Ordering::Relaxed);
             })
-            .build();
-        let handles = Cache::builder().expire_after(HandleExpiry).build();
+            .build_with_hasher(Hasher::default());
+        let handles = Cache::builder()
+            .expire_after(HandleExpiry)
+            .build_with_hasher(Hasher::default());
         Self {
             requests,
             handles,
@@ -119,6 +136,11 @@ impl PendingStore for MemoryStore {
                 return Err(StoreError::Full);
             }
         }
+        let (Some(id), Some(handle)) = (key(req.id.as_str()), key(&req.handle)) else {
+            return Err(StoreError::Backend(
+                "ids must be 32 random bytes in base64url".into(),
+            ));
+        };
         let lifetime = Duration::from_millis(req.expires_at_ms.saturating_sub(req.created_at_ms));
         let entry = Arc::new(Entry {
             state: Mutex::new(State {
@@ -129,12 +151,8 @@ impl PendingStore for MemoryStore {
             ttl: lifetime + self.grace,
             req,
         });
-        self.handles.insert(
-            entry.req.handle.clone(),
-            (entry.req.id.as_str().to_owned(), lifetime),
-        );
-        self.requests
-            .insert(entry.req.id.as_str().to_owned(), entry);
+        self.handles.insert(handle, (id, lifetime));
+        self.requests.insert(id, entry);
         Ok(())
     }
 
@@ -144,7 +162,10 @@ impl PendingStore for MemoryStore {
         client_id: &str,
         now_ms: u64,
     ) -> Result<PollOutcome, StoreError> {
-        let Some(entry) = self.requests.get(id) else {
+        let Some(id) = key(id) else {
+            return Ok(PollOutcome::Unknown);
+        };
+        let Some(entry) = self.requests.get(&id) else {
             return Ok(PollOutcome::Unknown);
         };
         // TOK-02: another client's id is indistinguishable from an unknown one, and its poll
@@ -177,8 +198,10 @@ impl PendingStore for MemoryStore {
         };
         drop(st);
         if !matches!(outcome, PollOutcome::Pending | PollOutcome::SlowDown { .. }) {
-            self.requests.invalidate(id);
-            self.handles.invalidate(&entry.req.handle);
+            self.requests.invalidate(&id);
+            if let Some(h) = key(&entry.req.handle) {
+                self.handles.invalidate(&h);
+            }
         }
         Ok(outcome)
     }
@@ -189,7 +212,8 @@ impl PendingStore for MemoryStore {
         decision: Decision,
         now_ms: u64,
     ) -> Result<(), ResolveError> {
-        let (id, _) = self.handles.get(handle).ok_or(ResolveError::NotFound)?;
+        let handle = key(handle).ok_or(ResolveError::NotFound)?;
+        let (id, _) = self.handles.get(&handle).ok_or(ResolveError::NotFound)?;
         let entry = self.requests.get(&id).ok_or(ResolveError::NotFound)?;
         let mut st = Self::lock(&entry);
         if !matches!(st.status, Status::Pending) {
@@ -203,12 +227,12 @@ impl PendingStore for MemoryStore {
             Decision::Denied => Status::Denied,
         };
         drop(st);
-        self.handles.invalidate(handle);
+        self.handles.invalidate(&handle);
         Ok(())
     }
 
     async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {
-        let (id, _) = self.handles.get(handle)?;
+        let (id, _) = self.handles.get(&key(handle)?)?;
         let entry = self.requests.get(&id)?;
         let st = Self::lock(&entry);
         (matches!(st.status, Status::Pending) && now_ms < entry.req.expires_at_ms)
@@ -216,8 +240,11 @@ impl PendingStore for MemoryStore {
     }
 
     async fn cancel(&self, id: &AuthReqId) {
-        if let Some(entry) = self.requests.remove(id.as_str()) {
-            self.handles.invalidate(&entry.req.handle);
+        let Some(id) = key(id.as_str()) else { return };
+        if let Some(entry) = self.requests.remove(&id)
+            && let Some(h) = key(&entry.req.handle)
+        {
+            self.handles.invalidate(&h);
         }
     }
 }
