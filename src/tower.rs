@@ -163,8 +163,12 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // We must read the JSON, so ask for it uncompressed.
+    // We must read the JSON, so ask for it uncompressed; a HEAD is asked as a GET so that there
+    // is a document to merge (hyper drops the body of a HEAD response).
     req.headers_mut().remove(header::ACCEPT_ENCODING);
+    if req.method() == Method::HEAD {
+        *req.method_mut() = Method::GET;
+    }
     let resp = inner.call(req.map(Either::Right)).await?;
     match resp.status() {
         StatusCode::NOT_FOUND => Ok(own(engine.standalone_discovery()).map(Either::Left)),

@@ -253,3 +253,15 @@ async fn layer_serves_the_ciba_flow_around_the_app() {
         .unwrap();
     reply(p).await.assert_error(400, "authorization_pending");
 }
+
+#[tokio::test]
+async fn head_on_merged_discovery_is_200() {
+    let (url, http) = layered().await;
+    let r = http
+        .head(format!("{url}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+}
