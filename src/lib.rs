@@ -35,6 +35,8 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod outbound;
+#[cfg(feature = "pingora")]
+pub mod pingora;
 pub mod protocol;
 pub mod secret;
 #[cfg(feature = "server")]
@@ -42,6 +44,7 @@ pub mod server;
 pub mod store;
 pub mod tokens;
 pub mod tower;
+pub mod upstream;
 pub mod users;
 
 pub use config::Config;

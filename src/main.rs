@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ciba_gateway::config::SigningAlg;
+use ciba_gateway::config::{EngineKind, SigningAlg};
 use ciba_gateway::{Config, Engine};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -151,6 +151,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         }
     };
     let listen = cfg.listen;
+    let kind = cfg.engine_kind();
     let engine = match Engine::new(cfg) {
         Ok(e) => Arc::new(e),
         Err(e) => {
@@ -158,6 +159,74 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match kind {
+        EngineKind::Tower => serve_tower(listen, engine),
+        #[cfg(feature = "pingora")]
+        EngineKind::Pingora => serve_pingora(listen, engine),
+        #[cfg(not(feature = "pingora"))]
+        EngineKind::Pingora => {
+            eprintln!("engine: pingora, but this binary was built without the `pingora` feature");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// pingora: its own runtimes and signal handling (SIGTERM graceful with the configured grace
+/// period, SIGINT fast).
+#[cfg(feature = "pingora")]
+fn serve_pingora(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
+    use pingora::server::configuration::ServerConf;
+    use pingora::server::{RunArgs, Server};
+
+    let cfg = engine.config();
+    let conf = ServerConf {
+        threads: cfg
+            .server
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        grace_period_seconds: Some(cfg.server.shutdown_grace_secs),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ca_file: cfg
+            .upstream
+            .as_ref()
+            .and_then(|u| u.ca_file.as_ref())
+            .map(|p| p.display().to_string()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let tls = cfg.tls.clone();
+    let mut service = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        ciba_gateway::pingora::CibaProxy::new(Arc::clone(&engine)),
+    );
+    let addr = listen.to_string();
+    match tls {
+        Some(t) => {
+            let settings = pingora::listeners::tls::TlsSettings::intermediate(
+                &t.cert_file.display().to_string(),
+                &t.key_file.display().to_string(),
+            );
+            let mut settings = match settings {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tls: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            settings.enable_h2();
+            service.add_tls_with_settings(&addr, None, settings);
+        }
+        None => service.add_tcp(&addr),
+    }
+    server.add_service(service);
+    tracing::info!(%listen, issuer = engine.issuer(), engine = "pingora", "ciba-gateway listening");
+    server.run(RunArgs::default());
+    ExitCode::SUCCESS
+}
+
+/// hyper with the tower layer, forwarding with a hyper-based client.
+fn serve_tower(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -170,7 +239,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%listen, issuer = engine.issuer(), "ciba-gateway listening");
+        tracing::info!(%listen, issuer = engine.issuer(), engine = "tower", "ciba-gateway listening");
         match ciba_gateway::server::serve(listener, engine, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -116,7 +116,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            // With an upstream configured the engine owns discovery; otherwise the wrapped
+            // service's own document is the one to extend.
             if route == Route::Discovery
+                && !engine.has_upstream()
                 && (req.method() == Method::GET || req.method() == Method::HEAD)
             {
                 return discovery(&engine, &mut inner, req).await;

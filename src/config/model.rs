@@ -48,6 +48,115 @@ pub struct Config {
     /// Scope values clients may request (each client may narrow it further).
     #[serde(default = "default_scopes")]
     pub scopes_supported: Vec<String>,
+    /// The OpenID provider behind the gateway. Without it the gateway runs standalone.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
+    /// Which proxy runs the binary. Default: `pingora` with an upstream, `tower` without.
+    #[serde(default)]
+    pub engine: Option<EngineKind>,
+    /// TLS on the listener (pingora engine).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Server process settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// The proxy that runs the engine in the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// Cloudflare's pingora (`CibaProxy`).
+    Pingora,
+    /// hyper with the tower layer (`CibaLayer`), forwarding with a hyper-based client.
+    Tower,
+}
+
+/// Which forwarding headers the upstream gets. Inbound ones are always removed (BCP-05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardingHeaders {
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    XForwarded,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+    /// None.
+    None,
+}
+
+/// The upstream OpenID provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Base URL of the provider (`http` or `https`).
+    pub url: Url,
+    /// PEM file of CA certificates to verify an https upstream with. Default: the system's.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `Host` header sent upstream. Default: the client's, unchanged (the provider then builds
+    /// its URLs for the public host).
+    #[serde(default)]
+    pub host_header: Option<String>,
+    /// Connect timeout, milliseconds. Default 3000.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// Timeout for the upstream's response, milliseconds. Default 30000.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_ms: u64,
+    /// Forwarding headers for the upstream. Default `x_forwarded`.
+    #[serde(default = "default_forwarding")]
+    pub forwarding_headers: ForwardingHeaders,
+    /// How long the upstream's discovery document is cached, seconds. Default 60.
+    #[serde(default = "default_discovery_cache")]
+    pub discovery_cache_secs: u64,
+    /// How long the upstream's JWKS is cached, seconds. Default 300.
+    #[serde(default = "default_jwks_cache")]
+    pub jwks_cache_secs: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    3000
+}
+fn default_read_timeout() -> u64 {
+    30_000
+}
+fn default_forwarding() -> ForwardingHeaders {
+    ForwardingHeaders::XForwarded
+}
+fn default_discovery_cache() -> u64 {
+    60
+}
+fn default_jwks_cache() -> u64 {
+    300
+}
+
+/// Listener TLS (rustls): HTTP/1.1 and HTTP/2 by ALPN.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
+}
+
+/// Server process settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Worker threads of the proxy. Default: the number of CPUs.
+    pub threads: Option<usize>,
+    /// On SIGTERM, how long open connections get to finish, seconds. Default 5.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            shutdown_grace_secs: 5,
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {
@@ -480,10 +589,76 @@ impl Config {
         format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
     }
 
+    /// The engine the binary runs: `pingora` when an upstream is configured, unless told.
+    pub fn engine_kind(&self) -> EngineKind {
+        self.engine.unwrap_or(if self.upstream.is_some() {
+            EngineKind::Pingora
+        } else {
+            EngineKind::Tower
+        })
+    }
+
     /// Every problem in the configuration; empty when it is valid. Secret references are
     /// resolved here too, so that a missing variable or file is reported at start-up.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errs = Vec::new();
+        if let Some(u) = &self.upstream {
+            if !matches!(u.url.scheme(), "http" | "https") || u.url.host_str().is_none() {
+                errs.push(ConfigError::new(
+                    "upstream.url",
+                    "must be an http or https URL with a host",
+                ));
+            }
+            if u.url.path() != "/" || u.url.query().is_some() {
+                errs.push(ConfigError::new(
+                    "upstream.url",
+                    "must be an origin (scheme, host, port) without a path",
+                ));
+            }
+            if let Some(ca) = &u.ca_file
+                && !ca.is_file()
+            {
+                errs.push(ConfigError::new(
+                    "upstream.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                ));
+            }
+            if self.limits.max_body_bytes > 64 * 1024 {
+                // pingora replays a buffered token request upstream from a 64 KiB buffer.
+                errs.push(ConfigError::new(
+                    "limits.max_body_bytes",
+                    "must be at most 65536 with an upstream",
+                ));
+            }
+        }
+        if self.engine_kind() == EngineKind::Pingora && self.upstream.is_none() {
+            errs.push(ConfigError::new(
+                "engine",
+                "the pingora engine needs an upstream",
+            ));
+        }
+        if let Some(t) = &self.tls {
+            if self.engine_kind() != EngineKind::Pingora {
+                errs.push(ConfigError::new(
+                    "tls",
+                    "listener TLS is served by the pingora engine",
+                ));
+            }
+            for (f, p) in [
+                ("tls.cert_file", &t.cert_file),
+                ("tls.key_file", &t.key_file),
+            ] {
+                if !p.is_file() {
+                    errs.push(ConfigError::new(
+                        f,
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        if self.server.threads == Some(0) {
+            errs.push(ConfigError::new("server.threads", "must be positive"));
+        }
         if !matches!(self.public_url.scheme(), "http" | "https") {
             errs.push(ConfigError::new(
                 "public_url",

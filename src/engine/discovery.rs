@@ -59,9 +59,12 @@ impl Discovery {
         super::cached_json(self.standalone.clone())
     }
 
-    /// Adds the CIBA fields and the CIBA grant; every other upstream field stays as it was.
-    pub(super) fn merge(&self, upstream: &[u8]) -> Option<Bytes> {
-        let mut doc: Map<String, Value> = serde_json::from_slice(upstream).ok()?;
+    /// Adds the CIBA fields and the CIBA grant; every other upstream field stays as it was,
+    /// except `jwks_uri` when `jwks_uri` is given (GW-02: the gateway then serves the merged keys).
+    pub(super) fn merge(&self, mut doc: Map<String, Value>, jwks_uri: Option<&str>) -> Bytes {
+        if let Some(uri) = jwks_uri {
+            doc.insert("jwks_uri".into(), json!(uri));
+        }
         for (k, v) in &self.ciba_fields {
             doc.insert(k.clone(), v.clone());
         }
@@ -74,6 +77,6 @@ impl Discovery {
         {
             list.push(json!(GRANT_TYPE_CIBA));
         }
-        Some(Bytes::from(Value::Object(doc).to_string()))
+        Bytes::from(Value::Object(doc).to_string())
     }
 }

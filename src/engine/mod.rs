@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigErrors, StoreConfig};
 use crate::store::{MemoryStore, Store};
 use crate::tokens::{KeySet, Minter};
+use crate::upstream::{HeaderEdits, UNTRUSTED_INBOUND, Upstream, UpstreamError};
 use crate::users::{UserCodeGuard, UserDirectory};
 
 pub use approval::Pages;
@@ -81,6 +82,7 @@ pub struct Engine {
     pub(crate) channel: Channel,
     pub(crate) minter: Minter,
     pub(crate) pages: Pages,
+    pub(crate) upstream: Option<Upstream>,
     discovery: discovery::Discovery,
 }
 
@@ -118,7 +120,12 @@ impl Engine {
         let keys = KeySet::from_config(&cfg.tokens).map_err(all)?;
         let minter = Minter::new(keys, issuer.clone(), &cfg.tokens);
         let discovery = discovery::Discovery::new(&cfg, &issuer, &minter);
+        let upstream = match &cfg.upstream {
+            Some(u) => Some(Upstream::new(u, &cfg.public_url).map_err(all)?),
+            None => None,
+        };
         Ok(Self {
+            upstream,
             clients: ClientRegistry::from_config(&cfg).map_err(all)?,
             users: UserDirectory::from_config(&cfg.users).map_err(all)?,
             user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
@@ -189,8 +196,14 @@ impl Engine {
         let resp = match route {
             Route::Token => return self.token(req).await,
             Route::Backchannel => self.backchannel(&req).await,
-            Route::Discovery => self.discovery.standalone(),
-            Route::Jwks => cached_json(self.minter.keys().jwks().clone()),
+            Route::Discovery => match &self.upstream {
+                Some(u) => self.upstream_discovery(u).await,
+                None => self.discovery.standalone(),
+            },
+            Route::Jwks => match &self.upstream {
+                Some(u) => self.merged_jwks(u).await,
+                None => cached_json(self.minter.keys().jwks().clone()),
+            },
             Route::Approval => self.approval(&req).await,
             Route::Callback => self.callback(&req).await,
             Route::Health => {
@@ -200,16 +213,99 @@ impl Engine {
         Outcome::Respond(resp)
     }
 
-    /// Adds the CIBA fields to an upstream discovery document (GW-01): `None` if the body is not
-    /// a JSON object, in which case the upstream's response should be passed on as it was.
+    /// Adds the CIBA fields to a wrapped service's discovery document (GW-01): `None` if the
+    /// body is not a JSON object.
     pub fn merge_discovery(&self, upstream: &[u8]) -> Option<Bytes> {
-        self.discovery.merge(upstream)
+        let doc = serde_json::from_slice(upstream).ok()?;
+        Some(self.discovery.merge(doc, None))
+    }
+
+    /// Whether an upstream provider is configured. With one, the engine serves discovery and the
+    /// JWKS itself (from the upstream's, merged); adapters then never ask their inner service.
+    pub fn has_upstream(&self) -> bool {
+        self.upstream.is_some()
+    }
+
+    /// The upstream provider, if configured.
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_ref()
+    }
+
+    /// The changes a request needs before it is forwarded (BCP-05): untrusted inbound
+    /// forwarding and client-certificate headers removed; `Host` and fresh forwarding headers
+    /// per the upstream configuration. `peer` is the address the gateway saw, `tls` whether the
+    /// client connection was TLS.
+    pub fn header_edits(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        tls: bool,
+    ) -> HeaderEdits {
+        match &self.upstream {
+            Some(u) => u.header_edits(headers, peer, tls),
+            None => HeaderEdits {
+                remove: UNTRUSTED_INBOUND,
+                set: Vec::new(),
+            },
+        }
+    }
+
+    /// The answer when a forwarded request fails: 504 on a timeout, 502 otherwise, in JSON.
+    pub fn upstream_failure(&self, timeout: bool) -> Response<Bytes> {
+        use crate::protocol::{ErrorCode, OAuthError};
+        let (status, text) = if timeout {
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the upstream provider did not answer in time",
+            )
+        } else {
+            (
+                StatusCode::BAD_GATEWAY,
+                "the upstream provider could not be reached",
+            )
+        };
+        OAuthError::new(ErrorCode::ServerError, status)
+            .describe(text)
+            .into_response()
+    }
+
+    async fn upstream_discovery(&self, u: &Upstream) -> Response<Bytes> {
+        match u.discovery(&self.cfg.endpoints.discovery).await {
+            // GW-02: clients validate ID tokens against jwks_uri; the gateway's JWKS carries
+            // the upstream's keys and its own.
+            Ok(doc) => cached_json(self.discovery.merge(
+                (*doc).clone(),
+                Some(&self.cfg.url_for(&self.cfg.endpoints.jwks)),
+            )),
+            Err(e) => upstream_unavailable(&e),
+        }
+    }
+
+    async fn merged_jwks(&self, u: &Upstream) -> Response<Bytes> {
+        match u.jwks_keys(&self.cfg.endpoints.discovery).await {
+            Ok(upstream_keys) => {
+                let own: serde_json::Value =
+                    serde_json::from_slice(self.minter.keys().jwks()).expect("our JWKS is JSON");
+                let mut keys = (*upstream_keys).clone();
+                if let Some(own) = own["keys"].as_array() {
+                    keys.extend(own.iter().cloned());
+                }
+                cached_json(Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
+            }
+            Err(e) => upstream_unavailable(&e),
+        }
     }
 
     /// The gateway's own complete discovery document.
     pub fn standalone_discovery(&self) -> Response<Bytes> {
         self.discovery.standalone()
     }
+}
+
+fn upstream_unavailable(e: &UpstreamError) -> Response<Bytes> {
+    tracing::warn!(error = %e, "upstream provider unavailable");
+    crate::protocol::OAuthError::unavailable("the upstream provider is unavailable", 5)
+        .into_response()
 }
 
 /// A JSON response that must not be cached (OA-04, TOK-08).

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -89,6 +91,22 @@ pub struct Gateway {
     pub clock: ManualClock,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Gateway {
+    pub fn new(
+        url: String,
+        clock: ManualClock,
+        http: reqwest::Client,
+        shutdown: oneshot::Sender<()>,
+    ) -> Self {
+        Self {
+            url,
+            clock,
+            http,
+            shutdown: Some(shutdown),
+        }
+    }
 }
 
 impl Drop for Gateway {

@@ -1,0 +1,222 @@
+//! The pingora adapter: [`CibaProxy`], a [`ProxyHttp`] that answers the gateway's endpoints from
+//! the engine and proxies everything else to the upstream provider.
+//!
+//! Each phase does one thing:
+//! - `request_filter`: is the request the engine's? If so, buffer its body (capped) and let the
+//!   engine answer. A token request with another grant is handed back: pingora replays the
+//!   buffered bytes upstream unchanged (its retry buffer).
+//! - `upstream_peer`: the configured provider, with SNI and certificate verification.
+//! - `upstream_request_filter`: the engine's header edits (BCP-05 and forwarding headers).
+//! - `fail_to_proxy`: a JSON 502/504 instead of an empty error page.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use ciba_gateway::{Config, Engine, pingora::CibaProxy};
+//! use pingora::server::Server;
+//!
+//! let engine = Arc::new(Engine::new(Config::load("config/upstream.yaml").unwrap()).unwrap());
+//! let mut server = Server::new(None).unwrap();
+//! server.bootstrap();
+//! let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, CibaProxy::new(engine));
+//! proxy.add_tcp("127.0.0.1:8080");
+//! server.add_service(proxy);
+//! server.run_forever();
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::Response;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::engine::{Engine, EngineRequest, Outcome};
+use crate::protocol::OAuthError;
+
+/// The gateway as a pingora proxy module.
+#[derive(Debug, Clone)]
+pub struct CibaProxy {
+    engine: Arc<Engine>,
+    tls_listener: bool,
+}
+
+impl CibaProxy {
+    /// A proxy driven by `engine`, which must have an upstream configured.
+    pub fn new(engine: Arc<Engine>) -> Self {
+        assert!(
+            engine.has_upstream(),
+            "CibaProxy needs an upstream in the configuration"
+        );
+        let tls_listener = engine.config().tls.is_some();
+        Self {
+            engine,
+            tls_listener,
+        }
+    }
+}
+
+async fn respond(session: &mut Session, resp: Response<Bytes>) -> Result<()> {
+    let (parts, body) = resp.into_parts();
+    let mut header = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
+    for (name, value) in &parts.headers {
+        header.append_header(name.clone(), value.clone())?;
+    }
+    header.set_content_length(body.len())?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(header), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Reads the whole request body, at most `limit` bytes; `None` when it is larger.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > limit {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(buf)))
+}
+
+#[async_trait]
+impl ProxyHttp for CibaProxy {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let Some(route) = self.engine.route(session.req_header().uri.path()) else {
+            return Ok(false);
+        };
+        // Keep what we read, so that a request handed back is forwarded with the same bytes.
+        session.as_mut().enable_retry_buffering();
+        let Some(body) = read_body(session, self.engine.max_body_bytes()).await? else {
+            let mut resp =
+                OAuthError::invalid_request("the request body is too large").into_response();
+            *resp.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
+            respond(session, resp).await?;
+            return Ok(true);
+        };
+        let head = session.req_header();
+        let req = EngineRequest {
+            method: head.method.clone(),
+            uri: head.uri.clone(),
+            headers: head.headers.clone(),
+            body,
+            peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        };
+        match self.engine.handle(route, req).await {
+            Outcome::Respond(resp) => {
+                respond(session, resp).await?;
+                Ok(true)
+            }
+            Outcome::Forward(_) => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        let upstream = self.engine.upstream().expect("checked in new()");
+        let (host, port, tls) = upstream.address();
+        let cfg = upstream.config();
+        // Never an empty SNI: pingora's rustls connector skips verification without one.
+        let mut peer = HttpPeer::new((host.as_str(), port), tls, host.clone());
+        peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> Result<()> {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let edits = self
+            .engine
+            .header_edits(&upstream_request.headers, peer, self.tls_listener);
+        for name in edits.remove {
+            upstream_request.remove_header(*name);
+        }
+        for (name, value) in edits.set {
+            upstream_request.insert_header(name, value)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut ()) -> FailToProxy {
+        let timeout = matches!(
+            e.etype(),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ if timeout => 504,
+            _ => 502,
+        };
+        let resp = if code == 502 || code == 504 {
+            self.engine.upstream_failure(timeout)
+        } else {
+            let mut r =
+                OAuthError::invalid_request("the request could not be processed").into_response();
+            *r.status_mut() =
+                http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_REQUEST);
+            r
+        };
+        let _ = respond(session, resp).await;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}
+
+/// Serves `proxy` on a tokio listener inside the current runtime until `shutdown` completes:
+/// for embedding the module in an existing tokio application, and for tests. A standalone
+/// deployment uses pingora's `Server` instead (as the `ciba-gateway` binary does).
+pub async fn serve_on_listener(
+    listener: tokio::net::TcpListener,
+    proxy: CibaProxy,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use pingora::apps::ServerApp;
+    use pingora::protocols::GetSocketDigest;
+    use std::os::fd::AsRawFd;
+
+    let conf = Arc::new(pingora::server::configuration::ServerConf::default());
+    let app = Arc::new(pingora::proxy::http_proxy(&conf, proxy));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let _ = tcp.set_nodelay(true);
+                let mut stream = pingora::protocols::l4::stream::Stream::from(tcp);
+                stream.set_socket_digest(pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd()));
+                let (app, stop) = (Arc::clone(&app), stop_rx.clone());
+                tokio::spawn(async move {
+                    app.process_new(Box::new(stream), &stop).await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    let _ = stop_tx.send(true);
+}

@@ -1,0 +1,302 @@
+//! The upstream OpenID provider: its discovery document and JWKS (fetched, cached briefly and
+//! merged with the gateway's own), and the rule for what headers a forwarded request carries
+//! (BCP-05). Both adapters apply the same [`HeaderEdits`]; the rule lives here.
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use serde_json::{Map, Value};
+use url::Url;
+
+use crate::config::{ConfigError, ForwardingHeaders, UpstreamConfig};
+
+/// Inbound headers that carry security information a client must not be able to forge: they
+/// are removed before anything is forwarded (BCP-05, GW-06).
+pub const UNTRUSTED_INBOUND: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "x-client-certificate",
+    "x-ssl-cert",
+    "x-ssl-client-cert",
+    "ssl-client-cert",
+    "client-cert",
+    "client-cert-chain",
+];
+
+/// Why the upstream could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No answer in time.
+    #[error("the upstream provider did not answer in time")]
+    Timeout,
+    /// Not reachable, or an unusable answer.
+    #[error("the upstream provider is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What to change on a request before it goes upstream.
+#[derive(Debug, Default)]
+pub struct HeaderEdits {
+    /// Headers to remove.
+    pub remove: &'static [&'static str],
+    /// Headers to set (replacing any value).
+    pub set: Vec<(HeaderName, HeaderValue)>,
+}
+
+struct Cached<T> {
+    ttl: Duration,
+    slot: RwLock<Option<(Instant, Arc<T>)>>,
+}
+
+impl<T> Cached<T> {
+    fn new(secs: u64) -> Self {
+        Self {
+            ttl: Duration::from_secs(secs),
+            slot: RwLock::new(None),
+        }
+    }
+    fn fresh(&self) -> Option<Arc<T>> {
+        let g = self.slot.read().unwrap_or_else(|e| e.into_inner());
+        g.as_ref()
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| Arc::clone(v))
+    }
+    fn stale(&self) -> Option<Arc<T>> {
+        self.slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, v)| Arc::clone(v))
+    }
+    fn put(&self, v: T) -> Arc<T> {
+        let v = Arc::new(v);
+        *self.slot.write().unwrap_or_else(|e| e.into_inner()) =
+            Some((Instant::now(), Arc::clone(&v)));
+        v
+    }
+}
+
+/// The upstream provider.
+pub struct Upstream {
+    cfg: UpstreamConfig,
+    client: reqwest::Client,
+    public_host: HeaderValue,
+    public_proto: HeaderValue,
+    discovery: Cached<Map<String, Value>>,
+    jwks: Cached<Vec<Value>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("url", &self.cfg.url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upstream {
+    /// Builds the upstream from configuration; `public_url` is the gateway's.
+    pub fn new(cfg: &UpstreamConfig, public_url: &Url) -> Result<Self, ConfigError> {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?
+            {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        let host = match public_url.port() {
+            Some(p) => format!("{}:{p}", public_url.host_str().unwrap_or_default()),
+            None => public_url.host_str().unwrap_or_default().to_owned(),
+        };
+        Ok(Self {
+            client: b
+                .build()
+                .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
+            public_host: HeaderValue::from_str(&host)
+                .map_err(|_| ConfigError::new("public_url", "bad host"))?,
+            public_proto: HeaderValue::from_static(if public_url.scheme() == "https" {
+                "https"
+            } else {
+                "http"
+            }),
+            discovery: Cached::new(cfg.discovery_cache_secs),
+            jwks: Cached::new(cfg.jwks_cache_secs),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.cfg
+    }
+
+    /// The upstream's host, port and whether it speaks TLS.
+    pub fn address(&self) -> (String, u16, bool) {
+        let u = &self.cfg.url;
+        (
+            u.host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned(),
+            u.port_or_known_default().unwrap_or(80),
+            u.scheme() == "https",
+        )
+    }
+
+    /// The base URL requests are forwarded to.
+    pub fn url(&self) -> &Url {
+        &self.cfg.url
+    }
+
+    async fn get_json(&self, path_and_query: &str) -> Result<Value, UpstreamError> {
+        let url = self
+            .cfg
+            .url
+            .join(path_and_query)
+            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
+        // Ask as the public host would, so the provider describes itself at its public URLs.
+        let resp = self
+            .client
+            .get(url)
+            .header("x-forwarded-host", self.public_host.clone())
+            .header("x-forwarded-proto", self.public_proto.clone())
+            .header(header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    UpstreamError::Timeout
+                } else {
+                    UpstreamError::Unavailable(e.without_url().to_string())
+                }
+            })?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Unavailable(format!(
+                "HTTP {}",
+                resp.status().as_u16()
+            )));
+        }
+        resp.json()
+            .await
+            .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))
+    }
+
+    /// The upstream's discovery document (cached for `discovery_cache_secs`).
+    pub async fn discovery(&self, path: &str) -> Result<Arc<Map<String, Value>>, UpstreamError> {
+        if let Some(d) = self.discovery.fresh() {
+            return Ok(d);
+        }
+        match self.get_json(path).await? {
+            Value::Object(m) => Ok(self.discovery.put(m)),
+            _ => Err(UpstreamError::Unavailable(
+                "discovery is not a JSON object".into(),
+            )),
+        }
+    }
+
+    /// The upstream's signing keys, from the `jwks_uri` its discovery names (fetched from the
+    /// upstream itself, not through the public URL). A stale copy is served while the upstream
+    /// is down.
+    pub async fn jwks_keys(&self, discovery_path: &str) -> Result<Arc<Vec<Value>>, UpstreamError> {
+        if let Some(k) = self.jwks.fresh() {
+            return Ok(k);
+        }
+        let fetched = async {
+            let d = self.discovery(discovery_path).await?;
+            let uri = d
+                .get("jwks_uri")
+                .and_then(Value::as_str)
+                .and_then(|u| Url::parse(u).ok())
+                .ok_or_else(|| UpstreamError::Unavailable("discovery names no jwks_uri".into()))?;
+            let path = match uri.query() {
+                Some(q) => format!("{}?{q}", uri.path()),
+                None => uri.path().to_owned(),
+            };
+            match self.get_json(&path).await?.get("keys") {
+                Some(Value::Array(keys)) => Ok(keys.clone()),
+                _ => Err(UpstreamError::Unavailable(
+                    "the upstream JWKS has no keys".into(),
+                )),
+            }
+        }
+        .await;
+        match fetched {
+            Ok(keys) => Ok(self.jwks.put(keys)),
+            Err(e) => self.jwks.stale().ok_or(e),
+        }
+    }
+
+    /// The header changes for a request going upstream: untrusted inbound headers removed, the
+    /// configured `Host`, and fresh forwarding headers from what the gateway itself saw.
+    pub fn header_edits(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+        tls: bool,
+    ) -> HeaderEdits {
+        let mut set = Vec::with_capacity(4);
+        let original_host = headers.get(header::HOST).cloned();
+        if let Some(h) = &self.cfg.host_header
+            && let Ok(v) = HeaderValue::from_str(h)
+        {
+            set.push((header::HOST, v));
+        }
+        let proto = if tls { "https" } else { "http" };
+        match self.cfg.forwarding_headers {
+            ForwardingHeaders::None => {}
+            ForwardingHeaders::XForwarded => {
+                if let Some(ip) = peer {
+                    set.push((
+                        HeaderName::from_static("x-forwarded-for"),
+                        HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header"),
+                    ));
+                }
+                set.push((
+                    HeaderName::from_static("x-forwarded-proto"),
+                    HeaderValue::from_static(proto),
+                ));
+                if let Some(h) = original_host {
+                    set.push((HeaderName::from_static("x-forwarded-host"), h));
+                }
+            }
+            ForwardingHeaders::Forwarded => {
+                let mut v = String::new();
+                if let Some(ip) = peer {
+                    v.push_str(&match ip {
+                        IpAddr::V4(a) => format!("for={a};"),
+                        IpAddr::V6(a) => format!("for=\"[{a}]\";"),
+                    });
+                }
+                if let Some(h) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
+                    v.push_str(&format!("host=\"{h}\";"));
+                }
+                v.push_str(&format!("proto={proto}"));
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    set.push((header::FORWARDED, v));
+                }
+            }
+        }
+        HeaderEdits {
+            remove: UNTRUSTED_INBOUND,
+            set,
+        }
+    }
+}

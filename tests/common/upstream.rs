@@ -1,0 +1,178 @@
+//! Harness for the gateway in front of a real upstream: panva's oidc-provider (node) as a child
+//! process, the gateway on either engine, and an echo server for header- and byte-level checks.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ciba_gateway::config::{EngineKind, ForwardingHeaders, UpstreamConfig};
+use ciba_gateway::{Config, Engine};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::{Gateway, base_config, http_client};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The oidc-provider process.
+pub struct Provider {
+    pub port: u16,
+    issuer: String,
+    child: Option<tokio::process::Child>,
+}
+
+impl Provider {
+    pub async fn start(issuer: &str, port: u16) -> Provider {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "oidc-provider is not installed: run `npm ci --prefix tests/upstream` (scripts/test does)"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .current_dir(&dir)
+            .arg("provider.mjs")
+            .env("ISSUER", issuer)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node runs");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if l.contains("listening") {
+                    return;
+                }
+            }
+            panic!("oidc-provider exited before listening");
+        })
+        .await
+        .expect("oidc-provider starts");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Provider {
+            port,
+            issuer: issuer.to_owned(),
+            child: Some(child),
+        }
+    }
+
+    /// Kills the provider and waits until it is gone.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await.unwrap();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill().await;
+        *self = Provider::start(&self.issuer.clone(), self.port).await;
+    }
+}
+
+/// Serves an engine on `listener` with the chosen adapter, until the returned sender fires.
+pub fn spawn_engine(
+    kind: EngineKind,
+    listener: TcpListener,
+    engine: Arc<Engine>,
+) -> oneshot::Sender<()> {
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async {
+        let _ = rx.await;
+    };
+    match kind {
+        EngineKind::Tower => {
+            tokio::spawn(ciba_gateway::server::serve(listener, engine, stop));
+        }
+        EngineKind::Pingora => {
+            let proxy = ciba_gateway::pingora::CibaProxy::new(engine);
+            tokio::spawn(ciba_gateway::pingora::serve_on_listener(
+                listener, proxy, stop,
+            ));
+        }
+    }
+    tx
+}
+
+pub fn upstream_config(port: u16) -> UpstreamConfig {
+    UpstreamConfig {
+        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
+        ca_file: None,
+        host_header: None,
+        connect_timeout_ms: 2000,
+        read_timeout_ms: 10_000,
+        forwarding_headers: ForwardingHeaders::XForwarded,
+        discovery_cache_secs: 0,
+        jwks_cache_secs: 300,
+    }
+}
+
+/// The gateway (engine `kind`) in front of an upstream on `upstream_port`.
+pub async fn gateway_in_front(
+    kind: EngineKind,
+    listener: TcpListener,
+    upstream_port: u16,
+    edit: impl FnOnce(&mut Config),
+) -> Gateway {
+    ciba_gateway::install_crypto_provider();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let mut cfg = base_config(addr);
+    cfg.upstream = Some(upstream_config(upstream_port));
+    cfg.engine = Some(kind);
+    edit(&mut cfg);
+    let clock = ciba_gateway::clock::ManualClock::new();
+    let engine = Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid config"));
+    let tx = spawn_engine(kind, listener, engine);
+    Gateway::new(format!("http://{addr}"), clock, http_client(), tx)
+}
+
+/// oidc-provider behind the gateway (engine `kind`); the provider's issuer is the gateway's URL.
+pub async fn provider_behind(
+    kind: EngineKind,
+    edit: impl FnOnce(&mut Config),
+) -> (Gateway, Provider) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let provider = Provider::start(&issuer, free_port()).await;
+    let gw = gateway_in_front(kind, listener, provider.port, edit).await;
+    (gw, provider)
+}
+
+/// An upstream that answers every request with what it received: method, path, headers, body.
+pub async fn echo_upstream() -> u16 {
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, Uri};
+    let app = axum::Router::new().fallback(
+        |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            let h: serde_json::Map<String, serde_json::Value> = headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::from(v.to_str().unwrap_or("<bin>")),
+                    )
+                })
+                .collect();
+            axum::Json(serde_json::json!({
+                "method": method.as_str(),
+                "uri": uri.to_string(),
+                "headers": h,
+                "body": String::from_utf8_lossy(&body),
+            }))
+        },
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    port
+}

@@ -1,0 +1,376 @@
+//! The gateway in front of a real, unmodified OpenID provider (panva's oidc-provider), one suite
+//! run against both engines (pingora and tower): discovery, JWKS, pass-through of the provider's
+//! own grants and login, the CIBA poll flow, and the provider going down and coming back.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ciba_gateway::config::EngineKind;
+use common::upstream::*;
+use common::*;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+/// Runs a case against both engines.
+macro_rules! both_engines {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pingora() {
+                super::$case(ciba_gateway::config::EngineKind::Pingora).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tower() {
+                super::$case(ciba_gateway::config::EngineKind::Tower).await
+            }
+        }
+    )*};
+}
+
+both_engines!(
+    gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba,
+    gw_02_jwks_serves_upstream_and_gateway_keys,
+    tok_11_client_credentials_passes_through,
+    gw_01_authorization_code_pkce_login_is_transparent,
+    ciba_poll_flow_id_token_verifies_against_advertised_jwks,
+    upstream_down_then_back,
+    bcp_05_forwarding_headers_are_the_gateways,
+    tok_11_other_grants_reach_upstream_byte_for_byte,
+);
+
+async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
+    let r = gw
+        .http
+        .get(format!("{}{path}", gw.url))
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba(kind: EngineKind) {
+    let (gw, _p) = provider_behind(kind, |_| {}).await;
+    let (status, d) = get_json(&gw, "/.well-known/openid-configuration").await;
+    assert_eq!(status, 200, "{d}");
+    // The upstream's own fields, describing itself at the public (gateway) URL.
+    assert_eq!(d["issuer"], gw.url, "issuer is never rewritten");
+    assert_eq!(d["authorization_endpoint"], format!("{}/auth", gw.url));
+    assert_eq!(d["token_endpoint"], format!("{}/token", gw.url));
+    assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
+    assert!(d["userinfo_endpoint"].is_string());
+    // The CIBA fields.
+    assert_eq!(
+        d["backchannel_authentication_endpoint"],
+        format!("{}/bc-authorize", gw.url)
+    );
+    assert_eq!(
+        d["backchannel_token_delivery_modes_supported"],
+        json!(["poll"])
+    );
+    let grants = d["grant_types_supported"].as_array().unwrap();
+    for g in [
+        "authorization_code",
+        "client_credentials",
+        "urn:openid:params:grant-type:ciba",
+    ] {
+        assert!(grants.contains(&json!(g)), "{g} missing from {grants:?}");
+    }
+    assert_eq!(d["jwks_uri"], format!("{}/jwks", gw.url));
+}
+
+async fn gw_02_jwks_serves_upstream_and_gateway_keys(kind: EngineKind) {
+    let (gw, p) = provider_behind(kind, |_| {}).await;
+    let (_, merged) = get_json(&gw, "/jwks").await;
+    let upstream: Value = reqwest::get(format!("http://127.0.0.1:{}/jwks", p.port))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids = |v: &Value| -> Vec<String> {
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|k| k["kid"].as_str().map(String::from))
+            .collect()
+    };
+    let merged_kids = kids(&merged);
+    for k in kids(&upstream) {
+        assert!(merged_kids.contains(&k), "upstream key {k} missing");
+    }
+    assert!(
+        merged_kids.iter().any(|k| k == "ephemeral-es256"),
+        "the gateway's key is published"
+    );
+}
+
+async fn tok_11_client_credentials_passes_through(kind: EngineKind) {
+    let (gw, _p) = provider_behind(kind, |_| {}).await;
+    let r = gw
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some(("app-client", "app-secret")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["token_type"], "Bearer");
+    assert!(r.json["access_token"].is_string());
+    // A wrong secret is the upstream's to refuse, in its own words.
+    let r = gw
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some(("app-client", "nope")),
+        )
+        .await;
+    r.assert_error(401, "invalid_client");
+}
+
+fn attr<'a>(html: &'a str, name: &str) -> Option<&'a str> {
+    html.split(&format!("{name}=\"")).nth(1)?.split('"').next()
+}
+
+async fn gw_01_authorization_code_pkce_login_is_transparent(kind: EngineKind) {
+    let (gw, _p) = provider_behind(kind, |_| {}).await;
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_provider(jar)
+        .build()
+        .unwrap();
+    let verifier = ciba_gateway::protocol::random_token();
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let redirect_uri = "http://127.0.0.1:9/cb";
+    let mut url = reqwest::Url::parse(&format!("{}/auth", gw.url)).unwrap();
+    url.query_pairs_mut()
+        .append_pair("client_id", "app-client")
+        .append_pair("response_type", "code")
+        .append_pair("scope", "openid email")
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .append_pair("state", "st4te")
+        .append_pair("nonce", "n0nce");
+    // Follow redirects and submit the provider's login and consent forms, as a browser would.
+    let mut next = Some((reqwest::Method::GET, url, Vec::<(String, String)>::new()));
+    let mut code = None;
+    for _ in 0..20 {
+        let Some((method, url, form)) = next.take() else {
+            break;
+        };
+        assert!(
+            url.as_str().starts_with(&gw.url),
+            "the browser never leaves the gateway: {url}"
+        );
+        let req = browser.request(method, url.clone());
+        let resp = if form.is_empty() {
+            req.send().await.unwrap()
+        } else {
+            req.form(&form).send().await.unwrap()
+        };
+        let status = resp.status().as_u16();
+        if (300..400).contains(&status) {
+            let loc = url
+                .join(resp.headers()["location"].to_str().unwrap())
+                .unwrap();
+            if loc.as_str().starts_with(redirect_uri) {
+                let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
+                assert_eq!(q["state"], "st4te");
+                code = Some(q["code"].clone());
+                break;
+            }
+            next = Some((reqwest::Method::GET, loc, vec![]));
+            continue;
+        }
+        assert_eq!(status, 200, "unexpected status at {url}");
+        let html = resp.text().await.unwrap();
+        let action = url.join(attr(&html, "action").expect("a form")).unwrap();
+        let fields = if html.contains("name=\"login\"") {
+            vec![
+                ("prompt".into(), "login".into()),
+                ("login".into(), "alice".into()),
+                ("password".into(), "pw".into()),
+            ]
+        } else {
+            vec![("prompt".into(), "consent".into())]
+        };
+        next = Some((reqwest::Method::POST, action, fields));
+    }
+    let code = code.expect("the provider redirected back with a code");
+    let t = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", redirect_uri),
+                ("code_verifier", &verifier),
+            ],
+            Some(("app-client", "app-secret")),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.json);
+    assert!(t.json["id_token"].is_string());
+    // The provider's own userinfo endpoint, through the gateway, accepts its access token.
+    let (_, d) = get_json(&gw, "/.well-known/openid-configuration").await;
+    let ui = gw
+        .http
+        .get(d["userinfo_endpoint"].as_str().unwrap())
+        .bearer_auth(t.json["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    let ui: Value = ui.json().await.unwrap();
+    assert_eq!(ui["sub"], "alice");
+}
+
+async fn ciba_poll_flow_id_token_verifies_against_advertised_jwks(kind: EngineKind) {
+    let auth = Authenticator::start().await;
+    let (gw, _p) = provider_behind(kind, |c| c.channel = auth.channel_config()).await;
+    let id = gw.start_request().await;
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    gw.clock.advance_secs(5);
+    let tokens = gw.poll(&id).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    // Validate as a client would: from discovery's issuer and jwks_uri alone.
+    let (_, d) = get_json(&gw, "/.well-known/openid-configuration").await;
+    let jwks: jsonwebtoken::jwk::JwkSet = gw
+        .http
+        .get(d["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_token = tokens.json["id_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the signing key is in the advertised JWKS");
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&["post-client"]);
+    v.set_issuer(&[d["issuer"].as_str().unwrap()]);
+    let claims = jsonwebtoken::decode::<Value>(
+        id_token,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &v,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["sub"], "sub-alice");
+    assert_eq!(claims["iss"], gw.url);
+}
+
+async fn upstream_down_then_back(kind: EngineKind) {
+    let (gw, mut p) = provider_behind(kind, |_| {}).await;
+    let (s, _) = get_json(&gw, "/.well-known/openid-configuration").await;
+    assert_eq!(s, 200);
+    p.kill().await;
+
+    // Pass-through: 502 with a JSON body.
+    let r = reply(gw.http.get(format!("{}/me", gw.url)).send().await.unwrap()).await;
+    r.assert_error(502, "server_error");
+    // Discovery: 503 with Retry-After.
+    let r = reply(
+        gw.http
+            .get(format!("{}/.well-known/openid-configuration", gw.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.assert_error(503, "temporarily_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    // The CIBA endpoints do not need the upstream.
+    let id = gw.start_request().await;
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+
+    p.restart().await;
+    let mut recovered = false;
+    for _ in 0..50 {
+        let (s, _) = get_json(&gw, "/.well-known/openid-configuration").await;
+        if s == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "discovery recovers");
+    let r = gw
+        .post_form(
+            "/token",
+            &[("grant_type", "client_credentials")],
+            Some(("app-client", "app-secret")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "pass-through recovers: {}", r.json);
+}
+
+async fn bcp_05_forwarding_headers_are_the_gateways(kind: EngineKind) {
+    let echo = echo_upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = gateway_in_front(kind, listener, echo, |_| {}).await;
+    let r = gw
+        .http
+        .get(format!("{}/some/path?x=1", gw.url))
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=6.6.6.6")
+        .header("x-client-cert", "forged")
+        .header("x-custom", "kept")
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = r.json().await.unwrap();
+    let h = &seen["headers"];
+    assert_eq!(seen["uri"], "/some/path?x=1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], gw.url.trim_start_matches("http://"));
+    assert_eq!(
+        h["host"],
+        gw.url.trim_start_matches("http://"),
+        "Host is preserved by default"
+    );
+    assert!(h.get("forwarded").is_none());
+    assert!(h.get("x-client-cert").is_none());
+    assert_eq!(h["x-custom"], "kept");
+}
+
+async fn tok_11_other_grants_reach_upstream_byte_for_byte(kind: EngineKind) {
+    let echo = echo_upstream().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = gateway_in_front(kind, listener, echo, |_| {}).await;
+    for body in [
+        "grant_type=client_credentials&scope=a+b&x=%41%42&dup=1&dup=2&empty=",
+        "grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fapp%2Fcb&code_verifier=xyz",
+    ] {
+        let r = gw
+            .http
+            .post(format!("{}/token", gw.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let seen: Value = r.json().await.unwrap();
+        assert_eq!(seen["method"], "POST");
+        assert_eq!(seen["body"], body);
+        assert_eq!(seen["headers"]["content-length"], body.len().to_string());
+    }
+}

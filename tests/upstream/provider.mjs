@@ -1,0 +1,39 @@
+// A real, unmodified OpenID provider for the integration tests: panva's oidc-provider with a
+// confidential client for client_credentials and authorization_code + PKCE, and accounts whose
+// id is whatever is typed at the (development) login form.
+//   ISSUER=http://127.0.0.1:8080 PORT=3000 node provider.mjs
+// The issuer is the gateway's public URL: the gateway serves the issuer's host (GW-02).
+import Provider from 'oidc-provider';
+
+const issuer = process.env.ISSUER;
+const port = Number(process.env.PORT);
+if (!issuer || !port) {
+  console.error('ISSUER and PORT are required');
+  process.exit(2);
+}
+
+const provider = new Provider(issuer, {
+  clients: [
+    {
+      client_id: 'app-client',
+      client_secret: 'app-secret',
+      grant_types: ['authorization_code', 'client_credentials', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1:9/cb'],
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+  ],
+  features: {
+    clientCredentials: { enabled: true },
+    devInteractions: { enabled: true },
+    userinfo: { enabled: true },
+  },
+  pkce: { required: () => true },
+  async findAccount(ctx, id) {
+    return { accountId: id, async claims() { return { sub: id, email: `${id}@example.com` }; } };
+  },
+});
+
+// The gateway in front terminates the client connection and sets X-Forwarded-*.
+provider.proxy = true;
+provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${port} for ${issuer}`));
