@@ -65,6 +65,9 @@ impl Inner {
             let mut b = reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()
+                // HTTP/1.1 upstream, as pingora does: the client's Host header is forwarded as is,
+                // which HTTP/2 would carry as a conflicting :authority.
+                .http1_only()
                 .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
                 .read_timeout(Duration::from_millis(c.read_timeout_ms))
                 .pool_idle_timeout(Duration::from_secs(60));

@@ -1,0 +1,38 @@
+//! A pingora `Server` built in user code, with `CibaProxy` as one of its services: the same
+//! gateway the `ciba-gateway` binary runs, for deployments that assemble their own pingora.
+//!
+//! ```text
+//! ISSUER=http://127.0.0.1:8080 PORT=3000 node tests/upstream/provider.mjs &   # any OpenID provider
+//! CIBA_MY_CLIENT_SECRET=supersecret cargo run --example pingora_server
+//! curl -s http://127.0.0.1:8080/.well-known/openid-configuration
+//! ```
+
+use std::sync::Arc;
+
+use ciba_gateway::pingora::CibaProxy;
+use ciba_gateway::{Config, Engine};
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ciba_gateway::install_crypto_provider();
+    tracing_subscriber::fmt().init();
+    let config = Config::load(concat!(env!("CARGO_MANIFEST_DIR"), "/config/upstream.yaml"))?;
+    let listen = config.listen.to_string();
+    let engine = Arc::new(Engine::new(config)?);
+
+    // pingora builds its own runtimes: no #[tokio::main] here.
+    let mut server = Server::new_with_opt_and_conf(
+        None,
+        ServerConf {
+            threads: 2,
+            ..ServerConf::default()
+        },
+    );
+    server.bootstrap();
+    let mut ciba =
+        pingora::proxy::http_proxy_service(&server.configuration, CibaProxy::new(engine));
+    ciba.add_tcp(&listen);
+    server.add_service(ciba);
+    server.run_forever()
+}

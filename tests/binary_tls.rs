@@ -1,0 +1,234 @@
+//! The `ciba-gateway` binary with the pingora engine, as deployed: TLS on the listener
+//! (HTTP/1.1 and HTTP/2 by ALPN), an https upstream verified against a CA file (and refused
+//! without it), both engines forwarding to it, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::upstream::{echo_upstream, free_port};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
+
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    /// A throwaway CA and a certificate for localhost / 127.0.0.1 signed by it.
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ciba-gw-pki-{}",
+            ciba_gateway::protocol::random_token()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "ciba-gateway test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("cert.pem"), leaf_cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+        Self { dir }
+    }
+    fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Running {
+    child: Child,
+    port: u16,
+    _cfg: std::path::PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self._cfg);
+    }
+}
+
+/// Starts the binary with `yaml` (which must listen on `port`) and waits until it accepts.
+fn run(port: u16, yaml: &str) -> Running {
+    let cfg = std::env::temp_dir().join(format!(
+        "ciba-gw-{}.yaml",
+        ciba_gateway::protocol::random_token()
+    ));
+    std::fs::write(&cfg, yaml).unwrap();
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Running {
+                child,
+                port,
+                _cfg: cfg,
+            };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the gateway did not start listening on {port}");
+}
+
+fn gateway_yaml(port: u16, public: &str, engine: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        r#"
+listen: "127.0.0.1:{port}"
+public_url: "{public}"
+engine: {engine}
+server: {{ threads: 1, shutdown_grace_secs: 1 }}
+upstream: {{ url: "{upstream}", connect_timeout_ms: 2000, read_timeout_ms: 5000 {extra} }}
+"#
+    )
+}
+
+fn client(pki: &Pki) -> reqwest::Client {
+    ciba_gateway::install_crypto_provider();
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(pki.dir.join("ca.pem")).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_h1_h2_and_verified_https_upstream_for_both_engines() {
+    let pki = Pki::new();
+    let echo = echo_upstream().await;
+
+    // A: TLS-terminating gateway in front of the echo server.
+    let pa = free_port();
+    let mut yaml_a = gateway_yaml(
+        pa,
+        &format!("https://localhost:{pa}"),
+        "pingora",
+        &format!("http://127.0.0.1:{echo}"),
+        "",
+    );
+    yaml_a.push_str(&format!(
+        "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+        pki.path("cert.pem"),
+        pki.path("key.pem")
+    ));
+    let mut a = run(pa, &yaml_a);
+
+    let http = client(&pki);
+    let h1 = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(pki.dir.join("ca.pem")).unwrap())
+                .unwrap(),
+        )
+        .http1_only()
+        .build()
+        .unwrap();
+    let r = h1
+        .get(format!("https://localhost:{pa}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
+    let r = http
+        .get(format!("https://localhost:{pa}/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.version(),
+        reqwest::Version::HTTP_2,
+        "h2 negotiated by ALPN"
+    );
+    let seen: Value = r.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+
+    // B (pingora) and C (tower): https upstream A, verified with the CA file.
+    for engine in ["pingora", "tower"] {
+        let pb = free_port();
+        let b = run(
+            pb,
+            &gateway_yaml(
+                pb,
+                &format!("http://127.0.0.1:{pb}"),
+                engine,
+                &format!("https://localhost:{pa}"),
+                &format!(", ca_file: \"{}\"", pki.path("ca.pem")),
+            ),
+        );
+        let r = reqwest::get(format!("http://127.0.0.1:{}/through", b.port))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{engine}: verified https upstream");
+        let seen: Value = r.json().await.unwrap();
+        assert_eq!(seen["uri"], "/through");
+        drop(b);
+
+        // Without the CA the upstream's certificate is not trusted: 502, never a silent pass.
+        let pc = free_port();
+        let c = run(
+            pc,
+            &gateway_yaml(
+                pc,
+                &format!("http://127.0.0.1:{pc}"),
+                engine,
+                &format!("https://localhost:{pa}"),
+                "",
+            ),
+        );
+        let r = reqwest::get(format!("http://127.0.0.1:{}/through", c.port))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{engine}: untrusted upstream certificate");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "server_error");
+    }
+
+    // SIGTERM: graceful shutdown, exit 0.
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &a.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = a.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
