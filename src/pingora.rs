@@ -42,20 +42,54 @@ use crate::protocol::OAuthError;
 pub struct CibaProxy {
     engine: Arc<Engine>,
     tls_listener: bool,
+    peer: Peer,
+}
+
+/// The upstream, resolved once: a per-request `HttpPeer::new(host)` would resolve the name on
+/// every request (a blocking lookup on the proxy's thread). Like nginx's `proxy_pass` without a
+/// `resolver`, the address is fixed at start; restart to pick up a DNS change.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: std::net::SocketAddr,
+    tls: bool,
+    sni: String,
+    connect_timeout: Duration,
+    read_timeout: Duration,
 }
 
 impl CibaProxy {
-    /// A proxy driven by `engine`, which must have an upstream configured.
+    /// A proxy driven by `engine`.
+    ///
+    /// # Panics
+    /// If the engine has no upstream or its host does not resolve; see [`CibaProxy::try_new`].
     pub fn new(engine: Arc<Engine>) -> Self {
-        assert!(
-            engine.has_upstream(),
-            "CibaProxy needs an upstream in the configuration"
-        );
+        Self::try_new(engine).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A proxy driven by `engine`, which must have an upstream whose host resolves.
+    pub fn try_new(engine: Arc<Engine>) -> std::result::Result<Self, String> {
+        let upstream = engine
+            .upstream()
+            .ok_or("CibaProxy needs an upstream in the configuration")?;
+        let (host, port, tls) = upstream.address();
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| format!("upstream host {host} does not resolve"))?;
+        let cfg = upstream.config();
+        let peer = Peer {
+            addr,
+            tls,
+            sni: host,
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            read_timeout: Duration::from_millis(cfg.read_timeout_ms),
+        };
         let tls_listener = engine.config().tls.is_some();
-        Self {
+        Ok(Self {
             engine,
             tls_listener,
-        }
+            peer,
+        })
     }
 }
 
@@ -125,13 +159,11 @@ impl ProxyHttp for CibaProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        let upstream = self.engine.upstream().expect("checked in new()");
-        let (host, port, tls) = upstream.address();
-        let cfg = upstream.config();
+        let p = &self.peer;
         // Never an empty SNI: pingora's rustls connector skips verification without one.
-        let mut peer = HttpPeer::new((host.as_str(), port), tls, host.clone());
-        peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
-        peer.options.read_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
+        let mut peer = HttpPeer::new(p.addr, p.tls, p.sni.clone());
+        peer.options.connection_timeout = Some(p.connect_timeout);
+        peer.options.read_timeout = Some(p.read_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
