@@ -39,6 +39,7 @@ both_engines!(
     upstream_down_then_back,
     bcp_05_forwarding_headers_are_the_gateways,
     tok_11_other_grants_reach_upstream_byte_for_byte,
+    slow_upstream_is_504_json,
 );
 
 async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
@@ -373,4 +374,31 @@ async fn tok_11_other_grants_reach_upstream_byte_for_byte(kind: EngineKind) {
         assert_eq!(seen["body"], body);
         assert_eq!(seen["headers"]["content-length"], body.len().to_string());
     }
+}
+
+async fn slow_upstream_is_504_json(kind: EngineKind) {
+    // An upstream that accepts and then takes longer than the gateway's read timeout.
+    let app = axum::Router::new().fallback(|| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        "too late"
+    });
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = slow.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(slow, app).await });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = gateway_in_front(kind, listener, port, |c| {
+        c.upstream.as_mut().unwrap().read_timeout_ms = 300
+    })
+    .await;
+    let r = reply(
+        gw.http
+            .get(format!("{}/slow", gw.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.assert_error(504, "server_error");
+    // The gateway's own endpoints are unaffected.
+    assert_eq!(gw.start_request().await.len(), 43);
 }
