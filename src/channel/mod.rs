@@ -4,10 +4,22 @@
 //! - [`Channel::Log`] (development): writes a one-time link to the built-in approval page.
 //! - [`Channel::Http`]: Keycloak's "HTTP Authentication Channel" contract, so authenticator
 //!   services written for Keycloak plug in unchanged.
+//! - [`Channel::Notify`]: a one-time link to the approval page, sent by a notifier chosen per
+//!   deployment and per user (log, or a signed webhook), delivered in the background.
 
 mod http;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 pub use http::{CallbackStatus, HttpChannel};
+pub use webhook::{Webhook, signature as webhook_signature, webhook_key};
+
+use crate::clock::Clock;
+use crate::config::NotifierKind;
 
 use crate::clients::Client;
 use crate::config::{ChannelConfig, ConfigError, resolve_secret};
@@ -34,6 +46,43 @@ pub struct Notification<'a> {
 #[error("authentication channel failed: {0}")]
 pub struct ChannelError(pub String);
 
+/// How far the notification of one request got (visible through
+/// [`crate::Engine::delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Being delivered (or retried).
+    Pending,
+    /// Accepted by the notifier's target.
+    Delivered {
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Given up: the reason is also logged.
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+/// Notifiers that send the approval link, with the delivery state of recent requests.
+pub struct Notifiers {
+    default: NotifierKind,
+    webhook: Option<Arc<Webhook>>,
+    clock: Arc<dyn Clock>,
+    deliveries: moka::sync::Cache<String, Delivery>,
+}
+
+impl std::fmt::Debug for Notifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifiers")
+            .field("default", &self.default)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
 /// The configured channel.
 #[derive(Debug)]
 pub enum Channel {
@@ -41,13 +90,33 @@ pub enum Channel {
     Log,
     /// Keycloak-compatible HTTP authentication channel.
     Http(Box<HttpChannel>),
+    /// Send the approval link through a notifier.
+    Notify(Box<Notifiers>),
 }
 
 impl Channel {
     /// Builds the channel from configuration.
-    pub fn from_config(cfg: &ChannelConfig, issuer: &str) -> Result<Self, ConfigError> {
+    pub fn from_config(
+        cfg: &ChannelConfig,
+        issuer: &str,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ConfigError> {
         Ok(match cfg {
             ChannelConfig::Log => Self::Log,
+            ChannelConfig::Notify { default, webhook } => Self::Notify(Box::new(Notifiers {
+                default: *default,
+                webhook: match webhook {
+                    Some(w) => Some(Arc::new(
+                        Webhook::new(w).map_err(|m| ConfigError::new("channel.webhook", m))?,
+                    )),
+                    None => None,
+                },
+                clock,
+                deliveries: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(Duration::from_secs(24 * 3600))
+                    .build(),
+            })),
             ChannelConfig::Http {
                 url,
                 bearer_secret,
@@ -68,9 +137,21 @@ impl Channel {
         })
     }
 
+    /// The delivery state of a request's notification (notify channel only).
+    pub fn delivery(&self, auth_req_id: &str) -> Option<Delivery> {
+        match self {
+            Self::Notify(n) => n.deliveries.get(auth_req_id),
+            _ => None,
+        }
+    }
+
     /// Reaches the user.
     pub async fn notify(&self, n: &Notification<'_>) -> Result<(), ChannelError> {
         match self {
+            Self::Notify(notifiers) => {
+                notifiers.send(n);
+                Ok(())
+            }
             Self::Log => {
                 // Development channel: the link is meant to be read from the log. The
                 // auth_req_id is never part of it.
@@ -83,6 +164,62 @@ impl Channel {
                 Ok(())
             }
             Self::Http(h) => h.notify(n).await,
+        }
+    }
+}
+
+impl Notifiers {
+    /// Starts the notification of one request; never waits for the notifier.
+    fn send(&self, n: &Notification<'_>) {
+        match n.user.notify.unwrap_or(self.default) {
+            NotifierKind::Log => {
+                tracing::info!(client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
+                self.deliveries.insert(
+                    n.request.id.as_str().to_owned(),
+                    Delivery::Delivered { attempts: 1 },
+                );
+            }
+            NotifierKind::Webhook => {
+                let Some(webhook) = self.webhook.clone() else {
+                    // Config validation requires a webhook when any user may need one.
+                    self.deliveries.insert(
+                        n.request.id.as_str().to_owned(),
+                        Delivery::Failed {
+                            attempts: 0,
+                            reason: "no webhook is configured".into(),
+                        },
+                    );
+                    return;
+                };
+                let event = serde_json::json!({
+                    "type": "ciba.approval_requested",
+                    "data": {
+                        "approval_url": n.approval_url,
+                        "binding_message": n.request.binding_message,
+                        "client_id": n.client.id,
+                        "client_name": n.client.name,
+                        "scope": n.request.scope.as_str(),
+                        "subject": n.user.subject,
+                        "name": n.user.name,
+                        "email": n.user.email,
+                        "phone": n.user.phone,
+                        "expires_at": n.request.expires_at_ms / 1000,
+                    }
+                });
+                let body = Bytes::from(event.to_string());
+                let msg_id = format!("msg_{}", crate::protocol::random_token());
+                let key = n.request.id.as_str().to_owned();
+                self.deliveries.insert(key.clone(), Delivery::Pending);
+                let (deliveries, clock, expires) = (
+                    self.deliveries.clone(),
+                    Arc::clone(&self.clock),
+                    n.request.expires_at_ms,
+                );
+                tokio::spawn(async move {
+                    let state = webhook.deliver(msg_id, body, expires, clock).await;
+                    deliveries.insert(key, state);
+                });
+            }
         }
     }
 }

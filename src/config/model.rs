@@ -375,6 +375,54 @@ pub enum ChannelConfig {
         #[serde(default)]
         outbound: Outbound,
     },
+    /// Send the user a one-time link to the gateway's approval page through a notifier.
+    Notify {
+        /// The notifier used unless the user's directory entry names another. Default `log`.
+        #[serde(default)]
+        default: NotifierKind,
+        /// Webhook settings (required when any user may be notified by webhook).
+        #[serde(default)]
+        webhook: Option<WebhookConfig>,
+    },
+}
+
+/// How a user is reached with their approval link.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    /// Write the link to the gateway's log (development).
+    #[default]
+    Log,
+    /// POST a signed JSON event (Standard Webhooks) to a URL.
+    Webhook,
+}
+
+/// A webhook notifier: JSON POST signed with HMAC-SHA256 in the Standard Webhooks scheme
+/// (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where events are POSTed.
+    pub url: Url,
+    /// The signing secret, `whsec_<base64>`: a `${ENV}` or `file:` reference.
+    pub secret: SecretRef,
+    /// First retry delay, milliseconds; doubled after each failure, until the request expires.
+    /// Default 1000.
+    #[serde(default = "default_retry_ms")]
+    pub retry_initial_ms: u64,
+    /// Most delivery attempts. Default 8.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Outbound call settings (timeout, SSRF guard).
+    #[serde(default)]
+    pub outbound: Outbound,
+}
+
+fn default_retry_ms() -> u64 {
+    1000
+}
+fn default_attempts() -> u32 {
+    8
 }
 
 /// Where users come from.
@@ -434,6 +482,9 @@ pub struct UserConfig {
     /// The user's `user_code`, as an argon2id hash or a reference.
     #[serde(default)]
     pub user_code: Option<SecretRef>,
+    /// How this user is reached (`channel.type: notify`). Default: the channel's default.
+    #[serde(default)]
+    pub notify: Option<NotifierKind>,
 }
 
 /// Client authentication methods supported for secret-based clients.
@@ -718,6 +769,36 @@ impl Config {
         }
         if let StoreConfig::Memory { capacity: 0, .. } = self.store {
             errs.push(ConfigError::new("store.capacity", "must be positive"));
+        }
+        if let ChannelConfig::Notify { default, webhook } = &self.channel {
+            let user_wants_webhook = matches!(&self.users, UsersConfig::Static { users }
+                if users.iter().any(|u| u.notify == Some(NotifierKind::Webhook)));
+            match webhook {
+                None if *default == NotifierKind::Webhook || user_wants_webhook => {
+                    errs.push(ConfigError::new(
+                        "channel.webhook",
+                        "is required for the webhook notifier",
+                    ));
+                }
+                None => {}
+                Some(w) => {
+                    if !matches!(w.url.scheme(), "http" | "https") {
+                        errs.push(ConfigError::new(
+                            "channel.webhook.url",
+                            "must be an http or https URL",
+                        ));
+                    }
+                    if let Err(m) = crate::channel::webhook_key(&w.secret) {
+                        errs.push(ConfigError::new("channel.webhook.secret", m));
+                    }
+                    if w.max_attempts == 0 {
+                        errs.push(ConfigError::new(
+                            "channel.webhook.max_attempts",
+                            "must be positive",
+                        ));
+                    }
+                }
+            }
         }
         if let ChannelConfig::Http {
             url, bearer_secret, ..

@@ -129,7 +129,8 @@ impl Engine {
             clients: ClientRegistry::from_config(&cfg).map_err(all)?,
             users: UserDirectory::from_config(&cfg.users).map_err(all)?,
             user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
-            channel: Channel::from_config(&cfg.channel, &issuer).map_err(all)?,
+            channel: Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock))
+                .map_err(all)?,
             pages: Pages::new(&cfg),
             store,
             minter,
@@ -224,6 +225,11 @@ impl Engine {
     /// JWKS itself (from the upstream's, merged); adapters then never ask their inner service.
     pub fn has_upstream(&self) -> bool {
         self.upstream.is_some()
+    }
+
+    /// How far the notification of a request got (with `channel.type: notify`).
+    pub fn delivery(&self, auth_req_id: &str) -> Option<crate::channel::Delivery> {
+        self.channel.delivery(auth_req_id)
     }
 
     /// The upstream provider, if configured.

@@ -28,6 +28,8 @@ pub struct User {
     pub name: Option<String>,
     /// The user's `user_code`, if one is set.
     pub user_code: Option<SecretVerifier>,
+    /// How the user wants to be reached, if the directory says.
+    pub notify: Option<crate::config::NotifierKind>,
 }
 
 /// Why a lookup failed (not "no such user", which is `Ok(None)`).
@@ -51,6 +53,9 @@ struct RemoteUser {
     /// An argon2 hash of the user's code, if the directory keeps one.
     #[serde(default)]
     user_code_hash: Option<String>,
+    /// `log` or `webhook`, if the directory chooses the notifier.
+    #[serde(default)]
+    notify: Option<crate::config::NotifierKind>,
 }
 
 /// Where users are looked up.
@@ -97,6 +102,7 @@ impl UserDirectory {
                         phone: u.phone.clone(),
                         name: u.name.clone(),
                         user_code,
+                        notify: u.notify,
                     });
                     for name in [
                         Some(&u.subject),
@@ -182,6 +188,7 @@ impl UserDirectory {
                     email: r.email,
                     phone: r.phone,
                     name: r.name,
+                    notify: r.notify,
                 });
                 cache.insert(hint.to_owned(), Arc::clone(&user));
                 Ok(Some(user))

@@ -88,6 +88,7 @@ clients:
 /// A running gateway.
 pub struct Gateway {
     pub url: String,
+    pub engine: Arc<Engine>,
     pub clock: ManualClock,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -96,12 +97,14 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(
         url: String,
+        engine: Arc<Engine>,
         clock: ManualClock,
         http: reqwest::Client,
         shutdown: oneshot::Sender<()>,
     ) -> Self {
         Self {
             url,
+            engine,
             clock,
             http,
             shutdown: Some(shutdown),
@@ -155,11 +158,16 @@ async fn start_with_clock(
     edit(&mut cfg);
     let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid test config"));
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(ciba_gateway::server::serve(listener, engine, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(ciba_gateway::server::serve(
+        listener,
+        Arc::clone(&engine),
+        async {
+            let _ = rx.await;
+        },
+    ));
     Gateway {
         url: format!("http://{addr}"),
+        engine,
         clock,
         http: http_client(),
         shutdown: Some(tx),

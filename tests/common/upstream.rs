@@ -132,8 +132,8 @@ pub async fn gateway_in_front(
     edit(&mut cfg);
     let clock = ciba_gateway::clock::ManualClock::new();
     let engine = Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid config"));
-    let tx = spawn_engine(kind, listener, engine);
-    Gateway::new(format!("http://{addr}"), clock, http_client(), tx)
+    let tx = spawn_engine(kind, listener, Arc::clone(&engine));
+    Gateway::new(format!("http://{addr}"), engine, clock, http_client(), tx)
 }
 
 /// oidc-provider behind the gateway (engine `kind`); the provider's issuer is the gateway's URL.

@@ -1,0 +1,207 @@
+//! The notify channel with the webhook notifier, against a real webhook receiver: Standard
+//! Webhooks signatures, retries with backoff, failures visible in the request's delivery state
+//! while polling keeps working, the notifier chosen per user, and the SSRF guard.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::Engine as _;
+use ciba_gateway::channel::{Delivery, webhook_signature};
+use ciba_gateway::config::{
+    ChannelConfig, NotifierKind, Outbound, SecretRef, UsersConfig, WebhookConfig,
+};
+use common::*;
+use serde_json::Value;
+
+const KEY_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: String,
+}
+
+/// A webhook receiver answering with `statuses` in turn (the last one repeats).
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+async fn receiver(statuses: Vec<u16>) -> Receiver {
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let g = Arc::clone(&got);
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: HeaderMap, body: String| {
+            let g = Arc::clone(&g);
+            let statuses = statuses.clone();
+            async move {
+                let mut g = g.lock().unwrap();
+                let status = statuses[g.len().min(statuses.len() - 1)];
+                g.push(Received { headers, body });
+                StatusCode::from_u16(status).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Receiver { url, got }
+}
+
+fn secret_file() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!(
+        "ciba-whsec-{}",
+        ciba_gateway::protocol::random_token()
+    ));
+    std::fs::write(&p, format!("whsec_{KEY_B64}\n")).unwrap();
+    p
+}
+
+fn channel(
+    url: &str,
+    secret: &std::path::Path,
+    allow_private: bool,
+    max_attempts: u32,
+) -> ChannelConfig {
+    ChannelConfig::Notify {
+        default: NotifierKind::Webhook,
+        webhook: Some(WebhookConfig {
+            url: url.parse().unwrap(),
+            secret: SecretRef::new(format!("file:{}", secret.display())),
+            retry_initial_ms: 20,
+            max_attempts,
+            outbound: Outbound {
+                timeout_ms: 2000,
+                allow_private_networks: allow_private,
+            },
+        }),
+    }
+}
+
+/// Waits until the request's delivery is no longer pending.
+async fn settled(gw: &Gateway, id: &str) -> Delivery {
+    for _ in 0..200 {
+        match gw.engine.delivery(id) {
+            Some(Delivery::Pending) | None => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(d) => return d,
+        }
+    }
+    panic!("the delivery did not settle");
+}
+
+#[tokio::test]
+async fn webhook_is_signed_with_standard_webhooks_and_carries_a_working_link() {
+    let rx = receiver(vec![204]).await;
+    let secret = secret_file();
+    let gw = start(|c| c.channel = channel(&rx.url, &secret, true, 3)).await;
+    let id = gw.start_request().await;
+    assert_eq!(settled(&gw, &id).await, Delivery::Delivered { attempts: 1 });
+    let got = rx.got.lock().unwrap()[0].clone();
+    let (msg_id, ts, sig) = (
+        got.headers["webhook-id"].to_str().unwrap(),
+        got.headers["webhook-timestamp"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
+        got.headers["webhook-signature"].to_str().unwrap(),
+    );
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(KEY_B64)
+        .unwrap();
+    assert_eq!(
+        sig,
+        webhook_signature(&key, msg_id, ts, got.body.as_bytes()),
+        "the receiver can verify it"
+    );
+    let event: Value = serde_json::from_str(&got.body).unwrap();
+    assert_eq!(event["type"], "ciba.approval_requested");
+    assert_eq!(event["data"]["binding_message"], "1234");
+    assert_eq!(event["data"]["client_name"], "Post Client");
+    assert!(
+        !got.body.contains(&id),
+        "the auth_req_id is never sent to the user"
+    );
+    // The link opens the approval page.
+    let link = event["data"]["approval_url"].as_str().unwrap();
+    assert_eq!(gw.http.get(link).send().await.unwrap().status(), 200);
+    let _ = std::fs::remove_file(secret);
+}
+
+#[tokio::test]
+async fn webhook_retries_with_backoff_and_keeps_its_id() {
+    let rx = receiver(vec![500, 503, 200]).await;
+    let secret = secret_file();
+    let gw = start(|c| c.channel = channel(&rx.url, &secret, true, 5)).await;
+    let id = gw.start_request().await;
+    assert_eq!(settled(&gw, &id).await, Delivery::Delivered { attempts: 3 });
+    let got = rx.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    assert!(
+        got.iter()
+            .all(|r| r.headers["webhook-id"] == got[0].headers["webhook-id"])
+    );
+    let _ = std::fs::remove_file(secret);
+}
+
+#[tokio::test]
+async fn failed_delivery_is_visible_and_polling_keeps_working() {
+    let rx = receiver(vec![500]).await;
+    let secret = secret_file();
+    let gw = start(|c| c.channel = channel(&rx.url, &secret, true, 2)).await;
+    let id = gw.start_request().await;
+    match settled(&gw, &id).await {
+        Delivery::Failed { attempts, reason } => {
+            assert_eq!(attempts, 2);
+            assert!(reason.contains("500"), "{reason}");
+        }
+        d => panic!("expected a failure, got {d:?}"),
+    }
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    let _ = std::fs::remove_file(secret);
+}
+
+#[tokio::test]
+async fn the_directory_chooses_the_notifier_per_user() {
+    let rx = receiver(vec![200]).await;
+    let secret = secret_file();
+    let gw = start(|c| {
+        c.channel = channel(&rx.url, &secret, true, 2);
+        if let UsersConfig::Static { users } = &mut c.users {
+            users[1].notify = Some(NotifierKind::Log); // bob
+        }
+    })
+    .await;
+    let r = gw.bc(&[("scope", "openid"), ("login_hint", "bob")]).await;
+    let id = r.json["auth_req_id"].as_str().unwrap();
+    assert_eq!(settled(&gw, id).await, Delivery::Delivered { attempts: 1 });
+    assert!(
+        rx.got.lock().unwrap().is_empty(),
+        "bob is notified through the log, not the webhook"
+    );
+    let _ = std::fs::remove_file(secret);
+}
+
+#[tokio::test]
+async fn sec_05_webhook_to_loopback_is_refused_unless_allowed() {
+    let rx = receiver(vec![200]).await;
+    let secret = secret_file();
+    let gw = start(|c| c.channel = channel(&rx.url, &secret, false, 5)).await;
+    let id = gw.start_request().await;
+    match settled(&gw, &id).await {
+        Delivery::Failed {
+            attempts: 1,
+            reason,
+        } => assert!(reason.contains("SSRF"), "{reason}"),
+        d => panic!("expected an SSRF refusal, got {d:?}"),
+    }
+    assert!(rx.got.lock().unwrap().is_empty());
+    let _ = std::fs::remove_file(secret);
+}
