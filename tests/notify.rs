@@ -12,7 +12,8 @@ use axum::routing::post;
 use base64::Engine as _;
 use ciba_gateway::channel::{Delivery, webhook_signature};
 use ciba_gateway::config::{
-    ChannelConfig, NotifierKind, Outbound, SecretRef, UsersConfig, WebhookConfig,
+    ChannelConfig, EmailConfig, NotifierKind, Outbound, SecretRef, SmtpTls, UsersConfig,
+    WebhookConfig,
 };
 use common::*;
 use serde_json::Value;
@@ -80,6 +81,7 @@ fn channel(
                 allow_private_networks: allow_private,
             },
         }),
+        email: None,
     }
 }
 
@@ -204,4 +206,93 @@ async fn sec_05_webhook_to_loopback_is_refused_unless_allowed() {
     }
     assert!(rx.got.lock().unwrap().is_empty());
     let _ = std::fs::remove_file(secret);
+}
+
+fn email_channel(port: u16) -> ChannelConfig {
+    ChannelConfig::Notify {
+        default: NotifierKind::Email,
+        webhook: None,
+        email: Some(EmailConfig {
+            host: "127.0.0.1".into(),
+            port,
+            tls: SmtpTls::None,
+            ca_file: None,
+            username: None,
+            password: None,
+            from: "Sign-in <noreply@gateway.example>".into(),
+            timeout_ms: 3000,
+            retry_initial_ms: 20,
+            max_attempts: 2,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn email_carries_the_binding_message_client_and_a_working_link() {
+    let (port, mut mails) = common::smtp::start(&[]).await;
+    let gw = start(|c| c.channel = email_channel(port)).await;
+    let id = gw.start_request().await;
+    let mail = tokio::time::timeout(Duration::from_secs(10), mails.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled(&gw, &id).await, Delivery::Delivered { attempts: 1 });
+    assert_eq!(mail.to, vec!["Alice@Example.com".to_owned()]);
+    assert!(mail.from.contains("noreply@gateway.example"));
+    assert!(
+        mail.data.contains("multipart/alternative"),
+        "plain text and HTML"
+    );
+    assert!(mail.data.contains("text/html"));
+    assert!(mail.data.contains("Post Client"));
+    assert!(mail.data.contains("1234"));
+    assert!(!mail.data.contains(&id), "the auth_req_id is never mailed");
+    // The link in the message opens the approval page (quoted-printable may wrap it: unfold).
+    let unfolded = mail.data.replace("=\n", "").replace("=3D", "=");
+    let start = unfolded
+        .find(&format!("{}/approve/", gw.url))
+        .expect("the link is in the message");
+    let link: String = unfolded[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || ":/._-".contains(*c))
+        .collect();
+    assert_eq!(gw.http.get(&link).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn email_to_a_rejected_recipient_fails_visibly_without_retrying() {
+    let (port, _mails) = common::smtp::start(&["Alice@Example.com"]).await;
+    let gw = start(|c| c.channel = email_channel(port)).await;
+    let id = gw.start_request().await;
+    match settled(&gw, &id).await {
+        Delivery::Failed {
+            attempts: 1,
+            reason,
+        } => assert!(
+            reason.contains("550") || reason.to_lowercase().contains("permanent"),
+            "{reason}"
+        ),
+        d => panic!("expected a permanent failure, got {d:?}"),
+    }
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+}
+
+#[tokio::test]
+async fn email_to_a_user_without_an_address_fails_visibly() {
+    let (port, _mails) = common::smtp::start(&[]).await;
+    let gw = start(|c| {
+        c.channel = email_channel(port);
+        if let UsersConfig::Static { users } = &mut c.users {
+            users[1].email = None; // bob
+        }
+    })
+    .await;
+    let r = gw.bc(&[("scope", "openid"), ("login_hint", "bob")]).await;
+    let id = r.json["auth_req_id"].as_str().unwrap();
+    assert!(matches!(
+        settled(&gw, id).await,
+        Delivery::Failed { attempts: 0, .. }
+    ));
 }

@@ -7,7 +7,9 @@
 //! - [`Channel::Notify`]: a one-time link to the approval page, sent by a notifier chosen per
 //!   deployment and per user (log, or a signed webhook), delivered in the background.
 
+mod email;
 mod http;
+mod retry;
 mod webhook;
 
 use std::sync::Arc;
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use email::{ApprovalEmail, Email};
 pub use http::{CallbackStatus, HttpChannel};
+pub use retry::{AttemptError, RetryPolicy};
 pub use webhook::{Webhook, signature as webhook_signature, webhook_key};
 
 use crate::clock::Clock;
@@ -70,6 +74,7 @@ pub enum Delivery {
 pub struct Notifiers {
     default: NotifierKind,
     webhook: Option<Arc<Webhook>>,
+    email: Option<Arc<Email>>,
     clock: Arc<dyn Clock>,
     deliveries: moka::sync::Cache<String, Delivery>,
 }
@@ -103,7 +108,17 @@ impl Channel {
     ) -> Result<Self, ConfigError> {
         Ok(match cfg {
             ChannelConfig::Log => Self::Log,
-            ChannelConfig::Notify { default, webhook } => Self::Notify(Box::new(Notifiers {
+            ChannelConfig::Notify {
+                default,
+                webhook,
+                email,
+            } => Self::Notify(Box::new(Notifiers {
+                email: match email {
+                    Some(e) => Some(Arc::new(
+                        Email::new(e).map_err(|m| ConfigError::new("channel.email", m))?,
+                    )),
+                    None => None,
+                },
                 default: *default,
                 webhook: match webhook {
                     Some(w) => Some(Arc::new(
@@ -172,6 +187,46 @@ impl Notifiers {
     /// Starts the notification of one request; never waits for the notifier.
     fn send(&self, n: &Notification<'_>) {
         match n.user.notify.unwrap_or(self.default) {
+            NotifierKind::Email => {
+                let key = n.request.id.as_str().to_owned();
+                let (Some(email), Some(to)) = (self.email.clone(), n.user.email.clone()) else {
+                    let reason = if self.email.is_none() {
+                        "no e-mail notifier is configured"
+                    } else {
+                        "the user has no e-mail address"
+                    };
+                    tracing::warn!(subject = %n.user.subject, reason, "approval e-mail not sent");
+                    self.deliveries.insert(
+                        key,
+                        Delivery::Failed {
+                            attempts: 0,
+                            reason: reason.into(),
+                        },
+                    );
+                    return;
+                };
+                let mail = ApprovalEmail {
+                    client_name: n.client.name.clone(),
+                    binding_message: n.request.binding_message.clone(),
+                    scopes: n.request.scope.iter().map(str::to_owned).collect(),
+                    link: n.approval_url.to_owned(),
+                    minutes: n
+                        .request
+                        .expires_at_ms
+                        .saturating_sub(n.request.created_at_ms)
+                        .div_ceil(60_000),
+                };
+                self.deliveries.insert(key.clone(), Delivery::Pending);
+                let (deliveries, clock, expires) = (
+                    self.deliveries.clone(),
+                    Arc::clone(&self.clock),
+                    n.request.expires_at_ms,
+                );
+                tokio::spawn(async move {
+                    let state = email.deliver(to, mail, expires, clock).await;
+                    deliveries.insert(key, state);
+                });
+            }
             NotifierKind::Log => {
                 tracing::info!(client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
                 self.deliveries.insert(

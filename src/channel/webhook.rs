@@ -15,6 +15,7 @@ use sha2::Sha256;
 use url::Url;
 
 use super::Delivery;
+use super::retry::{AttemptError, RetryPolicy};
 use crate::clock::Clock;
 use crate::config::{SecretRef, WebhookConfig, resolve_secret};
 use crate::outbound::OutboundClient;
@@ -51,8 +52,7 @@ pub struct Webhook {
     url: Url,
     key: Vec<u8>,
     client: OutboundClient,
-    retry_initial: Duration,
-    max_attempts: u32,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -70,8 +70,10 @@ impl Webhook {
             url: cfg.url.clone(),
             key: webhook_key(&cfg.secret)?,
             client: OutboundClient::new(&cfg.outbound),
-            retry_initial: Duration::from_millis(cfg.retry_initial_ms),
-            max_attempts: cfg.max_attempts,
+            retry: RetryPolicy {
+                initial: Duration::from_millis(cfg.retry_initial_ms),
+                max_attempts: cfg.max_attempts,
+            },
         })
     }
 
@@ -83,13 +85,15 @@ impl Webhook {
         expires_at_ms: u64,
         clock: Arc<dyn Clock>,
     ) -> Delivery {
-        let mut delay = self.retry_initial;
-        let mut reason = String::new();
-        for attempt in 1..=self.max_attempts {
-            let now = clock.now_secs();
-            let sent = match self.client.post(&self.url) {
-                Err(e) => Err(e),
-                Ok(req) => req
+        self.retry
+            .run(expires_at_ms, clock.as_ref(), || async {
+                let now = clock.now_secs();
+                // The SSRF guard refusing the target would refuse it every time.
+                let req = self
+                    .client
+                    .post(&self.url)
+                    .map_err(AttemptError::Permanent)?;
+                let resp = req
                     .header("content-type", "application/json")
                     .header("webhook-id", &msg_id)
                     .header("webhook-timestamp", now.to_string())
@@ -100,38 +104,24 @@ impl Webhook {
                     .body(body.clone())
                     .send()
                     .await
-                    .map_err(|e| e.without_url().to_string()),
-            };
-            match sent {
-                Ok(r) if r.status().is_success() => {
-                    return Delivery::Delivered { attempts: attempt };
+                    .map_err(|e| {
+                        let e = e.without_url().to_string();
+                        if e.contains("SSRF") {
+                            AttemptError::Permanent(e)
+                        } else {
+                            AttemptError::Transient(e)
+                        }
+                    })?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(AttemptError::Transient(format!(
+                        "the webhook answered HTTP {}",
+                        resp.status().as_u16()
+                    )))
                 }
-                Ok(r) => reason = format!("the webhook answered HTTP {}", r.status().as_u16()),
-                // The SSRF guard refusing the target will refuse it every time.
-                Err(e) if e.contains("SSRF") => {
-                    return Delivery::Failed {
-                        attempts: attempt,
-                        reason: e,
-                    };
-                }
-                Err(e) => reason = e,
-            }
-            tracing::warn!(attempt, reason = %reason, "webhook delivery failed");
-            if attempt == self.max_attempts
-                || clock.now_ms() + delay.as_millis() as u64 >= expires_at_ms
-            {
-                return Delivery::Failed {
-                    attempts: attempt,
-                    reason,
-                };
-            }
-            tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2);
-        }
-        Delivery::Failed {
-            attempts: self.max_attempts,
-            reason,
-        }
+            })
+            .await
     }
 }
 

@@ -383,6 +383,9 @@ pub enum ChannelConfig {
         /// Webhook settings (required when any user may be notified by webhook).
         #[serde(default)]
         webhook: Option<WebhookConfig>,
+        /// E-mail settings (required when any user may be notified by e-mail).
+        #[serde(default)]
+        email: Option<EmailConfig>,
     },
 }
 
@@ -395,6 +398,68 @@ pub enum NotifierKind {
     Log,
     /// POST a signed JSON event (Standard Webhooks) to a URL.
     Webhook,
+    /// Send an e-mail over SMTP to the user's address.
+    Email,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// STARTTLS, required (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Implicit,
+    /// Plain text: only for a relay on the same host or in tests.
+    None,
+}
+
+/// An e-mail notifier: a plain-text and HTML message with the binding message, the client's
+/// name and the approval link, sent over SMTP (lettre, rustls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// SMTP server host.
+    pub host: String,
+    /// SMTP port. Default 587.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// Connection security. Default `starttls`.
+    #[serde(default = "default_smtp_tls")]
+    pub tls: SmtpTls,
+    /// PEM CA bundle for a private CA (TLS modes). Default: the webpki roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// SMTP user name, if the server wants authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// SMTP password: a `${ENV}` or `file:` reference.
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// The sender, e.g. `Sign-in <noreply@example.com>`.
+    pub from: String,
+    /// Timeout of one delivery, milliseconds. Default 10000.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout_ms: u64,
+    /// First retry delay, milliseconds; doubled after each failure. Default 1000.
+    #[serde(default = "default_retry_ms")]
+    pub retry_initial_ms: u64,
+    /// Most delivery attempts. Default 5.
+    #[serde(default = "default_smtp_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_smtp_tls() -> SmtpTls {
+    SmtpTls::Starttls
+}
+fn default_smtp_timeout() -> u64 {
+    10_000
+}
+fn default_smtp_attempts() -> u32 {
+    5
 }
 
 /// A webhook notifier: JSON POST signed with HMAC-SHA256 in the Standard Webhooks scheme
@@ -770,11 +835,48 @@ impl Config {
         if let StoreConfig::Memory { capacity: 0, .. } = self.store {
             errs.push(ConfigError::new("store.capacity", "must be positive"));
         }
-        if let ChannelConfig::Notify { default, webhook } = &self.channel {
-            let user_wants_webhook = matches!(&self.users, UsersConfig::Static { users }
-                if users.iter().any(|u| u.notify == Some(NotifierKind::Webhook)));
+        if let ChannelConfig::Notify {
+            default,
+            webhook,
+            email,
+        } = &self.channel
+        {
+            let user_wants = |k: NotifierKind| {
+                *default == k
+                    || matches!(&self.users, UsersConfig::Static { users } if users.iter().any(|u| u.notify == Some(k)))
+            };
+            if email.is_none() && user_wants(NotifierKind::Email) {
+                errs.push(ConfigError::new(
+                    "channel.email",
+                    "is required for the e-mail notifier",
+                ));
+            }
+            if let Some(e) = email {
+                if e.from.parse::<lettre::message::Mailbox>().is_err() {
+                    errs.push(ConfigError::new(
+                        "channel.email.from",
+                        "is not a valid mailbox",
+                    ));
+                }
+                if let Some(p) = &e.password
+                    && let Err(m) = resolve_secret(p).and_then(|s| {
+                        s.ok_or_else(|| {
+                            "must be a reference: `${ENV_VAR}` or `file:/path`".to_owned()
+                        })
+                    })
+                {
+                    errs.push(ConfigError::new("channel.email.password", m));
+                }
+                if e.max_attempts == 0 {
+                    errs.push(ConfigError::new(
+                        "channel.email.max_attempts",
+                        "must be positive",
+                    ));
+                }
+            }
+            let user_wants_webhook = user_wants(NotifierKind::Webhook);
             match webhook {
-                None if *default == NotifierKind::Webhook || user_wants_webhook => {
+                None if user_wants_webhook => {
                     errs.push(ConfigError::new(
                         "channel.webhook",
                         "is required for the webhook notifier",
