@@ -263,19 +263,7 @@ async fn tok_09_jat_01_02_token_contents() {
     let call = auth.next_call().await;
     callback(&gw, &call.bearer, "SUCCEED").await;
     let r = gw.poll(&id).await;
-    let claims = |t: &str| -> (serde_json::Value, serde_json::Value) {
-        use base64::Engine as _;
-        let parts: Vec<_> = t.split('.').collect();
-        let d = |p: &str| {
-            serde_json::from_slice(
-                &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .unwrap(),
-            )
-            .unwrap()
-        };
-        (d(parts[0]), d(parts[1]))
-    };
+    let claims = decode_jwt;
     let (h, id_t) = claims(r.json["id_token"].as_str().unwrap());
     assert!(h["kid"].is_string());
     assert_eq!(id_t["iss"], gw.url);

@@ -14,22 +14,6 @@ use common::*;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-/// Runs a case against both engines.
-macro_rules! both_engines {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pingora() {
-                super::$case(ciba_gateway::config::EngineKind::Pingora).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tower() {
-                super::$case(ciba_gateway::config::EngineKind::Tower).await
-            }
-        }
-    )*};
-}
-
 both_engines!(
     gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba,
     gw_02_jwks_serves_upstream_and_gateway_keys,
@@ -133,18 +117,8 @@ async fn tok_11_client_credentials_passes_through(kind: EngineKind) {
     r.assert_error(401, "invalid_client");
 }
 
-fn attr<'a>(html: &'a str, name: &str) -> Option<&'a str> {
-    html.split(&format!("{name}=\"")).nth(1)?.split('"').next()
-}
-
 async fn gw_01_authorization_code_pkce_login_is_transparent(kind: EngineKind) {
     let (gw, _p) = provider_behind(kind, |_| {}).await;
-    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .cookie_provider(jar)
-        .build()
-        .unwrap();
     let verifier = ciba_gateway::protocol::random_token();
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let redirect_uri = "http://127.0.0.1:9/cb";
@@ -158,52 +132,15 @@ async fn gw_01_authorization_code_pkce_login_is_transparent(kind: EngineKind) {
         .append_pair("code_challenge_method", "S256")
         .append_pair("state", "st4te")
         .append_pair("nonce", "n0nce");
-    // Follow redirects and submit the provider's login and consent forms, as a browser would.
-    let mut next = Some((reqwest::Method::GET, url, Vec::<(String, String)>::new()));
-    let mut code = None;
-    for _ in 0..20 {
-        let Some((method, url, form)) = next.take() else {
-            break;
-        };
-        assert!(
-            url.as_str().starts_with(&gw.url),
-            "the browser never leaves the gateway: {url}"
-        );
-        let req = browser.request(method, url.clone());
-        let resp = if form.is_empty() {
-            req.send().await.unwrap()
-        } else {
-            req.form(&form).send().await.unwrap()
-        };
-        let status = resp.status().as_u16();
-        if (300..400).contains(&status) {
-            let loc = url
-                .join(resp.headers()["location"].to_str().unwrap())
-                .unwrap();
-            if loc.as_str().starts_with(redirect_uri) {
-                let q: std::collections::HashMap<_, _> = loc.query_pairs().into_owned().collect();
-                assert_eq!(q["state"], "st4te");
-                code = Some(q["code"].clone());
-                break;
-            }
-            next = Some((reqwest::Method::GET, loc, vec![]));
-            continue;
-        }
-        assert_eq!(status, 200, "unexpected status at {url}");
-        let html = resp.text().await.unwrap();
-        let action = url.join(attr(&html, "action").expect("a form")).unwrap();
-        let fields = if html.contains("name=\"login\"") {
-            vec![
-                ("prompt".into(), "login".into()),
-                ("login".into(), "alice".into()),
-                ("password".into(), "pw".into()),
-            ]
-        } else {
-            vec![("prompt".into(), "consent".into())]
-        };
-        next = Some((reqwest::Method::POST, action, fields));
-    }
-    let code = code.expect("the provider redirected back with a code");
+    // A browser follows the redirects and submits the provider's login and consent forms; it
+    // never leaves the gateway until the provider sends it back to the client.
+    let Stop::Redirect(back) = Browser::new().browse(url, &gw.url, "alice").await else {
+        panic!("the provider did not redirect back to the client")
+    };
+    assert!(back.as_str().starts_with(redirect_uri), "{back}");
+    let q: std::collections::HashMap<_, _> = back.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "st4te");
+    let code = q["code"].clone();
     let t = gw
         .post_form(
             "/token",

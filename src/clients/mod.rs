@@ -28,6 +28,21 @@ pub struct Client {
     pub user_code_required: bool,
     /// Scopes this client may request.
     pub scopes: Vec<String>,
+    /// What the client receives for an approved request.
+    pub tokens: crate::config::TokenSource,
+    /// How the gateway authenticates at the upstream for this client's logins.
+    pub upstream: Option<UpstreamCredentials>,
+}
+
+/// A client's credentials at the upstream provider.
+#[derive(Debug, Clone)]
+pub struct UpstreamCredentials {
+    /// The client id at the upstream.
+    pub client_id: String,
+    /// Its secret.
+    pub secret: crate::secret::Secret,
+    /// How to present it at the upstream's token endpoint.
+    pub auth_method: AuthMethod,
 }
 
 impl Client {
@@ -45,6 +60,22 @@ impl Client {
                 .scopes
                 .clone()
                 .unwrap_or_else(|| cfg.scopes_supported.clone()),
+            tokens: c.tokens,
+            upstream: match &c.upstream {
+                Some(u) => Some(UpstreamCredentials {
+                    client_id: u.client_id.clone().unwrap_or_else(|| c.client_id.clone()),
+                    secret: crate::config::resolve_secret(&u.client_secret)
+                        .map_err(|m| ConfigError::new("clients.upstream.client_secret", m))?
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "clients.upstream.client_secret",
+                                "must be a reference",
+                            )
+                        })?,
+                    auth_method: u.auth_method,
+                }),
+                None => None,
+            },
         })
     }
 }

@@ -60,6 +60,80 @@ pub struct Config {
     /// Server process settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// How the user approves on the approval page.
+    #[serde(default)]
+    pub approval: ApprovalConfig,
+}
+
+/// How the user proves who they are before approving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalMode {
+    /// Approve / Deny on the gateway's page (the link is the proof).
+    #[default]
+    Page,
+    /// Log in at the upstream provider first (authorization code + PKCE), then approve.
+    Upstream,
+}
+
+/// Which ID token claim must match the user the request's hint resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityClaim {
+    /// `sub` equals the user's subject.
+    Sub,
+    /// `email` equals the user's e-mail (case-insensitive).
+    Email,
+    /// `preferred_username` equals the user's username.
+    PreferredUsername,
+}
+
+/// The approval page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// `page` or `upstream`. Default `page`.
+    pub mode: ApprovalMode,
+    /// (`upstream`) the claim that binds the upstream login to the requested user. Default `sub`.
+    pub identity_claim: IdentityClaim,
+    /// (`upstream`) send `prompt=login`, so the user authenticates afresh. Default true.
+    pub prompt_login: bool,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            mode: ApprovalMode::Page,
+            identity_claim: IdentityClaim::Sub,
+            prompt_login: true,
+        }
+    }
+}
+
+/// What the client receives for an approved request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenSource {
+    /// Tokens signed by the gateway.
+    #[default]
+    Mint,
+    /// The tokens the upstream issued for the user's login (`approval.mode: upstream`).
+    Upstream,
+}
+
+/// How the gateway authenticates at the upstream's token endpoint for a client's requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamClient {
+    /// The client id registered at the upstream. Default: the CIBA client's id, so that the
+    /// upstream's ID token is issued to the client itself.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Its secret: a `${ENV}` or `file:` reference.
+    pub client_secret: SecretRef,
+    /// `client_secret_basic` or `client_secret_post`. Default `client_secret_basic`.
+    #[serde(default = "default_auth_method")]
+    pub auth_method: AuthMethod,
 }
 
 /// The proxy that runs the engine in the binary.
@@ -610,6 +684,12 @@ pub struct ClientConfig {
     /// Scopes this client may request. Default: `scopes_supported`.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
+    /// `mint` or `upstream`. Default `mint`.
+    #[serde(default)]
+    pub tokens: TokenSource,
+    /// Credentials at the upstream (`approval.mode: upstream`).
+    #[serde(default)]
+    pub upstream: Option<UpstreamClient>,
 }
 
 fn default_auth_method() -> AuthMethod {
@@ -770,6 +850,39 @@ impl Config {
                         format!("{} is not a readable file", p.display()),
                     ));
                 }
+            }
+        }
+        if self.approval.mode == ApprovalMode::Upstream && self.upstream.is_none() {
+            errs.push(ConfigError::new(
+                "approval.mode",
+                "`upstream` needs an upstream provider",
+            ));
+        }
+        for (i, cl) in self.clients.iter().enumerate() {
+            if self.approval.mode == ApprovalMode::Upstream
+                && cl.upstream.is_none()
+                && cl.backchannel_token_delivery_mode == DeliveryMode::Poll
+            {
+                errs.push(ConfigError::new(
+                    format!("clients[{i}].upstream"),
+                    "is required with approval.mode: upstream",
+                ));
+            }
+            if cl.tokens == TokenSource::Upstream && self.approval.mode != ApprovalMode::Upstream {
+                errs.push(ConfigError::new(
+                    format!("clients[{i}].tokens"),
+                    "`upstream` needs approval.mode: upstream",
+                ));
+            }
+            if let Some(u) = &cl.upstream
+                && let Err(m) = resolve_secret(&u.client_secret).and_then(|s| {
+                    s.ok_or_else(|| "must be a reference: `${ENV_VAR}` or `file:/path`".to_owned())
+                })
+            {
+                errs.push(ConfigError::new(
+                    format!("clients[{i}].upstream.client_secret"),
+                    m,
+                ));
             }
         }
         if self.server.threads == Some(0) {

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::{Engine, EngineRequest};
-use crate::config::Config;
+use crate::config::{ApprovalMode, Config};
 use crate::protocol::{Form, random_token};
 use crate::store::{Approval, Decision, PendingStore, ResolveError};
 
@@ -25,12 +25,15 @@ main{max-width:28rem;margin:2rem auto;padding:1.5rem;background:#fff;border-radi
 h1{font-size:1.3rem;margin-top:0}.msg{font-size:1.6rem;font-weight:600;padding:.8rem;border:2px dashed #4a6cf7;border-radius:8px;text-align:center;word-break:break-word}\
 ul{padding-left:1.2rem}.row{display:flex;gap:.8rem;margin-top:1.5rem}\
 button{flex:1;font-size:1.1rem;padding:.9rem;border-radius:8px;border:0;cursor:pointer}\
-.ok{background:#1f8f4e;color:#fff}.no{background:#e4e6eb;color:#1d2330}.small{color:#5b6270;font-size:.9rem}";
+.ok{background:#1f8f4e;color:#fff}a.button{flex:1;font-size:1.1rem;padding:.9rem;border-radius:8px;text-align:center;text-decoration:none}.no{background:#e4e6eb;color:#1d2330}.small{color:#5b6270;font-size:.9rem}";
 
 #[derive(Template)]
 #[template(path = "approve.html")]
 struct ApprovePage<'a> {
     style: &'a str,
+    form_action: &'a str,
+    continue_url: Option<&'a str>,
+    signed_in_as: Option<&'a str>,
     client_name: &'a str,
     binding_message: Option<&'a str>,
     scopes: Vec<&'a str>,
@@ -51,7 +54,7 @@ pub struct Pages {
     csrf_key: [u8; 32],
     csp: HeaderValue,
     base: String,
-    secure_cookie: bool,
+    pub(super) secure_cookie: bool,
 }
 
 impl std::fmt::Debug for Pages {
@@ -84,7 +87,8 @@ impl Pages {
         format!("{}/{}", self.base, handle)
     }
 
-    fn csrf_token(&self, handle: &str, cookie: &str) -> String {
+    /// A CSRF token bound to `scope` (a handle, or `consent`) and a cookie value.
+    pub(super) fn csrf_token(&self, handle: &str, cookie: &str) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.csrf_key).expect("any key length");
         mac.update(handle.as_bytes());
         mac.update(b".");
@@ -115,7 +119,22 @@ impl Pages {
         r
     }
 
-    fn message(&self, status: StatusCode, title: &str, text: &str) -> Response<Bytes> {
+    /// Whether `presented` is the CSRF token for `scope` and `cookie` (constant time).
+    pub(super) fn csrf_ok(&self, scope: &str, cookie: &str, presented: &str) -> bool {
+        let expected = self.csrf_token(scope, cookie);
+        bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+    }
+
+    /// The page for a link or session that was used, denied or has expired.
+    pub(super) fn gone(&self) -> Response<Bytes> {
+        self.message(
+            StatusCode::NOT_FOUND,
+            "This link is no longer valid",
+            "It has been used already or has expired. Nothing was approved.",
+        )
+    }
+
+    pub(super) fn message(&self, status: StatusCode, title: &str, text: &str) -> Response<Bytes> {
         let page = MessagePage {
             style: STYLE,
             title,
@@ -125,7 +144,7 @@ impl Pages {
     }
 }
 
-fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -137,48 +156,71 @@ fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str>
 }
 
 impl Engine {
+    /// The approval page for `pending`: Approve / Deny posting to `form_action` (empty: the same
+    /// URL), or, with `continue_url`, a "Continue" link to sign in first and only Deny here.
+    pub(super) fn render_approval(
+        &self,
+        pending: &crate::store::PendingRequest,
+        csrf: &str,
+        continue_url: Option<&str>,
+        form_action: &str,
+        signed_in_as: Option<&str>,
+    ) -> Response<Bytes> {
+        let client_name = self
+            .clients
+            .get(&pending.client_id)
+            .map_or(pending.client_id.as_str(), |c| &c.name);
+        let remaining_ms = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
+        let page = ApprovePage {
+            style: STYLE,
+            form_action,
+            continue_url,
+            signed_in_as,
+            client_name,
+            binding_message: pending.binding_message.as_deref(),
+            scopes: pending.scope.iter().collect(),
+            minutes_left: remaining_ms.div_ceil(60_000),
+            csrf,
+        };
+        match page.render() {
+            Ok(body) => self.pages.html(StatusCode::OK, body),
+            Err(_) => self.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again.",
+            ),
+        }
+    }
+
     pub(super) async fn approval(&self, req: &EngineRequest) -> Response<Bytes> {
         let handle = req.uri.path().rsplit('/').next().unwrap_or_default();
+        let upstream_mode = self.cfg.approval.mode == ApprovalMode::Upstream;
         let now = self.clock.now_ms();
-        let gone = || {
-            self.pages.message(
-                StatusCode::NOT_FOUND,
-                "This link is no longer valid",
-                "It has been used already or has expired. Nothing was approved.",
-            )
-        };
+        let gone = || self.pages.gone();
         match req.method {
+            Method::GET if upstream_mode && handle == "callback" => {
+                self.upstream_callback(req).await
+            }
+            Method::POST if upstream_mode && handle == "consent" => {
+                self.upstream_consent(req).await
+            }
             Method::GET => {
                 let Some(pending) = self.store.view(handle, now).await else {
                     return gone();
                 };
-                let client_name = self
-                    .clients
-                    .get(&pending.client_id)
-                    .map_or(pending.client_id.as_str(), |c| &c.name);
+                if upstream_mode && req.uri.query() == Some("login") {
+                    return self.start_upstream_login(&pending).await;
+                }
                 let cookie = random_token();
                 let csrf = self.pages.csrf_token(handle, &cookie);
-                let remaining_ms = pending.expires_at_ms.saturating_sub(now);
-                let page = ApprovePage {
-                    style: STYLE,
-                    client_name,
-                    binding_message: pending.binding_message.as_deref(),
-                    scopes: pending.scope.iter().collect(),
-                    minutes_left: remaining_ms.div_ceil(60_000),
-                    csrf: &csrf,
-                };
-                let Ok(body) = page.render() else {
-                    return self.pages.message(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "Something went wrong",
-                        "Please try again.",
-                    );
-                };
-                let mut resp = self.pages.html(StatusCode::OK, body);
+                let continue_url =
+                    upstream_mode.then(|| format!("{}?login", self.pages.link_for(handle)));
+                let mut resp =
+                    self.render_approval(&pending, &csrf, continue_url.as_deref(), "", None);
                 let set = format!(
                     "{COOKIE}={cookie}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{}",
                     req.uri.path(),
-                    remaining_ms / 1000 + 1,
+                    pending.expires_at_ms.saturating_sub(now) / 1000 + 1,
                     if self.pages.secure_cookie {
                         "; Secure"
                     } else {
@@ -193,9 +235,10 @@ impl Engine {
             Method::POST => {
                 let form = Form::parse(&req.body).unwrap_or_default();
                 let cookie = cookie_value(&req.headers, COOKIE).unwrap_or("");
-                let expected = self.pages.csrf_token(handle, cookie);
-                let presented = form.get("csrf").unwrap_or("");
-                if cookie.is_empty() || !bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+                if cookie.is_empty()
+                    || !self
+                        .pages
+                        .csrf_ok(handle, cookie, form.get("csrf").unwrap_or(""))
                 {
                     return self.pages.message(
                         StatusCode::FORBIDDEN,
@@ -203,39 +246,57 @@ impl Engine {
                         "Open the link again to approve or deny the request.",
                     );
                 }
-                let (decision, title, text) = match form.get("decision") {
-                    Some("approve") => (
-                        Decision::Approved(Approval {
-                            auth_time: now / 1000,
-                            acr: None,
-                            amr: None,
-                        }),
-                        "Approved",
-                        "You can return to the application that asked.",
-                    ),
-                    Some("deny") => (
-                        Decision::Denied,
-                        "Denied",
-                        "The request was refused. Nothing was shared.",
-                    ),
-                    _ => {
-                        return self.pages.message(
-                            StatusCode::BAD_REQUEST,
-                            "Unknown choice",
-                            "Please use the buttons.",
-                        );
-                    }
-                };
-                match self.store.resolve(handle, decision, now).await {
-                    Ok(()) => self.pages.message(StatusCode::OK, title, text),
-                    Err(ResolveError::NotFound | ResolveError::Expired) => gone(),
-                }
+                // With upstream approval, approving needs a bound login: only Deny is here.
+                let approval = (!upstream_mode).then(|| Approval {
+                    auth_time: now / 1000,
+                    ..Approval::default()
+                });
+                self.record_choice(handle, form.get("decision"), approval)
+                    .await
             }
             _ => self.pages.message(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Not allowed",
                 "Use the link you received.",
             ),
+        }
+    }
+}
+
+impl Engine {
+    /// Records a choice made on a page: `approve` (when `approval` is given) or `deny`, once.
+    pub(super) async fn record_choice(
+        &self,
+        handle: &str,
+        choice: Option<&str>,
+        approval: Option<Approval>,
+    ) -> Response<Bytes> {
+        let (decision, title, text) = match (choice, approval) {
+            (Some("approve"), Some(a)) => (
+                Decision::Approved(a),
+                "Approved",
+                "You can return to the application that asked.",
+            ),
+            (Some("deny"), _) => (
+                Decision::Denied,
+                "Denied",
+                "The request was refused. Nothing was shared.",
+            ),
+            _ => {
+                return self.pages.message(
+                    StatusCode::BAD_REQUEST,
+                    "Unknown choice",
+                    "Please use the buttons.",
+                );
+            }
+        };
+        match self
+            .store
+            .resolve(handle, decision, self.clock.now_ms())
+            .await
+        {
+            Ok(()) => self.pages.message(StatusCode::OK, title, text),
+            Err(ResolveError::NotFound | ResolveError::Expired) => self.pages.gone(),
         }
     }
 }

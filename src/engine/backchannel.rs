@@ -127,6 +127,7 @@ impl Engine {
             scope,
             acr_values: form.get("acr_values").map(str::to_owned),
             binding_message: binding_message.map(str::to_owned),
+            login_hint: form.get("login_hint").map(str::to_owned),
             created_at_ms: now,
             expires_at_ms: now + u64::from(lifetime) * 1000,
             interval_secs: self.cfg.ciba.interval_secs,

@@ -54,8 +54,7 @@ impl Engine {
         let decision = match body.status {
             CallbackStatus::Succeed => Decision::Approved(Approval {
                 auth_time: now / 1000,
-                acr: None,
-                amr: None,
+                ..Approval::default()
             }),
             CallbackStatus::Unauthorized | CallbackStatus::Cancelled => Decision::Denied,
         };

@@ -7,6 +7,7 @@ mod backchannel;
 mod callback;
 mod discovery;
 mod token;
+mod upstream_login;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub struct Engine {
     pub(crate) minter: Minter,
     pub(crate) pages: Pages,
     pub(crate) upstream: Option<Upstream>,
+    login_sessions: upstream_login::LoginSessions,
     discovery: discovery::Discovery,
 }
 
@@ -126,6 +128,7 @@ impl Engine {
         };
         Ok(Self {
             upstream,
+            login_sessions: upstream_login::LoginSessions::new(),
             clients: ClientRegistry::from_config(&cfg).map_err(all)?,
             users: UserDirectory::from_config(&cfg.users).map_err(all)?,
             user_codes: UserCodeGuard::new(&cfg.ciba.user_code),

@@ -48,6 +48,14 @@ impl Engine {
         })?;
         let code = match outcome {
             PollOutcome::Approved(pending, approval) => {
+                // The upstream's own tokens, for clients that asked for them (issue: forwarding).
+                if client.tokens == crate::config::TokenSource::Upstream
+                    && let Some(t) = &approval.upstream_tokens
+                {
+                    tracing::info!(client_id = %client.id, "upstream tokens handed over for an approved CIBA request");
+                    let body = serde_json::to_vec(t).expect("a token response serialises");
+                    return Ok(json_response(StatusCode::OK, Bytes::from(body)));
+                }
                 let user = self.users.by_subject(&pending.subject).await.ok().flatten();
                 let tokens = self
                     .minter

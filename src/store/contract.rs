@@ -21,6 +21,7 @@ pub fn sample(client: &str) -> PendingRequest {
         scope: Scope::parse("openid profile").expect("valid scope"),
         acr_values: None,
         binding_message: Some("1234".into()),
+        login_hint: Some("user-1".into()),
         created_at_ms: T0,
         expires_at_ms: T0 + 60_000,
         interval_secs: 5,
@@ -30,8 +31,7 @@ pub fn sample(client: &str) -> PendingRequest {
 fn approval() -> Approval {
     Approval {
         auth_time: T0 / 1000 + 1,
-        acr: None,
-        amr: None,
+        ..Approval::default()
     }
 }
 

@@ -28,6 +28,8 @@ pub struct PendingRequest {
     pub acr_values: Option<String>,
     /// The binding message, if any.
     pub binding_message: Option<String>,
+    /// The `login_hint` the client sent, passed on to the upstream login.
+    pub login_hint: Option<String>,
     /// When the request was accepted, Unix ms.
     pub created_at_ms: u64,
     /// When it expires, Unix ms.
@@ -37,7 +39,7 @@ pub struct PendingRequest {
 }
 
 /// The user's positive decision, with what the ID token needs to say about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Approval {
     /// When the user authenticated, Unix seconds.
     pub auth_time: u64,
@@ -45,6 +47,37 @@ pub struct Approval {
     pub acr: Option<String>,
     /// Authentication methods used, if known.
     pub amr: Option<Vec<String>>,
+    /// The subject the upstream authenticated, when it differs from the request's.
+    pub subject: Option<String>,
+    /// The tokens the upstream issued for the user's login, for clients that get those.
+    pub upstream_tokens: Option<Box<IssuedTokens>>,
+}
+
+/// A token response from the upstream provider. `Debug` shows no token.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct IssuedTokens {
+    /// The access token.
+    pub access_token: String,
+    /// Its type (`Bearer`, `DPoP`).
+    pub token_type: String,
+    /// Its lifetime, seconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_in: Option<u64>,
+    /// A refresh token, if the upstream issued one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refresh_token: Option<String>,
+    /// The upstream's ID token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id_token: Option<String>,
+    /// The granted scope.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuedTokens(<redacted>)")
+    }
 }
 
 /// How a request was resolved.

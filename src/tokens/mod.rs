@@ -337,9 +337,10 @@ impl Minter {
                 put("phone_number", &u.phone);
             }
         }
+        let subject = approval.subject.as_ref().unwrap_or(&req.subject);
         let id = IdTokenClaims {
             iss: self.issuer.clone(),
-            sub: req.subject.clone(),
+            sub: subject.clone(),
             aud: client.id.clone(),
             iat: now,
             exp: now + self.id_ttl,
@@ -352,7 +353,7 @@ impl Minter {
             iss: self.issuer.clone(),
             exp: now + self.at_ttl,
             aud: self.audience.clone(),
-            sub: req.subject.clone(),
+            sub: subject.clone(),
             client_id: client.id.clone(),
             iat: now,
             jti: random_token(),

@@ -12,6 +12,10 @@ use url::Url;
 
 use crate::config::{ConfigError, ForwardingHeaders, UpstreamConfig};
 
+mod login;
+
+pub use login::{LoginRequest, LoginSecrets};
+
 /// Inbound headers that carry security information a client must not be able to forge: they
 /// are removed before anything is forwarded (BCP-05, GW-06).
 pub const UNTRUSTED_INBOUND: &[&str] = &[

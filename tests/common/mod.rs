@@ -3,6 +3,39 @@
 
 #![allow(dead_code)]
 
+/// Runs an `async fn case(kind: EngineKind)` against both engines, as `case::pingora` and
+/// `case::tower`.
+#[macro_export]
+macro_rules! both_engines {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pingora() {
+                super::$case(ciba_gateway::config::EngineKind::Pingora).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tower() {
+                super::$case(ciba_gateway::config::EngineKind::Tower).await
+            }
+        }
+    )*};
+}
+
+/// The header and claims of a JWT, unverified (tests check signatures separately).
+pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
+    use base64::Engine as _;
+    let p: Vec<_> = jwt.split('.').collect();
+    let d = |s: &str| {
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    (d(p[0]), d(p[1]))
+}
+
 pub mod smtp;
 pub mod upstream;
 

@@ -176,3 +176,81 @@ pub async fn echo_upstream() -> u16 {
     tokio::spawn(async move { axum::serve(listener, app).await });
     port
 }
+
+/// A browser without JavaScript: follows redirects with a cookie jar and fills in the
+/// provider's development login (`login` = the account id) and consent forms. Stops at the first
+/// page that is not the provider's, or at a redirect leaving `stay_on`.
+pub struct Browser {
+    pub http: reqwest::Client,
+}
+
+/// Where browsing stopped.
+#[derive(Debug)]
+pub enum Stop {
+    /// A page (not the provider's forms).
+    Page {
+        url: reqwest::Url,
+        status: u16,
+        html: String,
+    },
+    /// A redirect off `stay_on`.
+    Redirect(reqwest::Url),
+}
+
+fn attr<'a>(html: &'a str, name: &str) -> Option<&'a str> {
+    html.split(&format!("{name}=\"")).nth(1)?.split('"').next()
+}
+
+impl Browser {
+    pub fn new() -> Self {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        Self {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .cookie_provider(jar)
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub async fn browse(&self, start: reqwest::Url, stay_on: &str, login: &str) -> Stop {
+        let mut next = (reqwest::Method::GET, start, Vec::<(String, String)>::new());
+        for _ in 0..25 {
+            let (method, url, form) = next.clone();
+            if !url.as_str().starts_with(stay_on) {
+                return Stop::Redirect(url);
+            }
+            let req = self.http.request(method, url.clone());
+            let resp = if form.is_empty() {
+                req.send().await.unwrap()
+            } else {
+                req.form(&form).send().await.unwrap()
+            };
+            let status = resp.status().as_u16();
+            if (300..400).contains(&status) {
+                let loc = url
+                    .join(resp.headers()["location"].to_str().unwrap())
+                    .unwrap();
+                next = (reqwest::Method::GET, loc, vec![]);
+                continue;
+            }
+            let html = resp.text().await.unwrap();
+            let is_provider_form = html.contains("name=\"prompt\"");
+            if !is_provider_form {
+                return Stop::Page { url, status, html };
+            }
+            let action = url.join(attr(&html, "action").expect("a form")).unwrap();
+            let fields = if html.contains("name=\"login\"") {
+                vec![
+                    ("prompt".into(), "login".into()),
+                    ("login".into(), login.into()),
+                    ("password".into(), "pw".into()),
+                ]
+            } else {
+                vec![("prompt".into(), "consent".into())]
+            };
+            next = (reqwest::Method::POST, action, fields);
+        }
+        panic!("too many steps");
+    }
+}

@@ -20,6 +20,24 @@ const provider = new Provider(issuer, {
       grant_types: ['authorization_code', 'client_credentials', 'refresh_token'],
       response_types: ['code'],
       redirect_uris: ['http://127.0.0.1:9/cb'],
+            token_endpoint_auth_method: 'client_secret_basic',
+    },
+    // CIBA clients of the gateway, registered here too: the gateway logs users in on their
+    // behalf (redirect back to the gateway's callback) and hands them this provider's tokens.
+    {
+      client_id: 'post-client',
+      client_secret: 'post-client-upstream-secret',
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      redirect_uris: [`${issuer}/approve/callback`],
+      token_endpoint_auth_method: 'client_secret_post',
+    },
+    {
+      client_id: 'basic-client',
+      client_secret: 'basic-client-upstream-secret',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: [`${issuer}/approve/callback`],
       token_endpoint_auth_method: 'client_secret_basic',
     },
   ],

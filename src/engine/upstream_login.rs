@@ -1,0 +1,323 @@
+//! Approval through the upstream provider (`approval.mode: upstream`): the one-time link opens a
+//! device page; "Continue" sends the browser to the provider's authorization endpoint (code +
+//! PKCE); the provider redirects back to the gateway's callback, which exchanges the code,
+//! validates the provider's ID token and checks that the person who logged in is the person
+//! the request is for (identity binding); then a consent page collects Approve / Deny.
+//!
+//! A login attempt lives in a short-lived session bound to the browser by a `SameSite=Lax`
+//! cookie (the provider's redirect back is a cross-site navigation); `state` and the session are
+//! single-use. A mismatch or a provider error leaves the request pending: the requested user can
+//! still approve through their own link.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::approval::cookie_value;
+use super::{Engine, EngineRequest};
+use crate::config::IdentityClaim;
+use crate::protocol::{Form, random_token};
+use crate::store::{Approval, PendingRequest, PendingStore};
+use crate::upstream::{LoginRequest, LoginSecrets};
+
+pub(super) const LOGIN_COOKIE: &str = "ciba_login";
+
+/// One login attempt at the upstream, keyed by its `state`.
+#[derive(Clone)]
+pub(crate) struct LoginAttempt {
+    sid: String,
+    handle: String,
+    secrets: LoginSecrets,
+}
+
+/// A successful login waiting for the user's decision, keyed by the session id.
+#[derive(Clone)]
+pub(crate) struct PendingConsent {
+    handle: String,
+    approval: Approval,
+}
+
+/// The short-lived state of the upstream login flow.
+pub(crate) struct LoginSessions {
+    attempts: moka::sync::Cache<String, LoginAttempt>,
+    consents: moka::sync::Cache<String, PendingConsent>,
+}
+
+impl LoginSessions {
+    pub(crate) fn new() -> Self {
+        let ttl = Duration::from_secs(15 * 60);
+        Self {
+            attempts: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+            consents: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
+fn claim<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
+    c.get(k).and_then(Value::as_str)
+}
+
+impl Engine {
+    fn redirect_uri(&self) -> String {
+        self.cfg
+            .url_for(&format!("{}/callback", self.cfg.endpoints.approval))
+    }
+
+    /// GET `{approval}/{handle}?login`: start the login at the upstream.
+    pub(super) async fn start_upstream_login(&self, pending: &PendingRequest) -> Response<Bytes> {
+        let (Some(upstream), Some(client)) =
+            (self.upstream.as_ref(), self.clients.get(&pending.client_id))
+        else {
+            return self.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in is not available",
+                "Please try again later.",
+            );
+        };
+        let Some(creds) = client.upstream.as_ref() else {
+            return self.pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in is not available",
+                "This application cannot sign you in.",
+            );
+        };
+        let redirect_uri = self.redirect_uri();
+        let req = LoginRequest {
+            client_id: &creds.client_id,
+            redirect_uri: &redirect_uri,
+            scope: pending.scope.as_str(),
+            login_hint: pending.login_hint.as_deref(),
+            acr_values: pending.acr_values.as_deref(),
+            prompt_login: self.cfg.approval.prompt_login,
+        };
+        let (url, secrets) = match upstream
+            .authorization_url(&self.cfg.endpoints.discovery, &req)
+            .await
+        {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the upstream login");
+                return self.pages.message(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Your provider is not reachable",
+                    "Please try again in a moment.",
+                );
+            }
+        };
+        let sid = random_token();
+        self.login_sessions.attempts.insert(
+            secrets.state.clone(),
+            LoginAttempt {
+                sid: sid.clone(),
+                handle: pending.handle.clone(),
+                secrets,
+            },
+        );
+        let mut resp = Response::new(Bytes::new());
+        *resp.status_mut() = StatusCode::SEE_OTHER;
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(url.as_str()) {
+            h.insert(header::LOCATION, v);
+        }
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        let cookie = format!(
+            "{LOGIN_COOKIE}={sid}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{}",
+            self.cfg.endpoints.approval,
+            pending.expires_at_ms.saturating_sub(self.clock.now_ms()) / 1000 + 1,
+            if self.pages.secure_cookie {
+                "; Secure"
+            } else {
+                ""
+            }
+        );
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            h.insert(header::SET_COOKIE, v);
+        }
+        resp
+    }
+
+    /// GET `{approval}/callback`: the provider sends the browser back.
+    pub(super) async fn upstream_callback(&self, req: &EngineRequest) -> Response<Bytes> {
+        let q: Vec<(String, String)> =
+            form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
+                .into_owned()
+                .collect();
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let pages = &self.pages;
+        // State and session are single-use.
+        let Some(attempt) = get("state").and_then(|s| self.login_sessions.attempts.remove(s))
+        else {
+            return pages.message(
+                StatusCode::BAD_REQUEST,
+                "This sign-in has expired",
+                "Open the link you received again.",
+            );
+        };
+        if cookie_value(&req.headers, LOGIN_COOKIE) != Some(attempt.sid.as_str()) {
+            return pages.message(
+                StatusCode::FORBIDDEN,
+                "This sign-in was started elsewhere",
+                "Open the link you received again, in this browser.",
+            );
+        }
+        if let Some(err) = get("error") {
+            // Never the provider's raw output: its error code, and only if it is plain.
+            let code: String = err
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect();
+            return pages.message(StatusCode::BAD_REQUEST, "Your provider did not sign you in", &format!("The provider answered: {code}. Nothing was approved; you can open the link again."));
+        }
+        let now = self.clock.now_ms();
+        let Some(pending) = self.store.view(&attempt.handle, now).await else {
+            return pages.gone();
+        };
+        let (Some(upstream), Some(client), Some(code)) = (
+            self.upstream.as_ref(),
+            self.clients.get(&pending.client_id),
+            get("code"),
+        ) else {
+            return pages.message(
+                StatusCode::BAD_REQUEST,
+                "Sign-in failed",
+                "The provider's answer was incomplete. Open the link again.",
+            );
+        };
+        let Some(creds) = client.upstream.as_ref() else {
+            return pages.message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in is not available",
+                "This application cannot sign you in.",
+            );
+        };
+        let disc = &self.cfg.endpoints.discovery;
+        let tokens = match upstream
+            .exchange_code(
+                disc,
+                creds,
+                code,
+                &attempt.secrets.verifier,
+                &self.redirect_uri(),
+            )
+            .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream code exchange failed");
+                return pages.message(
+                    StatusCode::BAD_GATEWAY,
+                    "Your provider did not complete the sign-in",
+                    "Nothing was approved; you can open the link again.",
+                );
+            }
+        };
+        let Some(id_token) = tokens.id_token.as_deref() else {
+            return pages.message(
+                StatusCode::BAD_GATEWAY,
+                "Your provider did not complete the sign-in",
+                "It returned no ID token. Nothing was approved.",
+            );
+        };
+        let claims = match upstream
+            .validate_id_token(disc, id_token, &creds.client_id, &attempt.secrets.nonce)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream ID token rejected");
+                return pages.message(
+                    StatusCode::BAD_GATEWAY,
+                    "The sign-in could not be verified",
+                    "Nothing was approved; you can open the link again.",
+                );
+            }
+        };
+        // Identity binding (security-critical): the person who logged in must be the person the
+        // request's hint resolved to.
+        let user = self.users.by_subject(&pending.subject).await.ok().flatten();
+        let bound = match (self.cfg.approval.identity_claim, user.as_deref()) {
+            (IdentityClaim::Sub, _) => claim(&claims, "sub") == Some(pending.subject.as_str()),
+            (IdentityClaim::Email, Some(u)) => {
+                matches!((claim(&claims, "email"), u.email.as_deref()), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
+            }
+            (IdentityClaim::PreferredUsername, Some(u)) => {
+                matches!((claim(&claims, "preferred_username"), u.username.as_deref()), (Some(a), Some(b)) if a == b)
+            }
+            (_, None) => false,
+        };
+        if !bound {
+            tracing::warn!(client_id = %pending.client_id, expected = %pending.subject, "upstream login by a different user; not approved");
+            return pages.message(
+                StatusCode::FORBIDDEN,
+                "You signed in as someone else",
+                "This request is for a different person, so nothing was approved. The person it is for can still approve it with their own link.",
+            );
+        }
+        let approval = Approval {
+            auth_time: claims
+                .get("auth_time")
+                .and_then(Value::as_u64)
+                .unwrap_or(now / 1000),
+            acr: claim(&claims, "acr").map(str::to_owned),
+            amr: claims
+                .get("amr")
+                .and_then(|v| serde_json::from_value(v.clone()).ok()),
+            subject: claim(&claims, "sub").map(str::to_owned),
+            upstream_tokens: Some(Box::new(tokens)),
+        };
+        self.login_sessions.consents.insert(
+            attempt.sid.clone(),
+            PendingConsent {
+                handle: attempt.handle,
+                approval,
+            },
+        );
+        let csrf = pages.csrf_token("consent", &attempt.sid);
+        let consent_url = self
+            .cfg
+            .url_for(&format!("{}/consent", self.cfg.endpoints.approval));
+        self.render_approval(
+            &pending,
+            &csrf,
+            None,
+            &consent_url,
+            claim(&claims, "email").or(claim(&claims, "sub")),
+        )
+    }
+
+    /// POST `{approval}/consent`: the user's decision after the login.
+    pub(super) async fn upstream_consent(&self, req: &EngineRequest) -> Response<Bytes> {
+        let pages = &self.pages;
+        let form = Form::parse(&req.body).unwrap_or_default();
+        let sid = cookie_value(&req.headers, LOGIN_COOKIE).unwrap_or("");
+        if sid.is_empty() || !pages.csrf_ok("consent", sid, form.get("csrf").unwrap_or("")) {
+            return pages.message(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "Open the link you received again.",
+            );
+        }
+        let Some(consent) = self.login_sessions.consents.remove(sid) else {
+            return pages.gone();
+        };
+        self.record_choice(
+            &consent.handle,
+            form.get("decision"),
+            Some(consent.approval),
+        )
+        .await
+    }
+}

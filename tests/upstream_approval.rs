@@ -1,0 +1,265 @@
+//! Approval through the upstream provider (`approval.mode: upstream`), end to end against panva's
+//! oidc-provider, on both engines: the link opens the device page, "Continue" leads to the
+//! provider's login (code + PKCE, state, nonce, login_hint, prompt=login), the provider sends the
+//! browser back, the gateway checks who logged in (identity binding), the user consents, and
+//! the waiting client receives the provider's tokens — or gateway-minted ones carrying the
+//! provider-authenticated subject. Also: deny, the wrong person logging in, links used twice.
+
+mod common;
+
+use ciba_gateway::config::{
+    ApprovalMode, AuthMethod, EngineKind, SecretRef, TokenSource, UpstreamClient,
+};
+use common::upstream::*;
+use common::*;
+use serde_json::Value;
+
+both_engines!(
+    upstream_tokens_are_forwarded_after_login_and_consent,
+    minted_tokens_carry_the_upstream_authenticated_subject,
+    wrong_person_logging_in_approves_nothing,
+    deny_after_login_is_access_denied,
+);
+
+fn secret_file(value: &str) -> SecretRef {
+    let p = std::env::temp_dir().join(format!(
+        "ciba-up-secret-{}",
+        ciba_gateway::protocol::random_token()
+    ));
+    std::fs::write(&p, value).unwrap();
+    SecretRef::new(format!("file:{}", p.display()))
+}
+
+/// The gateway in front of oidc-provider, approving through it; post-client gets the
+/// provider's tokens (client_secret_post at the provider), basic-client minted ones (Basic).
+async fn setup(kind: EngineKind) -> (Gateway, Provider, Authenticator) {
+    let auth = Authenticator::start().await;
+    let (gw, p) = provider_behind(kind, |c| {
+        c.channel = auth.channel_config();
+        c.approval.mode = ApprovalMode::Upstream;
+        c.clients
+            .retain(|cl| cl.client_id == "post-client" || cl.client_id == "basic-client");
+        for cl in &mut c.clients {
+            let (secret, method, tokens) = if cl.client_id == "post-client" {
+                (
+                    "post-client-upstream-secret",
+                    AuthMethod::ClientSecretPost,
+                    TokenSource::Upstream,
+                )
+            } else {
+                (
+                    "basic-client-upstream-secret",
+                    AuthMethod::ClientSecretBasic,
+                    TokenSource::Mint,
+                )
+            };
+            cl.tokens = tokens;
+            cl.upstream = Some(UpstreamClient {
+                client_id: None,
+                client_secret: secret_file(secret),
+                auth_method: method,
+            });
+        }
+    })
+    .await;
+    (gw, p, auth)
+}
+
+/// bc-authorize for alice as `client`; returns the auth_req_id and the approval link.
+async fn request(
+    gw: &Gateway,
+    auth: &Authenticator,
+    client: (&str, &str),
+) -> (String, reqwest::Url) {
+    let params = [
+        ("scope", "openid"),
+        ("login_hint", "alice"),
+        ("binding_message", "4711"),
+    ];
+    let r = if client == BASIC_CLIENT {
+        gw.post_form("/bc-authorize", &params, Some(client)).await
+    } else {
+        let mut p = vec![("client_id", client.0), ("client_secret", client.1)];
+        p.extend_from_slice(&params);
+        gw.post_form("/bc-authorize", &p, None).await
+    };
+    assert_eq!(r.status, 200, "{}", r.json);
+    let link = auth.next_call().await.body["approval_url"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (r.json["auth_req_id"].as_str().unwrap().to_owned(), link)
+}
+
+fn attr<'a>(html: &'a str, name: &str) -> &'a str {
+    html.split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+}
+
+/// Opens the link, checks the device page, continues to the provider and logs in as `login`.
+/// Returns where the browser ends up after the provider sends it back.
+async fn login_via_link(
+    gw: &Gateway,
+    browser: &Browser,
+    link: reqwest::Url,
+    login: &str,
+) -> (u16, String) {
+    let Stop::Page { status, html, .. } = browser.browse(link.clone(), &gw.url, login).await else {
+        panic!("device page")
+    };
+    assert_eq!(status, 200);
+    assert!(html.contains("4711") && html.contains("Post Client") || html.contains("Basic Client"));
+    assert!(
+        !html.contains("value=\"approve\""),
+        "no approval before the login"
+    );
+    let cont = link
+        .join(&attr(&html, "href").replace("&amp;", "&"))
+        .unwrap();
+    // The authorization request the provider receives.
+    let first = browser.http.get(cont.clone()).send().await.unwrap();
+    assert_eq!(first.status(), 303);
+    let auth_url = reqwest::Url::parse(first.headers()["location"].to_str().unwrap()).unwrap();
+    let q: std::collections::HashMap<_, _> = auth_url.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert_eq!(q["login_hint"], "alice");
+    assert_eq!(q["prompt"], "login");
+    assert!(q.contains_key("state") && q.contains_key("nonce"));
+    assert_eq!(q["redirect_uri"], format!("{}/approve/callback", gw.url));
+    match browser.browse(auth_url, &gw.url, login).await {
+        Stop::Page { url, status, html } => {
+            assert!(
+                url.path().starts_with("/approve/callback"),
+                "back at the gateway: {url}"
+            );
+            (status, html)
+        }
+        Stop::Redirect(u) => panic!("left the gateway: {u}"),
+    }
+}
+
+async fn consent(gw: &Gateway, browser: &Browser, html: &str, decision: &str) -> u16 {
+    let csrf = attr(html, "value");
+    let action = attr(html, "action");
+    assert!(action.ends_with("/approve/consent"));
+    let _ = gw;
+    browser
+        .http
+        .post(action)
+        .form(&[("csrf", csrf), ("decision", decision)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn upstream_tokens_are_forwarded_after_login_and_consent(kind: EngineKind) {
+    let (gw, _p, auth) = setup(kind).await;
+    let (id, link) = request(&gw, &auth, POST_CLIENT).await;
+    let browser = Browser::new();
+    let (status, html) = login_via_link(&gw, &browser, link.clone(), "sub-alice").await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Signed in as"));
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    assert_eq!(consent(&gw, &browser, &html, "approve").await, 200);
+    gw.clock.advance_secs(5);
+    let t = gw.poll(&id).await;
+    assert_eq!(t.status, 200, "{}", t.json);
+    // The provider's own tokens: its ID token is issued to the client itself...
+    let (_, claims) = decode_jwt(t.json["id_token"].as_str().unwrap());
+    assert_eq!(claims["aud"], "post-client");
+    assert_eq!(claims["sub"], "sub-alice");
+    assert_ne!(
+        decode_jwt(t.json["id_token"].as_str().unwrap()).0["kid"],
+        "ephemeral-es256",
+        "signed by the provider"
+    );
+    // ...and its access token works at its userinfo endpoint, through the gateway.
+    let d: Value = gw
+        .http
+        .get(format!("{}/.well-known/openid-configuration", gw.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ui = gw
+        .http
+        .get(d["userinfo_endpoint"].as_str().unwrap())
+        .bearer_auth(t.json["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ui.status(), 200);
+    assert_eq!(ui.json::<Value>().await.unwrap()["sub"], "sub-alice");
+    // The link died with the decision.
+    assert!(matches!(
+        browser.browse(link, &gw.url, "x").await,
+        Stop::Page { status: 404, .. }
+    ));
+}
+
+async fn minted_tokens_carry_the_upstream_authenticated_subject(kind: EngineKind) {
+    let (gw, _p, auth) = setup(kind).await;
+    let (id, link) = request(&gw, &auth, BASIC_CLIENT).await;
+    let browser = Browser::new();
+    let (status, html) = login_via_link(&gw, &browser, link, "sub-alice").await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(consent(&gw, &browser, &html, "approve").await, 200);
+    let t = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("auth_req_id", &id),
+            ],
+            Some(BASIC_CLIENT),
+        )
+        .await;
+    assert_eq!(t.status, 200, "{}", t.json);
+    let (h, claims) = decode_jwt(t.json["id_token"].as_str().unwrap());
+    assert_eq!(h["kid"], "ephemeral-es256", "signed by the gateway");
+    assert_eq!(claims["sub"], "sub-alice");
+    assert_eq!(claims["aud"], "basic-client");
+    assert!(claims["auth_time"].is_u64());
+}
+
+async fn wrong_person_logging_in_approves_nothing(kind: EngineKind) {
+    let (gw, _p, auth) = setup(kind).await;
+    let (id, link) = request(&gw, &auth, POST_CLIENT).await;
+    let mallory = Browser::new();
+    let (status, html) = login_via_link(&gw, &mallory, link.clone(), "sub-bob").await;
+    assert_eq!(status, 403);
+    assert!(html.contains("someone else"));
+    assert!(!html.contains("value=\"approve\""));
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    // Alice can still approve with her own link.
+    let alice = Browser::new();
+    let (status, html) = login_via_link(&gw, &alice, link, "sub-alice").await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(consent(&gw, &alice, &html, "approve").await, 200);
+    gw.clock.advance_secs(5);
+    assert_eq!(gw.poll(&id).await.status, 200);
+}
+
+async fn deny_after_login_is_access_denied(kind: EngineKind) {
+    let (gw, _p, auth) = setup(kind).await;
+    let (id, link) = request(&gw, &auth, POST_CLIENT).await;
+    let browser = Browser::new();
+    let (_, html) = login_via_link(&gw, &browser, link, "sub-alice").await;
+    assert_eq!(consent(&gw, &browser, &html, "deny").await, 200);
+    gw.poll(&id).await.assert_error(400, "access_denied");
+    // The consent session is single-use.
+    assert_eq!(consent(&gw, &browser, &html, "approve").await, 404);
+}
