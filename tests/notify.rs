@@ -4,55 +4,19 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use base64::Engine as _;
 use ciba_gateway::channel::{Delivery, webhook_signature};
 use ciba_gateway::config::{
     ChannelConfig, EmailConfig, NotifierKind, Outbound, SecretRef, SmtpTls, UsersConfig,
     WebhookConfig,
 };
+use common::webhook::receiver;
 use common::*;
 use serde_json::Value;
 
 const KEY_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
-
-#[derive(Clone, Debug)]
-struct Received {
-    headers: HeaderMap,
-    body: String,
-}
-
-/// A webhook receiver answering with `statuses` in turn (the last one repeats).
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-async fn receiver(statuses: Vec<u16>) -> Receiver {
-    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-    let g = Arc::clone(&got);
-    let app = axum::Router::new().route(
-        "/hook",
-        post(move |headers: HeaderMap, body: String| {
-            let g = Arc::clone(&g);
-            let statuses = statuses.clone();
-            async move {
-                let mut g = g.lock().unwrap();
-                let status = statuses[g.len().min(statuses.len() - 1)];
-                g.push(Received { headers, body });
-                StatusCode::from_u16(status).unwrap()
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver { url, got }
-}
 
 fn secret_file() -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!(

@@ -19,6 +19,7 @@ both_engines!(
     minted_tokens_carry_the_upstream_authenticated_subject,
     wrong_person_logging_in_approves_nothing,
     deny_after_login_is_access_denied,
+    provider_error_is_a_clear_page_and_approves_nothing,
 );
 
 fn secret_file(value: &str) -> SecretRef {
@@ -262,4 +263,47 @@ async fn deny_after_login_is_access_denied(kind: EngineKind) {
     gw.poll(&id).await.assert_error(400, "access_denied");
     // The consent session is single-use.
     assert_eq!(consent(&gw, &browser, &html, "approve").await, 404);
+}
+
+async fn provider_error_is_a_clear_page_and_approves_nothing(kind: EngineKind) {
+    let (gw, _p, auth) = setup(kind).await;
+    let (id, link) = request(&gw, &auth, POST_CLIENT).await;
+    let browser = Browser::new();
+    // Start the login, then come back as the provider does when the user cancels there.
+    let start = browser
+        .http
+        .get(format!("{link}?login"))
+        .send()
+        .await
+        .unwrap();
+    let auth_url = reqwest::Url::parse(start.headers()["location"].to_str().unwrap()).unwrap();
+    let state = auth_url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let back = format!(
+        "{}/approve/callback?error=access_denied&error_description=%7B%22raw%22%3A1%7D&state={state}",
+        gw.url
+    );
+    let r = browser.http.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = r.text().await.unwrap();
+    assert!(html.contains("did not sign you in") && html.contains("access_denied"));
+    assert!(
+        !html.contains("raw"),
+        "the provider's raw output is not shown"
+    );
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    // The state is single-use.
+    assert_eq!(browser.http.get(&back).send().await.unwrap().status(), 400);
 }

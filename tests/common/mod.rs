@@ -38,6 +38,7 @@ pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
 
 pub mod smtp;
 pub mod upstream;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
