@@ -180,6 +180,11 @@ async fn approve_in_a_browser_after_an_email_then_the_link_is_dead() {
     let shots = screenshots();
     let v = browse(&link, "sub-alice", "approve", Some(&shots)).await;
     assert_eq!(v["title"], "Approved", "{v}");
+    let countdown = v["countdown"].as_str().unwrap();
+    assert!(
+        countdown.starts_with("1:5") || countdown == "2:00",
+        "a live countdown from 2 minutes: {countdown}"
+    );
     for f in ["device-page.png", "consent-page.png"] {
         assert!(
             std::fs::metadata(shots.join(f)).unwrap().len() > 1000,

@@ -27,10 +27,20 @@ ul{padding-left:1.2rem}.row{display:flex;gap:.8rem;margin-top:1.5rem}\
 button{flex:1;font-size:1.1rem;padding:.9rem;border-radius:8px;border:0;cursor:pointer}\
 .ok{background:#1f8f4e;color:#fff}a.button{flex:1;font-size:1.1rem;padding:.9rem;border-radius:8px;text-align:center;text-decoration:none}.no{background:#e4e6eb;color:#1d2330}.small{color:#5b6270;font-size:.9rem}";
 
+/// The page's only script: a countdown from the seconds left when the page was served (not the
+/// server's clock, so skew does not matter). Allowed by its hash in the CSP.
+const SCRIPT: &str = "(function(){var e=document.getElementById('countdown');if(!e)return;\
+var end=Date.now()+1000*Number(e.getAttribute('data-seconds'));\
+function tick(){var s=Math.max(0,Math.round((end-Date.now())/1000));\
+e.textContent=s>0?Math.floor(s/60)+':'+String(s%60).padStart(2,'0'):'no time: the request has expired';\
+if(s>0)setTimeout(tick,1000);}tick();})();";
+
 #[derive(Template)]
 #[template(path = "approve.html")]
 struct ApprovePage<'a> {
     style: &'a str,
+    script: &'a str,
+    seconds_left: u64,
     form_action: &'a str,
     continue_url: Option<&'a str>,
     signed_in_as: Option<&'a str>,
@@ -70,9 +80,10 @@ impl Pages {
     pub fn new(cfg: &Config) -> Self {
         let mut csrf_key = [0u8; 32];
         rand::rng().fill_bytes(&mut csrf_key);
-        let hash = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+        let style = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+        let script = STANDARD.encode(Sha256::digest(SCRIPT.as_bytes()));
         let csp = format!(
-            "default-src 'none'; style-src 'sha256-{hash}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; style-src 'sha256-{style}'; script-src 'sha256-{script}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         );
         Self {
             csrf_key,
@@ -173,6 +184,8 @@ impl Engine {
         let remaining_ms = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
         let page = ApprovePage {
             style: STYLE,
+            script: SCRIPT,
+            seconds_left: remaining_ms / 1000,
             form_action,
             continue_url,
             signed_in_as,

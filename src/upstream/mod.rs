@@ -183,6 +183,8 @@ impl Upstream {
             .header("x-forwarded-host", self.public_host.clone())
             .header("x-forwarded-proto", self.public_proto.clone())
             .header(header::ACCEPT, "application/json")
+            // The document is parsed and re-serialised: never ask for it compressed.
+            .header(header::ACCEPT_ENCODING, "identity")
             .send()
             .await
             .map_err(|e| {

@@ -18,6 +18,9 @@ try {
     out({ stage: 'link', status: resp.status(), title: await page.textContent('h1') });
     process.exit(0);
   }
+  // The countdown runs (its script is allowed by hash in the page's CSP).
+  await page.waitForFunction(() => /^\d+:\d\d$/.test(document.getElementById('countdown').textContent));
+  const countdown = await page.textContent('#countdown');
   if (shots) await page.screenshot({ path: `${shots}/device-page.png`, fullPage: true });
   await page.click('#continue');
   // The provider's development login form, then its consent form.
@@ -42,7 +45,7 @@ try {
   }
   await page.click(decision === 'deny' ? '#deny' : '#approve');
   await page.waitForSelector('#title');
-  out({ stage: 'done', title: await page.textContent('#title') });
+  out({ stage: 'done', title: await page.textContent('#title'), countdown });
 } finally {
   await browser.close();
 }
