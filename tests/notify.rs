@@ -260,3 +260,47 @@ async fn email_to_a_user_without_an_address_fails_visibly() {
         Delivery::Failed { attempts: 0, .. }
     ));
 }
+
+async fn email_over_tls(mode: SmtpTls) {
+    use common::smtp::SinkTls;
+    let pki = common::pki::Pki::new();
+    let sink_tls = match mode {
+        SmtpTls::Implicit => SinkTls::Implicit(pki.acceptor()),
+        _ => SinkTls::StartTls(pki.acceptor()),
+    };
+    let (port, mut mails) = common::smtp::start_with(&[], Some(sink_tls)).await;
+    let tls_channel = |ca: Option<&str>| {
+        let mut c = email_channel(port);
+        if let ChannelConfig::Notify { email: Some(e), .. } = &mut c {
+            e.host = "localhost".into();
+            e.tls = mode;
+            e.ca_file = ca.map(Into::into);
+        }
+        c
+    };
+    // Trusting the test CA: delivered over TLS.
+    let ca = pki.path("ca.pem");
+    let gw = start(|c| c.channel = tls_channel(Some(&ca))).await;
+    let id = gw.start_request().await;
+    assert_eq!(settled(&gw, &id).await, Delivery::Delivered { attempts: 1 });
+    let mail = tokio::time::timeout(Duration::from_secs(10), mails.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(mail.data.contains("Post Client"));
+    // Without it the server's certificate is not trusted: nothing is sent, in the clear or not.
+    let gw = start(|c| c.channel = tls_channel(None)).await;
+    let id = gw.start_request().await;
+    assert!(matches!(settled(&gw, &id).await, Delivery::Failed { .. }));
+    assert!(mails.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn email_over_implicit_tls_verifies_the_smtp_server() {
+    email_over_tls(SmtpTls::Implicit).await;
+}
+
+#[tokio::test]
+async fn email_over_starttls_verifies_the_smtp_server() {
+    email_over_tls(SmtpTls::Starttls).await;
+}

@@ -36,6 +36,7 @@ pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
     (d(p[0]), d(p[1]))
 }
 
+pub mod pki;
 pub mod smtp;
 pub mod upstream;
 pub mod webhook;
