@@ -135,10 +135,7 @@ impl ProxyHttp for CibaProxy {
         // Keep what we read, so that a request handed back is forwarded with the same bytes.
         session.as_mut().enable_retry_buffering();
         let Some(body) = read_body(session, self.engine.max_body_bytes()).await? else {
-            let mut resp =
-                OAuthError::invalid_request("the request body is too large").into_response();
-            *resp.status_mut() = http::StatusCode::PAYLOAD_TOO_LARGE;
-            respond(session, resp).await?;
+            respond(session, self.engine.body_too_large()).await?;
             return Ok(true);
         };
         let head = session.req_header();

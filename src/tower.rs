@@ -128,11 +128,7 @@ where
             let body = match Limited::new(body, engine.max_body_bytes()).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
-                    let mut e =
-                        OAuthError::invalid_request("the request body is too large or unreadable")
-                            .into_response();
-                    *e.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-                    return Ok(own(e).map(Either::Left));
+                    return Ok(own(engine.body_too_large()).map(Either::Left));
                 }
             };
             let ereq = EngineRequest {

@@ -259,6 +259,17 @@ impl Engine {
         }
     }
 
+    /// The answer to a request for one of the gateway's endpoints whose body is over
+    /// `limits.max_body_bytes` (or unreadable): 413 in JSON (GW-07).
+    pub fn body_too_large(&self) -> Response<Bytes> {
+        let mut r = crate::protocol::OAuthError::invalid_request(
+            "the request body is too large or unreadable",
+        )
+        .into_response();
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        r
+    }
+
     /// The answer when a forwarded request fails: 504 on a timeout, 502 otherwise, in JSON.
     pub fn upstream_failure(&self, timeout: bool) -> Response<Bytes> {
         use crate::protocol::{ErrorCode, OAuthError};
