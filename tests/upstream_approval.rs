@@ -20,6 +20,7 @@ both_engines!(
     wrong_person_logging_in_approves_nothing,
     deny_after_login_is_access_denied,
     provider_error_is_a_clear_page_and_approves_nothing,
+    identity_bound_by_email,
 );
 
 fn secret_file(value: &str) -> SecretRef {
@@ -34,6 +35,13 @@ fn secret_file(value: &str) -> SecretRef {
 /// The gateway in front of oidc-provider, approving through it; post-client gets the
 /// provider's tokens (client_secret_post at the provider), basic-client minted ones (Basic).
 async fn setup(kind: EngineKind) -> (Gateway, Provider, Authenticator) {
+    setup_with(kind, |_| {}).await
+}
+
+async fn setup_with(
+    kind: EngineKind,
+    edit: impl FnOnce(&mut ciba_gateway::Config),
+) -> (Gateway, Provider, Authenticator) {
     let auth = Authenticator::start().await;
     let (gw, p) = provider_behind(kind, |c| {
         c.channel = auth.channel_config();
@@ -61,6 +69,7 @@ async fn setup(kind: EngineKind) -> (Gateway, Provider, Authenticator) {
                 auth_method: method,
             });
         }
+        edit(c);
     })
     .await;
     (gw, p, auth)
@@ -73,7 +82,7 @@ async fn request(
     client: (&str, &str),
 ) -> (String, reqwest::Url) {
     let params = [
-        ("scope", "openid"),
+        ("scope", "openid email"),
         ("login_hint", "alice"),
         ("binding_message", "4711"),
     ];
@@ -306,4 +315,35 @@ async fn provider_error_is_a_clear_page_and_approves_nothing(kind: EngineKind) {
         .assert_error(400, "authorization_pending");
     // The state is single-use.
     assert_eq!(browser.http.get(&back).send().await.unwrap().status(), 400);
+}
+
+async fn identity_bound_by_email(kind: EngineKind) {
+    let (gw, _p, auth) = setup_with(kind, |c| {
+        c.approval.identity_claim = ciba_gateway::config::IdentityClaim::Email
+    })
+    .await;
+    // alice's e-mail here is Alice@Example.com; the provider's account "alice" has alice@example.com.
+    let (id, link) = request(&gw, &auth, POST_CLIENT).await;
+    let (status, html) = login_via_link(&gw, &Browser::new(), link.clone(), "bob").await;
+    assert_eq!(status, 403, "bob@example.com is not alice");
+    assert!(html.contains("someone else"));
+    let browser = Browser::new();
+    let (status, html) = login_via_link(&gw, &browser, link, "alice").await;
+    assert_eq!(status, 200, "{html}");
+    // A consent POST with a wrong CSRF token is refused and resolves nothing.
+    let action = attr(&html, "action");
+    let bad = browser
+        .http
+        .post(action)
+        .form(&[("csrf", "forged"), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    assert_eq!(consent(&gw, &browser, &html, "approve").await, 200);
+    gw.clock.advance_secs(5);
+    assert_eq!(gw.poll(&id).await.status, 200);
 }

@@ -46,7 +46,10 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: true },
     userinfo: { enabled: true },
   },
-  pkce: { required: () => true },
+    pkce: { required: () => true },
+  // Release email in ID tokens too, so the gateway can bind identities by e-mail.
+  claims: { openid: ['sub'], email: ['email'] },
+  conformIdTokenClaims: false,
   async findAccount(ctx, id) {
     return { accountId: id, async claims() { return { sub: id, email: `${id}@example.com` }; } };
   },
