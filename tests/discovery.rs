@@ -18,15 +18,7 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn disc_01_to_05_standalone_document() {
     let gw = gateway().await;
-    let d: Value = gw
-        .http
-        .get(format!("{}/.well-known/openid-configuration", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = gw.discovery().await;
     assert_eq!(d["issuer"], gw.url);
     assert_eq!(
         d["backchannel_authentication_endpoint"],
@@ -67,15 +59,7 @@ async fn gw_02_id_token_verifies_against_the_advertised_jwks() {
     let call = auth.next_call().await;
     callback(&gw, &call.bearer, "SUCCEED").await;
     let tokens = gw.poll(&id).await;
-    let d: Value = gw
-        .http
-        .get(format!("{}/.well-known/openid-configuration", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = gw.discovery().await;
     let jwks: JwkSet = gw
         .http
         .get(d["jwks_uri"].as_str().unwrap())

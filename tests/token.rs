@@ -186,15 +186,7 @@ async fn myth_01_ietf_grant_type_alias_accepted_never_advertised() {
         )
         .await;
     r.assert_error(400, "authorization_pending");
-    let disc: serde_json::Value = gw
-        .http
-        .get(format!("{}/.well-known/openid-configuration", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let disc: serde_json::Value = gw.discovery().await;
     assert!(
         !disc
             .to_string()

@@ -156,7 +156,7 @@ async fn gw_01_authorization_code_pkce_login_is_transparent(kind: EngineKind) {
     assert_eq!(t.status, 200, "{}", t.json);
     assert!(t.json["id_token"].is_string());
     // The provider's own userinfo endpoint, through the gateway, accepts its access token.
-    let (_, d) = get_json(&gw, "/.well-known/openid-configuration").await;
+    let d = gw.discovery().await;
     let ui = gw
         .http
         .get(d["userinfo_endpoint"].as_str().unwrap())
@@ -182,7 +182,7 @@ async fn ciba_poll_flow_id_token_verifies_against_advertised_jwks(kind: EngineKi
     let tokens = gw.poll(&id).await;
     assert_eq!(tokens.status, 200, "{}", tokens.json);
     // Validate as a client would: from discovery's issuer and jwks_uri alone.
-    let (_, d) = get_json(&gw, "/.well-known/openid-configuration").await;
+    let d = gw.discovery().await;
     let jwks: jsonwebtoken::jwk::JwkSet = gw
         .http
         .get(d["jwks_uri"].as_str().unwrap())

@@ -193,15 +193,7 @@ async fn upstream_tokens_are_forwarded_after_login_and_consent(kind: EngineKind)
         "signed by the provider"
     );
     // ...and its access token works at its userinfo endpoint, through the gateway.
-    let d: Value = gw
-        .http
-        .get(format!("{}/.well-known/openid-configuration", gw.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d: Value = gw.discovery().await;
     let ui = gw
         .http
         .get(d["userinfo_endpoint"].as_str().unwrap())

@@ -1,7 +1,8 @@
 //! The authentication channel: how the user is reached once a request is accepted, and how
 //! their decision comes back.
 //!
-//! - [`Channel::Log`] (development): writes a one-time link to the built-in approval page.
+//! - `channel.type: log` (development): the one-time link to the built-in approval page is
+//!   written to the log (a [`Channel::Notify`] whose only notifier is the log).
 //! - [`Channel::Http`]: Keycloak's "HTTP Authentication Channel" contract, so authenticator
 //!   services written for Keycloak plug in unchanged.
 //! - [`Channel::Notify`]: a one-time link to the approval page, sent by a notifier chosen per
@@ -73,6 +74,8 @@ pub enum Delivery {
 /// Notifiers that send the approval link, with the delivery state of recent requests.
 pub struct Notifiers {
     default: NotifierKind,
+    /// Whether the user's directory entry may choose the notifier.
+    per_user: bool,
     webhook: Option<Arc<Webhook>>,
     email: Option<Arc<Email>>,
     clock: Arc<dyn Clock>,
@@ -91,8 +94,6 @@ impl std::fmt::Debug for Notifiers {
 /// The configured channel.
 #[derive(Debug)]
 pub enum Channel {
-    /// Log the approval link (development).
-    Log,
     /// Keycloak-compatible HTTP authentication channel.
     Http(Box<HttpChannel>),
     /// Send the approval link through a notifier.
@@ -107,31 +108,34 @@ impl Channel {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ConfigError> {
         Ok(match cfg {
-            ChannelConfig::Log => Self::Log,
+            ChannelConfig::Log => Self::Notify(Box::new(Notifiers::new(
+                NotifierKind::Log,
+                false,
+                None,
+                None,
+                clock,
+            ))),
             ChannelConfig::Notify {
                 default,
                 webhook,
                 email,
-            } => Self::Notify(Box::new(Notifiers {
-                email: match email {
-                    Some(e) => Some(Arc::new(
-                        Email::new(e).map_err(|m| ConfigError::new("channel.email", m))?,
-                    )),
-                    None => None,
-                },
-                default: *default,
-                webhook: match webhook {
+            } => {
+                let webhook = match webhook {
                     Some(w) => Some(Arc::new(
                         Webhook::new(w).map_err(|m| ConfigError::new("channel.webhook", m))?,
                     )),
                     None => None,
-                },
-                clock,
-                deliveries: moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(Duration::from_secs(24 * 3600))
-                    .build(),
-            })),
+                };
+                let email = match email {
+                    Some(e) => Some(Arc::new(
+                        Email::new(e).map_err(|m| ConfigError::new("channel.email", m))?,
+                    )),
+                    None => None,
+                };
+                Self::Notify(Box::new(Notifiers::new(
+                    *default, true, webhook, email, clock,
+                )))
+            }
             ChannelConfig::Http {
                 url,
                 bearer_secret,
@@ -167,26 +171,41 @@ impl Channel {
                 notifiers.send(n);
                 Ok(())
             }
-            Self::Log => {
-                // Development channel: the link is meant to be read from the log. The
-                // auth_req_id is never part of it.
-                tracing::info!(
-                    client_id = %n.client.id,
-                    subject = %n.user.subject,
-                    "approval requested; open {}",
-                    n.approval_url
-                );
-                Ok(())
-            }
             Self::Http(h) => h.notify(n).await,
         }
     }
 }
 
 impl Notifiers {
+    fn new(
+        default: NotifierKind,
+        per_user: bool,
+        webhook: Option<Arc<Webhook>>,
+        email: Option<Arc<Email>>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let deliveries = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(Duration::from_secs(24 * 3600))
+            .build();
+        Self {
+            default,
+            per_user,
+            webhook,
+            email,
+            clock,
+            deliveries,
+        }
+    }
+
     /// Starts the notification of one request; never waits for the notifier.
     fn send(&self, n: &Notification<'_>) {
-        match n.user.notify.unwrap_or(self.default) {
+        let kind = if self.per_user {
+            n.user.notify.unwrap_or(self.default)
+        } else {
+            self.default
+        };
+        match kind {
             NotifierKind::Email => {
                 let key = n.request.id.as_str().to_owned();
                 let (Some(email), Some(to)) = (self.email.clone(), n.user.email.clone()) else {
@@ -228,6 +247,8 @@ impl Notifiers {
                 });
             }
             NotifierKind::Log => {
+                // Development: the link is meant to be read from the log. The auth_req_id is
+                // never part of it.
                 tracing::info!(client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
                 self.deliveries.insert(
                     n.request.id.as_str().to_owned(),

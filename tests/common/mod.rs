@@ -251,6 +251,19 @@ impl Gateway {
         reply(rb.send().await.unwrap()).await
     }
 
+    /// The discovery document the gateway serves.
+    pub async fn discovery(&self) -> serde_json::Value {
+        let url = format!("{}/.well-known/openid-configuration", self.url);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// bc-authorize as `post-client` with the given extra parameters.
     pub async fn bc(&self, params: &[(&str, &str)]) -> Reply {
         let mut p = vec![
