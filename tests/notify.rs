@@ -52,7 +52,7 @@ fn channel(
 /// Waits until the request's delivery is no longer pending.
 async fn settled(gw: &Gateway, id: &str) -> Delivery {
     for _ in 0..200 {
-        match gw.engine.delivery(id) {
+        match gw.engine.delivery(id).await {
             Some(Delivery::Pending) | None => tokio::time::sleep(Duration::from_millis(20)).await,
             Some(d) => return d,
         }

@@ -14,7 +14,6 @@ mod retry;
 mod webhook;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -51,27 +50,26 @@ pub struct Notification<'a> {
 #[error("authentication channel failed: {0}")]
 pub struct ChannelError(pub String);
 
-/// How far the notification of one request got (visible through
-/// [`crate::Engine::delivery`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
-    /// Being delivered (or retried).
-    Pending,
-    /// Accepted by the notifier's target.
-    Delivered {
-        /// Attempts it took.
-        attempts: u32,
-    },
-    /// Given up: the reason is also logged.
-    Failed {
-        /// Attempts made.
-        attempts: u32,
-        /// The last failure.
-        reason: String,
-    },
+pub use crate::store::Delivery;
+
+/// How a notification went, as far as the channel can tell when it returns.
+pub enum Notified {
+    /// Settled already (the log, or an authenticator that answered).
+    Settled(Delivery),
+    /// Under way in the background: resolves to the final state.
+    InFlight(std::pin::Pin<Box<dyn std::future::Future<Output = Delivery> + Send>>),
 }
 
-/// Notifiers that send the approval link, with the delivery state of recent requests.
+impl std::fmt::Debug for Notified {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Settled(d) => f.debug_tuple("Settled").field(d).finish(),
+            Self::InFlight(_) => f.write_str("InFlight"),
+        }
+    }
+}
+
+/// Notifiers that send the approval link.
 pub struct Notifiers {
     default: NotifierKind,
     /// Whether the user's directory entry may choose the notifier.
@@ -79,7 +77,6 @@ pub struct Notifiers {
     webhook: Option<Arc<Webhook>>,
     email: Option<Arc<Email>>,
     clock: Arc<dyn Clock>,
-    deliveries: moka::sync::Cache<String, Delivery>,
 }
 
 impl std::fmt::Debug for Notifiers {
@@ -156,22 +153,15 @@ impl Channel {
         })
     }
 
-    /// The delivery state of a request's notification (notify channel only).
-    pub fn delivery(&self, auth_req_id: &str) -> Option<Delivery> {
+    /// Reaches the user. An error means the user could not be reached at all (the request is
+    /// then refused); a notifier's later failure is reported through [`Notified::InFlight`].
+    pub async fn notify(&self, n: &Notification<'_>) -> Result<Notified, ChannelError> {
         match self {
-            Self::Notify(n) => n.deliveries.get(auth_req_id),
-            _ => None,
-        }
-    }
-
-    /// Reaches the user.
-    pub async fn notify(&self, n: &Notification<'_>) -> Result<(), ChannelError> {
-        match self {
-            Self::Notify(notifiers) => {
-                notifiers.send(n);
-                Ok(())
-            }
-            Self::Http(h) => h.notify(n).await,
+            Self::Notify(notifiers) => Ok(notifiers.send(n)),
+            Self::Http(h) => h
+                .notify(n)
+                .await
+                .map(|()| Notified::Settled(Delivery::Delivered { attempts: 1 })),
         }
     }
 }
@@ -184,45 +174,43 @@ impl Notifiers {
         email: Option<Arc<Email>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let deliveries = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_live(Duration::from_secs(24 * 3600))
-            .build();
         Self {
             default,
             per_user,
             webhook,
             email,
             clock,
-            deliveries,
         }
     }
 
     /// Starts the notification of one request; never waits for the notifier.
-    fn send(&self, n: &Notification<'_>) {
+    fn send(&self, n: &Notification<'_>) -> Notified {
         let kind = if self.per_user {
             n.user.notify.unwrap_or(self.default)
         } else {
             self.default
         };
+        let failed = |reason: &str| {
+            tracing::warn!(subject = %n.user.subject, reason, "approval notification not sent");
+            Notified::Settled(Delivery::Failed {
+                attempts: 0,
+                reason: reason.into(),
+            })
+        };
+        let (clock, expires) = (Arc::clone(&self.clock), n.request.expires_at_ms);
         match kind {
+            NotifierKind::Log => {
+                // Development: the link is meant to be read from the log. The auth_req_id is
+                // never part of it.
+                tracing::info!(client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
+                Notified::Settled(Delivery::Delivered { attempts: 1 })
+            }
             NotifierKind::Email => {
-                let key = n.request.id.as_str().to_owned();
-                let (Some(email), Some(to)) = (self.email.clone(), n.user.email.clone()) else {
-                    let reason = if self.email.is_none() {
-                        "no e-mail notifier is configured"
-                    } else {
-                        "the user has no e-mail address"
-                    };
-                    tracing::warn!(subject = %n.user.subject, reason, "approval e-mail not sent");
-                    self.deliveries.insert(
-                        key,
-                        Delivery::Failed {
-                            attempts: 0,
-                            reason: reason.into(),
-                        },
-                    );
-                    return;
+                let Some(email) = self.email.clone() else {
+                    return failed("no e-mail notifier is configured");
+                };
+                let Some(to) = n.user.email.clone() else {
+                    return failed("the user has no e-mail address");
                 };
                 let mail = ApprovalEmail {
                     client_name: n.client.name.clone(),
@@ -235,37 +223,11 @@ impl Notifiers {
                         .saturating_sub(n.request.created_at_ms)
                         .div_ceil(60_000),
                 };
-                self.deliveries.insert(key.clone(), Delivery::Pending);
-                let (deliveries, clock, expires) = (
-                    self.deliveries.clone(),
-                    Arc::clone(&self.clock),
-                    n.request.expires_at_ms,
-                );
-                tokio::spawn(async move {
-                    let state = email.deliver(to, mail, expires, clock).await;
-                    deliveries.insert(key, state);
-                });
-            }
-            NotifierKind::Log => {
-                // Development: the link is meant to be read from the log. The auth_req_id is
-                // never part of it.
-                tracing::info!(client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
-                self.deliveries.insert(
-                    n.request.id.as_str().to_owned(),
-                    Delivery::Delivered { attempts: 1 },
-                );
+                Notified::InFlight(Box::pin(email.deliver(to, mail, expires, clock)))
             }
             NotifierKind::Webhook => {
                 let Some(webhook) = self.webhook.clone() else {
-                    // Config validation requires a webhook when any user may need one.
-                    self.deliveries.insert(
-                        n.request.id.as_str().to_owned(),
-                        Delivery::Failed {
-                            attempts: 0,
-                            reason: "no webhook is configured".into(),
-                        },
-                    );
-                    return;
+                    return failed("no webhook is configured");
                 };
                 let event = serde_json::json!({
                     "type": "ciba.approval_requested",
@@ -282,19 +244,13 @@ impl Notifiers {
                         "expires_at": n.request.expires_at_ms / 1000,
                     }
                 });
-                let body = Bytes::from(event.to_string());
                 let msg_id = format!("msg_{}", crate::protocol::random_token());
-                let key = n.request.id.as_str().to_owned();
-                self.deliveries.insert(key.clone(), Delivery::Pending);
-                let (deliveries, clock, expires) = (
-                    self.deliveries.clone(),
-                    Arc::clone(&self.clock),
-                    n.request.expires_at_ms,
-                );
-                tokio::spawn(async move {
-                    let state = webhook.deliver(msg_id, body, expires, clock).await;
-                    deliveries.insert(key, state);
-                });
+                Notified::InFlight(Box::pin(webhook.deliver(
+                    msg_id,
+                    Bytes::from(event.to_string()),
+                    expires,
+                    clock,
+                )))
             }
         }
     }

@@ -11,12 +11,12 @@ use jsonwebtoken::Validation;
 use serde::Deserialize;
 
 use super::{Engine, EngineRequest, json_response};
-use crate::channel::Notification;
+use crate::channel::{Notification, Notified};
 use crate::clients::Client;
 use crate::config::Charset;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{AuthReqId, ErrorCode, Form, OAuthError, Scope, random_token};
-use crate::store::{PendingRequest, PendingStore, StoreError};
+use crate::store::{Delivery, PendingRequest, PendingStore, StoreError};
 use crate::users::User;
 
 /// How long after its expiry an `id_token_hint` is still accepted (SEC-03).
@@ -154,14 +154,26 @@ impl Engine {
             login_hint: hint_text,
             approval_url: &approval_url,
         };
-        if let Err(e) = self.channel.notify(&note).await {
-            // Nothing may be left behind that can never complete.
-            self.store.cancel(&pending.id).await;
-            tracing::warn!(client_id = %client.id, error = %e, "the user could not be reached; request refused");
-            return Err(OAuthError::unavailable(
-                "the authentication channel could not be reached; the request was not started",
-                10,
-            ));
+        match self.channel.notify(&note).await {
+            Err(e) => {
+                // Nothing may be left behind that can never complete.
+                self.store.cancel(&pending.id).await;
+                tracing::warn!(client_id = %client.id, error = %e, "the user could not be reached; request refused");
+                return Err(OAuthError::unavailable(
+                    "the authentication channel could not be reached; the request was not started",
+                    10,
+                ));
+            }
+            Ok(Notified::Settled(Delivery::Pending)) => {}
+            Ok(Notified::Settled(d)) => self.store.record_delivery(&pending.id, d).await,
+            // Delivered in the background; the client's polling never waits for it.
+            Ok(Notified::InFlight(delivery)) => {
+                let (store, id) = (Arc::clone(&self.store), pending.id.clone());
+                tokio::spawn(async move {
+                    let d = delivery.await;
+                    store.record_delivery(&id, d).await;
+                });
+            }
         }
         tracing::info!(client_id = %client.id, subject = %user.subject, expires_in = lifetime, "backchannel authentication request accepted");
 

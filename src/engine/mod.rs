@@ -79,7 +79,7 @@ pub struct Engine {
     pub(crate) clients: ClientRegistry,
     pub(crate) users: UserDirectory,
     pub(crate) user_codes: UserCodeGuard,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<Store>,
     pub(crate) channel: Channel,
     pub(crate) minter: Minter,
     pub(crate) pages: Pages,
@@ -135,7 +135,7 @@ impl Engine {
             channel: Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock))
                 .map_err(all)?,
             pages: Pages::new(&cfg),
-            store,
+            store: Arc::new(store),
             minter,
             discovery,
             clock,
@@ -230,9 +230,10 @@ impl Engine {
         self.upstream.is_some()
     }
 
-    /// How far the notification of a request got (with `channel.type: notify`).
-    pub fn delivery(&self, auth_req_id: &str) -> Option<crate::channel::Delivery> {
-        self.channel.delivery(auth_req_id)
+    /// How far the notification of a live request got.
+    pub async fn delivery(&self, auth_req_id: &str) -> Option<crate::store::Delivery> {
+        use crate::store::PendingStore as _;
+        self.store.delivery(auth_req_id).await
     }
 
     /// The upstream provider, if configured.

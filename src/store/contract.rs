@@ -5,7 +5,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{
-    Approval, Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, StoreError,
+    Approval, Decision, Delivery, PendingRequest, PendingStore, PollOutcome, ResolveError,
+    StoreError,
 };
 use crate::protocol::{AuthReqId, Scope, random_token};
 
@@ -51,6 +52,23 @@ where
     capacity_refuses_without_evicting(make(2).await).await;
     cancel_removes(make(100).await).await;
     concurrent_polls_take_once(Arc::new(make(100).await)).await;
+    delivery_state_is_part_of_the_request(make(100).await).await;
+}
+
+/// A request's notification state starts pending, is recorded, and goes with the request.
+async fn delivery_state_is_part_of_the_request<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    s.create(r.clone()).await.unwrap();
+    assert_eq!(s.delivery(r.id.as_str()).await, Some(Delivery::Pending));
+    s.record_delivery(&r.id, Delivery::Delivered { attempts: 2 })
+        .await;
+    assert_eq!(
+        s.delivery(r.id.as_str()).await,
+        Some(Delivery::Delivered { attempts: 2 })
+    );
+    s.cancel(&r.id).await;
+    assert_eq!(s.delivery(r.id.as_str()).await, None);
+    assert_eq!(s.delivery("unknown").await, None);
 }
 
 /// TOK-05, GW-05: pending; a poll inside the interval is `slow_down` and raises it by 5 s; the

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
 
 use super::{
-    Approval, Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, StoreError,
+    Approval, Decision, Delivery, PendingRequest, PendingStore, PollOutcome, ResolveError,
+    StoreError,
 };
 use crate::protocol::AuthReqId;
 
@@ -28,6 +29,7 @@ enum Status {
 #[derive(Debug)]
 struct State {
     status: Status,
+    delivery: Delivery,
     last_poll_ms: Option<u64>,
     interval_secs: u32,
 }
@@ -145,6 +147,7 @@ impl PendingStore for MemoryStore {
         let entry = Arc::new(Entry {
             state: Mutex::new(State {
                 status: Status::Pending,
+                delivery: Delivery::Pending,
                 last_poll_ms: None,
                 interval_secs: req.interval_secs,
             }),
@@ -246,6 +249,18 @@ impl PendingStore for MemoryStore {
         {
             self.handles.invalidate(&h);
         }
+    }
+
+    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) {
+        if let Some(entry) = key(id.as_str()).and_then(|k| self.requests.get(&k)) {
+            Self::lock(&entry).delivery = delivery;
+        }
+    }
+
+    async fn delivery(&self, id: &str) -> Option<Delivery> {
+        let entry = self.requests.get(&key(id)?)?;
+        let st = Self::lock(&entry);
+        Some(st.delivery.clone())
     }
 }
 

@@ -80,6 +80,26 @@ impl std::fmt::Debug for IssuedTokens {
     }
 }
 
+/// How far the notification of one request got (visible through
+/// [`crate::Engine::delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Being delivered (or retried).
+    Pending,
+    /// Accepted by the notifier's target.
+    Delivered {
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Given up: the reason is also logged.
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+}
+
 /// How a request was resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -163,6 +183,16 @@ pub trait PendingStore: Send + Sync + 'static {
     /// Removes a request whose user could not be reached, so that none is left behind that can
     /// never complete.
     fn cancel(&self, id: &AuthReqId) -> impl Future<Output = ()> + Send;
+
+    /// Records how far the user's notification got (a new request starts `Pending`).
+    fn record_delivery(
+        &self,
+        id: &AuthReqId,
+        delivery: Delivery,
+    ) -> impl Future<Output = ()> + Send;
+
+    /// The notification state of a live request.
+    fn delivery(&self, id: &str) -> impl Future<Output = Option<Delivery>> + Send;
 }
 
 /// The configured store. An enum rather than a trait object: the poll path stays free of
@@ -207,6 +237,16 @@ impl PendingStore for Store {
     async fn cancel(&self, id: &AuthReqId) {
         match self {
             Self::Memory(s) => s.cancel(id).await,
+        }
+    }
+    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) {
+        match self {
+            Self::Memory(s) => s.record_delivery(id, delivery).await,
+        }
+    }
+    async fn delivery(&self, id: &str) -> Option<Delivery> {
+        match self {
+            Self::Memory(s) => s.delivery(id).await,
         }
     }
 }
