@@ -208,6 +208,9 @@ impl ProxyHttp for CibaProxy {
                 http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::BAD_REQUEST);
             r
         };
+        // pingora will not reuse this connection: turn keep-alive off so the answer carries
+        // `Connection: close`, or a client may send its next request on a closing connection.
+        session.as_mut().set_keepalive(None);
         let _ = respond(session, resp).await;
         FailToProxy {
             error_code: code,
