@@ -21,14 +21,7 @@ async fn open(gw: &Gateway, link: &str) -> Result<Page, u16> {
     let set = headers["set-cookie"].to_str().unwrap().to_owned();
     let cookie = set.split(';').next().unwrap().to_owned();
     let html = r.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_field(&html);
     Ok(Page {
         link: link.to_owned(),
         cookie,

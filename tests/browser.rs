@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ciba_gateway::config::{
-    ApprovalMode, AuthMethod, ChannelConfig, EmailConfig, EngineKind, NotifierKind, Outbound,
-    SecretRef, SmtpTls, TokenSource, UpstreamClient, UsersConfig, WebhookConfig,
+    ApprovalMode, AuthMethod, ChannelConfig, EngineKind, NotifierKind, Outbound, SecretRef,
+    TokenSource, UpstreamClient, UsersConfig, WebhookConfig,
 };
 use common::upstream::*;
 use common::webhook::{Receiver, receiver};
@@ -63,18 +63,7 @@ async fn journey() -> Journey {
                 max_attempts: 3,
                 outbound: local,
             }),
-            email: Some(EmailConfig {
-                host: "127.0.0.1".into(),
-                port: smtp_port,
-                tls: SmtpTls::None,
-                ca_file: None,
-                username: None,
-                password: None,
-                from: "Sign-in <noreply@gateway.example>".into(),
-                timeout_ms: 3000,
-                retry_initial_ms: 50,
-                max_attempts: 3,
-            }),
+            email: Some(common::smtp::email_config(smtp_port, 50, 3)),
         };
         if let UsersConfig::Static { users } = &mut c.users {
             users[0].notify = Some(NotifierKind::Email); // alice

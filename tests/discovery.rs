@@ -12,7 +12,6 @@ use axum::routing::{get, post};
 use ciba_gateway::Engine;
 use ciba_gateway::tower::CibaLayer;
 use common::*;
-use jsonwebtoken::jwk::JwkSet;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -59,31 +58,9 @@ async fn gw_02_id_token_verifies_against_the_advertised_jwks() {
     let call = auth.next_call().await;
     callback(&gw, &call.bearer, "SUCCEED").await;
     let tokens = gw.poll(&id).await;
-    let d: Value = gw.discovery().await;
-    let jwks: JwkSet = gw
-        .http
-        .get(d["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id_token = tokens.json["id_token"].as_str().unwrap();
-    let header = jsonwebtoken::decode_header(id_token).unwrap();
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("the signing key is published");
-    let mut v = jsonwebtoken::Validation::new(header.alg);
-    v.set_audience(&["post-client"]);
-    v.set_issuer(&[d["issuer"].as_str().unwrap()]);
-    let claims = jsonwebtoken::decode::<Value>(
-        id_token,
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &v,
-    )
-    .unwrap()
-    .claims;
+    let claims = gw
+        .verify_id_token(tokens.json["id_token"].as_str().unwrap(), "post-client")
+        .await;
     assert_eq!(claims["sub"], "sub-alice");
 }
 

@@ -9,8 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use ciba_gateway::channel::{Delivery, webhook_signature};
 use ciba_gateway::config::{
-    ChannelConfig, EmailConfig, NotifierKind, Outbound, SecretRef, SmtpTls, UsersConfig,
-    WebhookConfig,
+    ChannelConfig, NotifierKind, Outbound, SecretRef, SmtpTls, UsersConfig, WebhookConfig,
 };
 use common::webhook::receiver;
 use common::*;
@@ -176,18 +175,7 @@ fn email_channel(port: u16) -> ChannelConfig {
     ChannelConfig::Notify {
         default: NotifierKind::Email,
         webhook: None,
-        email: Some(EmailConfig {
-            host: "127.0.0.1".into(),
-            port,
-            tls: SmtpTls::None,
-            ca_file: None,
-            username: None,
-            password: None,
-            from: "Sign-in <noreply@gateway.example>".into(),
-            timeout_ms: 3000,
-            retry_initial_ms: 20,
-            max_attempts: 2,
-        }),
+        email: Some(common::smtp::email_config(port, 20, 2)),
     }
 }
 

@@ -131,14 +131,7 @@ async fn readme_walkthrough_against_the_quickstart_binary() {
         .to_owned();
     let html = page.text().await.unwrap();
     assert!(html.contains("My Client") && html.contains("Please authenticate for my-client"));
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let csrf = csrf_field(&html);
     let done = http
         .post(&link)
         .header("cookie", cookie)

@@ -182,31 +182,9 @@ async fn ciba_poll_flow_id_token_verifies_against_advertised_jwks(kind: EngineKi
     let tokens = gw.poll(&id).await;
     assert_eq!(tokens.status, 200, "{}", tokens.json);
     // Validate as a client would: from discovery's issuer and jwks_uri alone.
-    let d = gw.discovery().await;
-    let jwks: jsonwebtoken::jwk::JwkSet = gw
-        .http
-        .get(d["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id_token = tokens.json["id_token"].as_str().unwrap();
-    let header = jsonwebtoken::decode_header(id_token).unwrap();
-    let jwk = jwks
-        .find(header.kid.as_deref().unwrap())
-        .expect("the signing key is in the advertised JWKS");
-    let mut v = jsonwebtoken::Validation::new(header.alg);
-    v.set_audience(&["post-client"]);
-    v.set_issuer(&[d["issuer"].as_str().unwrap()]);
-    let claims = jsonwebtoken::decode::<Value>(
-        id_token,
-        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-        &v,
-    )
-    .unwrap()
-    .claims;
+    let claims = gw
+        .verify_id_token(tokens.json["id_token"].as_str().unwrap(), "post-client")
+        .await;
     assert_eq!(claims["sub"], "sub-alice");
     assert_eq!(claims["iss"], gw.url);
 }

@@ -21,6 +21,17 @@ macro_rules! both_engines {
     )*};
 }
 
+/// The value of the hidden `csrf` field of a page's form.
+pub fn csrf_field(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
 /// The header and claims of a JWT, unverified (tests check signatures separately).
 pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
     use base64::Engine as _;
@@ -262,6 +273,35 @@ impl Gateway {
             .json()
             .await
             .unwrap()
+    }
+
+    /// Validates an ID token as a client would, from discovery's `issuer` and `jwks_uri` alone,
+    /// for audience `aud`; returns its claims.
+    pub async fn verify_id_token(&self, id_token: &str, aud: &str) -> serde_json::Value {
+        let d = self.discovery().await;
+        let jwks: jsonwebtoken::jwk::JwkSet = self
+            .http
+            .get(d["jwks_uri"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let header = jsonwebtoken::decode_header(id_token).unwrap();
+        let jwk = jwks
+            .find(header.kid.as_deref().unwrap())
+            .expect("the signing key is in the advertised JWKS");
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.set_audience(&[aud]);
+        v.set_issuer(&[d["issuer"].as_str().unwrap()]);
+        jsonwebtoken::decode::<serde_json::Value>(
+            id_token,
+            &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+            &v,
+        )
+        .unwrap()
+        .claims
     }
 
     /// bc-authorize as `post-client` with the given extra parameters.

@@ -143,3 +143,23 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         send(&mut stream, reply).await;
     }
 }
+
+/// An e-mail notifier configuration for a plain-text sink on `port`.
+pub fn email_config(
+    port: u16,
+    retry_initial_ms: u64,
+    max_attempts: u32,
+) -> ciba_gateway::config::EmailConfig {
+    ciba_gateway::config::EmailConfig {
+        host: "127.0.0.1".into(),
+        port,
+        tls: ciba_gateway::config::SmtpTls::None,
+        ca_file: None,
+        username: None,
+        password: None,
+        from: "Sign-in <noreply@gateway.example>".into(),
+        timeout_ms: 3000,
+        retry_initial_ms,
+        max_attempts,
+    }
+}
