@@ -42,19 +42,11 @@ use crate::protocol::OAuthError;
 pub struct CibaProxy {
     engine: Arc<Engine>,
     tls_listener: bool,
-    peer: Peer,
-}
-
-/// The upstream, resolved once: a per-request `HttpPeer::new(host)` would resolve the name on
-/// every request (a blocking lookup on the proxy's thread). Like nginx's `proxy_pass` without a
-/// `resolver`, the address is fixed at start; restart to pick up a DNS change.
-#[derive(Debug, Clone)]
-struct Peer {
-    addr: std::net::SocketAddr,
-    tls: bool,
-    sni: String,
-    connect_timeout: Duration,
-    read_timeout: Duration,
+    /// The upstream, resolved once and built once: a per-request `HttpPeer::new(host)` would
+    /// resolve the name on every request (a blocking lookup on the proxy's thread). Like
+    /// nginx's `proxy_pass` without a `resolver`, the address is fixed at start; restart to
+    /// pick up a DNS change.
+    peer: HttpPeer,
 }
 
 impl CibaProxy {
@@ -77,13 +69,13 @@ impl CibaProxy {
             .and_then(|mut a| a.next())
             .ok_or_else(|| format!("upstream host {host} does not resolve"))?;
         let cfg = upstream.config();
-        let peer = Peer {
-            addr,
-            tls,
-            sni: host,
-            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
-            read_timeout: Duration::from_millis(cfg.read_timeout_ms),
-        };
+        // Never an empty SNI: pingora's rustls connector skips verification without one.
+        let mut peer = HttpPeer::new(addr, tls, host);
+        peer.options.connection_timeout = Some(Duration::from_millis(cfg.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(cfg.read_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.verify_cert = true;
+        peer.options.verify_hostname = true;
         let tls_listener = engine.config().tls.is_some();
         Ok(Self {
             engine,
@@ -128,6 +120,11 @@ impl ProxyHttp for CibaProxy {
 
     fn new_ctx(&self) -> Self::CTX {}
 
+    /// No downstream modules: pingora's default adds a response-compression module that is
+    /// disabled yet still built and consulted on every request. The gateway passes the
+    /// upstream's encoding through untouched.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         let Some(route) = self.engine.route(session.req_header().uri.path()) else {
             return Ok(false);
@@ -156,15 +153,7 @@ impl ProxyHttp for CibaProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        let p = &self.peer;
-        // Never an empty SNI: pingora's rustls connector skips verification without one.
-        let mut peer = HttpPeer::new(p.addr, p.tls, p.sni.clone());
-        peer.options.connection_timeout = Some(p.connect_timeout);
-        peer.options.read_timeout = Some(p.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        peer.options.verify_cert = true;
-        peer.options.verify_hostname = true;
-        Ok(Box::new(peer))
+        Ok(Box::new(self.peer.clone()))
     }
 
     async fn upstream_request_filter(
@@ -180,8 +169,8 @@ impl ProxyHttp for CibaProxy {
         let edits = self
             .engine
             .header_edits(&upstream_request.headers, peer, self.tls_listener);
-        for name in edits.remove {
-            upstream_request.remove_header(*name);
+        for name in &edits.remove {
+            upstream_request.remove_header(name);
         }
         for (name, value) in edits.set {
             upstream_request.insert_header(name, value)?;

@@ -138,7 +138,7 @@ where
         conn.is_some_and(|c| c.tls),
     );
     for h in edits.remove {
-        headers.remove(*h);
+        headers.remove(h);
     }
     for (k, v) in edits.set {
         headers.insert(k, v);

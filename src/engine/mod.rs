@@ -22,7 +22,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigErrors, StoreConfig};
 use crate::store::{MemoryStore, Store};
 use crate::tokens::{KeySet, Minter};
-use crate::upstream::{HeaderEdits, UNTRUSTED_INBOUND, Upstream, UpstreamError};
+use crate::upstream::{HeaderEdits, Upstream, UpstreamError};
 use crate::users::{UserCodeGuard, UserDirectory};
 
 pub use approval::Pages;
@@ -254,7 +254,7 @@ impl Engine {
         match &self.upstream {
             Some(u) => u.header_edits(headers, peer, tls),
             None => HeaderEdits {
-                remove: UNTRUSTED_INBOUND,
+                remove: crate::upstream::untrusted_present(headers),
                 set: Vec::new(),
             },
         }

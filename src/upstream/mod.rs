@@ -53,8 +53,9 @@ pub enum UpstreamError {
 /// What to change on a request before it goes upstream.
 #[derive(Debug, Default)]
 pub struct HeaderEdits {
-    /// Headers to remove.
-    pub remove: &'static [&'static str],
+    /// Headers to remove: the [`UNTRUSTED_INBOUND`] headers this request carries (usually
+    /// none, so usually no allocation).
+    pub remove: Vec<HeaderName>,
     /// Headers to set (replacing any value).
     pub set: Vec<(HeaderName, HeaderValue)>,
 }
@@ -270,10 +271,7 @@ impl Upstream {
             ForwardingHeaders::None => {}
             ForwardingHeaders::XForwarded => {
                 if let Some(ip) = peer {
-                    set.push((
-                        HeaderName::from_static("x-forwarded-for"),
-                        HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header"),
-                    ));
+                    set.push((HeaderName::from_static("x-forwarded-for"), ip_value(ip)));
                 }
                 set.push((
                     HeaderName::from_static("x-forwarded-proto"),
@@ -301,8 +299,59 @@ impl Upstream {
             }
         }
         HeaderEdits {
-            remove: UNTRUSTED_INBOUND,
+            remove: untrusted_present(headers),
             set,
         }
+    }
+}
+
+/// The [`UNTRUSTED_INBOUND`] headers present in `headers`. One pass over the request's header
+/// names instead of a removal attempt per listed name: forwarding is the hot path.
+pub fn untrusted_present(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .keys()
+        .filter(|k| UNTRUSTED_INBOUND.contains(&k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// An IP address as a header value, formatted on the stack.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 64];
+    let mut w = &mut buf[..];
+    write!(w, "{ip}").expect("an IP address fits in 64 bytes");
+    let len = 64 - w.len();
+    HeaderValue::from_bytes(&buf[..len]).expect("an IP address is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // BCP-05 / GW-06: every listed header the request carries is found, whatever its case on
+    // the wire, and nothing else is.
+    #[test]
+    fn untrusted_present_finds_exactly_the_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("X-Forwarded-For", HeaderValue::from_static("203.0.113.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.1"));
+        h.insert("Client-Cert", HeaderValue::from_static(":AAAA:"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        h.insert("x-forwarded-fort", HeaderValue::from_static("not listed"));
+        let mut found: Vec<_> = untrusted_present(&h)
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        found.sort();
+        assert_eq!(found, ["client-cert", "x-forwarded-for"]);
+        assert!(untrusted_present(&HeaderMap::new()).is_empty());
+    }
+
+    #[test]
+    fn ip_values_for_both_families() {
+        assert_eq!(ip_value("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        let v6 = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff";
+        assert_eq!(ip_value(v6.parse().unwrap()), v6);
     }
 }
