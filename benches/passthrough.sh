@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Pass-through throughput and p99 latency, in one run: straight to a hyper upstream, through
-# ciba-gateway (pingora engine, and tower engine), and through nginx as a reverse proxy. Same
-# worker count for every proxy; wrk on loopback. Prints the median of REPS runs.
+# ciba-gateway (pingora engine, and tower engine), through a bare pingora proxy with no gateway
+# code (examples/bare_pingora.rs: the floor of any pingora proxy), and through nginx as a
+# reverse proxy. Same worker count for every proxy; wrk on loopback. Prints the median of REPS
+# runs.
 #
 #   benches/passthrough.sh                   # WORKERS=1 CONNS=64 DURATION=10s REPS=3
 #   WORKERS=2 benches/passthrough.sh
@@ -19,14 +21,14 @@ if ((${#missing[@]})); then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --quiet --bin ciba-gateway --example hello_upstream
+cargo build --release --quiet --bin ciba-gateway --example hello_upstream --example bare_pingora
 
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
-UP=19000 PINGORA=19001 NGINX_PORT=19002 TOWER=19003
+UP=19000 PINGORA=19001 NGINX_PORT=19002 TOWER=19003 BARE=19004
 target/release/examples/hello_upstream 127.0.0.1:$UP >/dev/null & pids+=($!)
 
 for engine in pingora tower; do
@@ -58,7 +60,10 @@ http {
 CONF
 "$NGINX" -c "$tmp/nginx.conf" -p "$tmp" & pids+=($!)
 
-for port in $UP $PINGORA $TOWER $NGINX_PORT; do
+target/release/examples/bare_pingora 127.0.0.1:$BARE 127.0.0.1:$UP "$WORKERS" >/dev/null 2>&1 &
+pids+=($!)
+
+for port in $UP $PINGORA $TOWER $NGINX_PORT $BARE; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -66,6 +71,7 @@ done
 # shared 2-core box is noisy, CPU per request much less so.
 declare -A pid_of
 pid_of[direct]=${pids[0]} pid_of[pingora]=${pids[1]} pid_of[tower]=${pids[2]} pid_of[nginx]=${pids[3]}
+pid_of[bare]=${pids[4]}
 cpu_ticks() {
   local total=0 p
   for p in "$1" $(pgrep -P "$1" || true); do
@@ -77,7 +83,7 @@ TICK=$(getconf CLK_TCK)
 
 declare -A rps p99 cpu
 for rep in $(seq "$REPS"); do
-  for t in direct:$UP pingora:$PINGORA tower:$TOWER nginx:$NGINX_PORT; do
+  for t in direct:$UP pingora:$PINGORA bare:$BARE tower:$TOWER nginx:$NGINX_PORT; do
     name=${t%%:*} port=${t##*:}
     before=$(cpu_ticks "${pid_of[$name]}")
     out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$port/")
@@ -94,8 +100,9 @@ done
 median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf '\nworkers=%s connections=%s duration=%s reps=%s (median)\n' "$WORKERS" "$CONNS" "$DURATION" "$REPS"
 printf '%-10s %12s %10s %12s\n' target req/s p99_ms cpu_us/req
-for name in direct pingora tower nginx; do
+for name in direct pingora bare tower nginx; do
   printf '%-10s %12s %10s %12s   (req/s: %s| p99 ms: %s| cpu us: %s)\n' "$name" "$(median "${rps[$name]}")" \
     "$(median "${p99[$name]}")" "$(median "${cpu[$name]}")" "${rps[$name]}" "${p99[$name]}" "${cpu[$name]}"
 done
 echo "cpu_us/req: CPU time (user + system) of the server process (nginx: master and workers) per request."
+echo "bare: a pingora ProxyHttp with only upstream_peer, no gateway code (examples/bare_pingora.rs)."

@@ -1,0 +1,64 @@
+//! The smallest pingora reverse proxy: one `ProxyHttp` whose only phase picks the upstream.
+//! No gateway code at all: the pass-through benchmark (`benches/passthrough.sh`) runs it as
+//! the floor that any pingora-based proxy (ciba-gateway's pingora engine included) starts
+//! from, next to nginx.
+//!
+//! ```text
+//! cargo run --release --example bare_pingora -- 127.0.0.1:9001 127.0.0.1:9000 1
+//! #                                             listen         upstream       threads
+//! ```
+
+use async_trait::async_trait;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+
+// The same allocator as the `ciba-gateway` binary, so that the comparison is like for like.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Bare(HttpPeer);
+
+#[async_trait]
+impl ProxyHttp for Bare {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(self.0.clone()))
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:9001".into());
+    let upstream: std::net::SocketAddr = args
+        .next()
+        .unwrap_or_else(|| "127.0.0.1:9000".into())
+        .parse()
+        .expect("the upstream as ip:port");
+    let threads = args
+        .next()
+        .map_or(1, |t| t.parse().expect("a thread count"));
+
+    let mut server = Server::new_with_opt_and_conf(
+        None,
+        ServerConf {
+            threads,
+            ..ServerConf::default()
+        },
+    );
+    server.bootstrap();
+    let peer = HttpPeer::new(upstream, false, String::new());
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare(peer));
+    service.add_tcp(&listen);
+    server.add_service(service);
+    server.run_forever()
+}
