@@ -71,7 +71,11 @@ impl OutboundClient {
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(policy.timeout_ms))
             .connect_timeout(Duration::from_millis(policy.timeout_ms.min(3000)))
-            .user_agent(concat!("ciba-gateway/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("ciba-gateway/", env!("CARGO_PKG_VERSION")))
+            // Notification endpoints and user directories answer small JSON: no decompression
+            // (and so no decompression bomb) on this client.
+            .no_gzip()
+            .no_deflate();
         if !policy.allow_private_networks {
             b = b.dns_resolver(Arc::new(GuardedResolver));
         }

@@ -68,6 +68,9 @@ impl Inner {
                 // HTTP/1.1 upstream, as pingora does: the client's Host header is forwarded as is,
                 // which HTTP/2 would carry as a conflicting :authority.
                 .http1_only()
+                // Pass-through is byte for byte: bodies keep their Content-Encoding.
+                .no_gzip()
+                .no_deflate()
                 .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
                 .read_timeout(Duration::from_millis(c.read_timeout_ms))
                 .pool_idle_timeout(Duration::from_secs(60));

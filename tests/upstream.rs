@@ -24,6 +24,7 @@ both_engines!(
     bcp_05_forwarding_headers_are_the_gateways,
     tok_11_other_grants_reach_upstream_byte_for_byte,
     slow_upstream_is_504_json,
+    compressed_upstream_answers_are_decoded_or_passed_through,
 );
 
 async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
@@ -320,4 +321,95 @@ async fn slow_upstream_is_504_json(kind: EngineKind) {
     }
     // The gateway's own endpoints are unaffected.
     assert_eq!(gw.start_request().await.len(), 43);
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Issue 3 (discovery): a provider behind a compressing proxy may gzip its answers even when
+/// asked for `identity`. The gateway decodes what it merges (discovery) and leaves everything
+/// it passes through exactly as the provider sent it.
+async fn compressed_upstream_answers_are_decoded_or_passed_through(kind: EngineKind) {
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://{}", listener.local_addr().unwrap());
+    let doc = gzip(
+        json!({
+            "issuer": public,
+            "token_endpoint": format!("{public}/token"),
+            "grant_types_supported": ["authorization_code"],
+            "x_marker": "decoded from gzip",
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    let asset = gzip(&b"a compressed asset, ".repeat(200));
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = {
+        let (doc, asset, asked) = (doc.clone(), asset.clone(), Arc::clone(&asked));
+        axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move |h: axum::http::HeaderMap| async move {
+                    let ae = h
+                        .get("accept-encoding")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    asked.lock().unwrap().push(ae.unwrap_or_default());
+                    (
+                        [
+                            ("content-type", "application/json"),
+                            ("content-encoding", "gzip"),
+                        ],
+                        doc,
+                    )
+                }),
+            )
+            .route(
+                "/asset",
+                axum::routing::get(move || async move {
+                    (
+                        [("content-type", "text/plain"), ("content-encoding", "gzip")],
+                        asset,
+                    )
+                }),
+            )
+    };
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = up.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(up, app).await });
+    let gw = gateway_in_front(kind, listener, port, |_| {}).await;
+
+    let (status, d) = get_json(&gw, "/.well-known/openid-configuration").await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["x_marker"], "decoded from gzip");
+    assert_eq!(d["issuer"], gw.url);
+    assert_eq!(
+        d["backchannel_authentication_endpoint"],
+        format!("{}/bc-authorize", gw.url)
+    );
+    assert_eq!(
+        *asked.lock().unwrap(),
+        ["identity"],
+        "what the gateway asked for"
+    );
+
+    let r = gw
+        .http
+        .get(format!("{}/asset", gw.url))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(r.headers()["content-length"], asset.len().to_string());
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        asset,
+        "passed through byte for byte"
+    );
 }

@@ -162,7 +162,10 @@ impl Upstream {
             .await
             .map_err(|e| e.without_url().to_string())?;
         let status = resp.status();
-        let json: Value = resp.json().await.map_err(|e| e.without_url().to_string())?;
+        let body = super::read_capped(resp, super::MAX_METADATA_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        let json: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
         if !status.is_success() {
             let code = json
                 .get("error")

@@ -114,6 +114,8 @@ impl std::fmt::Debug for Upstream {
 impl Upstream {
     /// Builds the upstream from configuration; `public_url` is the gateway's.
     pub fn new(cfg: &UpstreamConfig, public_url: &Url) -> Result<Self, ConfigError> {
+        // gzip and deflate are decoded: the gateway asks for `identity`, but a provider behind
+        // a compressing proxy or CDN may answer compressed all the same.
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
@@ -201,9 +203,8 @@ impl Upstream {
                 resp.status().as_u16()
             )));
         }
-        resp.json()
-            .await
-            .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))
+        let body = read_capped(resp, MAX_METADATA_BYTES).await?;
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Unavailable(e.to_string()))
     }
 
     /// The upstream's discovery document (cached for `discovery_cache_secs`).
@@ -315,6 +316,28 @@ pub fn untrusted_present(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// The largest discovery document, JWKS or token response the gateway reads from the upstream
+/// (decoded).
+const MAX_METADATA_BYTES: usize = 1 << 20;
+
+/// Reads a response body of at most `limit` bytes (after any content decoding).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, UpstreamError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| UpstreamError::Unavailable(e.without_url().to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(UpstreamError::Unavailable(format!(
+                "response larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An IP address as a header value, formatted on the stack.
 fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
@@ -346,6 +369,13 @@ mod tests {
         found.sort();
         assert_eq!(found, ["client-cert", "x-forwarded-for"]);
         assert!(untrusted_present(&HeaderMap::new()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn upstream_bodies_are_capped() {
+        let resp = |n: usize| reqwest::Response::from(http::Response::new(vec![b'x'; n]));
+        assert_eq!(read_capped(resp(10), 10).await.unwrap().len(), 10);
+        assert!(read_capped(resp(11), 10).await.is_err());
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub fn http_client() -> reqwest::Client {
     ciba_gateway::install_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // The wire as it is: no Accept-Encoding added, nothing decoded behind the test's back.
+        .no_gzip()
+        .no_deflate()
         .build()
         .unwrap()
 }
