@@ -46,6 +46,11 @@ fn engine(c: &mut Criterion) {
 public_url: http://127.0.0.1:8080
 ciba: {{ max_expiry_secs: 100000000, default_expiry_secs: 100000000 }}
 store: {{ type: memory, capacity: 100000000, expired_grace_secs: 0 }}
+# The rate limiters run on every request but never refuse: the clock stands still, so the
+# bursts must cover every iteration.
+limits:
+  bc_per_client: {{ requests: 4294967295, per_secs: 4294967295 }}
+  bc_per_user: {{ requests: 4294967295, per_secs: 4294967295 }}
 users: {{ type: static, users: [ {{ subject: s1, username: alice }} ] }}
 clients: [ {{ client_id: bench, secret: "{secret}", token_endpoint_auth_method: client_secret_post }} ]
 "#

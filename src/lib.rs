@@ -38,6 +38,7 @@ pub mod outbound;
 #[cfg(feature = "pingora")]
 pub mod pingora;
 pub mod protocol;
+pub mod ratelimit;
 pub mod secret;
 #[cfg(feature = "server")]
 pub mod server;

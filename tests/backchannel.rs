@@ -478,3 +478,117 @@ async fn gw_07_oversized_body_is_413() {
         .await;
     assert_eq!(r.status, 413);
 }
+
+/// A gateway with the given backchannel limits, as (requests, per_secs).
+async fn with_limits(per_client: Option<(u32, u32)>, per_user: Option<(u32, u32)>) -> Gateway {
+    let rate = |(requests, per_secs)| ciba_gateway::config::Rate { requests, per_secs };
+    start(|c| {
+        c.limits.bc_per_client = per_client.map(rate);
+        c.limits.bc_per_user = per_user.map(rate);
+    })
+    .await
+}
+
+/// A bc-authorize as `narrow-client` (scope `openid` only) for `user`.
+async fn bc_as_narrow(gw: &Gateway, user: &str) -> Reply {
+    gw.post_form(
+        "/bc-authorize",
+        &[
+            ("client_id", NARROW_CLIENT.0),
+            ("client_secret", NARROW_CLIENT.1),
+            ("scope", "openid"),
+            ("login_hint", user),
+        ],
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn sec_04_gw_07_per_user_limit_spans_clients_and_refills() {
+    let gw = with_limits(None, Some((2, 60))).await;
+    assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
+    assert_eq!(bc_as_narrow(&gw, "alice").await.status, 200);
+    // A third prompt for alice, from either client, is refused before anyone is notified.
+    for r in [gw.bc(OK_PARAMS).await, bc_as_narrow(&gw, "alice").await] {
+        r.assert_error(403, "access_denied");
+        assert_eq!(r.headers["retry-after"], "30");
+        assert_eq!(
+            r.json.as_object().unwrap().len(),
+            2,
+            "error and description only"
+        );
+    }
+    // Addressing her by another hint is the same user.
+    let r = gw
+        .bc(&[("scope", "openid"), ("login_hint", "Alice@Example.com")])
+        .await;
+    r.assert_error(403, "access_denied");
+    // Other users are unaffected; unknown users are still told so.
+    assert_eq!(
+        gw.bc(&[("scope", "openid"), ("login_hint", "bob")])
+            .await
+            .status,
+        200
+    );
+    gw.bc(&[("scope", "openid"), ("login_hint", "nobody")])
+        .await
+        .assert_error(400, "unknown_user_id");
+    // Refused requests cost nothing: 30 s later one more is allowed, then 30 s more.
+    gw.clock.advance_secs(29);
+    gw.bc(OK_PARAMS).await.assert_error(403, "access_denied");
+    gw.clock.advance_secs(1);
+    assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
+    let r = gw.bc(OK_PARAMS).await;
+    r.assert_error(403, "access_denied");
+    assert_eq!(r.headers["retry-after"], "30");
+}
+
+#[tokio::test]
+async fn gw_07_per_client_limit_counts_authenticated_requests_only() {
+    let gw = with_limits(Some((3, 60)), None).await;
+    // Failed authentication does not spend the client's budget.
+    for _ in 0..5 {
+        gw.post_form(
+            "/bc-authorize",
+            &[
+                ("client_id", POST_CLIENT.0),
+                ("client_secret", "wrong"),
+                ("scope", "openid"),
+                ("login_hint", "alice"),
+            ],
+            None,
+        )
+        .await
+        .assert_error(401, "invalid_client");
+    }
+    // Authenticated requests do, whether or not they are valid.
+    assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
+    gw.bc(&[("scope", "openid"), ("login_hint", "nobody")])
+        .await
+        .assert_error(400, "unknown_user_id");
+    assert_eq!(
+        gw.bc(&[("scope", "openid"), ("login_hint", "bob")])
+            .await
+            .status,
+        200
+    );
+    let r = gw.bc(OK_PARAMS).await;
+    r.assert_error(403, "access_denied");
+    assert_eq!(r.headers["retry-after"], "20");
+    // Another client has its own budget.
+    assert_eq!(bc_as_narrow(&gw, "alice").await.status, 200);
+    gw.clock.advance_secs(20);
+    assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
+}
+
+#[tokio::test]
+async fn sec_04_per_user_limit_is_on_by_default() {
+    let gw = gateway().await;
+    for _ in 0..5 {
+        assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
+    }
+    let r = gw.bc(OK_PARAMS).await;
+    r.assert_error(403, "access_denied");
+    assert_eq!(r.headers["retry-after"], "12");
+}

@@ -175,6 +175,7 @@ fn check_reports_every_problem_with_its_field_path() {
 public_url: "ftp://x"
 endpoints: { token: "no-slash" }
 ciba: { interval_secs: 0 }
+limits: { bc_per_user: { requests: 0, per_secs: 60 } }
 clients:
   - { client_id: a, secret: "plain-text-secret" }
   - { client_id: a, secret: "${CIBA_GW_TEST_UNSET_VAR}", backchannel_token_delivery_mode: push }
@@ -191,6 +192,7 @@ clients:
         "public_url:",
         "endpoints.token:",
         "ciba.interval_secs:",
+        "limits.bc_per_user:",
         "clients[0].secret: plaintext secrets are not accepted",
         "clients[1].client_id:",
         "clients[1].secret: environment variable CIBA_GW_TEST_UNSET_VAR is not set",

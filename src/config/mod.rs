@@ -86,3 +86,24 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // GW-07 / SEC-04: the limits are on unless switched off with null.
+    #[test]
+    fn backchannel_rate_limits_default_on_and_null_disables() {
+        let c = Config::from_yaml("public_url: http://gw.example\n").unwrap();
+        let rate = |requests, per_secs| Some(Rate { requests, per_secs });
+        assert_eq!(c.limits.bc_per_user, rate(5, 60));
+        assert_eq!(c.limits.bc_per_client, rate(600, 60));
+        let c = Config::from_yaml(
+            "public_url: http://gw.example\nlimits: { bc_per_user: null, bc_per_client: { requests: 9, per_secs: 3 } }\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.bc_per_user, None);
+        assert_eq!(c.limits.bc_per_client, rate(9, 3));
+        assert_eq!(c.limits.max_body_bytes, 64 * 1024);
+    }
+}

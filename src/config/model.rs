@@ -283,14 +283,39 @@ impl Default for Endpoints {
 pub struct Limits {
     /// Largest request body the gateway buffers, in bytes. Default 65536.
     pub max_body_bytes: usize,
+    /// Backchannel requests one client may make. Default 600 per 60 s; `null`: no limit.
+    pub bc_per_client: Option<Rate>,
+    /// Backchannel requests that may reach one user, across all clients: the defence against
+    /// prompt bombing through a guessable `login_hint` (SEC-04). Default 5 per 60 s; `null`:
+    /// no limit.
+    pub bc_per_user: Option<Rate>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            bc_per_client: Some(Rate {
+                requests: 600,
+                per_secs: 60,
+            }),
+            bc_per_user: Some(Rate {
+                requests: 5,
+                per_secs: 60,
+            }),
         }
     }
+}
+
+/// A rate: a burst of `requests`, refilled evenly over `per_secs` (one request every
+/// `per_secs / requests` seconds once the burst is spent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Requests allowed in a burst and per window. At least 1.
+    pub requests: u32,
+    /// The window, seconds. At least 1.
+    pub per_secs: u32,
 }
 
 /// CIBA protocol policy.
@@ -824,6 +849,19 @@ impl Config {
                 errs.push(ConfigError::new(
                     "limits.max_body_bytes",
                     "must be at most 65536 with an upstream",
+                ));
+            }
+        }
+        for (path, rate) in [
+            ("limits.bc_per_client", self.limits.bc_per_client),
+            ("limits.bc_per_user", self.limits.bc_per_user),
+        ] {
+            if let Some(r) = rate
+                && (r.requests == 0 || r.per_secs == 0)
+            {
+                errs.push(ConfigError::new(
+                    path,
+                    "requests and per_secs must be positive (null disables the limit)",
                 ));
             }
         }

@@ -49,6 +49,14 @@ impl Engine {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the CIBA grant"));
         }
+        // GW-07: every authenticated request counts against the client's budget.
+        if let Some(Err(wait)) = self.per_client.as_ref().map(|l| l.check(&client.id)) {
+            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for the client");
+            return Err(rate_limited(
+                "too many authentication requests from this client; try again later",
+                wait,
+            ));
+        }
 
         // (2) signed requests are not offered (DISC-04 absent), BC-JWT-06
         if form.has("request") || form.has("request_uri") {
@@ -116,6 +124,15 @@ impl Engine {
         }
         if let Some(m) = binding_message {
             self.check_binding_message(m)?;
+        }
+        // SEC-04 / GW-07: only requests that would reach the user count against the user's
+        // budget, whichever client sends them. The user is not named in the log.
+        if let Some(Err(wait)) = self.per_user.as_ref().map(|l| l.check(&user.subject)) {
+            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for a user");
+            return Err(rate_limited(
+                "too many authentication requests for this user; try again later",
+                wait,
+            ));
         }
 
         let now = self.clock.now_ms();
@@ -321,6 +338,15 @@ impl Engine {
             Err(bad("binding_message has characters that cannot be shown"))
         }
     }
+}
+
+/// Over a rate limit: 403 `access_denied`, the backchannel endpoint's code for a request the
+/// OP's policy refuses before any user interaction (BC-ERR-01 keeps to the codes of C§13, so
+/// no 429), with `Retry-After`.
+fn rate_limited(description: &'static str, wait_secs: u64) -> OAuthError {
+    OAuthError::new(ErrorCode::AccessDenied, StatusCode::FORBIDDEN)
+        .describe(description)
+        .retry_after(u32::try_from(wait_secs).unwrap_or(u32::MAX))
 }
 
 /// Unicode format characters (bidi overrides, zero-width marks) that would let a message look

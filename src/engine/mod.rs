@@ -20,6 +20,7 @@ use crate::channel::Channel;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigError, ConfigErrors, StoreConfig};
+use crate::ratelimit::RateLimiter;
 use crate::store::{MemoryStore, Store};
 use crate::tokens::{KeySet, Minter};
 use crate::upstream::{HeaderEdits, Upstream, UpstreamError};
@@ -79,6 +80,8 @@ pub struct Engine {
     pub(crate) clients: ClientRegistry,
     pub(crate) users: UserDirectory,
     pub(crate) user_codes: UserCodeGuard,
+    pub(crate) per_client: Option<RateLimiter>,
+    pub(crate) per_user: Option<RateLimiter>,
     pub(crate) store: Arc<Store>,
     pub(crate) channel: Channel,
     pub(crate) minter: Minter,
@@ -132,6 +135,14 @@ impl Engine {
             clients: ClientRegistry::from_config(&cfg).map_err(all)?,
             users: UserDirectory::from_config(&cfg.users).map_err(all)?,
             user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
+            per_client: cfg
+                .limits
+                .bc_per_client
+                .map(|r| RateLimiter::new(&r, Arc::clone(&clock))),
+            per_user: cfg
+                .limits
+                .bc_per_user
+                .map(|r| RateLimiter::new(&r, Arc::clone(&clock))),
             channel: Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock))
                 .map_err(all)?,
             pages: Pages::new(&cfg),

@@ -186,6 +186,12 @@ impl OAuthError {
         self
     }
 
+    /// Adds a `Retry-After` header (seconds).
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
     /// The error code.
     pub fn code(&self) -> ErrorCode {
         self.code
