@@ -2,7 +2,7 @@
 //! against argon2id hashes with a cache so that a poll never pays a password hash twice.
 
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHashString, PasswordVerifier};
 use argon2::{Argon2, PasswordHasher};
@@ -50,6 +50,19 @@ pub fn hash_secret(secret: &str) -> String {
         .expect("argon2 with default parameters cannot fail")
         .to_string()
 }
+
+/// At most this many argon2 verifications run at once, one per CPU; the rest wait their turn
+/// asynchronously. Without the bound, a flood of wrong secrets (each a cache miss, 19 MiB and
+/// milliseconds of CPU) would fill tokio's blocking pool — up to 512 threads, ~10 GiB — while
+/// clients whose secrets are cached never wait for it.
+static HASH_SLOTS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+});
+
+#[cfg(test)]
+static HASHING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+#[cfg(test)]
+static MOST_HASHING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// What a presented secret is checked against.
 #[derive(Clone)]
@@ -127,10 +140,23 @@ impl SecretVerifier {
             Expected::Argon2(phc) => {
                 let phc = Arc::clone(phc);
                 let presented = presented.to_owned();
+                let Ok(slot) = HASH_SLOTS.acquire().await else {
+                    return false; // never closed
+                };
                 tokio::task::spawn_blocking(move || {
-                    Argon2::default()
+                    let _slot = slot;
+                    #[cfg(test)]
+                    {
+                        use std::sync::atomic::Ordering::SeqCst;
+                        let now = HASHING.fetch_add(1, SeqCst) + 1;
+                        MOST_HASHING.fetch_max(now, SeqCst);
+                    }
+                    let ok = Argon2::default()
                         .verify_password(presented.as_bytes(), &phc.password_hash())
-                        .is_ok()
+                        .is_ok();
+                    #[cfg(test)]
+                    HASHING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    ok
                 })
                 .await
                 .unwrap_or(false)
@@ -155,6 +181,26 @@ mod tests {
         assert!(v.verified.read().unwrap().is_some());
         assert!(v.verify("s3cret").await);
         assert!(!v.verify("s3cret ").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_flood_of_wrong_secrets_hashes_at_most_one_per_cpu() {
+        let v = Arc::new(SecretVerifier::new(
+            Expected::argon2(&hash_secret("right")).unwrap(),
+        ));
+        let wrong: Vec<_> = (0..24)
+            .map(|i| {
+                let v = Arc::clone(&v);
+                tokio::spawn(async move { v.verify(&format!("wrong-{i}")).await })
+            })
+            .collect();
+        for w in wrong {
+            assert!(!w.await.unwrap());
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let most = MOST_HASHING.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(most >= 1 && most <= cpus, "{most} at once on {cpus} CPUs");
+        assert!(v.verify("right").await);
     }
 
     #[tokio::test]
