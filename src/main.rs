@@ -235,8 +235,19 @@ fn serve_pingora(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode 
     ExitCode::SUCCESS
 }
 
-/// hyper with the tower layer, forwarding with a hyper-based client.
+/// hyper with the tower layer, forwarding with a hyper-based client; TLS on the listener with
+/// rustls when configured.
 fn serve_tower(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
+    let tls = match &engine.config().tls {
+        Some(t) => match ciba_gateway::server::tls_acceptor(&t.cert_file, &t.key_file) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = engine.config().server.threads {
         rt.worker_threads(n);
@@ -250,8 +261,14 @@ fn serve_tower(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%listen, issuer = engine.issuer(), engine = "tower", "ciba-gateway listening");
-        match ciba_gateway::server::serve(listener, engine, shutdown_signal()).await {
+        tracing::info!(%listen, issuer = engine.issuer(), engine = "tower", tls = tls.is_some(), "ciba-gateway listening");
+        let served = match tls {
+            Some(tls) => {
+                ciba_gateway::server::serve_tls(listener, engine, tls, shutdown_signal()).await
+            }
+            None => ciba_gateway::server::serve(listener, engine, shutdown_signal()).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");

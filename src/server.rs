@@ -21,9 +21,6 @@ use tower_service::Service;
 use crate::engine::Engine;
 use crate::tower::CibaService;
 
-/// How long open connections get to finish after a shutdown signal.
-const GRACE: Duration = Duration::from_secs(10);
-
 /// What the server knows about the client connection, attached to each request.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientConnection {
@@ -170,15 +167,73 @@ where
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown` completes, then drains connections.
+/// How long a client gets to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the gateway on `listener` (plain TCP) until `shutdown` completes, then drains
+/// connections.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with(listener, engine, None, shutdown).await
+}
+
+/// Like [`serve`], with TLS on the listener ([`tls_acceptor`]: HTTP/2 and HTTP/1.1 by ALPN).
+pub async fn serve_tls(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    tls: tokio_rustls::TlsAcceptor,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with(listener, engine, Some(tls), shutdown).await
+}
+
+/// A TLS acceptor (rustls, ring) for a PEM certificate chain and private key, offering `h2` and
+/// `http/1.1` by ALPN.
+pub fn tls_acceptor(
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("tls.cert_file {}: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "tls.cert_file {}: no certificate",
+            cert_file.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("tls.key_file {}: {e}", key_file.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| format!("tls: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    // How long open connections get to finish after the shutdown signal.
+    let grace = Duration::from_secs(engine.config().server.shutdown_grace_secs);
     let service = CibaService::new(Arc::clone(&engine), Inner::new(engine));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
+    // Handshakes still under way at shutdown are abandoned rather than waited for.
+    let (stopping, stop) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -193,33 +248,72 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let svc = service.clone();
-                let info = ClientConnection { peer, tls: false };
-                let hyper_svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(info);
-                    let mut svc = svc.clone();
-                    async move {
-                        std::future::poll_fn(|cx| Service::<Request<hyper::body::Incoming>>::poll_ready(&mut svc, cx)).await?;
-                        svc.call(req).await
+                let builder = Arc::clone(&builder);
+                let watcher = graceful.watcher();
+                let info = ClientConnection { peer, tls: tls.is_some() };
+                match &tls {
+                    None => {
+                        tokio::spawn(serve_connection(builder, watcher, stream, svc, info));
                     }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), hyper_svc);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's task: a slow client never holds
+                        // up the accept loop.
+                        let accept = acceptor.accept(stream);
+                        let mut stop = stop.clone();
+                        tokio::spawn(async move {
+                            let handshake = tokio::select! {
+                                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, accept) => r,
+                                _ = stop.changed() => return,
+                            };
+                            match handshake {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(builder, watcher, stream, svc, info).await;
+                                }
+                                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        });
                     }
-                });
+                }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
     tracing::info!("shutting down; draining connections");
-    if tokio::time::timeout(GRACE, graceful.shutdown())
+    let _ = stopping.send(());
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the grace period; closing");
     }
     Ok(())
+}
+
+/// Serves one client connection (plain or TLS) with the gateway's service.
+async fn serve_connection<IO>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    svc: CibaService<Inner>,
+    info: ClientConnection,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let hyper_svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(info);
+        let mut svc = svc.clone();
+        async move {
+            std::future::poll_fn(|cx| {
+                Service::<Request<hyper::body::Incoming>>::poll_ready(&mut svc, cx)
+            })
+            .await?;
+            svc.call(req).await
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), hyper_svc);
+    if let Err(e) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
 }

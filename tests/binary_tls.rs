@@ -1,4 +1,4 @@
-//! The `ciba-gateway` binary with the pingora engine, as deployed: TLS on the listener
+//! The `ciba-gateway` binary as deployed, with either engine: TLS on the listener
 //! (HTTP/1.1 and HTTP/2 by ALPN), an https upstream verified against a CA file (and refused
 //! without it), both engines forwarding to it, and graceful shutdown on SIGTERM.
 
@@ -89,28 +89,28 @@ fn client(pki: &Pki) -> reqwest::Client {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_listener_h1_h2_and_verified_https_upstream_for_both_engines() {
-    let pki = Pki::new();
-    let echo = echo_upstream().await;
-
-    // A: TLS-terminating gateway in front of the echo server.
-    let pa = free_port();
-    let mut yaml_a = gateway_yaml(
-        pa,
-        &format!("https://localhost:{pa}"),
-        "pingora",
-        &format!("http://127.0.0.1:{echo}"),
-        "",
-    );
-    yaml_a.push_str(&format!(
+fn tls_yaml(pki: &Pki) -> String {
+    format!(
         "tls: {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
         pki.path("cert.pem"),
         pki.path("key.pem")
-    ));
-    let mut a = run(pa, &yaml_a);
+    )
+}
 
-    let http = client(&pki);
+/// A TLS-terminating gateway (`engine`) in front of the echo server: HTTP/1.1 and HTTP/2 by
+/// ALPN, and the upstream told the client came over https.
+async fn tls_gateway_in_front_of_echo(engine: &str, pki: &Pki, echo: u16) -> Running {
+    ciba_gateway::install_crypto_provider();
+    let port = free_port();
+    let mut yaml = gateway_yaml(
+        port,
+        &format!("https://localhost:{port}"),
+        engine,
+        &format!("http://127.0.0.1:{echo}"),
+        "",
+    );
+    yaml.push_str(&tls_yaml(pki));
+    let gw = run(port, &yaml);
     let h1 = reqwest::Client::builder()
         .add_root_certificate(
             reqwest::Certificate::from_pem(&std::fs::read(pki.dir.join("ca.pem")).unwrap())
@@ -120,26 +120,51 @@ async fn tls_listener_h1_h2_and_verified_https_upstream_for_both_engines() {
         .build()
         .unwrap();
     let r = h1
-        .get(format!("https://localhost:{pa}/healthz"))
+        .get(format!("https://localhost:{port}/healthz"))
         .send()
         .await
         .unwrap();
     assert_eq!(
         (r.status().as_u16(), r.version()),
-        (200, reqwest::Version::HTTP_11)
+        (200, reqwest::Version::HTTP_11),
+        "{engine}"
     );
-    let r = http
-        .get(format!("https://localhost:{pa}/echo"))
+    let r = client(pki)
+        .get(format!("https://localhost:{port}/echo"))
         .send()
         .await
         .unwrap();
     assert_eq!(
         r.version(),
         reqwest::Version::HTTP_2,
-        "h2 negotiated by ALPN"
+        "{engine}: h2 negotiated by ALPN"
     );
     let seen: Value = r.json().await.unwrap();
-    assert_eq!(seen["headers"]["x-forwarded-proto"], "https");
+    assert_eq!(seen["headers"]["x-forwarded-proto"], "https", "{engine}");
+    gw
+}
+
+fn sigterm_exits_cleanly(mut gw: Running) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &gw.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = gw.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_h1_h2_and_verified_https_upstream_for_both_engines() {
+    let pki = Pki::new();
+    let echo = echo_upstream().await;
+
+    // A: TLS-terminating gateways in front of the echo server, one per engine.
+    let a_tower = tls_gateway_in_front_of_echo("tower", &pki, echo).await;
+    let a = tls_gateway_in_front_of_echo("pingora", &pki, echo).await;
+    let pa = a.port;
 
     // B (pingora) and C (tower): https upstream A, verified with the CA file.
     for engine in ["pingora", "tower"] {
@@ -183,13 +208,63 @@ async fn tls_listener_h1_h2_and_verified_https_upstream_for_both_engines() {
     }
 
     // SIGTERM: graceful shutdown, exit 0.
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &a.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
+    sigterm_exits_cleanly(a);
+    sigterm_exits_cleanly(a_tower);
+}
+
+/// The standalone gateway (no upstream: the tower engine) serving TLS itself: discovery at its
+/// https issuer over HTTP/2; a client that never finishes its handshake, and one that speaks
+/// plain HTTP to the TLS port, hold up nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_tower_gateway_serves_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let port = free_port();
+    let public = format!("https://localhost:{port}");
+    let gw = run(
+        port,
+        &format!(
+            "listen: \"127.0.0.1:{port}\"\npublic_url: \"{public}\"\nserver: {{ shutdown_grace_secs: 3600 }}\n{}",
+            tls_yaml(&pki)
+        ),
     );
-    let status = a.child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
+    let _silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut plain = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf).await;
+    assert!(
+        !buf.starts_with(b"HTTP/1.1 200"),
+        "no plaintext answer on the TLS port"
+    );
+
+    let r = client(&pki)
+        .get(format!("{public}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["issuer"], public);
+    assert_eq!(
+        d["backchannel_authentication_endpoint"],
+        format!("{public}/bc-authorize")
+    );
+    // The silent client is still connected, the grace period is an hour: the gateway exits
+    // without waiting for that handshake's 10 s timeout.
+    let t = std::time::Instant::now();
+    sigterm_exits_cleanly(gw);
+    drop(_silent);
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(9),
+        "shutdown waited for the handshake: {took:?}"
+    );
 }

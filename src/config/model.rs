@@ -54,7 +54,7 @@ pub struct Config {
     /// Which proxy runs the binary. Default: `pingora` with an upstream, `tower` without.
     #[serde(default)]
     pub engine: Option<EngineKind>,
-    /// TLS on the listener (pingora engine).
+    /// TLS on the listener (either engine).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     /// Server process settings.
@@ -872,12 +872,6 @@ impl Config {
             ));
         }
         if let Some(t) = &self.tls {
-            if self.engine_kind() != EngineKind::Pingora {
-                errs.push(ConfigError::new(
-                    "tls",
-                    "listener TLS is served by the pingora engine",
-                ));
-            }
             for (f, p) in [
                 ("tls.cert_file", &t.cert_file),
                 ("tls.key_file", &t.key_file),
