@@ -174,16 +174,7 @@ async fn myth_01_ietf_grant_type_alias_accepted_never_advertised() {
     let gw = gateway().await;
     let id = gw.start_request().await;
     let r = gw
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:ciba"),
-                ("client_id", POST_CLIENT.0),
-                ("client_secret", POST_CLIENT.1),
-                ("auth_req_id", &id),
-            ],
-            None,
-        )
+        .poll_with_grant(POST_CLIENT, "urn:ietf:params:oauth:grant-type:ciba", &id)
         .await;
     r.assert_error(400, "authorization_pending");
     let disc: serde_json::Value = gw.discovery().await;
@@ -199,16 +190,7 @@ async fn myth_01_alias_switched_off_names_the_right_grant_type() {
     let gw = start(|c| c.ciba.accept_ietf_grant_type_alias = false).await;
     let id = gw.start_request().await;
     let r = gw
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "urn:ietf:params:oauth:grant-type:ciba"),
-                ("client_id", POST_CLIENT.0),
-                ("client_secret", POST_CLIENT.1),
-                ("auth_req_id", &id),
-            ],
-            None,
-        )
+        .poll_with_grant(POST_CLIENT, "urn:ietf:params:oauth:grant-type:ciba", &id)
         .await;
     r.assert_error(400, "unsupported_grant_type");
     assert!(

@@ -28,14 +28,8 @@ both_engines!(
 );
 
 async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
-    let r = gw
-        .http
-        .get(format!("{}{path}", gw.url))
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+    let r = gw.get(path).await;
+    (r.status, r.json)
 }
 
 async fn gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba(kind: EngineKind) {
@@ -197,17 +191,10 @@ async fn upstream_down_then_back(kind: EngineKind) {
     p.kill().await;
 
     // Pass-through: 502 with a JSON body.
-    let r = reply(gw.http.get(format!("{}/me", gw.url)).send().await.unwrap()).await;
+    let r = gw.get("/me").await;
     r.assert_error(502, "server_error");
     // Discovery: 503 with Retry-After.
-    let r = reply(
-        gw.http
-            .get(format!("{}/.well-known/openid-configuration", gw.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = gw.get("/.well-known/openid-configuration").await;
     r.assert_error(503, "temporarily_unavailable");
     assert!(r.headers.contains_key("retry-after"));
     // The CIBA endpoints do not need the upstream.
@@ -306,14 +293,7 @@ async fn slow_upstream_is_504_json(kind: EngineKind) {
         c.upstream.as_mut().unwrap().read_timeout_ms = 300
     })
     .await;
-    let r = reply(
-        gw.http
-            .get(format!("{}/slow", gw.url))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = gw.get("/slow").await;
     r.assert_error(504, "server_error");
     if kind == EngineKind::Pingora {
         // pingora drops the connection after a failed proxy attempt: the answer must say so.

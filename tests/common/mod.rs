@@ -265,6 +265,18 @@ impl Gateway {
         reply(rb.send().await.unwrap()).await
     }
 
+    /// A GET of one of the gateway's paths.
+    pub async fn get(&self, path: &str) -> Reply {
+        reply(
+            self.http
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
     /// The discovery document the gateway serves.
     pub async fn discovery(&self) -> serde_json::Value {
         let url = format!("{}/.well-known/openid-configuration", self.url);
@@ -336,10 +348,21 @@ impl Gateway {
     }
 
     pub async fn poll_as(&self, client: (&str, &str), auth_req_id: &str) -> Reply {
+        self.poll_with_grant(client, "urn:openid:params:grant-type:ciba", auth_req_id)
+            .await
+    }
+
+    /// A token request for `auth_req_id` as `client`, spelling the grant type `grant_type`.
+    pub async fn poll_with_grant(
+        &self,
+        client: (&str, &str),
+        grant_type: &str,
+        auth_req_id: &str,
+    ) -> Reply {
         self.post_form(
             "/token",
             &[
-                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("grant_type", grant_type),
                 ("client_id", client.0),
                 ("client_secret", client.1),
                 ("auth_req_id", auth_req_id),
