@@ -49,7 +49,7 @@ pub mod upstream;
 pub mod users;
 
 pub use config::Config;
-pub use engine::{Engine, EngineRequest, Outcome, Route};
+pub use engine::{Engine, EngineRequest, Finding, Outcome, Route};
 
 /// Installs ring as the process-wide rustls crypto provider. Call once at start-up, before any
 /// outbound client is built; calling it again is harmless.

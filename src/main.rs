@@ -43,6 +43,10 @@ enum Command {
         /// The YAML configuration file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Also fetch the upstream provider's discovery and JWKS as the gateway will, and report
+        /// everything that will not work with this configuration, each with its fix.
+        #[arg(long)]
+        online: bool,
     },
     /// Generate a signing key (PKCS#8 PEM) for `tokens.keys`.
     Keygen {
@@ -81,19 +85,7 @@ fn main() -> ExitCode {
     ciba_gateway::install_crypto_provider();
     match Cli::parse().command {
         Command::Serve { config, json_logs } => serve(config, json_logs),
-        Command::Check { config } => match Config::load(&config)
-            .map_err(|e| e.to_string())
-            .and_then(|c| Engine::new(c).map(|_| ()).map_err(|e| e.to_string()))
-        {
-            Ok(()) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(problems) => {
-                eprintln!("{problems}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Check { config, online } => check(&config, online),
         Command::Keygen { alg, out } => match ciba_gateway::tokens::generate_pem(alg.into()) {
             Ok(pem) => match out {
                 None => {
@@ -128,6 +120,65 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `check`: configuration errors exit 2; findings (what will not work, with its fix) exit 1.
+fn check(config: &std::path::Path, online: bool) -> ExitCode {
+    let engine = match Config::load(config)
+        .and_then(Engine::new)
+        .map_err(|e| e.to_string())
+    {
+        Ok(e) => e,
+        Err(problems) => {
+            eprintln!("{problems}");
+            return ExitCode::from(2);
+        }
+    };
+    let findings = if online {
+        if engine.upstream().is_none() {
+            eprintln!("--online: no upstream is configured; nothing to fetch");
+        }
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(engine.check_upstream()),
+            Err(e) => {
+                eprintln!("cannot start a runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        engine.config_findings()
+    };
+    let paths = engine.paths();
+    let shared = paths.shared();
+    println!("issuer:      {}", engine.issuer());
+    println!("discovery:   {}", paths.discovery);
+    println!("backchannel: {}", paths.backchannel);
+    println!(
+        "token:       {}{}",
+        shared.token,
+        if online || engine.config().endpoints.token.is_some() {
+            ""
+        } else {
+            " (until the provider's discovery says otherwise)"
+        }
+    );
+    println!("userinfo:    {}", shared.userinfo);
+    println!("jwks:        {}", paths.jwks);
+    if findings.is_empty() {
+        println!("{}: ok", config.display());
+        return ExitCode::SUCCESS;
+    }
+    for f in &findings {
+        eprintln!(
+            "- {}
+  fix: {}",
+            f.problem, f.fix
+        );
+    }
+    ExitCode::FAILURE
 }
 
 fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {

@@ -86,9 +86,20 @@ async fn readme_walkthrough_against_the_quickstart_binary() {
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
 
+    // The seed write-up's request at its path, with a wrong user_code: verified, refused,
+    // nobody notified.
+    let r = http
+        .post(format!("{base}/ciba/auth"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("client_id=my-client&client_secret=supersecret&scope=openid%20profile&requested_expiry=3600&user_code=xyz789&login_hint=alice")
+        .send()
+        .await
+        .unwrap();
+    reply(r).await.assert_error(400, "invalid_user_code");
+
     // The seed write-up's request, with the login_hint the specification requires.
     let r = http
-        .post(format!("{base}/bc-authorize"))
+        .post(format!("{base}/ciba/auth"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("client_id=my-client&client_secret=supersecret&scope=openid%20profile&binding_message=Please%20authenticate%20for%20my-client&requested_expiry=3600&user_code=abc123&login_hint=alice")
         .send()

@@ -103,7 +103,7 @@ proptest! {
 
     #[test]
     fn engine_never_panics_on_arbitrary_bytes(body in prop::collection::vec(any::<u8>(), 0..300), ct in "[ -~]{0,40}") {
-        for (route, path) in [(Route::Backchannel, "/bc-authorize"), (Route::Token, "/token"), (Route::Callback, "/ciba/callback"), (Route::Approval, "/approve/x")] {
+        for (route, path) in [(Route::Backchannel, "/bc-authorize"), (Route::Token, "/token"), (Route::ChannelCallback, "/ciba/callback"), (Route::Approval, "/approve/x")] {
             let status = run(route, Method::POST, path, Some(&ct), Some("Bearer x.y.z"), body.clone());
             prop_assert!(status < 500 || status == 503, "{route:?} answered {status}");
         }

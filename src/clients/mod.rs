@@ -32,6 +32,8 @@ pub struct Client {
     pub tokens: crate::config::TokenSource,
     /// How the gateway authenticates at the upstream for this client's logins.
     pub upstream: Option<UpstreamCredentials>,
+    /// The algorithm the client expects its ID tokens signed with, if registered.
+    pub id_token_alg: Option<crate::config::SigningAlg>,
 }
 
 /// A client's credentials at the upstream provider.
@@ -61,6 +63,7 @@ impl Client {
                 .clone()
                 .unwrap_or_else(|| cfg.scopes_supported.clone()),
             tokens: c.tokens,
+            id_token_alg: c.id_token_signed_response_alg,
             upstream: match &c.upstream {
                 Some(u) => Some(UpstreamCredentials {
                     client_id: u.client_id.clone().unwrap_or_else(|| c.client_id.clone()),

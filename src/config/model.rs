@@ -243,38 +243,34 @@ fn default_scopes() -> Vec<String> {
         .to_vec()
 }
 
-/// Endpoint paths.
-#[derive(Debug, Clone, Deserialize)]
+/// Endpoint paths. Every path left out is derived (see [`crate::engine::Paths`]): the gateway's
+/// own endpoints sit under the issuer's path; the token and userinfo paths, shared with the
+/// upstream, are read from the provider's discovery.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Endpoints {
-    /// Backchannel authentication endpoint. Default `/bc-authorize`.
-    pub backchannel: String,
-    /// Token endpoint (shared with the upstream). Default `/token`.
-    pub token: String,
-    /// Discovery document. Default `/.well-known/openid-configuration`.
-    pub discovery: String,
-    /// The gateway's JWKS. Default `/jwks`.
-    pub jwks: String,
-    /// Prefix of the built-in approval pages. Default `/approve`.
-    pub approval: String,
-    /// Callback for the HTTP authentication channel. Default `/ciba/callback`.
-    pub callback: String,
+    /// Backchannel authentication endpoint. Default `{issuer path}/bc-authorize`.
+    pub backchannel: Option<String>,
+    /// More paths the backchannel endpoint answers at (never advertised), e.g. `/ciba/auth` for
+    /// clients written from the seed write-up. Default none.
+    pub backchannel_aliases: Vec<String>,
+    /// Token endpoint (shared with the upstream). Default: the path of the provider's
+    /// `token_endpoint`; standalone `{issuer path}/token`.
+    pub token: Option<String>,
+    /// Userinfo endpoint (shared with the upstream: the gateway answers for the access tokens
+    /// it minted). Default: the path of the provider's `userinfo_endpoint`; standalone
+    /// `{issuer path}/userinfo`.
+    pub userinfo: Option<String>,
+    /// Discovery document. Default `{issuer path}/.well-known/openid-configuration`.
+    pub discovery: Option<String>,
+    /// The gateway's JWKS. Default `{issuer path}/jwks`.
+    pub jwks: Option<String>,
+    /// Prefix of the built-in approval pages. Default `{issuer path}/approve`.
+    pub approval: Option<String>,
+    /// Callback for the HTTP authentication channel. Default `{issuer path}/ciba/callback`.
+    pub callback: Option<String>,
     /// Health check. Default `/healthz`; empty to disable.
-    pub health: String,
-}
-
-impl Default for Endpoints {
-    fn default() -> Self {
-        Self {
-            backchannel: "/bc-authorize".into(),
-            token: "/token".into(),
-            discovery: "/.well-known/openid-configuration".into(),
-            jwks: "/jwks".into(),
-            approval: "/approve".into(),
-            callback: "/ciba/callback".into(),
-            health: "/healthz".into(),
-        }
-    }
+    pub health: Option<String>,
 }
 
 /// Request limits (GW-07).
@@ -715,6 +711,11 @@ pub struct ClientConfig {
     /// Credentials at the upstream (`approval.mode: upstream`).
     #[serde(default)]
     pub upstream: Option<UpstreamClient>,
+    /// The algorithm this client expects ID tokens signed with (OIDC Registration metadata).
+    /// The gateway signs this client's tokens with a key of that algorithm from `tokens.keys`;
+    /// `check` warns when there is none. Default: the active key's.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<SigningAlg>,
 }
 
 fn default_auth_method() -> AuthMethod {
@@ -738,6 +739,18 @@ pub enum SigningAlg {
     RS256,
     /// RSASSA-PSS SHA-256.
     PS256,
+}
+
+impl SigningAlg {
+    /// The JWS name (`ES256`, `EdDSA`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+            Self::RS256 => "RS256",
+            Self::PS256 => "PS256",
+        }
+    }
 }
 
 /// A signing key.
@@ -785,11 +798,16 @@ impl Default for TokensConfig {
     }
 }
 
-fn check_path(errs: &mut Vec<ConfigError>, field: &str, p: &str, allow_empty: bool) {
-    if p.is_empty() && allow_empty {
+/// Paths the gateway shares with the provider may end in `/` (django-oauth-toolkit's
+/// `/o/token/`); the gateway's own may not, since the approval pages live below theirs.
+fn check_path(errs: &mut Vec<ConfigError>, field: &str, p: &str, shared: bool) {
+    if p.is_empty() && field == "endpoints.health" {
         return;
     }
-    if !p.starts_with('/') || p.contains(['?', '#', ' ']) || (p.len() > 1 && p.ends_with('/')) {
+    if !p.starts_with('/')
+        || p.contains(['?', '#', ' '])
+        || (!shared && p.len() > 1 && p.ends_with('/'))
+    {
         errs.push(ConfigError::new(
             field,
             "must be an absolute path like /bc-authorize",
@@ -805,9 +823,10 @@ impl Config {
             .unwrap_or_else(|| self.public_url.as_str().trim_end_matches('/').to_owned())
     }
 
-    /// An absolute URL for one of the gateway's own paths.
+    /// An absolute URL for one of the gateway's paths: the origin of `public_url` and the path
+    /// (paths are absolute, and include the issuer's path where they sit under it).
     pub fn url_for(&self, path: &str) -> String {
-        format!("{}{}", self.public_url.as_str().trim_end_matches('/'), path)
+        format!("{}{path}", self.public_url.origin().ascii_serialization())
     }
 
     /// The engine the binary runs: `pingora` when an upstream is configured, unless told.
@@ -891,9 +910,13 @@ impl Config {
             ));
         }
         for (i, cl) in self.clients.iter().enumerate() {
+            // Only a client that can start CIBA requests logs users in at the upstream.
             if self.approval.mode == ApprovalMode::Upstream
                 && cl.upstream.is_none()
-                && cl.backchannel_token_delivery_mode == DeliveryMode::Poll
+                && cl
+                    .grant_types
+                    .iter()
+                    .any(|g| g == crate::protocol::GRANT_TYPE_CIBA)
             {
                 errs.push(ConfigError::new(
                     format!("clients[{i}].upstream"),
@@ -938,17 +961,28 @@ impl Config {
             errs.push(ConfigError::new("issuer", "must be a URL"));
         }
         let e = &self.endpoints;
-        for (name, p) in [
-            ("backchannel", &e.backchannel),
-            ("token", &e.token),
-            ("discovery", &e.discovery),
-            ("jwks", &e.jwks),
-            ("approval", &e.approval),
-            ("callback", &e.callback),
+        for (name, p, shared) in [
+            ("backchannel", &e.backchannel, false),
+            ("token", &e.token, true),
+            ("userinfo", &e.userinfo, true),
+            ("discovery", &e.discovery, false),
+            ("jwks", &e.jwks, false),
+            ("approval", &e.approval, false),
+            ("callback", &e.callback, false),
+            ("health", &e.health, false),
         ] {
-            check_path(&mut errs, &format!("endpoints.{name}"), p, false);
+            if let Some(p) = p {
+                check_path(&mut errs, &format!("endpoints.{name}"), p, shared);
+            }
         }
-        check_path(&mut errs, "endpoints.health", &e.health, true);
+        for (i, p) in e.backchannel_aliases.iter().enumerate() {
+            check_path(
+                &mut errs,
+                &format!("endpoints.backchannel_aliases[{i}]"),
+                p,
+                false,
+            );
+        }
         if self.limits.max_body_bytes < 1024 {
             errs.push(ConfigError::new(
                 "limits.max_body_bytes",

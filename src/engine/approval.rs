@@ -77,7 +77,7 @@ impl std::fmt::Debug for Pages {
 
 impl Pages {
     /// Page settings for a configuration; the CSRF key is random per process.
-    pub fn new(cfg: &Config) -> Self {
+    pub fn new(cfg: &Config, paths: &super::Paths) -> Self {
         let mut csrf_key = [0u8; 32];
         rand::rng().fill_bytes(&mut csrf_key);
         let style = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
@@ -88,7 +88,7 @@ impl Pages {
         Self {
             csrf_key,
             csp: HeaderValue::from_str(&csp).expect("an ASCII header"),
-            base: cfg.url_for(&cfg.endpoints.approval),
+            base: cfg.url_for(&paths.approval),
             secure_cookie: cfg.public_url.scheme() == "https",
         }
     }
@@ -211,12 +211,6 @@ impl Engine {
         let now = self.clock.now_ms();
         let gone = || self.pages.gone();
         match req.method {
-            Method::GET if upstream_mode && handle == "callback" => {
-                self.upstream_callback(req).await
-            }
-            Method::POST if upstream_mode && handle == "consent" => {
-                self.upstream_consent(req).await
-            }
             Method::GET => {
                 let Some(pending) = self.store.view(handle, now).await else {
                     return gone();

@@ -119,8 +119,12 @@ impl Engine {
         form: &Form<'_>,
     ) -> Result<Response<Bytes>, OAuthError> {
         // (5) user code (BC-UC-01/02) and binding message (BC-UC-03)
-        if self.cfg.ciba.user_code.supported && client.user_code_required {
-            self.check_user_code(user, form.get("user_code")).await?;
+        // A user_code that is sent is always verified: discovery says user codes are supported,
+        // so a wrong one must not reach the user just because the client is not registered to
+        // require it.
+        let user_code = form.get("user_code");
+        if self.cfg.ciba.user_code.supported && (client.user_code_required || user_code.is_some()) {
+            self.check_user_code(user, user_code).await?;
         }
         if let Some(m) = binding_message {
             self.check_binding_message(m)?;

@@ -1,56 +1,80 @@
-//! Discovery (DISC-01…05): the CIBA fields, merged into an upstream document or served in a
-//! complete document of the gateway's own.
+//! Discovery (DISC-01…07): the CIBA fields merged into the provider's document, or a complete
+//! document of the gateway's own; and the audit of a provider's document that `check --online`
+//! and the start-up log report.
+//!
+//! The merged document tells the truth about the gateway: every endpoint the gateway answers
+//! (token, backchannel, JWKS, userinfo) is advertised at the gateway's public URL at the path
+//! where it intercepts it, whatever the provider wrote; the ID token algorithms include the
+//! ones the gateway signs with; the client authentication methods are those that work at the
+//! shared token endpoint for the CIBA grant *and* the provider's grants.
 
 use bytes::Bytes;
 use http::Response;
 use serde_json::{Map, Value, json};
+use url::Url;
 
+use super::paths::{Paths, SharedPaths};
 use crate::config::Config;
 use crate::protocol::GRANT_TYPE_CIBA;
-use crate::tokens::Minter;
+use crate::tokens::KeySet;
+
+/// The client authentication methods the gateway accepts (BC-AUTH-02, DISC-06).
+pub(crate) const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
+
+/// One thing about a provider's discovery document that will not work as configured, in plain
+/// words, with the configuration change that fixes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// What is wrong.
+    pub problem: String,
+    /// What to change.
+    pub fix: String,
+}
 
 pub(super) struct Discovery {
-    ciba_fields: Map<String, Value>,
+    public_origin: String,
+    issuer: String,
+    backchannel: String,
+    jwks: String,
+    user_code_supported: bool,
+    signing_algs: Vec<String>,
     standalone: Bytes,
 }
 
 impl Discovery {
-    pub(super) fn new(cfg: &Config, issuer: &str, minter: &Minter) -> Self {
-        let mut ciba_fields = Map::new();
-        ciba_fields.insert(
-            "backchannel_authentication_endpoint".into(),
-            json!(cfg.url_for(&cfg.endpoints.backchannel)),
-        );
-        ciba_fields.insert(
-            "backchannel_token_delivery_modes_supported".into(),
-            json!(["poll"]),
-        );
-        ciba_fields.insert(
-            "backchannel_user_code_parameter_supported".into(),
-            json!(cfg.ciba.user_code.supported),
-        );
-        // DISC-04: no signing algorithms are published, so signed requests are not offered.
-        let alg = format!("{:?}", minter.keys().active_alg());
+    pub(super) fn new(cfg: &Config, issuer: &str, paths: &Paths, keys: &KeySet) -> Self {
+        let url = |p: &str| cfg.url_for(p);
+        let signing_algs = keys.algorithms();
+        let shared = paths.shared();
         let mut doc = json!({
             "issuer": issuer,
-            "token_endpoint": cfg.url_for(&cfg.endpoints.token),
-            "jwks_uri": cfg.url_for(&cfg.endpoints.jwks),
+            "token_endpoint": url(&shared.token),
+            "userinfo_endpoint": url(&shared.userinfo),
+            "jwks_uri": url(&paths.jwks),
+            "backchannel_authentication_endpoint": url(&paths.backchannel),
+            "backchannel_token_delivery_modes_supported": ["poll"],
+            "backchannel_user_code_parameter_supported": cfg.ciba.user_code.supported,
             "grant_types_supported": [GRANT_TYPE_CIBA],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "scopes_supported": cfg.scopes_supported,
             "response_types_supported": [],
             "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": [alg],
+            "id_token_signing_alg_values_supported": signing_algs,
             "claims_supported": ["sub", "iss", "aud", "iat", "exp", "auth_time", "acr", "name",
                                   "preferred_username", "email", "phone_number"],
         });
         if !cfg.tokens.acr_values_supported.is_empty() {
             doc["acr_values_supported"] = json!(cfg.tokens.acr_values_supported);
         }
-        let obj = doc.as_object_mut().expect("an object");
-        obj.extend(ciba_fields.clone());
+        // DISC-04: no request signing algorithms are published, so signed requests are not
+        // offered.
         Self {
-            ciba_fields,
+            public_origin: cfg.public_url.origin().ascii_serialization(),
+            issuer: issuer.to_owned(),
+            backchannel: url(&paths.backchannel),
+            jwks: url(&paths.jwks),
+            user_code_supported: cfg.ciba.user_code.supported,
+            signing_algs,
             standalone: Bytes::from(doc.to_string()),
         }
     }
@@ -59,24 +83,181 @@ impl Discovery {
         super::cached_json(self.standalone.clone())
     }
 
-    /// Adds the CIBA fields and the CIBA grant; every other upstream field stays as it was,
-    /// except `jwks_uri` when `jwks_uri` is given (GW-02: the gateway then serves the merged keys).
-    pub(super) fn merge(&self, mut doc: Map<String, Value>, jwks_uri: Option<&str>) -> Bytes {
-        if let Some(uri) = jwks_uri {
-            doc.insert("jwks_uri".into(), json!(uri));
+    /// The provider's document with the CIBA fields. `shared` are the token and userinfo paths
+    /// in force; `own_jwks` says whether the gateway serves the JWKS (with an upstream it
+    /// serves the merged keys, GW-02; a wrapped service's own `jwks_uri` is kept otherwise).
+    pub(super) fn merge(
+        &self,
+        mut doc: Map<String, Value>,
+        shared: &SharedPaths,
+        own_jwks: bool,
+    ) -> Bytes {
+        let at = |p: &str| json!(format!("{}{p}", self.public_origin));
+        doc.insert("token_endpoint".into(), at(&shared.token));
+        doc.insert("userinfo_endpoint".into(), at(&shared.userinfo));
+        if own_jwks {
+            doc.insert("jwks_uri".into(), json!(self.jwks));
         }
-        for (k, v) in &self.ciba_fields {
-            doc.insert(k.clone(), v.clone());
-        }
+        doc.insert(
+            "backchannel_authentication_endpoint".into(),
+            json!(self.backchannel),
+        );
+        doc.insert(
+            "backchannel_token_delivery_modes_supported".into(),
+            json!(["poll"]),
+        );
+        doc.insert(
+            "backchannel_user_code_parameter_supported".into(),
+            json!(self.user_code_supported),
+        );
+        // DISC-04: the provider's own request-signing algorithms are not the gateway's.
+        doc.remove("backchannel_authentication_request_signing_alg_values_supported");
         // An absent grant_types_supported means the OIDC default; keep its meaning explicit.
         let grants = doc
             .entry("grant_types_supported")
             .or_insert_with(|| json!(["authorization_code", "implicit"]));
-        if let Some(list) = grants.as_array_mut()
-            && !list.iter().any(|g| g == GRANT_TYPE_CIBA)
-        {
-            list.push(json!(GRANT_TYPE_CIBA));
+        push_missing(grants, [GRANT_TYPE_CIBA]);
+        // A client library checks an ID token's alg against this list.
+        let algs = doc
+            .entry("id_token_signing_alg_values_supported")
+            .or_insert_with(|| json!(["RS256"]));
+        push_missing(algs, self.signing_algs.iter().map(String::as_str));
+        let mut methods = common_auth_methods(&doc);
+        if methods.is_empty() {
+            // No method in common (reported by the audit): say what the CIBA endpoints take.
+            methods = AUTH_METHODS.to_vec();
         }
+        if !methods.iter().any(|m| m.ends_with("_jwt")) {
+            doc.remove("token_endpoint_auth_signing_alg_values_supported");
+        }
+        doc.insert(
+            "token_endpoint_auth_methods_supported".into(),
+            json!(methods),
+        );
         Bytes::from(Value::Object(doc).to_string())
+    }
+
+    /// What in the provider's document will not work with this gateway as configured.
+    pub(super) fn audit(&self, doc: &Map<String, Value>, cfg: &Config) -> Vec<Finding> {
+        let mut found = Vec::new();
+        match doc.get("issuer").and_then(Value::as_str) {
+            Some(iss) if iss.trim_end_matches('/') != self.issuer.trim_end_matches('/') => {
+                found.push(Finding {
+                    problem: format!(
+                        "the provider's issuer is {iss}, the gateway's is {}: clients reject ID tokens and discovery when they differ (GW-02)",
+                        self.issuer
+                    ),
+                    fix: format!(
+                        "set `issuer: {iss}` (and `public_url` to its origin), or make the provider build its URLs from the Host header the gateway forwards"
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => found.push(Finding {
+                problem: "the provider's discovery document has no issuer".into(),
+                fix: "check `upstream.url` and `endpoints.discovery`".into(),
+            }),
+        }
+        for (key, value) in doc {
+            let Some(u) = value.as_str().and_then(|s| Url::parse(s).ok()) else {
+                continue;
+            };
+            if !(key.ends_with("_endpoint") || key == "jwks_uri") {
+                continue;
+            }
+            let origin = u.origin().ascii_serialization();
+            if origin != self.public_origin {
+                let served = matches!(
+                    key.as_str(),
+                    "token_endpoint" | "userinfo_endpoint" | "jwks_uri"
+                );
+                found.push(Finding {
+                    problem: format!(
+                        "the provider advertises {key} on {origin}, not on the gateway's public origin {}{}",
+                        self.public_origin,
+                        if served {
+                            " (the gateway advertises its own URL for it instead)"
+                        } else {
+                            ": clients would bypass the gateway or reach an internal address"
+                        }
+                    ),
+                    fix: "let the provider build its URLs from the Host header (the gateway sends the public host), or set `upstream.host_header` / the provider's public URL to the gateway's origin".into(),
+                });
+            }
+        }
+        if let Some(token) = doc.get("token_endpoint").and_then(Value::as_str)
+            && let (Ok(u), Some(configured)) = (Url::parse(token), cfg.endpoints.token.as_deref())
+            && u.path() != configured
+        {
+            found.push(Finding {
+                problem: format!(
+                    "the provider's token endpoint is at {}, but `endpoints.token` is {configured}: the provider's grants still reach it, CIBA polls sent to the provider's path do not reach the gateway",
+                    u.path()
+                ),
+                fix: "remove `endpoints.token` (the gateway then takes the provider's path)".into(),
+            });
+        }
+        let advertised = doc
+            .get("token_endpoint_auth_methods_supported")
+            .and_then(Value::as_array);
+        if advertised.is_some() && common_auth_methods(doc).is_empty() {
+            found.push(Finding {
+                problem: "the provider accepts none of client_secret_basic and client_secret_post at its token endpoint; the gateway accepts only those".into(),
+                fix: "enable client_secret_basic or client_secret_post at the provider for the clients that use CIBA".into(),
+            });
+        }
+        found
+    }
+}
+
+impl Discovery {
+    /// What will not work whatever the provider says: a client expecting ID tokens in an
+    /// algorithm the gateway has no key for.
+    pub(super) fn config_findings(&self, cfg: &Config) -> Vec<Finding> {
+        let mut found = Vec::new();
+        for (i, c) in cfg.clients.iter().enumerate() {
+            if let Some(alg) = c.id_token_signed_response_alg
+                && !self.signing_algs.iter().any(|a| *a == alg.name())
+            {
+                found.push(Finding {
+                    problem: format!(
+                        "clients[{i}] ({}) expects ID tokens signed with {}, and the gateway has no such key",
+                        c.client_id,
+                        alg.name()
+                    ),
+                    fix: format!(
+                        "add a key with `alg: {}` to `tokens.keys` (`ciba-gateway keygen --alg {}`)",
+                        alg.name(),
+                        alg.name().to_lowercase()
+                    ),
+                });
+            }
+        }
+        found
+    }
+}
+
+/// The methods that work at the shared token endpoint for every grant: the provider's list
+/// (OIDC's default `client_secret_basic` when absent) limited to the gateway's.
+fn common_auth_methods(doc: &Map<String, Value>) -> Vec<&'static str> {
+    let provider: Vec<&str> = doc
+        .get("token_endpoint_auth_methods_supported")
+        .and_then(Value::as_array)
+        .map(|l| l.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_else(|| vec!["client_secret_basic"]);
+    AUTH_METHODS
+        .iter()
+        .copied()
+        .filter(|m| provider.contains(m))
+        .collect()
+}
+
+fn push_missing<'a>(list: &mut Value, items: impl IntoIterator<Item = &'a str>) {
+    if let Some(list) = list.as_array_mut() {
+        for item in items {
+            if !list.iter().any(|v| v == item) {
+                list.push(json!(item));
+            }
+        }
     }
 }

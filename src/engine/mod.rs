@@ -1,4 +1,4 @@
-//! The protocol engine: transport-agnostic. Adapters (the tower layer, later the pingora module)
+//! The protocol engine: transport-agnostic. Adapters (the tower layer and the pingora module)
 //! hand it a buffered [`EngineRequest`] and get back either a response or the request itself,
 //! untouched, to forward to the upstream.
 
@@ -6,8 +6,10 @@ mod approval;
 mod backchannel;
 mod callback;
 mod discovery;
+mod paths;
 mod token;
 mod upstream_login;
+mod userinfo;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use crate::upstream::{HeaderEdits, Upstream, UpstreamError};
 use crate::users::{UserCodeGuard, UserDirectory};
 
 pub use approval::Pages;
+pub use discovery::Finding;
+pub use paths::{Paths, SharedPaths};
 
 /// A buffered request, as an adapter hands it to the engine.
 #[derive(Debug, Clone)]
@@ -64,10 +68,17 @@ pub enum Route {
     Discovery,
     /// The gateway's JWKS.
     Jwks,
-    /// The built-in approval pages.
+    /// The userinfo endpoint, shared with the upstream: the gateway answers for the access
+    /// tokens it minted and hands every other request back.
+    Userinfo,
+    /// A built-in approval page (`{approval}/{handle}`).
     Approval,
+    /// The upstream provider's redirect back after a login (`{approval}/callback`).
+    LoginCallback,
+    /// The decision after an upstream login (`{approval}/consent`).
+    Consent,
     /// The HTTP authentication channel's callback.
-    Callback,
+    ChannelCallback,
     /// The health check.
     Health,
 }
@@ -87,8 +98,11 @@ pub struct Engine {
     pub(crate) minter: Minter,
     pub(crate) pages: Pages,
     pub(crate) upstream: Option<Upstream>,
+    pub(crate) paths: Paths,
     login_sessions: upstream_login::LoginSessions,
     discovery: discovery::Discovery,
+    /// The address of the provider's discovery copy last audited.
+    audited: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -123,8 +137,9 @@ impl Engine {
         };
         let all = |e: ConfigError| ConfigErrors(vec![e]);
         let keys = KeySet::from_config(&cfg.tokens).map_err(all)?;
+        let paths = Paths::new(&cfg);
+        let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
         let minter = Minter::new(keys, issuer.clone(), &cfg.tokens);
-        let discovery = discovery::Discovery::new(&cfg, &issuer, &minter);
         let upstream = match &cfg.upstream {
             Some(u) => Some(Upstream::new(u, &cfg.public_url).map_err(all)?),
             None => None,
@@ -132,6 +147,7 @@ impl Engine {
         Ok(Self {
             upstream,
             login_sessions: upstream_login::LoginSessions::new(),
+            audited: std::sync::atomic::AtomicUsize::new(0),
             clients: ClientRegistry::from_config(&cfg).map_err(all)?,
             users: UserDirectory::from_config(&cfg.users).map_err(all)?,
             user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
@@ -145,7 +161,8 @@ impl Engine {
                 .map(|r| RateLimiter::new(&r, Arc::clone(&clock))),
             channel: Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock))
                 .map_err(all)?,
-            pages: Pages::new(&cfg),
+            pages: Pages::new(&cfg, &paths),
+            paths,
             store: Arc::new(store),
             minter,
             discovery,
@@ -172,28 +189,13 @@ impl Engine {
 
     /// Which of the gateway's endpoints a path is, if any. Everything else passes through.
     pub fn route(&self, path: &str) -> Option<Route> {
-        let e = &self.cfg.endpoints;
-        if path == e.token {
-            Some(Route::Token)
-        } else if path == e.backchannel {
-            Some(Route::Backchannel)
-        } else if path == e.discovery {
-            Some(Route::Discovery)
-        } else if path == e.jwks {
-            Some(Route::Jwks)
-        } else if path
-            .strip_prefix(e.approval.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-            .is_some_and(|h| !h.is_empty() && !h.contains('/'))
-        {
-            Some(Route::Approval)
-        } else if path == e.callback && matches!(self.channel, Channel::Http(_)) {
-            Some(Route::Callback)
-        } else if !e.health.is_empty() && path == e.health {
-            Some(Route::Health)
-        } else {
-            None
-        }
+        self.paths
+            .route(path, matches!(self.channel, Channel::Http(_)))
+    }
+
+    /// The endpoint paths in force.
+    pub fn paths(&self) -> &Paths {
+        &self.paths
     }
 
     /// Whether a buffered token-endpoint body carries the CIBA grant (either spelling). Adapters
@@ -211,16 +213,21 @@ impl Engine {
         let resp = match route {
             Route::Token => return self.token(req).await,
             Route::Backchannel => self.backchannel(&req).await,
-            Route::Discovery => match &self.upstream {
-                Some(u) => self.upstream_discovery(u).await,
-                None => self.discovery.standalone(),
-            },
+            Route::Discovery => self.upstream_discovery().await,
             Route::Jwks => match &self.upstream {
                 Some(u) => self.merged_jwks(u).await,
                 None => cached_json(self.minter.keys().jwks().clone()),
             },
-            Route::Approval => self.approval(&req).await,
-            Route::Callback => self.callback(&req).await,
+            Route::Userinfo => return self.userinfo(req).await,
+            Route::LoginCallback if self.upstream_approval() && req.method == Method::GET => {
+                self.upstream_callback(&req).await
+            }
+            Route::Consent if self.upstream_approval() && req.method == Method::POST => {
+                self.upstream_consent(&req).await
+            }
+            // Otherwise these segments are handles like any other (and never valid ones).
+            Route::Approval | Route::LoginCallback | Route::Consent => self.approval(&req).await,
+            Route::ChannelCallback => self.callback(&req).await,
             Route::Health => {
                 json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
             }
@@ -229,10 +236,79 @@ impl Engine {
     }
 
     /// Adds the CIBA fields to a wrapped service's discovery document (GW-01): `None` if the
-    /// body is not a JSON object.
+    /// body is not a JSON object. The service's token and userinfo paths are learned from it.
     pub fn merge_discovery(&self, upstream: &[u8]) -> Option<Bytes> {
         let doc = serde_json::from_slice(upstream).ok()?;
-        Some(self.discovery.merge(doc, None))
+        self.paths.learn(&doc);
+        Some(self.discovery.merge(doc, &self.paths.shared(), false))
+    }
+
+    fn upstream_approval(&self) -> bool {
+        self.cfg.approval.mode == crate::config::ApprovalMode::Upstream
+    }
+
+    /// The provider's discovery document, fetched as the gateway fetches it (public `Host`,
+    /// forwarding headers); every fresh copy updates the shared paths and is audited, and what
+    /// will not work is logged. `None` without an upstream.
+    pub async fn upstream_discovery_document(
+        &self,
+    ) -> Option<Result<Arc<serde_json::Map<String, serde_json::Value>>, UpstreamError>> {
+        let u = self.upstream.as_ref()?;
+        let fetched = u.discovery(&self.paths.discovery).await;
+        // Each copy the provider sends is learned from and audited once (the cache hands out
+        // the same Arc until it refreshes).
+        if let Ok(doc) = &fetched
+            && self.audited.swap(
+                Arc::as_ptr(doc) as usize,
+                std::sync::atomic::Ordering::Relaxed,
+            ) != Arc::as_ptr(doc) as usize
+        {
+            if let Some(p) = self.paths.learn(doc) {
+                tracing::info!(token = %p.token, userinfo = %p.userinfo, "token and userinfo paths taken from the provider's discovery");
+            }
+            for f in self.discovery.audit(doc, &self.cfg) {
+                tracing::warn!(problem = %f.problem, fix = %f.fix, "upstream discovery");
+            }
+        }
+        Some(fetched)
+    }
+
+    /// What will not work with this configuration whatever the provider says (`ciba-gateway
+    /// check`), each with the change that fixes it.
+    pub fn config_findings(&self) -> Vec<Finding> {
+        self.discovery.config_findings(&self.cfg)
+    }
+
+    /// What in the provider's discovery document will not work with this configuration, each
+    /// with the change that fixes it (`ciba-gateway check --online`). Fetches the document (and
+    /// its JWKS) afresh, as the gateway will.
+    pub async fn check_upstream(&self) -> Vec<Finding> {
+        let Some(u) = self.upstream.as_ref() else {
+            return self.config_findings();
+        };
+        let doc = match u.discovery(&self.paths.discovery).await {
+            Ok(doc) => doc,
+            Err(e) => {
+                return vec![Finding {
+                    problem: format!(
+                        "the provider's discovery at {}{} cannot be read: {e}",
+                        u.url().as_str().trim_end_matches('/'),
+                        self.paths.discovery
+                    ),
+                    fix: "check `upstream.url` (the provider's own origin), the issuer's path (discovery is read at `{issuer path}/.well-known/openid-configuration`) or `endpoints.discovery`".into(),
+                }];
+            }
+        };
+        self.paths.learn(&doc);
+        let mut found = self.config_findings();
+        found.extend(self.discovery.audit(&doc, &self.cfg));
+        if let Err(e) = u.jwks_keys(&self.paths.discovery).await {
+            found.push(Finding {
+                problem: format!("the provider's JWKS cannot be read: {e}"),
+                fix: "check the provider's `jwks_uri`: the gateway fetches its path from `upstream.url`".into(),
+            });
+        }
+        found
     }
 
     /// Whether an upstream provider is configured. With one, the engine serves discovery and the
@@ -301,20 +377,22 @@ impl Engine {
             .into_response()
     }
 
-    async fn upstream_discovery(&self, u: &Upstream) -> Response<Bytes> {
-        match u.discovery(&self.cfg.endpoints.discovery).await {
+    async fn upstream_discovery(&self) -> Response<Bytes> {
+        match self.upstream_discovery_document().await {
             // GW-02: clients validate ID tokens against jwks_uri; the gateway's JWKS carries
             // the upstream's keys and its own.
-            Ok(doc) => cached_json(self.discovery.merge(
+            Some(Ok(doc)) => cached_json(self.discovery.merge(
                 (*doc).clone(),
-                Some(&self.cfg.url_for(&self.cfg.endpoints.jwks)),
+                &self.paths.shared(),
+                true,
             )),
-            Err(e) => upstream_unavailable(&e),
+            Some(Err(e)) => upstream_unavailable(&e),
+            None => self.discovery.standalone(),
         }
     }
 
     async fn merged_jwks(&self, u: &Upstream) -> Response<Bytes> {
-        match u.jwks_keys(&self.cfg.endpoints.discovery).await {
+        match u.jwks_keys(&self.paths.discovery).await {
             Ok(upstream_keys) => {
                 let own: serde_json::Value =
                     serde_json::from_slice(self.minter.keys().jwks()).expect("our JWKS is JSON");
@@ -374,9 +452,14 @@ impl Engine {
     /// grant type is `unsupported_grant_type`; anything else is 404.
     pub fn not_served(&self, method: &Method, path: &str) -> Response<Bytes> {
         use crate::protocol::{ErrorCode, OAuthError};
-        if path == self.cfg.endpoints.token && method == Method::POST {
+        let shared = self.paths.shared();
+        if path == shared.token && method == Method::POST {
             return OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
                 .describe("this gateway only serves the CIBA grant")
+                .into_response();
+        }
+        if path == shared.userinfo {
+            return OAuthError::invalid_token("the access token was not issued by this gateway")
                 .into_response();
         }
         OAuthError::new(ErrorCode::InvalidRequest, StatusCode::NOT_FOUND)

@@ -68,7 +68,7 @@ fn claim<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
 impl Engine {
     fn redirect_uri(&self) -> String {
         self.cfg
-            .url_for(&format!("{}/callback", self.cfg.endpoints.approval))
+            .url_for(&format!("{}/callback", self.paths.approval))
     }
 
     /// GET `{approval}/{handle}?login`: start the login at the upstream.
@@ -99,7 +99,7 @@ impl Engine {
             prompt_login: self.cfg.approval.prompt_login,
         };
         let (url, secrets) = match upstream
-            .authorization_url(&self.cfg.endpoints.discovery, &req)
+            .authorization_url(&self.paths.discovery, &req)
             .await
         {
             Ok(x) => x,
@@ -134,7 +134,7 @@ impl Engine {
         );
         let cookie = format!(
             "{LOGIN_COOKIE}={sid}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{}",
-            self.cfg.endpoints.approval,
+            self.paths.approval,
             pending.expires_at_ms.saturating_sub(self.clock.now_ms()) / 1000 + 1,
             if self.pages.secure_cookie {
                 "; Secure"
@@ -203,7 +203,7 @@ impl Engine {
                 "This application cannot sign you in.",
             );
         };
-        let disc = &self.cfg.endpoints.discovery;
+        let disc = &self.paths.discovery;
         let tokens = match upstream
             .exchange_code(
                 disc,
@@ -288,7 +288,7 @@ impl Engine {
         let csrf = pages.csrf_token("consent", &attempt.sid);
         let consent_url = self
             .cfg
-            .url_for(&format!("{}/consent", self.cfg.endpoints.approval));
+            .url_for(&format!("{}/consent", self.paths.approval));
         self.render_approval(
             &pending,
             &csrf,

@@ -41,6 +41,8 @@ pub enum ErrorCode {
     UnsupportedGrantType,
     /// `invalid_token` (RFC 6750, for bearer-protected callbacks)
     InvalidToken,
+    /// The token lacks the scope the request needs (RFC 6750 §3.1).
+    InsufficientScope,
     /// `temporarily_unavailable` (a dependency such as the authentication channel is down)
     TemporarilyUnavailable,
     /// `server_error`
@@ -67,6 +69,7 @@ impl ErrorCode {
             Self::InvalidGrant => "invalid_grant",
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::ServerError => "server_error",
         }
@@ -92,6 +95,7 @@ impl ErrorCode {
             Self::InvalidGrant => br#"{"error":"invalid_grant"}"#,
             Self::UnsupportedGrantType => br#"{"error":"unsupported_grant_type"}"#,
             Self::InvalidToken => br#"{"error":"invalid_token"}"#,
+            Self::InsufficientScope => br#"{"error":"insufficient_scope"}"#,
             Self::TemporarilyUnavailable => br#"{"error":"temporarily_unavailable"}"#,
             Self::ServerError => br#"{"error":"server_error"}"#,
         }

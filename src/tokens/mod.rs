@@ -167,13 +167,45 @@ impl KeySet {
         self.keys[self.active].alg
     }
 
+    /// The JWS names of the algorithms the gateway can sign with, the active key's first.
+    pub fn algorithms(&self) -> Vec<String> {
+        let mut algs = vec![format!("{:?}", self.active_alg())];
+        for k in &self.keys {
+            let name = format!("{:?}", k.alg);
+            if !algs.contains(&name) {
+                algs.push(name);
+            }
+        }
+        algs
+    }
+
+    /// Whether `kid` names one of the gateway's keys.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid == kid)
+    }
+
     /// Signs claims with the active key, `kid` and `typ` in the header.
     pub fn sign<T: Serialize>(
         &self,
         typ: &str,
         claims: &T,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let k = &self.keys[self.active];
+        self.sign_with(None, typ, claims)
+    }
+
+    /// Signs claims with a key of algorithm `alg` (a client's registered
+    /// `id_token_signed_response_alg`) when the gateway has one, else with the active key.
+    pub fn sign_with<T: Serialize>(
+        &self,
+        alg: Option<SigningAlg>,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let active = &self.keys[self.active];
+        let k = match alg.map(jwt_alg) {
+            Some(a) if a != active.alg => self.keys.iter().find(|k| k.alg == a).unwrap_or(active),
+            _ => active,
+        };
         let mut h = Header::new(k.alg);
         h.kid = Some(k.kid.clone());
         h.typ = Some(typ.to_owned());
@@ -265,6 +297,29 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+/// The standard claims a scope releases about a user (OIDC Core §5.4): `profile` → `name`,
+/// `preferred_username`; `email` → `email`; `phone` → `phone_number`. The ID token and the
+/// userinfo answer both carry exactly these.
+pub fn scoped_claims(scope: &crate::protocol::Scope, u: &User) -> BTreeMap<String, String> {
+    let mut claims = BTreeMap::new();
+    let mut put = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            claims.insert(k.to_owned(), v.clone());
+        }
+    };
+    if scope.contains("profile") {
+        put("name", &u.name);
+        put("preferred_username", &u.username);
+    }
+    if scope.contains("email") {
+        put("email", &u.email);
+    }
+    if scope.contains("phone") {
+        put("phone_number", &u.phone);
+    }
+    claims
+}
+
 /// Mints tokens for approved requests with the gateway's keys.
 #[derive(Debug)]
 pub struct Minter {
@@ -319,24 +374,9 @@ impl Minter {
         now: u64,
     ) -> Result<TokenResponse, jsonwebtoken::errors::Error> {
         let acr = self.acr_for(req.acr_values.as_deref(), approval.acr.as_deref());
-        let mut extra = BTreeMap::new();
-        if let Some(u) = user {
-            let mut put = |k: &str, v: &Option<String>| {
-                if let Some(v) = v {
-                    extra.insert(k.to_owned(), v.clone());
-                }
-            };
-            if req.scope.contains("profile") {
-                put("name", &u.name);
-                put("preferred_username", &u.username);
-            }
-            if req.scope.contains("email") {
-                put("email", &u.email);
-            }
-            if req.scope.contains("phone") {
-                put("phone_number", &u.phone);
-            }
-        }
+        let extra = user
+            .map(|u| scoped_claims(&req.scope, u))
+            .unwrap_or_default();
         let subject = approval.subject.as_ref().unwrap_or(&req.subject);
         let id = IdTokenClaims {
             iss: self.issuer.clone(),
@@ -365,7 +405,7 @@ impl Minter {
             access_token: self.keys.sign("at+jwt", &at)?,
             token_type: "Bearer",
             expires_in: self.at_ttl,
-            id_token: self.keys.sign("JWT", &id)?,
+            id_token: self.keys.sign_with(client.id_token_alg, "JWT", &id)?,
             scope: req.scope.as_str().to_owned(),
         })
     }

@@ -102,8 +102,17 @@ impl Upstream {
             if let Some(a) = req.acr_values {
                 q.append_pair("acr_values", a);
             }
-            if req.prompt_login {
-                q.append_pair("prompt", "login");
+            // A provider issues a refresh token for offline_access only after asking for
+            // consent (OIDC Core §11; oidc-provider and others enforce it).
+            let consent = req.scope.split(' ').any(|s| s == "offline_access");
+            let prompt = match (req.prompt_login, consent) {
+                (true, true) => Some("login consent"),
+                (true, false) => Some("login"),
+                (false, true) => Some("consent"),
+                (false, false) => None,
+            };
+            if let Some(p) = prompt {
+                q.append_pair("prompt", p);
             }
         }
         Ok((url, secrets))
@@ -136,11 +145,7 @@ impl Upstream {
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ];
-        let mut req = self
-            .client
-            .post(url)
-            .header("x-forwarded-host", self.public_host.clone())
-            .header("x-forwarded-proto", self.public_proto.clone());
+        let mut req = self.client.post(url).headers(self.own_headers().clone());
         match creds.auth_method {
             AuthMethod::ClientSecretBasic => {
                 let enc =

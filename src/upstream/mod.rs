@@ -97,8 +97,9 @@ impl<T> Cached<T> {
 pub struct Upstream {
     cfg: UpstreamConfig,
     client: reqwest::Client,
-    public_host: HeaderValue,
-    public_proto: HeaderValue,
+    /// The headers of the gateway's own requests to the provider: the `Host` and forwarding
+    /// headers a client reaching the provider through the public URL would cause.
+    own_headers: HeaderMap,
     discovery: Cached<Map<String, Value>>,
     jwks: Cached<Vec<Value>>,
 }
@@ -133,17 +134,23 @@ impl Upstream {
             Some(p) => format!("{}:{p}", public_url.host_str().unwrap_or_default()),
             None => public_url.host_str().unwrap_or_default().to_owned(),
         };
+        let public_host =
+            HeaderValue::from_str(&host).map_err(|_| ConfigError::new("public_url", "bad host"))?;
+        let mut own_headers = HeaderMap::new();
+        for (name, value) in forwarding(
+            cfg,
+            Some(public_host),
+            true,
+            None,
+            public_url.scheme() == "https",
+        ) {
+            own_headers.insert(name, value);
+        }
         Ok(Self {
             client: b
                 .build()
                 .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
-            public_host: HeaderValue::from_str(&host)
-                .map_err(|_| ConfigError::new("public_url", "bad host"))?,
-            public_proto: HeaderValue::from_static(if public_url.scheme() == "https" {
-                "https"
-            } else {
-                "http"
-            }),
+            own_headers,
             discovery: Cached::new(cfg.discovery_cache_secs),
             jwks: Cached::new(cfg.jwks_cache_secs),
             cfg: cfg.clone(),
@@ -179,12 +186,12 @@ impl Upstream {
             .url
             .join(path_and_query)
             .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
-        // Ask as the public host would, so the provider describes itself at its public URLs.
+        // Ask as a client of the public URL would, so that a provider that builds its URLs from
+        // `Host` (or from trusted forwarding headers) describes itself at the public URLs.
         let resp = self
             .client
             .get(url)
-            .header("x-forwarded-host", self.public_host.clone())
-            .header("x-forwarded-proto", self.public_proto.clone())
+            .headers(self.own_headers.clone())
             .header(header::ACCEPT, "application/json")
             // The document is parsed and re-serialised: never ask for it compressed.
             .header(header::ACCEPT_ENCODING, "identity")
@@ -260,50 +267,79 @@ impl Upstream {
         peer: Option<IpAddr>,
         tls: bool,
     ) -> HeaderEdits {
-        let mut set = Vec::with_capacity(4);
-        let original_host = headers.get(header::HOST).cloned();
-        if let Some(h) = &self.cfg.host_header
-            && let Ok(v) = HeaderValue::from_str(h)
-        {
-            set.push((header::HOST, v));
-        }
-        let proto = if tls { "https" } else { "http" };
-        match self.cfg.forwarding_headers {
-            ForwardingHeaders::None => {}
-            ForwardingHeaders::XForwarded => {
-                if let Some(ip) = peer {
-                    set.push((HeaderName::from_static("x-forwarded-for"), ip_value(ip)));
-                }
-                set.push((
-                    HeaderName::from_static("x-forwarded-proto"),
-                    HeaderValue::from_static(proto),
-                ));
-                if let Some(h) = original_host {
-                    set.push((HeaderName::from_static("x-forwarded-host"), h));
-                }
-            }
-            ForwardingHeaders::Forwarded => {
-                let mut v = String::new();
-                if let Some(ip) = peer {
-                    v.push_str(&match ip {
-                        IpAddr::V4(a) => format!("for={a};"),
-                        IpAddr::V6(a) => format!("for=\"[{a}]\";"),
-                    });
-                }
-                if let Some(h) = original_host.as_ref().and_then(|h| h.to_str().ok()) {
-                    v.push_str(&format!("host=\"{h}\";"));
-                }
-                v.push_str(&format!("proto={proto}"));
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    set.push((header::FORWARDED, v));
-                }
-            }
-        }
         HeaderEdits {
             remove: untrusted_present(headers),
-            set,
+            set: forwarding(
+                &self.cfg,
+                headers.get(header::HOST).cloned(),
+                false,
+                peer,
+                tls,
+            ),
         }
     }
+
+    /// The `Host` and forwarding headers of the gateway's own requests to the provider
+    /// (discovery, JWKS, code exchange).
+    pub(crate) fn own_headers(&self) -> &HeaderMap {
+        &self.own_headers
+    }
+}
+
+/// The `Host` and forwarding headers for a request the client sent with `host`: one rule for
+/// pass-through and for the gateway's own requests. `Host` is `upstream.host_header` when set,
+/// else the client's: left untouched on pass-through, set (`own`) on the gateway's own
+/// requests, where the HTTP client would otherwise send the provider's internal address.
+fn forwarding(
+    cfg: &UpstreamConfig,
+    host: Option<HeaderValue>,
+    own: bool,
+    peer: Option<IpAddr>,
+    tls: bool,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut set = Vec::with_capacity(4);
+    match cfg.host_header.as_deref().map(HeaderValue::from_str) {
+        Some(Ok(v)) => set.push((header::HOST, v)),
+        Some(Err(_)) => {}
+        None => {
+            if let (true, Some(h)) = (own, &host) {
+                set.push((header::HOST, h.clone()));
+            }
+        }
+    }
+    let proto = if tls { "https" } else { "http" };
+    match cfg.forwarding_headers {
+        ForwardingHeaders::None => {}
+        ForwardingHeaders::XForwarded => {
+            if let Some(ip) = peer {
+                set.push((HeaderName::from_static("x-forwarded-for"), ip_value(ip)));
+            }
+            set.push((
+                HeaderName::from_static("x-forwarded-proto"),
+                HeaderValue::from_static(proto),
+            ));
+            if let Some(h) = host {
+                set.push((HeaderName::from_static("x-forwarded-host"), h));
+            }
+        }
+        ForwardingHeaders::Forwarded => {
+            let mut v = String::new();
+            if let Some(ip) = peer {
+                v.push_str(&match ip {
+                    IpAddr::V4(a) => format!("for={a};"),
+                    IpAddr::V6(a) => format!("for=\"[{a}]\";"),
+                });
+            }
+            if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
+                v.push_str(&format!("host=\"{h}\";"));
+            }
+            v.push_str(&format!("proto={proto}"));
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                set.push((header::FORWARDED, v));
+            }
+        }
+    }
+    set
 }
 
 /// The [`UNTRUSTED_INBOUND`] headers present in `headers`. One pass over the request's header

@@ -48,6 +48,7 @@ pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
 }
 
 pub mod pki;
+pub mod providers;
 pub mod smtp;
 pub mod upstream;
 pub mod webhook;
@@ -293,7 +294,17 @@ impl Gateway {
     /// Validates an ID token as a client would, from discovery's `issuer` and `jwks_uri` alone,
     /// for audience `aud`; returns its claims.
     pub async fn verify_id_token(&self, id_token: &str, aud: &str) -> serde_json::Value {
-        let d = self.discovery().await;
+        self.verify_id_token_from(&self.discovery().await, id_token, aud)
+            .await
+    }
+
+    /// Validates an ID token from the `issuer` and `jwks_uri` of discovery document `d`.
+    pub async fn verify_id_token_from(
+        &self,
+        d: &serde_json::Value,
+        id_token: &str,
+        aud: &str,
+    ) -> serde_json::Value {
         let jwks: jsonwebtoken::jwk::JwkSet = self
             .http
             .get(d["jwks_uri"].as_str().unwrap())
@@ -475,7 +486,7 @@ impl Authenticator {
 pub async fn callback(gw: &Gateway, bearer: &str, status: &str) -> Reply {
     let resp = gw
         .http
-        .post(format!("{}/ciba/callback", gw.url))
+        .post(format!("{}{}", gw.url, gw.engine.paths().callback))
         .bearer_auth(bearer)
         .json(&serde_json::json!({ "status": status }))
         .send()

@@ -27,11 +27,18 @@ pub fn free_port() -> u16 {
 pub struct Provider {
     pub port: u16,
     issuer: String,
+    proxy: bool,
     child: Option<tokio::process::Child>,
 }
 
 impl Provider {
+    /// oidc-provider as shipped (`proxy` off: URLs built from `Host`).
     pub async fn start(issuer: &str, port: u16) -> Provider {
+        Self::start_with(issuer, port, false).await
+    }
+
+    /// oidc-provider, trusting `X-Forwarded-*` when `proxy`.
+    pub async fn start_with(issuer: &str, port: u16, proxy: bool) -> Provider {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -42,6 +49,7 @@ impl Provider {
             .arg("provider.mjs")
             .env("ISSUER", issuer)
             .env("PORT", port.to_string())
+            .env("PROXY", if proxy { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -62,6 +70,7 @@ impl Provider {
         Provider {
             port,
             issuer: issuer.to_owned(),
+            proxy,
             child: Some(child),
         }
     }
@@ -76,7 +85,7 @@ impl Provider {
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
         self.kill().await;
-        *self = Provider::start(&self.issuer.clone(), self.port).await;
+        *self = Provider::start_with(&self.issuer.clone(), self.port, self.proxy).await;
     }
 }
 
@@ -177,11 +186,15 @@ pub async fn echo_upstream() -> u16 {
     port
 }
 
-/// A browser without JavaScript: follows redirects with a cookie jar and fills in the
-/// provider's development login (`login` = the account id) and consent forms. Stops at the first
-/// page that is not the provider's, or at a redirect leaving `stay_on`.
+/// A browser without JavaScript: follows redirects with a cookie jar and fills in a provider's
+/// login and consent forms (oidc-provider's development forms, Django's login and
+/// django-oauth-toolkit's consent): the login's user field gets `login`, its password field
+/// `password`. Stops at the first page that is not such a form, or at a redirect leaving
+/// `stay_on`.
 pub struct Browser {
     pub http: reqwest::Client,
+    /// The password typed at a login form.
+    pub password: String,
 }
 
 /// Where browsing stopped.
@@ -197,8 +210,36 @@ pub enum Stop {
     Redirect(reqwest::Url),
 }
 
-fn attr<'a>(html: &'a str, name: &str) -> Option<&'a str> {
-    html.split(&format!("{name}=\"")).nth(1)?.split('"').next()
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(unescape(tag[at..].split('"').next()?))
+}
+
+/// The first form of a page that is a provider's login or consent form: its action and fields.
+fn provider_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
+    let form = &html[html.find("<form")?..];
+    let form = &form[..form.find("</form>")?];
+    let action = attr(&form[..form.find('>')?], "action").unwrap_or_default();
+    let mut fields = Vec::new();
+    let mut is_provider = false;
+    for tag in form.split('<').filter(|t| t.starts_with("input")) {
+        let Some(name) = attr(tag, "name") else {
+            continue;
+        };
+        let ty = attr(tag, "type").unwrap_or_default();
+        is_provider |= ty == "password" || name == "prompt" || name == "allow";
+        fields.push((name, attr(tag, "value").unwrap_or_default(), ty));
+    }
+    is_provider.then(|| (action, fields.into_iter().map(|(n, v, _)| (n, v)).collect()))
 }
 
 impl Browser {
@@ -210,6 +251,15 @@ impl Browser {
                 .cookie_provider(jar)
                 .build()
                 .unwrap(),
+            password: "pw".into(),
+        }
+    }
+
+    /// A browser that types `password` at login forms.
+    pub fn with_password(password: &str) -> Self {
+        Self {
+            password: password.into(),
+            ..Self::new()
         }
     }
 
@@ -235,19 +285,20 @@ impl Browser {
                 continue;
             }
             let html = resp.text().await.unwrap();
-            let is_provider_form = html.contains("name=\"prompt\"");
-            if !is_provider_form {
+            let Some((action, mut fields)) = provider_form(&html) else {
                 return Stop::Page { url, status, html };
+            };
+            for (name, value) in &mut fields {
+                match name.as_str() {
+                    "login" | "username" => *value = login.into(),
+                    "password" => value.clone_from(&self.password),
+                    _ => {}
+                }
             }
-            let action = url.join(attr(&html, "action").expect("a form")).unwrap();
-            let fields = if html.contains("name=\"login\"") {
-                vec![
-                    ("prompt".into(), "login".into()),
-                    ("login".into(), login.into()),
-                    ("password".into(), "pw".into()),
-                ]
+            let action = if action.is_empty() {
+                url.clone()
             } else {
-                vec![("prompt".into(), "consent".into())]
+                url.join(&action).unwrap()
             };
             next = (reqwest::Method::POST, action, fields);
         }

@@ -1,7 +1,7 @@
 // A real, unmodified OpenID provider for the integration tests: panva's oidc-provider with a
 // confidential client for client_credentials and authorization_code + PKCE, and accounts whose
 // id is whatever is typed at the (development) login form.
-//   ISSUER=http://127.0.0.1:8080 PORT=3000 node provider.mjs
+//   ISSUER=http://127.0.0.1:8080 PORT=3000 [PROXY=1] node provider.mjs
 // The issuer is the gateway's public URL: the gateway serves the issuer's host (GW-02).
 import Provider from 'oidc-provider';
 
@@ -55,6 +55,8 @@ const provider = new Provider(issuer, {
   },
 });
 
-// The gateway in front terminates the client connection and sets X-Forwarded-*.
-provider.proxy = true;
+// As shipped, oidc-provider does not trust X-Forwarded-* and builds its URLs from Host: the
+// gateway must present the public host. PROXY=1 turns trust on, as a deployment behind a
+// reverse proxy may.
+provider.proxy = process.env.PROXY === '1';
 provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${port} for ${issuer}`));

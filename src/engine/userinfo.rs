@@ -1,0 +1,118 @@
+//! Userinfo (OIDC Core §5.3) for the access tokens the gateway mints. The endpoint is shared
+//! with the provider: a request whose bearer token was signed by one of the gateway's keys for
+//! its issuer is answered here, with the claims the gateway's ID token carries for the granted
+//! scopes; every other request (the provider's own tokens, no token at all) is handed back to be
+//! forwarded untouched. Recognition needs no lookup: the token's `kid`, `typ` and signature.
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, header};
+use jsonwebtoken::Validation;
+use serde_json::{Map, Value};
+
+use super::{Engine, EngineRequest, Outcome, json_response};
+use crate::protocol::form::require_form_content_type;
+use crate::protocol::{Form, OAuthError, Scope};
+use crate::tokens::{AccessTokenClaims, scoped_claims};
+
+/// Where the request carries its access token (RFC 6750 §2.1, §2.2).
+fn bearer<'a>(headers: &'a HeaderMap, form: Option<&'a Form<'a>>) -> Option<&'a str> {
+    let in_header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    in_header.or_else(|| form?.get("access_token"))
+}
+
+impl Engine {
+    pub(super) async fn userinfo(&self, req: EngineRequest) -> Outcome {
+        let form = (req.method == Method::POST && require_form_content_type(&req.headers).is_ok())
+            .then(|| Form::parse(&req.body).ok())
+            .flatten();
+        let Some(token) = bearer(&req.headers, form.as_ref()) else {
+            return Outcome::Forward(req);
+        };
+        let Some(claims) = self.own_access_token(token) else {
+            return Outcome::Forward(req);
+        };
+        Outcome::Respond(match self.userinfo_for(&req, form.as_ref(), claims).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        })
+    }
+
+    /// The claims of an access token this gateway signed (its `kid`, `at+jwt`, a valid
+    /// signature); `None` for any other token. Expiry and issuer are checked by the caller, so
+    /// that an expired token of ours is refused here rather than sent to the provider.
+    fn own_access_token(&self, token: &str) -> Option<AccessTokenClaims> {
+        let h = jsonwebtoken::decode_header(token).ok()?;
+        if !h
+            .kid
+            .as_deref()
+            .is_some_and(|k| self.minter.keys().has_kid(k))
+            || !h
+                .typ
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt"))
+        {
+            return None;
+        }
+        let mut v = Validation::new(h.alg);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        self.minter.keys().verify(token, v)
+    }
+
+    async fn userinfo_for(
+        &self,
+        req: &EngineRequest,
+        form: Option<&Form<'_>>,
+        at: AccessTokenClaims,
+    ) -> Result<http::Response<Bytes>, OAuthError> {
+        // RFC 6750 §2: one way of sending the token, not two.
+        if req.headers.get_all(header::AUTHORIZATION).iter().count() > 1
+            || (req.headers.contains_key(header::AUTHORIZATION)
+                && form.is_some_and(|f| f.get("access_token").is_some()))
+        {
+            return Err(OAuthError::invalid_request(
+                "the access token must be sent in exactly one way",
+            ));
+        }
+        if at.iss != self.issuer {
+            return Err(OAuthError::invalid_token(
+                "the access token is for another issuer",
+            ));
+        }
+        if at.exp <= self.clock.now_ms() / 1000 {
+            return Err(OAuthError::invalid_token("the access token has expired"));
+        }
+        let scope = Scope::parse(&at.scope)
+            .filter(|s| s.contains("openid"))
+            .ok_or_else(|| {
+                OAuthError::new(
+                    crate::protocol::ErrorCode::InsufficientScope,
+                    StatusCode::FORBIDDEN,
+                )
+                .describe("the access token was not granted the openid scope")
+            })?;
+        let user = self
+            .users
+            .by_subject(&at.sub)
+            .await
+            .map_err(|_| OAuthError::unavailable("the user directory is unavailable", 5))?;
+        let mut body = Map::new();
+        body.insert("sub".into(), Value::from(at.sub));
+        if let Some(u) = user {
+            for (k, v) in scoped_claims(&scope, &u) {
+                body.insert(k, Value::from(v));
+            }
+        }
+        Ok(json_response(
+            StatusCode::OK,
+            Bytes::from(Value::Object(body).to_string()),
+        ))
+    }
+}
