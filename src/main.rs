@@ -281,6 +281,10 @@ fn serve_pingora(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode 
         None => service.add_tcp(&addr),
     }
     server.add_service(service);
+    server.add_service(pingora::services::background::background_service(
+        "upstream discovery",
+        ciba_gateway::pingora::WarmUp(Arc::clone(&engine)),
+    ));
     tracing::info!(%listen, issuer = engine.issuer(), engine = "pingora", "ciba-gateway listening");
     server.run(RunArgs::default());
     ExitCode::SUCCESS

@@ -208,6 +208,18 @@ impl ProxyHttp for CibaProxy {
     }
 }
 
+/// Reads the provider's discovery as the pingora server starts ([`Engine::warm_up`]): add it
+/// to a `Server` with `pingora::services::background::background_service`.
+#[derive(Debug)]
+pub struct WarmUp(pub Arc<Engine>);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for WarmUp {
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        self.0.warm_up().await;
+    }
+}
+
 /// Serves `proxy` on a tokio listener inside the current runtime until `shutdown` completes:
 /// for embedding the module in an existing tokio application, and for tests. A standalone
 /// deployment uses pingora's `Server` instead (as the `ciba-gateway` binary does).
@@ -221,6 +233,10 @@ pub async fn serve_on_listener(
     use std::os::fd::AsRawFd;
 
     let conf = Arc::new(pingora::server::configuration::ServerConf::default());
+    tokio::spawn({
+        let engine = Arc::clone(&proxy.engine);
+        async move { engine.warm_up().await }
+    });
     let app = Arc::new(pingora::proxy::http_proxy(&conf, proxy));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);

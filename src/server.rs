@@ -229,6 +229,10 @@ async fn serve_with(
 ) -> std::io::Result<()> {
     // How long open connections get to finish after the shutdown signal.
     let grace = Duration::from_secs(engine.config().server.shutdown_grace_secs);
+    tokio::spawn({
+        let engine = Arc::clone(&engine);
+        async move { engine.warm_up().await }
+    });
     let service = CibaService::new(Arc::clone(&engine), Inner::new(engine));
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();

@@ -385,6 +385,31 @@ async fn bc_uc_01_02_user_code() {
         .assert_error(400, "invalid_user_code");
 }
 
+// BC-UC-01/02: discovery says user codes are supported, so a user_code sent by a client that
+// is not registered to require one is verified all the same: a wrong one reaches nobody.
+#[tokio::test]
+async fn bc_uc_01_a_user_code_that_is_sent_is_always_verified() {
+    let auth = Authenticator::start().await;
+    let gw = start(|c| c.channel = auth.channel_config()).await;
+    let bc = |uc: &'static str, m: &'static str| {
+        [
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+            ("user_code", uc),
+            ("binding_message", m),
+        ]
+    };
+    gw.bc(&bc("0000", "one"))
+        .await
+        .assert_error(400, "invalid_user_code");
+    assert_eq!(gw.bc(&bc(ALICE_CODE, "two")).await.status, 200);
+    assert_eq!(auth.next_call().await.body["binding_message"], "two");
+    assert!(
+        auth.calls.lock().await.try_recv().is_err(),
+        "the wrong code notified nobody"
+    );
+}
+
 #[tokio::test]
 async fn bc_uc_02_sec_04_wrong_user_codes_are_rate_limited_per_user() {
     let gw = gateway().await;

@@ -10,27 +10,59 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use ciba_gateway::config::EngineKind;
+use common::providers::{Kind, gateway_before_real_time};
 use common::*;
 
 #[tokio::test]
 async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() {
-    let client_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
-    assert!(
-        client_dir.join("node_modules/openid-client").exists(),
-        "openid-client is not installed: run `npm ci --prefix tests/client` (scripts/test does)"
-    );
     let auth = Authenticator::start().await;
     let gw = start_real_time(|c| {
         c.channel = auth.channel_config();
         c.ciba.interval_secs = 1;
     })
     .await;
+    let result = run_client(&gw.url, &gw, &auth).await;
+    assert_eq!(result["sub"], "sub-alice");
+    assert_eq!(result["iss"], gw.url);
+    assert_eq!(result["email"], "Alice@Example.com");
+    assert_eq!(result["userinfo"]["email"], "Alice@Example.com");
+}
 
+// Issue (providers as they are): the certified client library, configured only from discovery,
+// completes the flow and calls userinfo in front of each real provider at its defaults
+// (oidc-provider as shipped, django-oauth-toolkit with its issuer under /o and RS256 only),
+// on both runtimes.
+every_provider!(openid_client_in_front_of_a_real_provider);
+
+async fn openid_client_in_front_of_a_real_provider(kind: Kind, rt: EngineKind) {
+    let auth = Authenticator::start().await;
+    let (gw, p) = gateway_before_real_time(kind, rt, |c| {
+        c.channel = auth.channel_config();
+        c.ciba.interval_secs = 1;
+    })
+    .await;
+    let issuer = format!("{}{}", gw.url, p.issuer_path());
+    let result = run_client(&issuer, &gw, &auth).await;
+    assert_eq!(result["sub"], "sub-alice");
+    assert_eq!(result["iss"], issuer);
+    assert_eq!(result["userinfo"]["sub"], "sub-alice");
+    assert_eq!(result["userinfo"]["email"], "Alice@Example.com");
+}
+
+/// Runs the openid-client CIBA client against `issuer` as basic-client for alice, approving
+/// through the authenticator once the client has been told to wait; returns what it printed.
+async fn run_client(issuer: &str, gw: &Gateway, auth: &Authenticator) -> serde_json::Value {
+    let client_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
+    assert!(
+        client_dir.join("node_modules/openid-client").exists(),
+        "openid-client is not installed: run `npm ci --prefix tests/client` (scripts/test does)"
+    );
     let mut child = tokio::process::Command::new("node")
         .current_dir(&client_dir)
         .args([
             "ciba-poll.mjs",
-            &gw.url,
+            issuer,
             BASIC_CLIENT.0,
             BASIC_CLIENT.1,
             "alice@example.com",
@@ -62,18 +94,22 @@ async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() 
         }
     }
     // ...and the user approves on their device.
-    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
-
+    assert_eq!(callback(gw, &call.bearer, "SUCCEED").await.status, 200);
+    // Whatever else the client reports goes on being collected, for the failure message.
+    let rest = tokio::spawn(async move {
+        while let Ok(Some(l)) = stderr.next_line().await {
+            seen.push(l);
+        }
+        seen
+    });
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("the client finishes")
         .unwrap();
+    let seen = rest.await.unwrap();
     assert!(out.status.success(), "client failed: {seen:?}");
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
-    assert_eq!(result["sub"], "sub-alice");
-    assert_eq!(result["iss"], gw.url);
     assert_eq!(result["aud"], BASIC_CLIENT.0);
-    assert_eq!(result["email"], "Alice@Example.com");
     assert_eq!(
         result["token_type"]
             .as_str()
@@ -82,4 +118,5 @@ async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() 
         Some("bearer")
     );
     assert_eq!(result["has_access_token"], true);
+    result
 }

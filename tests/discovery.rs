@@ -226,3 +226,51 @@ async fn head_on_merged_discovery_is_200() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
 }
+
+// Issue (providers as they are), item 5: standalone, discovery advertises the gateway's userinfo
+// endpoint, which answers for the access tokens the gateway minted (OIDC Core §5.3) with the
+// claims of the granted scopes, and refuses anything else (RFC 6750).
+#[tokio::test]
+async fn standalone_userinfo_answers_for_minted_tokens() {
+    let auth = Authenticator::start().await;
+    let gw = start(|c| c.channel = auth.channel_config()).await;
+    let d = gw.discovery().await;
+    let userinfo = d["userinfo_endpoint"].as_str().unwrap().to_owned();
+    assert_eq!(userinfo, format!("{}/userinfo", gw.url));
+    let r = gw
+        .bc(&[("scope", "openid email"), ("login_hint", "alice")])
+        .await;
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let t = gw.poll(&id).await;
+    assert_eq!(t.status, 200, "{}", t.json);
+    let at = t.json["access_token"].as_str().unwrap();
+    let get = |token: Option<&str>| {
+        let mut rb = gw.http.get(&userinfo);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        async move { reply(rb.send().await.unwrap()).await }
+    };
+    let r = get(Some(at)).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["sub"], "sub-alice");
+    assert_eq!(r.json["email"], "Alice@Example.com");
+    assert!(r.json.get("name").is_none(), "profile was not granted");
+    assert_eq!(r.headers["cache-control"], "no-store");
+    // No token, a token that is not the gateway's, a token sent twice: refused.
+    get(None).await.assert_error(401, "invalid_token");
+    get(Some("not-a-jwt"))
+        .await
+        .assert_error(401, "invalid_token");
+    let r = gw
+        .http
+        .post(&userinfo)
+        .bearer_auth(at)
+        .form(&[("access_token", at)])
+        .send()
+        .await
+        .unwrap();
+    reply(r).await.assert_error(400, "invalid_request");
+}

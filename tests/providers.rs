@@ -330,3 +330,21 @@ async fn check_online_explains_what_will_not_work() {
         "{err}"
     );
 }
+
+/// The provider's token path is known before any client asks for discovery: both runtimes read
+/// it as they start (`Engine::warm_up`), so a client configured by hand polls the right path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_paths_are_learned_at_start_up() {
+    for rt in [EngineKind::Pingora, EngineKind::Tower] {
+        let (gw, _p) = gateway_before(Kind::Django, rt, |_| {}).await;
+        let learned = async {
+            while gw.engine.paths().shared().token != "/o/token/" {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), learned)
+            .await
+            .unwrap_or_else(|_| panic!("{rt:?}: the token path was not learned"));
+        assert_eq!(gw.engine.paths().shared().userinfo, "/o/userinfo/");
+    }
+}

@@ -21,6 +21,7 @@ both_engines!(
     deny_after_login_is_access_denied,
     provider_error_is_a_clear_page_and_approves_nothing,
     identity_bound_by_email,
+    offline_access_brings_the_providers_refresh_token,
 );
 
 fn secret_file(value: &str) -> SecretRef {
@@ -81,8 +82,17 @@ async fn request(
     auth: &Authenticator,
     client: (&str, &str),
 ) -> (String, reqwest::Url) {
+    request_scope(gw, auth, client, "openid email").await
+}
+
+async fn request_scope(
+    gw: &Gateway,
+    auth: &Authenticator,
+    client: (&str, &str),
+    scope: &str,
+) -> (String, reqwest::Url) {
     let params = [
-        ("scope", "openid email"),
+        ("scope", scope),
         ("login_hint", "alice"),
         ("binding_message", "4711"),
     ];
@@ -138,7 +148,7 @@ async fn login_via_link(
     let q: std::collections::HashMap<_, _> = auth_url.query_pairs().into_owned().collect();
     assert_eq!(q["code_challenge_method"], "S256");
     assert_eq!(q["login_hint"], "alice");
-    assert_eq!(q["prompt"], "login");
+    assert_eq!(q["prompt"].split(' ').next(), Some("login"));
     assert!(q.contains_key("state") && q.contains_key("nonce"));
     assert_eq!(q["redirect_uri"], format!("{}/approve/callback", gw.url));
     match browser.browse(auth_url, &gw.url, login).await {
@@ -338,4 +348,37 @@ async fn identity_bound_by_email(kind: EngineKind) {
     assert_eq!(consent(&gw, &browser, &html, "approve").await, 200);
     gw.clock.advance_secs(5);
     assert_eq!(gw.poll(&id).await.status, 200);
+}
+
+// Issue (providers as they are), item 5: a provider like oidc-provider issues a refresh token
+// for offline_access only after a consent prompt; the gateway asks for one, and the client gets
+// the provider's refresh token, which then works through the gateway (pass-through).
+async fn offline_access_brings_the_providers_refresh_token(kind: EngineKind) {
+    let (gw, _p, auth) =
+        setup_with(kind, |c| c.scopes_supported.push("offline_access".into())).await;
+    let (id, link) = request_scope(&gw, &auth, POST_CLIENT, "openid email offline_access").await;
+    let browser = Browser::new();
+    let (status, html) = login_via_link(&gw, &browser, link, "sub-alice").await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(consent(&gw, &browser, &html, "approve").await, 200);
+    gw.clock.advance_secs(5);
+    let t = gw.poll(&id).await;
+    assert_eq!(t.status, 200, "{}", t.json);
+    let rt = t.json["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no refresh token: {}", t.json));
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", rt),
+                ("client_id", "post-client"),
+                ("client_secret", "post-client-upstream-secret"),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["access_token"].is_string());
 }

@@ -106,4 +106,18 @@ mod tests {
         assert_eq!(c.limits.bc_per_client, rate(9, 3));
         assert_eq!(c.limits.max_body_bytes, 64 * 1024);
     }
+
+    // Issue (providers as they are), item 5: only clients that can start CIBA requests need
+    // credentials at the upstream for its login.
+    #[test]
+    fn upstream_credentials_only_for_ciba_clients() {
+        let yaml = |grants: &str| {
+            format!(
+                "public_url: http://gw\nupstream: {{ url: \"http://127.0.0.1:1\" }}\napproval: {{ mode: upstream }}\nclients:\n  - {{ client_id: a, secret: \"${{HOME}}\", grant_types: [{grants}] }}\n"
+            )
+        };
+        assert!(Config::from_yaml(&yaml("authorization_code")).is_ok());
+        let e = Config::from_yaml(&yaml("\"urn:openid:params:grant-type:ciba\"")).unwrap_err();
+        assert_eq!(e.0[0].path, "clients[0].upstream");
+    }
 }

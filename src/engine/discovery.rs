@@ -261,3 +261,139 @@ fn push_missing<'a>(list: &mut Value, items: impl IntoIterator<Item = &'a str>) 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{KeyConfig, SecretRef, SigningAlg};
+
+    fn discovery(yaml: &str) -> (Discovery, Paths, Config) {
+        let cfg = Config::from_yaml(yaml).unwrap();
+        let paths = Paths::new(&cfg);
+        let keys = KeySet::from_config(&cfg.tokens).unwrap();
+        (
+            Discovery::new(&cfg, &cfg.issuer(), &paths, &keys),
+            paths,
+            cfg,
+        )
+    }
+
+    fn merged(d: &Discovery, paths: &Paths, upstream: Value) -> Value {
+        let doc = upstream.as_object().unwrap().clone();
+        serde_json::from_slice(&d.merge(doc, &paths.shared(), true)).unwrap()
+    }
+
+    // Issue item 3: an RSA-only provider; the merged list gains the gateway's algorithm, so a
+    // client library accepts the gateway's ID tokens.
+    #[test]
+    fn signing_algorithms_include_the_gateways() {
+        let (d, p, _) = discovery("public_url: http://gw\n");
+        let m = merged(
+            &d,
+            &p,
+            json!({"id_token_signing_alg_values_supported": ["RS256"]}),
+        );
+        assert_eq!(
+            m["id_token_signing_alg_values_supported"],
+            json!(["RS256", "ES256"])
+        );
+        let m = merged(&d, &p, json!({}));
+        assert_eq!(
+            m["id_token_signing_alg_values_supported"],
+            json!(["RS256", "ES256"]),
+            "absent means RS256 (OIDC Discovery)"
+        );
+    }
+
+    // DISC-06: only methods that work for the CIBA grant and the provider's grants.
+    #[test]
+    fn auth_methods_are_those_both_accept() {
+        let (d, p, _) = discovery("public_url: http://gw\n");
+        let m = merged(
+            &d,
+            &p,
+            json!({
+                "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_post", "tls_client_auth"],
+                "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+                "backchannel_authentication_request_signing_alg_values_supported": ["PS256"],
+            }),
+        );
+        assert_eq!(
+            m["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_post"])
+        );
+        assert!(
+            m.get("token_endpoint_auth_signing_alg_values_supported")
+                .is_none()
+        );
+        assert!(
+            m.get("backchannel_authentication_request_signing_alg_values_supported")
+                .is_none()
+        );
+        let m = merged(&d, &p, json!({}));
+        assert_eq!(
+            m["token_endpoint_auth_methods_supported"],
+            json!(["client_secret_basic"]),
+            "absent means client_secret_basic"
+        );
+        let m = merged(
+            &d,
+            &p,
+            json!({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}),
+        );
+        assert_eq!(
+            m["token_endpoint_auth_methods_supported"],
+            json!(AUTH_METHODS)
+        );
+    }
+
+    // Issue item 1: whatever the provider wrote, the endpoints the gateway serves are
+    // advertised at the gateway's URL, and other origins are reported.
+    #[test]
+    fn served_endpoints_are_the_gateways_and_foreign_origins_are_reported() {
+        let (d, p, cfg) = discovery("public_url: http://gw.example\nissuer: http://gw.example/o\n");
+        let upstream = json!({
+            "issuer": "http://gw.example/o",
+            "authorization_endpoint": "http://10.0.0.5:8000/o/authorize/",
+            "token_endpoint": "http://10.0.0.5:8000/o/token/",
+            "userinfo_endpoint": "http://10.0.0.5:8000/o/userinfo/",
+            "jwks_uri": "http://10.0.0.5:8000/o/jwks.json",
+        });
+        p.learn(upstream.as_object().unwrap());
+        let m = merged(&d, &p, upstream.clone());
+        assert_eq!(m["token_endpoint"], "http://gw.example/o/token/");
+        assert_eq!(m["userinfo_endpoint"], "http://gw.example/o/userinfo/");
+        assert_eq!(m["jwks_uri"], "http://gw.example/o/jwks");
+        assert_eq!(
+            m["backchannel_authentication_endpoint"],
+            "http://gw.example/o/bc-authorize"
+        );
+        assert_eq!(m["issuer"], "http://gw.example/o");
+        let found = d.audit(upstream.as_object().unwrap(), &cfg);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found.iter().any(|f| {
+            f.problem
+                .contains("authorization_endpoint on http://10.0.0.5:8000")
+                && f.problem.contains("bypass")
+        }));
+    }
+
+    #[test]
+    fn a_client_alg_without_a_key_is_reported() {
+        let (d, _, cfg) = discovery(
+            "public_url: http://gw\nclients:\n  - { client_id: a, secret: \"${HOME}\", id_token_signed_response_alg: RS256 }\n",
+        );
+        let f = d.config_findings(&cfg);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].fix.contains("keygen --alg rs256"), "{f:?}");
+        let mut with_key = cfg.clone();
+        with_key.tokens.keys = vec![KeyConfig {
+            kid: "rsa".into(),
+            alg: SigningAlg::RS256,
+            private_key: SecretRef::new(crate::tokens::generate_pem(SigningAlg::RS256).unwrap()),
+        }];
+        let keys = KeySet::from_config(&with_key.tokens).unwrap();
+        let d = Discovery::new(&with_key, "http://gw", &Paths::new(&with_key), &keys);
+        assert!(d.config_findings(&with_key).is_empty());
+    }
+}

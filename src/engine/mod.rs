@@ -273,6 +273,15 @@ impl Engine {
         Some(fetched)
     }
 
+    /// Reads the provider's discovery once, so that the token and userinfo paths it names are
+    /// known before the first client arrives (a runtime calls it as it starts listening; a
+    /// provider that is down is logged and read again on the next discovery request).
+    pub async fn warm_up(&self) {
+        if let Some(Err(e)) = self.upstream_discovery_document().await {
+            tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
+        }
+    }
+
     /// What will not work with this configuration whatever the provider says (`ciba-gateway
     /// check`), each with the change that fixes it.
     pub fn config_findings(&self) -> Vec<Finding> {

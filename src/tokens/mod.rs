@@ -491,3 +491,38 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod alg_per_client {
+    use super::*;
+    use crate::config::SecretRef;
+
+    // Issue item 3: a client registered for RS256 gets RS256 ID tokens when the gateway has an
+    // RS256 key; everyone else gets the active key's algorithm.
+    #[test]
+    fn sign_with_picks_a_key_of_the_clients_algorithm() {
+        let key = |kid: &str, alg| KeyConfig {
+            kid: kid.into(),
+            alg,
+            private_key: SecretRef::new(generate_pem(alg).unwrap()),
+        };
+        let cfg = TokensConfig {
+            keys: vec![key("ec", SigningAlg::ES256), key("rsa", SigningAlg::RS256)],
+            ..TokensConfig::default()
+        };
+        let ks = KeySet::from_config(&cfg).unwrap();
+        assert_eq!(ks.algorithms(), ["ES256", "RS256"]);
+        let h = |t: String| jsonwebtoken::decode_header(&t).unwrap();
+        let claims = serde_json::json!({"sub": "x"});
+        let t = h(ks
+            .sign_with(Some(SigningAlg::RS256), "JWT", &claims)
+            .unwrap());
+        assert_eq!((t.alg, t.kid.as_deref()), (Algorithm::RS256, Some("rsa")));
+        let t = h(ks.sign_with(None, "JWT", &claims).unwrap());
+        assert_eq!((t.alg, t.kid.as_deref()), (Algorithm::ES256, Some("ec")));
+        let t = h(ks
+            .sign_with(Some(SigningAlg::EdDSA), "JWT", &claims)
+            .unwrap());
+        assert_eq!(t.alg, Algorithm::ES256, "no EdDSA key: the active one");
+    }
+}

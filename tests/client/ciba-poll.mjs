@@ -1,5 +1,6 @@
 // A CIBA client built on openid-client (a certified OpenID relying-party library), configured
-// only from the gateway's discovery document. Usage:
+// only from the gateway's discovery document; it validates the ID token (signature from jwks_uri,
+// alg against id_token_signing_alg_values_supported) and calls userinfo. Usage:
 //   node ciba-poll.mjs <issuer> <client_id> <client_secret> <login_hint> <binding_message>
 // Prints one JSON line with what it learned; exits non-zero on any error.
 import * as client from 'openid-client';
@@ -35,6 +36,8 @@ console.error(`initiated: expires_in=${ack.expires_in} interval=${ack.interval}`
 
 const tokens = await client.pollBackchannelAuthenticationGrant(config, ack);
 const claims = tokens.claims();
+// As OpenID Connect clients do next: userinfo with the access token, at the advertised endpoint.
+const userinfo = await client.fetchUserInfo(config, tokens.access_token, claims.sub);
 console.log(JSON.stringify({
   sub: claims.sub,
   iss: claims.iss,
@@ -42,4 +45,5 @@ console.log(JSON.stringify({
   email: claims.email,
   token_type: tokens.token_type,
   has_access_token: typeof tokens.access_token === 'string',
+  userinfo,
 }));

@@ -116,6 +116,34 @@ pub async fn gateway_before(
     runtime: EngineKind,
     edit: impl FnOnce(&mut Config),
 ) -> (Gateway, RealProvider) {
+    let clock = ciba_gateway::clock::ManualClock::new();
+    gateway_before_on(kind, runtime, edit, clock.clone(), Arc::new(clock)).await
+}
+
+/// [`gateway_before`] on the system clock, for an external client polling in real time.
+pub async fn gateway_before_real_time(
+    kind: Kind,
+    runtime: EngineKind,
+    edit: impl FnOnce(&mut Config),
+) -> (Gateway, RealProvider) {
+    let clock = ciba_gateway::clock::ManualClock::new();
+    gateway_before_on(
+        kind,
+        runtime,
+        edit,
+        clock,
+        Arc::new(ciba_gateway::clock::SystemClock),
+    )
+    .await
+}
+
+async fn gateway_before_on(
+    kind: Kind,
+    runtime: EngineKind,
+    edit: impl FnOnce(&mut Config),
+    clock: ciba_gateway::clock::ManualClock,
+    engine_clock: Arc<dyn ciba_gateway::clock::Clock>,
+) -> (Gateway, RealProvider) {
     ciba_gateway::install_crypto_provider();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -143,8 +171,7 @@ pub async fn gateway_before(
     cfg.upstream = Some(up);
     cfg.engine = Some(runtime);
     edit(&mut cfg);
-    let clock = ciba_gateway::clock::ManualClock::new();
-    let engine = Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid config"));
+    let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid config"));
     let tx = spawn_engine(runtime, listener, Arc::clone(&engine));
     (
         Gateway::new(origin, engine, clock, http_client(), tx),
