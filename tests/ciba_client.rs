@@ -12,6 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use ciba_gateway::config::EngineKind;
 use common::providers::{Kind, gateway_before_real_time};
+use common::upstream::{Browser, Stop};
 use common::*;
 
 #[tokio::test]
@@ -22,7 +23,13 @@ async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() 
         c.ciba.interval_secs = 1;
     })
     .await;
-    let result = run_client(&gw.url, &gw, &auth).await;
+    let result = run_client(&gw.url, &auth, |call| {
+        let gw = &gw;
+        async move {
+            assert_eq!(callback(gw, &call.bearer, "SUCCEED").await.status, 200);
+        }
+    })
+    .await;
     assert_eq!(result["sub"], "sub-alice");
     assert_eq!(result["iss"], gw.url);
     assert_eq!(result["email"], "Alice@Example.com");
@@ -33,7 +40,10 @@ async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() 
 // completes the flow and calls userinfo in front of each real provider at its defaults
 // (oidc-provider as shipped, django-oauth-toolkit with its issuer under /o and RS256 only),
 // on both runtimes.
-every_provider!(openid_client_in_front_of_a_real_provider);
+every_provider!(
+    openid_client_in_front_of_a_real_provider,
+    openid_client_gets_the_providers_tokens_after_a_login_there,
+);
 
 async fn openid_client_in_front_of_a_real_provider(kind: Kind, rt: EngineKind) {
     let auth = Authenticator::start().await;
@@ -43,16 +53,103 @@ async fn openid_client_in_front_of_a_real_provider(kind: Kind, rt: EngineKind) {
     })
     .await;
     let issuer = format!("{}{}", gw.url, p.issuer_path());
-    let result = run_client(&issuer, &gw, &auth).await;
+    let result = run_client(&issuer, &auth, |call| {
+        let gw = &gw;
+        async move {
+            assert_eq!(callback(gw, &call.bearer, "SUCCEED").await.status, 200);
+        }
+    })
+    .await;
     assert_eq!(result["sub"], "sub-alice");
     assert_eq!(result["iss"], issuer);
     assert_eq!(result["userinfo"]["sub"], "sub-alice");
     assert_eq!(result["userinfo"]["email"], "Alice@Example.com");
 }
 
-/// Runs the openid-client CIBA client against `issuer` as basic-client for alice, approving
-/// through the authenticator once the client has been told to wait; returns what it printed.
-async fn run_client(issuer: &str, gw: &Gateway, auth: &Authenticator) -> serde_json::Value {
+// The other token mode: `approval.mode: upstream` + `tokens: upstream`. The user logs in at the
+// provider (its own pages, through the gateway), consents, and the certified client library
+// receives the provider's own tokens, validates its ID token from the gateway's discovery and
+// calls userinfo with its access token (passed through to the provider).
+async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind, rt: EngineKind) {
+    use ciba_gateway::config::{
+        ApprovalMode, AuthMethod, IdentityClaim, SecretRef, TokenSource, UpstreamClient,
+    };
+    let auth = Authenticator::start().await;
+    let secret = std::env::temp_dir().join(format!(
+        "ciba-up-{}",
+        ciba_gateway::protocol::random_token()
+    ));
+    let (gw, p) = gateway_before_real_time(kind, rt, |c| {
+        c.channel = auth.channel_config();
+        c.ciba.interval_secs = 1;
+        c.approval.mode = ApprovalMode::Upstream;
+        c.approval.identity_claim = IdentityClaim::Email;
+        c.clients.retain(|cl| cl.client_id == BASIC_CLIENT.0);
+        std::fs::write(&secret, "basic-client-upstream-secret").unwrap();
+        c.clients[0].tokens = TokenSource::Upstream;
+        c.clients[0].upstream = Some(UpstreamClient {
+            client_id: None,
+            client_secret: SecretRef::new(format!("file:{}", secret.display())),
+            auth_method: AuthMethod::ClientSecretBasic,
+        });
+    })
+    .await;
+    let _ = std::fs::remove_file(&secret);
+    let issuer = format!("{}{}", gw.url, p.issuer_path());
+    let (login, password, email) = p.user();
+    let result = run_client(&issuer, &auth, |call| {
+        let gw = &gw;
+        async move {
+            let link: reqwest::Url = call.body["approval_url"].as_str().unwrap().parse().unwrap();
+            let browser = Browser::with_password(password);
+            let Stop::Page { html, .. } = browser.browse(link.clone(), &gw.url, login).await else {
+                panic!("the device page")
+            };
+            let cont = link
+                .join(&attr(&html, "href").replace("&amp;", "&"))
+                .unwrap();
+            let Stop::Page { status, html, url } = browser.browse(cont, &gw.url, login).await
+            else {
+                panic!("back at the gateway")
+            };
+            assert_eq!(status, 200, "{url}: {html}");
+            let r = browser
+                .http
+                .post(attr(&html, "action"))
+                .form(&[("csrf", attr(&html, "value")), ("decision", "approve")])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    })
+    .await;
+    assert_eq!(result["iss"], issuer);
+    assert_eq!(result["email"], email, "the provider's ID token");
+    assert_eq!(result["userinfo"]["sub"], result["sub"]);
+    assert_eq!(
+        result["userinfo"]["email"], email,
+        "the provider's userinfo"
+    );
+}
+
+fn attr<'a>(html: &'a str, name: &str) -> &'a str {
+    html.split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+}
+
+/// Runs the openid-client CIBA client against `issuer` as basic-client for alice; once the
+/// client has been told to wait, `approve` approves the request the authenticator was sent.
+/// Returns what the client printed.
+async fn run_client<F: std::future::Future<Output = ()>>(
+    issuer: &str,
+    auth: &Authenticator,
+    approve: impl FnOnce(ChannelCall) -> F,
+) -> serde_json::Value {
     let client_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
     assert!(
         client_dir.join("node_modules/openid-client").exists(),
@@ -94,7 +191,7 @@ async fn run_client(issuer: &str, gw: &Gateway, auth: &Authenticator) -> serde_j
         }
     }
     // ...and the user approves on their device.
-    assert_eq!(callback(gw, &call.bearer, "SUCCEED").await.status, 200);
+    approve(call).await;
     // Whatever else the client reports goes on being collected, for the failure message.
     let rest = tokio::spawn(async move {
         while let Ok(Some(l)) = stderr.next_line().await {

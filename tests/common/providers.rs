@@ -99,6 +99,11 @@ impl RealProvider {
         }
     }
 
+    /// `basic-client`'s credentials at the provider (`approval.mode: upstream`), Basic auth.
+    pub fn upstream_credentials(&self) -> (&'static str, &'static str) {
+        ("basic-client", "basic-client-upstream-secret")
+    }
+
     /// The login and password a user types at the provider, and the e-mail it releases.
     pub fn user(&self) -> (&'static str, &'static str, &'static str) {
         match self.kind {
@@ -160,7 +165,7 @@ async fn gateway_before_on(
             kind,
             port,
             _oidc: None,
-            _django: Some(Django::start(port).await),
+            _django: Some(Django::start(port, &format!("{origin}/o/approve/callback")).await),
         },
     };
     let mut cfg = base_config(addr);
@@ -194,7 +199,9 @@ impl Drop for TempDir {
 }
 
 impl Django {
-    pub async fn start(port: u16) -> Django {
+    /// Starts the provider on `port`; `callback` is the gateway's login callback, registered
+    /// for `basic-client`.
+    pub async fn start(port: u16, callback: &str) -> Django {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django");
         let python = root.join(".venv/bin/python");
         assert!(
@@ -210,6 +217,7 @@ impl Django {
             .args(["-u", "serve.py"])
             .env("PORT", port.to_string())
             .env("WORKDIR", &dir.0)
+            .env("GATEWAY_CALLBACK", callback)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -7,6 +7,8 @@ applications), then Django's development server on 127.0.0.1:PORT.
 Users: alice / alice-password (alice@example.com). Applications (confidential):
   app-client / app-secret   client_credentials
   web-client / web-secret   authorization_code (+ PKCE), RS256 ID tokens, redirect http://127.0.0.1:9/cb
+  basic-client / basic-client-upstream-secret   the same, redirecting to GATEWAY_CALLBACK (the
+                            gateway logs users in here for its CIBA client basic-client)
 """
 import os
 import sys
@@ -61,4 +63,14 @@ if not User.objects.filter(username="alice").exists():
         redirect_uris="http://127.0.0.1:9/cb",
         algorithm=Application.RS256_ALGORITHM,
     )
+    if os.environ.get("GATEWAY_CALLBACK"):
+        Application.objects.create(
+            name="basic",
+            client_id="basic-client",
+            client_secret="basic-client-upstream-secret",
+            client_type=Application.CLIENT_CONFIDENTIAL,
+            authorization_grant_type=Application.GRANT_AUTHORIZATION_CODE,
+            redirect_uris=os.environ["GATEWAY_CALLBACK"],
+            algorithm=Application.RS256_ALGORITHM,
+        )
 call_command("runserver", f"127.0.0.1:{os.environ['PORT']}", use_reloader=False, skip_checks=True)
