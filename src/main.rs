@@ -207,6 +207,12 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match ciba_gateway::server::raise_file_limit() {
+        Ok((before, after, hard)) => {
+            tracing::info!(soft_before = before, soft = after, hard, "open file limit")
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open file limit"),
+    }
     let listen = cfg.listen;
     let kind = cfg.engine_kind();
     let engine = match Engine::new(cfg) {

@@ -125,15 +125,37 @@ impl ProxyHttp for CibaProxy {
     /// upstream's encoding through untouched.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// Connection limits pingora offers: idle keep-alive connections close after
+    /// `server.idle_timeout_secs`; each read of the request (header or body) may wait at most
+    /// `server.header_read_timeout_secs` (pingora times single reads, not whole headers, and
+    /// reads a new connection's first headers before any phase runs: there its own 60 s apply).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<()> {
+        let server = &self.engine.config().server;
+        let s = session.as_mut();
+        s.set_keepalive(Some(server.idle_timeout_secs));
+        s.set_read_timeout(Some(Duration::from_secs(server.header_read_timeout_secs)));
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         let Some(route) = self.engine.route(session.req_header().uri.path()) else {
             return Ok(false);
         };
         // Keep what we read, so that a request handed back is forwarded with the same bytes.
         session.as_mut().enable_retry_buffering();
-        let Some(body) = read_body(session, self.engine.max_body_bytes()).await? else {
-            respond(session, self.engine.body_too_large()).await?;
-            return Ok(true);
+        let read = read_body(session, self.engine.max_body_bytes());
+        let body = match tokio::time::timeout(self.engine.body_read_timeout(), read).await {
+            Ok(Ok(Some(body))) => body,
+            Ok(Ok(None)) => {
+                respond(session, self.engine.body_too_large()).await?;
+                return Ok(true);
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                session.as_mut().set_keepalive(None);
+                respond(session, self.engine.body_timed_out()).await?;
+                return Ok(true);
+            }
         };
         let head = session.req_header();
         let req = EngineRequest {

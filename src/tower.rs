@@ -125,11 +125,11 @@ where
                 return discovery(&engine, &mut inner, req).await;
             }
             let (mut parts, body) = req.into_parts();
-            let body = match Limited::new(body, engine.max_body_bytes()).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => {
-                    return Ok(own(engine.body_too_large()).map(Either::Left));
-                }
+            let collect = Limited::new(body, engine.max_body_bytes()).collect();
+            let body = match tokio::time::timeout(engine.body_read_timeout(), collect).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(_)) => return Ok(own(engine.body_too_large()).map(Either::Left)),
+                Err(_) => return Ok(own(engine.body_timed_out()).map(Either::Left)),
             };
             let ereq = EngineRequest {
                 method: parts.method.clone(),

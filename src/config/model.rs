@@ -214,7 +214,8 @@ pub struct TlsConfig {
     pub key_file: std::path::PathBuf,
 }
 
-/// Server process settings.
+/// Server process settings: threads, shutdown, and the connection limits that keep one client
+/// from taking the listener away from everyone else.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -222,6 +223,17 @@ pub struct ServerConfig {
     pub threads: Option<usize>,
     /// On SIGTERM, how long open connections get to finish, seconds. Default 5.
     pub shutdown_grace_secs: u64,
+    /// How long a request's headers may take to arrive, seconds (slow-header clients are
+    /// disconnected). Default 10.
+    pub header_read_timeout_secs: u64,
+    /// How long a connection may sit with no request in flight and no bytes moving before it
+    /// is closed (idle keep-alive, or connected and silent), seconds. Default 30.
+    pub idle_timeout_secs: u64,
+    /// Connections served at once. Beyond it new connections wait in the listen backlog while
+    /// idle ones are closed to make room; the listener never spins. Default 10000.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection. Default 100.
+    pub http2_max_concurrent_streams: u32,
 }
 
 impl Default for ServerConfig {
@@ -229,6 +241,10 @@ impl Default for ServerConfig {
         Self {
             threads: None,
             shutdown_grace_secs: 5,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            max_connections: 10_000,
+            http2_max_concurrent_streams: 100,
         }
     }
 }
@@ -279,6 +295,9 @@ pub struct Endpoints {
 pub struct Limits {
     /// Largest request body the gateway buffers, in bytes. Default 65536.
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive in full, seconds: a slower one gets `408` on
+    /// the gateway's endpoints and is cut off on pass-through. Default 30.
+    pub body_read_timeout_secs: u64,
     /// Backchannel requests one client may make. Default 600 per 60 s; `null`: no limit.
     pub bc_per_client: Option<Rate>,
     /// Backchannel requests that may reach one user, across all clients: the defence against
@@ -291,6 +310,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 * 1024,
+            body_read_timeout_secs: 30,
             bc_per_client: Some(Rate {
                 requests: 600,
                 per_secs: 60,
@@ -942,6 +962,29 @@ impl Config {
         }
         if self.server.threads == Some(0) {
             errs.push(ConfigError::new("server.threads", "must be positive"));
+        }
+        for (field, zero) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs == 0,
+            ),
+            (
+                "server.idle_timeout_secs",
+                self.server.idle_timeout_secs == 0,
+            ),
+            ("server.max_connections", self.server.max_connections == 0),
+            (
+                "server.http2_max_concurrent_streams",
+                self.server.http2_max_concurrent_streams == 0,
+            ),
+            (
+                "limits.body_read_timeout_secs",
+                self.limits.body_read_timeout_secs == 0,
+            ),
+        ] {
+            if zero {
+                errs.push(ConfigError::new(field, "must be positive"));
+            }
         }
         if !matches!(self.public_url.scheme(), "http" | "https") {
             errs.push(ConfigError::new(

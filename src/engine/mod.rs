@@ -367,6 +367,23 @@ impl Engine {
         r
     }
 
+    /// How long a request body may take to arrive in full (`limits.body_read_timeout_secs`).
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.limits.body_read_timeout_secs)
+    }
+
+    /// The answer to a request whose body did not arrive within [`Engine::body_read_timeout`]:
+    /// 408 in JSON, and the connection is not worth keeping.
+    pub fn body_timed_out(&self) -> Response<Bytes> {
+        let mut r =
+            crate::protocol::OAuthError::invalid_request("the request body did not arrive in time")
+                .into_response();
+        *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+
     /// The answer when a forwarded request fails: 504 on a timeout, 502 otherwise, in JSON.
     pub fn upstream_failure(&self, timeout: bool) -> Response<Bytes> {
         use crate::protocol::{ErrorCode, OAuthError};

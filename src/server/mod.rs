@@ -1,6 +1,10 @@
 //! The tower engine behind the `ciba-gateway` binary: the tower layer over an inner service that
 //! forwards to the upstream provider (or, standalone, answers what the gateway does not serve),
-//! on hyper (HTTP/1.1 and HTTP/2), with graceful shutdown.
+//! on hyper (HTTP/1.1 and HTTP/2), with connection limits ([`guard`]) and graceful shutdown.
+
+mod guard;
+
+pub use guard::raise_file_limit;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,7 +18,6 @@ use http::{Request, Response};
 use http_body_util::{Either, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
@@ -143,6 +146,9 @@ where
     for (k, v) in edits.set {
         headers.insert(k, v);
     }
+    // The client's body streams to the provider; it must arrive in full in time.
+    let deadline = tokio::time::Instant::now() + engine.body_read_timeout();
+    let body = guard::DeadlineBody::new(body, deadline);
     let sent = client
         .request(parts.method, url)
         .headers(headers)
@@ -156,6 +162,9 @@ where
                 resp.headers_mut().remove(*h);
             }
             resp.map(Either::Right)
+        }
+        Err(_) if tokio::time::Instant::now() >= deadline => {
+            engine.body_timed_out().map(|b| Either::Left(Full::new(b)))
         }
         Err(e) => {
             let timeout = e.is_timeout();
@@ -227,37 +236,82 @@ async fn serve_with(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let server = &engine.config().server;
     // How long open connections get to finish after the shutdown signal.
-    let grace = Duration::from_secs(engine.config().server.shutdown_grace_secs);
+    let grace = Duration::from_secs(server.shutdown_grace_secs);
+    let limits = Limits {
+        idle: Duration::from_secs(server.idle_timeout_secs),
+        pressure: Arc::new(tokio::sync::Notify::new()),
+    };
+    let max = server.max_connections;
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(server.header_read_timeout_secs));
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(server.http2_max_concurrent_streams)
+        .max_header_list_size(64 * 1024)
+        // Bounds the streams a client may open and reset at once (the "rapid reset" attack).
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    let builder = Arc::new(builder);
     tokio::spawn({
         let engine = Arc::clone(&engine);
         async move { engine.warm_up().await }
     });
     let service = CibaService::new(Arc::clone(&engine), Inner::new(engine));
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    let graceful = GracefulShutdown::new();
-    // Handshakes still under way at shutdown are abandoned rather than waited for.
+    // Connections still open at shutdown finish what they are doing; handshakes under way are
+    // abandoned.
     let (stopping, stop) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
+        // At the cap: accept nothing until a connection closes, and ask the quiet ones to make
+        // room (they close at once; busy ones are left alone).
+        let permit = match Arc::clone(&permits).try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let wait = Arc::clone(&permits).acquire_owned();
+                tokio::pin!(wait);
+                loop {
+                    limits.pressure.notify_waiters();
+                    tokio::select! {
+                        p = &mut wait => break p.expect("the semaphore is never closed"),
+                        () = tokio::time::sleep(guard::PRESSURE_QUIET) => {}
+                        () = &mut shutdown => return drain(listener, stopping, &permits, max, grace).await,
+                    }
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
+                        // EMFILE and friends: make room and back off instead of spinning.
+                        limits.pressure.notify_waiters();
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = service.clone();
-                let builder = Arc::clone(&builder);
-                let watcher = graceful.watcher();
-                let info = ClientConnection { peer, tls: tls.is_some() };
+                let conn = Connection {
+                    builder: Arc::clone(&builder),
+                    svc: service.clone(),
+                    info: ClientConnection { peer, tls: tls.is_some() },
+                    limits: limits.clone(),
+                    stop: stop.clone(),
+                };
                 match &tls {
                     None => {
-                        tokio::spawn(serve_connection(builder, watcher, stream, svc, info));
+                        tokio::spawn(async move {
+                            conn.serve(stream).await;
+                            drop(permit);
+                        });
                     }
                     Some(acceptor) => {
                         // The handshake runs in the connection's task: a slow client never holds
@@ -270,12 +324,11 @@ async fn serve_with(
                                 _ = stop.changed() => return,
                             };
                             match handshake {
-                                Ok(Ok(stream)) => {
-                                    serve_connection(builder, watcher, stream, svc, info).await;
-                                }
+                                Ok(Ok(stream)) => conn.serve(stream).await,
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             }
+                            drop(permit);
                         });
                     }
                 }
@@ -283,10 +336,24 @@ async fn serve_with(
             () = &mut shutdown => break,
         }
     }
+    drain(listener, stopping, &permits, max, grace).await
+}
+
+/// Stops accepting, lets open connections finish what is in flight, and waits for them for at
+/// most `grace`.
+async fn drain(
+    listener: TcpListener,
+    stopping: tokio::sync::watch::Sender<()>,
+    permits: &tokio::sync::Semaphore,
+    max: usize,
+    grace: Duration,
+) -> std::io::Result<()> {
     drop(listener);
     tracing::info!("shutting down; draining connections");
     let _ = stopping.send(());
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Every connection holds a permit until it is done.
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
+    if tokio::time::timeout(grace, permits.acquire_many(all))
         .await
         .is_err()
     {
@@ -295,29 +362,84 @@ async fn serve_with(
     Ok(())
 }
 
-/// Serves one client connection (plain or TLS) with the gateway's service.
-async fn serve_connection<IO>(
+/// The limits every connection is held to.
+#[derive(Clone)]
+struct Limits {
+    idle: Duration,
+    /// Notified when the accept loop needs room.
+    pressure: Arc<tokio::sync::Notify>,
+}
+
+/// One accepted connection, before it is served.
+struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
-    io: IO,
     svc: CibaService<Inner>,
     info: ClientConnection,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let hyper_svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(info);
-        let mut svc = svc.clone();
-        async move {
-            std::future::poll_fn(|cx| {
-                Service::<Request<hyper::body::Incoming>>::poll_ready(&mut svc, cx)
-            })
-            .await?;
-            svc.call(req).await
+    limits: Limits,
+    stop: tokio::sync::watch::Receiver<()>,
+}
+
+impl Connection {
+    /// Serves the connection (plain or TLS) until it closes, is idle too long, is asked to make
+    /// room while quiet, or the server stops (then it finishes what is in flight).
+    async fn serve<IO>(mut self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let activity = guard::Activity::new();
+        let (svc, info, requests) = (self.svc, self.info, Arc::clone(&activity));
+        let hyper_svc =
+            hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info);
+                let mut svc = svc.clone();
+                let in_flight = requests.request();
+                async move {
+                    let _in_flight = in_flight;
+                    std::future::poll_fn(|cx| {
+                        Service::<Request<hyper::body::Incoming>>::poll_ready(&mut svc, cx)
+                    })
+                    .await?;
+                    svc.call(req).await
+                }
+            });
+        let io = guard::Watched {
+            io,
+            activity: Arc::clone(&activity),
+        };
+        let conn = self.builder.serve_connection(TokioIo::new(io), hyper_svc);
+        tokio::pin!(conn);
+        let mut stopping = false;
+        loop {
+            // A request in flight with no bytes moving (a held poll, a slow upstream) is not
+            // idle: look again one period later instead of spinning.
+            let now = tokio::time::Instant::now();
+            let idle_at = Some(activity.last_io() + self.limits.idle)
+                .filter(|at| *at > now)
+                .unwrap_or(now + self.limits.idle);
+            tokio::select! {
+                done = conn.as_mut() => {
+                    if let Err(e) = done {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = tokio::time::sleep_until(idle_at), if !stopping => {
+                    if activity.quiet_for(self.limits.idle) {
+                        tracing::debug!("idle connection closed");
+                        return;
+                    }
+                }
+                () = self.limits.pressure.notified(), if !stopping => {
+                    if activity.quiet_for(guard::PRESSURE_QUIET) {
+                        tracing::debug!("quiet connection closed to make room");
+                        return;
+                    }
+                }
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
         }
-    });
-    let conn = builder.serve_connection(TokioIo::new(io), hyper_svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -1,0 +1,198 @@
+//! Connection hygiene for the tower runtime: what an unauthenticated client may hold.
+//!
+//! Every accepted connection holds one of `server.max_connections` permits until it closes. A
+//! connection is watched for activity: the bytes it moves and the requests it has in flight.
+//! One with no request in flight and no bytes moving for `server.idle_timeout_secs` is closed
+//! (a silent socket, an idle keep-alive). When every permit is taken, the accept loop stops
+//! accepting (new clients wait in the kernel's backlog, the loop never spins) and asks the
+//! connections to make room: those with nothing in flight and no bytes for [`PRESSURE_QUIET`] close
+//! at once, and it asks again every [`PRESSURE_QUIET`] until one does. Slow headers are hyper's (`header_read_timeout`), slow bodies the adapter's
+//! (`limits.body_read_timeout_secs`).
+
+use std::future::Future as _;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// How long a connection must have been quiet to be closed to make room under pressure: long
+/// enough for a client that just connected to send its request, short enough that a flood of
+/// silent sockets is cleared in a few rounds. Also how often the accept loop asks again while
+/// it waits for room.
+pub(crate) const PRESSURE_QUIET: Duration = Duration::from_millis(250);
+
+/// What one connection is doing, shared by its I/O, its requests and its watchdog.
+#[derive(Debug)]
+pub(super) struct Activity {
+    start: Instant,
+    /// Milliseconds after `start` of the last byte read or written.
+    last_io_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection was last active.
+    pub(super) fn last_io(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the connection has had nothing in flight and no bytes moving for `quiet`.
+    pub(super) fn quiet_for(&self, quiet: Duration) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && self.last_io().elapsed() >= quiet
+    }
+
+    /// Marks a request in flight until the returned guard is dropped.
+    pub(super) fn request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A request in flight on a connection.
+pub(super) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A connection's I/O, recording when bytes move.
+pub(super) struct Watched<IO> {
+    pub(super) io: IO,
+    pub(super) activity: Arc<Activity>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Watched<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that must arrive in full by a deadline (`limits.body_read_timeout_secs`):
+    /// a pass-through body trickled byte by byte would otherwise hold a connection to the
+    /// provider for as long as the client likes.
+    pub(super) struct DeadlineBody<B> {
+        #[pin]
+        body: B,
+        #[pin]
+        deadline: tokio::time::Sleep,
+    }
+}
+
+impl<B> DeadlineBody<B> {
+    pub(super) fn new(body: B, deadline: Instant) -> Self {
+        Self {
+            body,
+            deadline: tokio::time::sleep_until(deadline),
+        }
+    }
+}
+
+impl<B> http_body::Body for DeadlineBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.deadline.poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err("the request body did not arrive in time".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Raises the process's soft limit on open files to its hard limit (a gateway holds one per
+/// connection, and the usual soft limit of 1024 is reached by a single client's flood).
+/// Returns (before, after, hard).
+pub fn raise_file_limit() -> io::Result<(u64, u64, u64)> {
+    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
+    if soft < hard {
+        rlimit::Resource::NOFILE.set(hard, hard)?;
+    }
+    let (after, _) = rlimit::Resource::NOFILE.get()?;
+    Ok((soft, after, hard))
+}

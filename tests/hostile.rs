@@ -1,0 +1,180 @@
+//! Hostile traffic on real sockets: idle and silent connections, slow headers, slow bodies and a
+//! flood of connections above the cap. In every case a fresh client still gets `/healthz` and a
+//! real CIBA request served. The tower runtime enforces all of it; pingora offers idle keep-alive
+//! and body timeouts (its header reads are timed per read, not in total: see the README).
+
+mod common;
+
+use std::time::Duration;
+
+use ciba_gateway::Config;
+use ciba_gateway::config::EngineKind;
+use common::upstream::{echo_upstream, gateway_in_front};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Short limits, so that the tests see them act.
+fn tight(c: &mut Config) {
+    c.server.header_read_timeout_secs = 1;
+    c.server.idle_timeout_secs = 1;
+    c.limits.body_read_timeout_secs = 1;
+}
+
+/// The gateway on `kind`: standalone on tower, in front of an echo upstream on pingora.
+async fn gateway_on(kind: EngineKind, edit: impl FnOnce(&mut Config)) -> Gateway {
+    match kind {
+        EngineKind::Tower => start(edit).await,
+        EngineKind::Pingora => {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            gateway_in_front(kind, listener, echo_upstream().await, edit).await
+        }
+    }
+}
+
+fn addr(gw: &Gateway) -> String {
+    gw.url.trim_start_matches("http://").to_owned()
+}
+
+/// Whether the server closes `s` within `within` (EOF or reset), reading whatever it sends.
+async fn closed_within(s: &mut TcpStream, within: Duration) -> Result<Vec<u8>, &'static str> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .map(|()| got)
+    .map_err(|_| "still open")
+}
+
+/// A fresh client is served: the health check and a real backchannel request.
+async fn still_served(gw: &Gateway) {
+    let fresh = http_client();
+    let health = tokio::time::timeout(
+        Duration::from_secs(5),
+        fresh.get(format!("{}/healthz", gw.url)).send(),
+    )
+    .await
+    .expect("/healthz answered")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        fresh
+            .post(format!("{}/bc-authorize", gw.url))
+            .form(&[
+                ("client_id", POST_CLIENT.0),
+                ("client_secret", POST_CLIENT.1),
+                ("scope", "openid"),
+                ("login_hint", "bob"),
+            ])
+            .send(),
+    )
+    .await
+    .expect("bc-authorize answered")
+    .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+both_engines!(idle_keep_alive_connections_are_closed, slow_bodies_get_408);
+
+async fn idle_keep_alive_connections_are_closed(kind: EngineKind) {
+    let gw = gateway_on(kind, tight).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the idle keep-alive connection is closed");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    still_served(&gw).await;
+}
+
+async fn slow_bodies_get_408(kind: EngineKind) {
+    let gw = gateway_on(kind, tight).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(
+        b"POST /bc-authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nscope=openid",
+    )
+    .await
+    .unwrap();
+    still_served(&gw).await;
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the slow body's connection ends");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("\"error\":\"invalid_request\""), "{got}");
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed() {
+    let gw = gateway_on(EngineKind::Tower, tight).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("a connection that never sends a request is closed");
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let gw = gateway_on(EngineKind::Tower, tight).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // One header byte every 100 ms: bytes keep moving, the headers never finish.
+    let trickle = async {
+        for _ in 0..200 {
+            if s.write_all(b"X").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let (cut, ()) = tokio::join!(trickle, still_served(&gw));
+    assert!(cut, "the server never closed the slow-header connection");
+}
+
+#[tokio::test]
+async fn slow_pass_through_bodies_are_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = gateway_in_front(EngineKind::Tower, listener, echo_upstream().await, tight).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(b"POST /anything HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        .await
+        .unwrap();
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the slow pass-through body is cut off");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others() {
+    // A long idle timeout: only making room under pressure can serve the fresh client in time.
+    let gw = start(|c| {
+        c.server.max_connections = 20;
+        c.server.idle_timeout_secs = 300;
+    })
+    .await;
+    let mut flood = Vec::new();
+    for _ in 0..100 {
+        flood.push(TcpStream::connect(addr(&gw)).await.unwrap());
+    }
+    still_served(&gw).await;
+    // The first connections of the flood were closed to make room.
+    let first = flood.first_mut().unwrap();
+    closed_within(first, Duration::from_secs(10))
+        .await
+        .expect("a silent connection was closed to make room");
+}
