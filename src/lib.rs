@@ -34,6 +34,7 @@ pub mod clients;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod log_throttle;
 pub mod outbound;
 #[cfg(feature = "pingora")]
 pub mod pingora;

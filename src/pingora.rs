@@ -150,7 +150,13 @@ impl ProxyHttp for CibaProxy {
                 respond(session, self.engine.body_too_large()).await?;
                 return Ok(true);
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                // The client's body could not be read (a malformed chunk, a reset).
+                tracing::debug!(error = %e, "request body unreadable");
+                session.as_mut().set_keepalive(None);
+                respond(session, self.engine.body_unreadable()).await?;
+                return Ok(true);
+            }
             Err(_) => {
                 session.as_mut().set_keepalive(None);
                 respond(session, self.engine.body_timed_out()).await?;

@@ -63,6 +63,9 @@ static HASH_SLOTS: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
 static HASHING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 #[cfg(test)]
 static MOST_HASHING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Test instrumentation: argon2 verifications run so far.
+#[cfg(test)]
+pub(crate) static HASHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// What a presented secret is checked against.
 #[derive(Clone)]
@@ -150,6 +153,7 @@ impl SecretVerifier {
                         use std::sync::atomic::Ordering::SeqCst;
                         let now = HASHING.fetch_add(1, SeqCst) + 1;
                         MOST_HASHING.fetch_max(now, SeqCst);
+                        HASHED.fetch_add(1, SeqCst);
                     }
                     let ok = Argon2::default()
                         .verify_password(presented.as_bytes(), &phc.password_hash())
@@ -167,6 +171,17 @@ impl SecretVerifier {
         }
         ok
     }
+}
+
+/// A verifier of an argon2id hash of a random secret nobody knows: verifying against it costs
+/// what a wrong secret for a real client costs, so an unknown `client_id` cannot be told from a
+/// known one by the time it takes (hostile traffic, item 4).
+pub fn unknowable() -> &'static SecretVerifier {
+    static DUMMY: LazyLock<SecretVerifier> = LazyLock::new(|| {
+        let phc = hash_secret(&crate::protocol::random_token());
+        SecretVerifier::new(Expected::argon2(&phc).expect("a fresh argon2id hash parses"))
+    });
+    &DUMMY
 }
 
 #[cfg(test)]

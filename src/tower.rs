@@ -128,7 +128,10 @@ where
             let collect = Limited::new(body, engine.max_body_bytes()).collect();
             let body = match tokio::time::timeout(engine.body_read_timeout(), collect).await {
                 Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(_)) => return Ok(own(engine.body_too_large()).map(Either::Left)),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Ok(own(engine.body_too_large()).map(Either::Left));
+                }
+                Ok(Err(_)) => return Ok(own(engine.body_unreadable()).map(Either::Left)),
                 Err(_) => return Ok(own(engine.body_timed_out()).map(Either::Left)),
             };
             let ereq = EngineRequest {

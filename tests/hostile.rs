@@ -178,3 +178,109 @@ async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others() {
         .await
         .expect("a silent connection was closed to make room");
 }
+
+/// Sends raw bytes on a fresh connection and returns the whole answer (the server closes or
+/// the answer is complete within 10 s).
+async fn raw(gw: &Gateway, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr(gw)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n")
+                        && let Some(len) = head.lines().find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length: ")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        && body.len() >= len
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+both_engines!(a_malformed_chunked_body_is_400_json);
+
+async fn a_malformed_chunked_body_is_400_json(kind: EngineKind) {
+    let gw = gateway_on(kind, |_| {}).await;
+    let got = raw(
+        &gw,
+        b"POST /bc-authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nscope=openid\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    assert!(got.contains("\"error\":\"invalid_request\""), "{got}");
+}
+
+#[tokio::test]
+async fn the_token_endpoint_answers_other_methods_and_bodies_in_oauth_terms() {
+    let gw = gateway().await;
+    let r = gw.get("/token").await;
+    r.assert_error(405, "invalid_request");
+    assert_eq!(r.headers["allow"], "POST");
+    let r = gw
+        .http
+        .post(format!("{}/token", gw.url))
+        .json(&serde_json::json!({"grant_type": "urn:openid:params:grant-type:ciba"}))
+        .send()
+        .await
+        .unwrap();
+    reply(r).await.assert_error(400, "invalid_request");
+    // A form with another grant is still the unsupported grant it is.
+    gw.post_form("/token", &[("grant_type", "password")], None)
+        .await
+        .assert_error(400, "unsupported_grant_type");
+}
+
+// Hostile traffic, item 3, at the endpoint: a bidi control in the message is refused as a
+// message that cannot be shown; bytes that are not UTF-8 are a malformed request.
+#[tokio::test]
+async fn bc_uc_03_hidden_characters_and_invalid_utf8() {
+    let gw = gateway().await;
+    gw.bc(&[
+        ("scope", "openid"),
+        ("login_hint", "alice"),
+        ("binding_message", "Pay 10\u{61C}0 EUR"),
+    ])
+    .await
+    .assert_error(400, "invalid_binding_message");
+    let r = gw
+        .http
+        .post(format!("{}/bc-authorize", gw.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "client_id={}&client_secret={}&scope=openid&login_hint=alice&binding_message=caf%E9",
+            POST_CLIENT.0, POST_CLIENT.1
+        ))
+        .send()
+        .await
+        .unwrap();
+    reply(r).await.assert_error(400, "invalid_request");
+}
+
+#[tokio::test]
+async fn the_approval_form_must_be_a_form() {
+    let gw = gateway().await;
+    let r = gw
+        .http
+        .post(format!("{}/approve/some-handle", gw.url))
+        .header("content-type", "application/json")
+        .body(r#"{"decision":"approve"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("could not be read"));
+}

@@ -287,3 +287,75 @@ fn keygen_writes_keys_the_gateway_loads_and_hash_secret_hashes() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     assert!(rt.block_on(v.verify("supersecret")));
 }
+
+/// A credentialed flood of refused requests (hostile traffic, item 2): thousands of
+/// backchannel requests over the client's rate limit write a handful of log lines, not one
+/// each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_flood_writes_a_handful_of_log_lines() {
+    let port = free_port();
+    let text = std::fs::read_to_string(&quickstart_on(port).0).unwrap()
+        + "\nlimits: { bc_per_client: { requests: 1, per_secs: 3600 } }\n";
+    let cfg = tempfile_path::write(&text);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg.0)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            lines.push(line);
+        }
+        lines
+    });
+    wait_line(&rx, |l| l.contains("listening"));
+    let http = http_client();
+    let url = format!("http://127.0.0.1:{port}/bc-authorize");
+    let form = [
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("scope", "openid"),
+        ("login_hint", "bob"),
+    ];
+    let mut refused = 0;
+    for _ in 0..100 {
+        let batch: Vec<_> = (0..20)
+            .map(|_| http.post(&url).form(&form).send())
+            .collect();
+        for r in futures_util::future::join_all(batch).await {
+            if r.unwrap().status() == 403 {
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 1990, "{refused} refused");
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap();
+    let lines = reader.join().unwrap();
+    let rate = lines.iter().filter(|l| l.contains("rate limit")).count();
+    assert!(
+        (1..=3).contains(&rate),
+        "{rate} rate-limit lines for {refused} refusals:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.len() < 30,
+        "{} lines:\n{}",
+        lines.len(),
+        lines.join("\n")
+    );
+}

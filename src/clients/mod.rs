@@ -91,9 +91,15 @@ pub struct ClientRegistry {
 
 /// Credentials in a Basic `Authorization` header, form-urldecoded (OA-03).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(v) = headers.get(http::header::AUTHORIZATION) else {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let Some(v) = all.next() else {
         return Ok(None);
     };
+    if all.next().is_some() {
+        return Err(OAuthError::invalid_request(
+            "more than one Authorization header",
+        ));
+    }
     let v = v
         .to_str()
         .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
@@ -189,10 +195,11 @@ impl ClientRegistry {
                 ));
             }
         };
-        let client = self
-            .clients
-            .get(&id)
-            .ok_or_else(|| OAuthError::invalid_client("client authentication failed"))?;
+        let Some(client) = self.clients.get(&id) else {
+            // The same argon2 work as a wrong secret, inside the same concurrency bound.
+            let _ = crate::secret::unknowable().verify(&secret).await;
+            return Err(OAuthError::invalid_client("client authentication failed"));
+        };
         if client.auth_method != method {
             return Err(OAuthError::invalid_client(format!(
                 "this client authenticates with {}",
@@ -203,5 +210,47 @@ impl ClientRegistry {
             return Err(OAuthError::invalid_client("client authentication failed"));
         }
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    fn registry() -> ClientRegistry {
+        let cfg = Config::from_yaml(&format!(
+            "public_url: http://gw\nclients:\n  - {{ client_id: known, secret: \"{}\", token_endpoint_auth_method: client_secret_post }}\n",
+            crate::secret::hash_secret("right")
+        ))
+        .unwrap();
+        ClientRegistry::from_config(&cfg).unwrap()
+    }
+
+    // Hostile traffic, item 4: an unknown client id costs the same argon2 verification as a
+    // wrong secret, so the time taken does not tell which ids exist.
+    #[tokio::test]
+    async fn unknown_clients_pay_for_a_verification_too() {
+        let r = registry();
+        let form = Form::parse(b"client_id=nobody&client_secret=guess").unwrap();
+        let before = crate::secret::HASHED.load(SeqCst);
+        let e = r.authenticate(&HeaderMap::new(), &form).await.unwrap_err();
+        assert_eq!(e.code(), crate::protocol::ErrorCode::InvalidClient);
+        assert!(
+            crate::secret::HASHED.load(SeqCst) > before,
+            "no argon2 verification ran"
+        );
+        let form = Form::parse(b"client_id=known&client_secret=right").unwrap();
+        assert!(r.authenticate(&HeaderMap::new(), &form).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn two_authorization_headers_are_refused() {
+        let r = registry();
+        let mut h = HeaderMap::new();
+        h.append("authorization", "Basic a25vd246cmlnaHQ=".parse().unwrap());
+        h.append("authorization", "Basic b3RoZXI6eA==".parse().unwrap());
+        let e = r.authenticate(&h, &Form::default()).await.unwrap_err();
+        assert_eq!(e.code(), crate::protocol::ErrorCode::InvalidRequest);
     }
 }

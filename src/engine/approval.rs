@@ -136,6 +136,21 @@ impl Pages {
         bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
     }
 
+    /// The form of a page's POST: a UTF-8 form body, or `None`.
+    pub(super) fn form<'a>(&self, req: &'a EngineRequest) -> Option<Form<'a>> {
+        crate::protocol::form::require_form_content_type(&req.headers).ok()?;
+        Form::parse(&req.body).ok()
+    }
+
+    /// The page for a POST that is not a readable form.
+    pub(super) fn unreadable_form(&self) -> Response<Bytes> {
+        self.message(
+            StatusCode::BAD_REQUEST,
+            "This form could not be read",
+            "Open the link again and use the buttons.",
+        )
+    }
+
     /// The page for a link or session that was used, denied or has expired.
     pub(super) fn gone(&self) -> Response<Bytes> {
         self.message(
@@ -240,7 +255,9 @@ impl Engine {
                 resp
             }
             Method::POST => {
-                let form = Form::parse(&req.body).unwrap_or_default();
+                let Some(form) = self.pages.form(req) else {
+                    return self.pages.unreadable_form();
+                };
                 let cookie = cookie_value(&req.headers, COOKIE).unwrap_or("");
                 if cookie.is_empty()
                     || !self

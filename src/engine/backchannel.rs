@@ -51,7 +51,9 @@ impl Engine {
         }
         // GW-07: every authenticated request counts against the client's budget.
         if let Some(Err(wait)) = self.per_client.as_ref().map(|l| l.check(&client.id)) {
-            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for the client");
+            if let Some(suppressed) = self.log_allowed(&format!("rate/client/{}", client.id)) {
+                tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for the client");
+            }
             return Err(rate_limited(
                 "too many authentication requests from this client; try again later",
                 wait,
@@ -132,7 +134,9 @@ impl Engine {
         // SEC-04 / GW-07: only requests that would reach the user count against the user's
         // budget, whichever client sends them. The user is not named in the log.
         if let Some(Err(wait)) = self.per_user.as_ref().map(|l| l.check(&user.subject)) {
-            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for a user");
+            if let Some(suppressed) = self.log_allowed(&format!("rate/user/{}", client.id)) {
+                tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for a user");
+            }
             return Err(rate_limited(
                 "too many authentication requests for this user; try again later",
                 wait,
@@ -249,7 +253,9 @@ impl Engine {
             Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
                 .describe("no user matches the hint")),
             Err(e) => {
-                tracing::warn!(error = %e, "user directory lookup failed");
+                if let Some(suppressed) = self.log_allowed("user directory") {
+                    tracing::warn!(error = %e, suppressed, "user directory lookup failed");
+                }
                 Err(OAuthError::unavailable(
                     "the user directory is unavailable",
                     5,
@@ -334,7 +340,7 @@ impl Engine {
         }
         let ok = match p.charset {
             Charset::Ascii => m.chars().all(|c| c == ' ' || c.is_ascii_graphic()),
-            Charset::Text => m.chars().all(|c| !c.is_control() && !is_format_char(c)),
+            Charset::Text => m.chars().all(crate::protocol::text::shows_as_itself),
         };
         if ok {
             Ok(())
@@ -351,10 +357,4 @@ fn rate_limited(description: &'static str, wait_secs: u64) -> OAuthError {
     OAuthError::new(ErrorCode::AccessDenied, StatusCode::FORBIDDEN)
         .describe(description)
         .retry_after(u32::try_from(wait_secs).unwrap_or(u32::MAX))
-}
-
-/// Unicode format characters (bidi overrides, zero-width marks) that would let a message look
-/// different from what it says.
-fn is_format_char(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }

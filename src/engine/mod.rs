@@ -103,6 +103,8 @@ pub struct Engine {
     discovery: discovery::Discovery,
     /// The address of the provider's discovery copy last audited.
     audited: std::sync::atomic::AtomicUsize,
+    /// Repeated warnings (refusals, an unavailable provider) at most once per key per 10 s.
+    log_throttle: crate::log_throttle::LogThrottle,
 }
 
 impl std::fmt::Debug for Engine {
@@ -148,6 +150,7 @@ impl Engine {
             upstream,
             login_sessions: upstream_login::LoginSessions::new(),
             audited: std::sync::atomic::AtomicUsize::new(0),
+            log_throttle: crate::log_throttle::LogThrottle::new(10_000, Arc::clone(&clock)),
             clients: ClientRegistry::from_config(&cfg).map_err(all)?,
             users: UserDirectory::from_config(&cfg.users).map_err(all)?,
             user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
@@ -357,7 +360,7 @@ impl Engine {
     }
 
     /// The answer to a request for one of the gateway's endpoints whose body is over
-    /// `limits.max_body_bytes` (or unreadable): 413 in JSON (GW-07).
+    /// `limits.max_body_bytes`: 413 in JSON (GW-07).
     pub fn body_too_large(&self) -> Response<Bytes> {
         let mut r = crate::protocol::OAuthError::invalid_request(
             "the request body is too large or unreadable",
@@ -365,6 +368,20 @@ impl Engine {
         .into_response();
         *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
         r
+    }
+
+    /// Whether a warning that a flood could repeat may be logged now: `Some(suppressed)` at most
+    /// once per `key` every 10 seconds, with the number of lines held back since; `None`
+    /// otherwise. Adapters use it for their own per-request failures.
+    pub fn log_allowed(&self, key: &str) -> Option<u64> {
+        self.log_throttle.allow(key)
+    }
+
+    /// The answer to a request for one of the gateway's endpoints whose body could not be read
+    /// (a malformed chunked encoding, a connection error): 400 in JSON.
+    pub fn body_unreadable(&self) -> Response<Bytes> {
+        crate::protocol::OAuthError::invalid_request("the request body could not be read")
+            .into_response()
     }
 
     /// How long a request body may take to arrive in full (`limits.body_read_timeout_secs`).
@@ -412,7 +429,7 @@ impl Engine {
                 &self.paths.shared(),
                 true,
             )),
-            Some(Err(e)) => upstream_unavailable(&e),
+            Some(Err(e)) => upstream_unavailable(self, &e),
             None => self.discovery.standalone(),
         }
     }
@@ -428,7 +445,7 @@ impl Engine {
                 }
                 cached_json(Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
             }
-            Err(e) => upstream_unavailable(&e),
+            Err(e) => upstream_unavailable(self, &e),
         }
     }
 
@@ -438,8 +455,10 @@ impl Engine {
     }
 }
 
-fn upstream_unavailable(e: &UpstreamError) -> Response<Bytes> {
-    tracing::warn!(error = %e, "upstream provider unavailable");
+fn upstream_unavailable(engine: &Engine, e: &UpstreamError) -> Response<Bytes> {
+    if let Some(suppressed) = engine.log_allowed("upstream unavailable") {
+        tracing::warn!(error = %e, suppressed, "upstream provider unavailable");
+    }
     crate::protocol::OAuthError::unavailable("the upstream provider is unavailable", 5)
         .into_response()
 }
@@ -476,13 +495,19 @@ pub(crate) fn cached_json(body: Bytes) -> Response<Bytes> {
 impl Engine {
     /// The standalone gateway's answer for what it does not serve: a token request with another
     /// grant type is `unsupported_grant_type`; anything else is 404.
-    pub fn not_served(&self, method: &Method, path: &str) -> Response<Bytes> {
+    pub fn not_served(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Bytes> {
         use crate::protocol::{ErrorCode, OAuthError};
         let shared = self.paths.shared();
-        if path == shared.token && method == Method::POST {
-            return OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
-                .describe("this gateway only serves the CIBA grant")
-                .into_response();
+        if path == shared.token {
+            let e = if method != Method::POST {
+                OAuthError::method_not_allowed()
+            } else if let Err(e) = crate::protocol::form::require_form_content_type(headers) {
+                e
+            } else {
+                OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
+                    .describe("this gateway only serves the CIBA grant")
+            };
+            return e.into_response();
         }
         if path == shared.userinfo {
             return OAuthError::invalid_token("the access token was not issued by this gateway")

@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use super::approval::cookie_value;
 use super::{Engine, EngineRequest};
 use crate::config::IdentityClaim;
-use crate::protocol::{Form, random_token};
+use crate::protocol::random_token;
 use crate::store::{Approval, PendingRequest, PendingStore};
 use crate::upstream::{LoginRequest, LoginSecrets};
 
@@ -301,7 +301,9 @@ impl Engine {
     /// POST `{approval}/consent`: the user's decision after the login.
     pub(super) async fn upstream_consent(&self, req: &EngineRequest) -> Response<Bytes> {
         let pages = &self.pages;
-        let form = Form::parse(&req.body).unwrap_or_default();
+        let Some(form) = pages.form(req) else {
+            return pages.unreadable_form();
+        };
         let sid = cookie_value(&req.headers, LOGIN_COOKIE).unwrap_or("");
         if sid.is_empty() || !pages.csrf_ok("consent", sid, form.get("csrf").unwrap_or("")) {
             return pages.message(

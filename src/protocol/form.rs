@@ -19,13 +19,20 @@ pub struct Form<'a> {
 }
 
 impl<'a> Form<'a> {
-    /// Parses a body. Never panics, whatever the bytes.
+    /// Parses a body. Never panics, whatever the bytes. A name or value that is not UTF-8 once
+    /// decoded is `invalid_request`: it is never replaced with U+FFFD and accepted.
     pub fn parse(body: &'a [u8]) -> Result<Self, OAuthError> {
         let mut pairs: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(8);
-        for (k, v) in form_urlencoded::parse(body) {
+        for segment in body.split(|b| *b == b'&').filter(|s| !s.is_empty()) {
+            let (k, v) = match segment.iter().position(|b| *b == b'=') {
+                Some(i) => (&segment[..i], &segment[i + 1..]),
+                None => (segment, &segment[segment.len()..]),
+            };
+            let v = decode(v)?;
             if v.is_empty() {
                 continue;
             }
+            let k = decode(k)?;
             if pairs.len() == MAX_PARAMS {
                 return Err(OAuthError::invalid_request("too many parameters"));
             }
@@ -76,6 +83,25 @@ pub fn require_form_content_type(headers: &HeaderMap) -> Result<(), OAuthError> 
         }
     }
     Ok(())
+}
+
+/// One form-urlencoded name or value: `+` is a space, `%XX` a byte, and the bytes must be
+/// UTF-8. Borrows when there is nothing to decode (the usual case on the poll path).
+fn decode(raw: &[u8]) -> Result<Cow<'_, str>, OAuthError> {
+    let bad = || OAuthError::invalid_request("the form is not valid UTF-8");
+    if raw.contains(&b'+') {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+        return String::from_utf8(decoded)
+            .map(Cow::Owned)
+            .map_err(|_| bad());
+    }
+    percent_encoding::percent_decode(raw)
+        .decode_utf8()
+        .map_err(|_| bad())
 }
 
 /// A parameter name made safe to echo in an error description.
@@ -130,7 +156,49 @@ mod tests {
         assert!(require_form_content_type(&h).is_err());
     }
 
+    // Hostile traffic, item 3: invalid UTF-8 is refused, never replaced and accepted.
+    #[test]
+    fn invalid_utf8_is_invalid_request() {
+        for body in [
+            &b"binding_message=%FF%FE"[..],
+            b"a=%C3",
+            b"a=\xff",
+            b"%FF=1",
+        ] {
+            let e = Form::parse(body).unwrap_err();
+            assert_eq!(
+                e.code(),
+                crate::protocol::ErrorCode::InvalidRequest,
+                "{body:?}"
+            );
+        }
+        let f = Form::parse("m=%C3%A9t%C3%A9+%E2%9C%93&n=a+b%2Bc".as_bytes()).unwrap();
+        assert_eq!(f.get("m"), Some("été ✓"));
+        assert_eq!(f.get("n"), Some("a b+c"));
+        assert!(matches!(
+            Form::parse(b"k=plain").unwrap().pairs[0].1,
+            Cow::Borrowed(_)
+        ));
+    }
+
     proptest! {
+        // The parser agrees with the url crate's wherever the text is valid UTF-8.
+        #[test]
+        fn form_parser_agrees_with_form_urlencoded(pairs in proptest::collection::vec(("[a-z]{1,6}", "\\PC{0,12}"), 0..8)) {
+            let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
+            let mut seen = std::collections::HashSet::new();
+            let unique = pairs.iter().filter(|(_, v)| !v.is_empty()).all(|(k, _)| seen.insert(k.clone()));
+            match Form::parse(body.as_bytes()) {
+                Ok(f) => {
+                    prop_assert!(unique);
+                    for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
+                        prop_assert_eq!(f.get(k), Some(v.as_str()));
+                    }
+                }
+                Err(_) => prop_assert!(!unique),
+            }
+        }
+
         #[test]
         fn form_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = Form::parse(&body);

@@ -1,7 +1,9 @@
-//! Wire-level building blocks: the OAuth error type, form parsing and typed identifiers.
+//! Wire-level building blocks: the OAuth error type, form parsing, typed identifiers and the
+//! characters a message shown to the user may hold.
 
 pub mod error;
 pub mod form;
+pub mod text;
 pub mod types;
 
 pub use error::{ErrorCode, OAuthError};

@@ -106,7 +106,7 @@ where
         let engine = Arc::clone(&self.engine);
         let Some(client) = self.client.clone() else {
             let resp = engine
-                .not_served(req.method(), req.uri().path())
+                .not_served(req.method(), req.uri().path(), req.headers())
                 .map(|b| Either::Left(Full::new(b)));
             return Box::pin(std::future::ready(Ok(resp)));
         };
@@ -168,7 +168,9 @@ where
         }
         Err(e) => {
             let timeout = e.is_timeout();
-            tracing::warn!(error = %e.without_url(), "forwarding to the upstream failed");
+            if let Some(suppressed) = engine.log_allowed("forwarding failed") {
+                tracing::warn!(error = %e.without_url(), suppressed, "forwarding to the upstream failed");
+            }
             engine
                 .upstream_failure(timeout)
                 .map(|b| Either::Left(Full::new(b)))
@@ -263,7 +265,7 @@ async fn serve_with(
         let engine = Arc::clone(&engine);
         async move { engine.warm_up().await }
     });
-    let service = CibaService::new(Arc::clone(&engine), Inner::new(engine));
+    let service = CibaService::new(Arc::clone(&engine), Inner::new(Arc::clone(&engine)));
     // Connections still open at shutdown finish what they are doing; handshakes under way are
     // abandoned.
     let (stopping, stop) = tokio::sync::watch::channel(());
@@ -293,7 +295,9 @@ async fn serve_with(
                     Err(e) => {
                         // EMFILE and friends: make room and back off instead of spinning.
                         limits.pressure.notify_waiters();
-                        tracing::warn!(error = %e, "accept failed");
+                        if let Some(suppressed) = engine.log_allowed("accept failed") {
+                            tracing::warn!(error = %e, suppressed, "accept failed");
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
