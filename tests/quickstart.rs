@@ -50,6 +50,38 @@ mod tempfile_path {
     }
 }
 
+/// Runs `ciba-gateway serve` on `cfg` until it listens: the process, its log lines as they come,
+/// and all of them once it exits.
+fn serve(
+    cfg: &tempfile_path::Path,
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&cfg.0)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            lines.push(line);
+        }
+        lines
+    });
+    wait_line(&rx, |l| l.contains("listening"));
+    (child, rx, reader)
+}
+
 /// Waits for a log line matching `pred` (the binary logs to stdout).
 fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
     loop {
@@ -66,23 +98,7 @@ fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String
 async fn readme_walkthrough_against_the_quickstart_binary() {
     let port = free_port();
     let cfg = quickstart_on(port);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg.0)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    wait_line(&rx, |l| l.contains("listening"));
+    let (mut child, rx, _log) = serve(&cfg);
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
 
@@ -297,26 +313,7 @@ async fn a_refused_flood_writes_a_handful_of_log_lines() {
     let text = std::fs::read_to_string(&quickstart_on(port).0).unwrap()
         + "\nlimits: { bc_per_client: { requests: 1, per_secs: 3600 } }\n";
     let cfg = tempfile_path::write(&text);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg.0)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            lines.push(line);
-        }
-        lines
-    });
-    wait_line(&rx, |l| l.contains("listening"));
+    let (mut child, _rx, reader) = serve(&cfg);
     let http = http_client();
     let url = format!("http://127.0.0.1:{port}/bc-authorize");
     let form = [
