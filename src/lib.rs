@@ -33,6 +33,7 @@ pub mod channel;
 pub mod clients;
 pub mod clock;
 pub mod config;
+pub mod conn_limit;
 pub mod engine;
 pub mod log_throttle;
 pub mod outbound;

@@ -266,7 +266,7 @@ fn serve_pingora(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode 
             return ExitCode::from(2);
         }
     };
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let mut service = ciba_gateway::pingora::Guarded::service(&server.configuration, proxy);
     let addr = listen.to_string();
     match tls {
         Some(t) => {

@@ -34,6 +34,12 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use pingora::apps::ServerApp;
+
+use crate::conn_limit::{Activity, InFlight, PRESSURE_QUIET};
 use crate::engine::{Engine, EngineRequest, Outcome};
 use crate::protocol::OAuthError;
 
@@ -41,6 +47,7 @@ use crate::protocol::OAuthError;
 #[derive(Debug, Clone)]
 pub struct CibaProxy {
     engine: Arc<Engine>,
+    conns: Arc<Connections>,
     tls_listener: bool,
     /// The upstream, resolved once and built once: a per-request `HttpPeer::new(host)` would
     /// resolve the name on every request (a blocking lookup on the proxy's thread). Like
@@ -78,6 +85,7 @@ impl CibaProxy {
         peer.options.verify_hostname = true;
         let tls_listener = engine.config().tls.is_some();
         Ok(Self {
+            conns: Arc::new(Connections::new(&engine.config().server)),
             engine,
             tls_listener,
             peer,
@@ -116,20 +124,33 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>>
 
 #[async_trait]
 impl ProxyHttp for CibaProxy {
-    type CTX = ();
+    type CTX = RequestCtx;
 
-    fn new_ctx(&self) -> Self::CTX {}
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx::default()
+    }
 
     /// No downstream modules: pingora's default adds a response-compression module that is
     /// disabled yet still built and consulted on every request. The gateway passes the
     /// upstream's encoding through untouched.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    /// Connection limits pingora offers: idle keep-alive connections close after
-    /// `server.idle_timeout_secs`; each read of the request (header or body) may wait at most
-    /// `server.header_read_timeout_secs` (pingora times single reads, not whole headers, and
-    /// reads a new connection's first headers before any phase runs: there its own 60 s apply).
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<()> {
+    /// Marks the request in flight for [`Guarded`], and sets the limits pingora offers per
+    /// session: idle keep-alive connections close after `server.idle_timeout_secs`; each read of
+    /// the request may wait at most `server.header_read_timeout_secs` (pingora times single
+    /// reads, not whole headers; [`Guarded`] closes a connection that has had no request in
+    /// flight for the idle timeout, slow headers included).
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.in_flight = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .and_then(|peer| self.conns.get(peer))
+            .map(|a| a.request());
+        ctx.body_deadline = Some(tokio::time::Instant::now() + self.engine.body_read_timeout());
         let server = &self.engine.config().server;
         let s = session.as_mut();
         s.set_keepalive(Some(server.idle_timeout_secs));
@@ -137,7 +158,7 @@ impl ProxyHttp for CibaProxy {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
         let Some(route) = self.engine.route(session.req_header().uri.path()) else {
             return Ok(false);
         };
@@ -180,7 +201,28 @@ impl ProxyHttp for CibaProxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+    /// A pass-through body must arrive in full by `limits.body_read_timeout_secs` (pingora
+    /// times each read; a body trickled in small chunks would otherwise never end).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        match ctx.body_deadline {
+            Some(d) if tokio::time::Instant::now() > d => {
+                Err(Error::explain(ErrorType::ReadTimedout, "request body too slow").into_down())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         Ok(Box::new(self.peer.clone()))
     }
 
@@ -188,7 +230,7 @@ impl ProxyHttp for CibaProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut (),
+        _ctx: &mut RequestCtx,
     ) -> Result<()> {
         let peer = session
             .client_addr()
@@ -206,7 +248,12 @@ impl ProxyHttp for CibaProxy {
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut ()) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let timeout = matches!(
             e.etype(),
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
@@ -216,7 +263,13 @@ impl ProxyHttp for CibaProxy {
             _ if timeout => 504,
             _ => 502,
         };
-        let resp = if code == 502 || code == 504 {
+        // The client's body stopped arriving: its fault, not the provider's.
+        let client_slow = *e.esource() == pingora::ErrorSource::Downstream
+            && matches!(e.etype(), ErrorType::ReadTimedout);
+        let code = if client_slow { 408 } else { code };
+        let resp = if client_slow {
+            self.engine.body_timed_out()
+        } else if code == 502 || code == 504 {
             self.engine.upstream_failure(timeout)
         } else {
             let mut r =
@@ -233,6 +286,162 @@ impl ProxyHttp for CibaProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+}
+
+/// What the proxy keeps for one request.
+#[derive(Debug, Default)]
+pub struct RequestCtx {
+    /// The request in flight on its connection (see [`Guarded`]), until the request ends.
+    in_flight: Option<InFlight>,
+    /// When the request body must have arrived.
+    body_deadline: Option<tokio::time::Instant>,
+}
+
+/// Part of the open connections, by peer address (64 shards keep the lock uncontended).
+type Shard = std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>>;
+
+/// The connections a [`Guarded`] service has open, by peer address, with what each is doing.
+#[derive(Debug)]
+struct Connections {
+    shards: Box<[Shard]>,
+    open: AtomicUsize,
+    max: usize,
+    idle: Duration,
+    /// Notified when a connection opens above the cap.
+    pressure: tokio::sync::Notify,
+}
+
+impl Connections {
+    fn new(cfg: &crate::config::ServerConfig) -> Self {
+        Self {
+            shards: (0..64).map(|_| Default::default()).collect(),
+            open: AtomicUsize::new(0),
+            max: cfg.max_connections,
+            idle: Duration::from_secs(cfg.idle_timeout_secs),
+            pressure: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn shard(
+        &self,
+        peer: &SocketAddr,
+    ) -> &std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>> {
+        &self.shards[usize::from(peer.port()) % self.shards.len()]
+    }
+
+    fn get(&self, peer: &SocketAddr) -> Option<Arc<Activity>> {
+        let shard = self.shard(peer).lock().unwrap_or_else(|e| e.into_inner());
+        shard.get(peer).cloned()
+    }
+
+    fn open(&self, peer: SocketAddr) -> Arc<Activity> {
+        let a = Activity::new();
+        self.shard(&peer)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, Arc::clone(&a));
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.pressure.notify_waiters();
+        }
+        a
+    }
+
+    fn over_cap(&self) -> bool {
+        self.open.load(Ordering::Acquire) > self.max
+    }
+
+    fn close(&self, peer: &SocketAddr) {
+        self.shard(peer)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(peer);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The pingora proxy with the gateway's connection limits around it: pingora 0.9 has no
+/// connection cap and times single reads only, so this [`ServerApp`] watches each connection:
+/// one with no request in flight for `server.idle_timeout_secs` is closed (a silent socket,
+/// slow headers, an idle keep-alive), and while more than `server.max_connections` are open,
+/// the ones quiet for [`PRESSURE_QUIET`] are closed to make room. Keep `max_connections` below
+/// the open-file limit: pingora's accept loop cannot wait for room the way the tower runtime
+/// does. Build it with [`Guarded::service`].
+pub struct Guarded {
+    inner: Arc<pingora::proxy::HttpProxy<CibaProxy>>,
+    conns: Arc<Connections>,
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded").finish_non_exhaustive()
+    }
+}
+
+impl Guarded {
+    /// The proxy for `conf`, guarded.
+    pub fn new(conf: &Arc<pingora::server::configuration::ServerConf>, proxy: CibaProxy) -> Self {
+        let conns = Arc::clone(&proxy.conns);
+        Self {
+            inner: Arc::new(pingora::proxy::http_proxy(conf, proxy)),
+            conns,
+        }
+    }
+
+    /// A listening service running the guarded proxy (add listeners, then add it to a `Server`).
+    pub fn service(
+        conf: &Arc<pingora::server::configuration::ServerConf>,
+        proxy: CibaProxy,
+    ) -> pingora::services::listening::Service<Self> {
+        pingora::services::listening::Service::new("ciba-gateway".into(), Self::new(conf, proxy))
+    }
+}
+
+#[async_trait]
+impl ServerApp for Guarded {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: pingora::protocols::Stream,
+        shutdown: &pingora::server::ShutdownWatch,
+    ) -> Option<pingora::protocols::Stream> {
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let Some(peer) = peer else {
+            return self.inner.process_new(stream, shutdown).await;
+        };
+        let activity = self.conns.open(peer);
+        let serve = self.inner.process_new(stream, shutdown);
+        tokio::pin!(serve);
+        let idle = self.conns.idle;
+        let mut pressed = false;
+        // Returning drops `serve`, which closes the connection; only quiet ones are dropped.
+        let reuse = loop {
+            tokio::select! {
+                r = &mut serve => break r,
+                () = tokio::time::sleep_until(activity.next_idle_check(idle)) => {
+                    if activity.quiet_for(idle) {
+                        break None;
+                    }
+                }
+                // Over the cap (told by the connection that went over it), every quiet
+                // connection goes, checked every PRESSURE_QUIET until there is room again.
+                () = self.conns.pressure.notified(), if !pressed => pressed = true,
+                () = tokio::time::sleep(PRESSURE_QUIET), if pressed => {
+                    if !self.conns.over_cap() {
+                        pressed = false;
+                    } else if activity.quiet_for(PRESSURE_QUIET) {
+                        break None;
+                    }
+                }
+            }
+        };
+        self.conns.close(&peer);
+        reuse
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
     }
 }
 
@@ -256,7 +465,6 @@ pub async fn serve_on_listener(
     proxy: CibaProxy,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use pingora::apps::ServerApp;
     use pingora::protocols::GetSocketDigest;
     use std::os::fd::AsRawFd;
 
@@ -265,7 +473,7 @@ pub async fn serve_on_listener(
         let engine = Arc::clone(&proxy.engine);
         async move { engine.warm_up().await }
     });
-    let app = Arc::new(pingora::proxy::http_proxy(&conf, proxy));
+    let app = Arc::new(Guarded::new(&conf, proxy));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {

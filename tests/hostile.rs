@@ -1,7 +1,8 @@
 //! Hostile traffic on real sockets: idle and silent connections, slow headers, slow bodies and a
 //! flood of connections above the cap. In every case a fresh client still gets `/healthz` and a
-//! real CIBA request served. The tower runtime enforces all of it; pingora offers idle keep-alive
-//! and body timeouts (its header reads are timed per read, not in total: see the README).
+//! real CIBA request served. Both runtimes close idle and silent connections, refuse slow
+//! bodies and make room above the cap; slow headers are cut by hyper on tower and by the idle
+//! watchdog on pingora (whose own reads are timed one by one).
 
 mod common;
 
@@ -82,7 +83,15 @@ async fn still_served(gw: &Gateway) {
     assert_eq!(r.status(), 200);
 }
 
-both_engines!(idle_keep_alive_connections_are_closed, slow_bodies_get_408);
+both_engines!(
+    idle_keep_alive_connections_are_closed,
+    slow_bodies_get_408,
+    silent_connections_are_closed,
+    a_flood_of_silent_connections_above_the_cap_leaves_room_for_others,
+    slow_headers_are_cut_off,
+    slow_pass_through_bodies_are_cut_off,
+    trickled_pass_through_bodies_are_cut_off,
+);
 
 async fn idle_keep_alive_connections_are_closed(kind: EngineKind) {
     let gw = gateway_on(kind, tight).await;
@@ -114,18 +123,16 @@ async fn slow_bodies_get_408(kind: EngineKind) {
     assert!(got.contains("\"error\":\"invalid_request\""), "{got}");
 }
 
-#[tokio::test]
-async fn silent_connections_are_closed() {
-    let gw = gateway_on(EngineKind::Tower, tight).await;
+async fn silent_connections_are_closed(kind: EngineKind) {
+    let gw = gateway_on(kind, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     closed_within(&mut s, Duration::from_secs(10))
         .await
         .expect("a connection that never sends a request is closed");
 }
 
-#[tokio::test]
-async fn slow_headers_are_cut_off() {
-    let gw = gateway_on(EngineKind::Tower, tight).await;
+async fn slow_headers_are_cut_off(kind: EngineKind) {
+    let gw = gateway_on(kind, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -144,10 +151,31 @@ async fn slow_headers_are_cut_off() {
     assert!(cut, "the server never closed the slow-header connection");
 }
 
-#[tokio::test]
-async fn slow_pass_through_bodies_are_cut_off() {
+/// A pass-through body trickled in chunks, each in time for the per-read timeout, is still cut
+/// off by the total body deadline.
+async fn trickled_pass_through_bodies_are_cut_off(kind: EngineKind) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gw = gateway_in_front(EngineKind::Tower, listener, echo_upstream().await, tight).await;
+    let gw = gateway_in_front(kind, listener, echo_upstream().await, tight).await;
+    let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
+    s.write_all(b"POST /anything HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        if s.write_all(b"1\r\na\r\n").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let got = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the trickled body is cut off");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+}
+
+async fn slow_pass_through_bodies_are_cut_off(kind: EngineKind) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = gateway_in_front(kind, listener, echo_upstream().await, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(b"POST /anything HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
         .await
@@ -159,10 +187,9 @@ async fn slow_pass_through_bodies_are_cut_off() {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
 }
 
-#[tokio::test]
-async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others() {
+async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind: EngineKind) {
     // A long idle timeout: only making room under pressure can serve the fresh client in time.
-    let gw = start(|c| {
+    let gw = gateway_on(kind, |c| {
         c.server.max_connections = 20;
         c.server.idle_timeout_secs = 300;
     })

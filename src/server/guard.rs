@@ -13,68 +13,12 @@ use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// How long a connection must have been quiet to be closed to make room under pressure: long
-/// enough for a client that just connected to send its request, short enough that a flood of
-/// silent sockets is cleared in a few rounds. Also how often the accept loop asks again while
-/// it waits for room.
-pub(crate) const PRESSURE_QUIET: Duration = Duration::from_millis(250);
-
-/// What one connection is doing, shared by its I/O, its requests and its watchdog.
-#[derive(Debug)]
-pub(super) struct Activity {
-    start: Instant,
-    /// Milliseconds after `start` of the last byte read or written.
-    last_io_ms: AtomicU64,
-    in_flight: AtomicUsize,
-}
-
-impl Activity {
-    pub(super) fn new() -> Arc<Self> {
-        Arc::new(Self {
-            start: Instant::now(),
-            last_io_ms: AtomicU64::new(0),
-            in_flight: AtomicUsize::new(0),
-        })
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// When the connection was last active.
-    pub(super) fn last_io(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed))
-    }
-
-    /// Whether the connection has had nothing in flight and no bytes moving for `quiet`.
-    pub(super) fn quiet_for(&self, quiet: Duration) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0 && self.last_io().elapsed() >= quiet
-    }
-
-    /// Marks a request in flight until the returned guard is dropped.
-    pub(super) fn request(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(self))
-    }
-}
-
-/// A request in flight on a connection.
-pub(super) struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
+pub(super) use crate::conn_limit::{Activity, PRESSURE_QUIET};
 
 /// A connection's I/O, recording when bytes move.
 pub(super) struct Watched<IO> {

@@ -414,12 +414,7 @@ impl Connection {
         tokio::pin!(conn);
         let mut stopping = false;
         loop {
-            // A request in flight with no bytes moving (a held poll, a slow upstream) is not
-            // idle: look again one period later instead of spinning.
-            let now = tokio::time::Instant::now();
-            let idle_at = Some(activity.last_io() + self.limits.idle)
-                .filter(|at| *at > now)
-                .unwrap_or(now + self.limits.idle);
+            let idle_at = activity.next_idle_check(self.limits.idle);
             tokio::select! {
                 done = conn.as_mut() => {
                     if let Err(e) = done {
