@@ -23,7 +23,6 @@ fn request(path: &'static str, body: &Bytes) -> EngineRequest {
         uri: http::Uri::from_static(path),
         headers,
         body: body.clone(),
-        peer: None,
     }
 }
 

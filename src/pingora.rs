@@ -190,7 +190,6 @@ impl ProxyHttp for CibaProxy {
             uri: head.uri.clone(),
             headers: head.headers.clone(),
             body,
-            peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
         };
         match self.engine.handle(route, req).await {
             Outcome::Respond(resp) => {

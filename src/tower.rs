@@ -139,7 +139,6 @@ where
                 uri: parts.uri.clone(),
                 headers: std::mem::take(&mut parts.headers),
                 body,
-                peer: None,
             };
             match engine.handle(route, ereq).await {
                 Outcome::Respond(r) => Ok(own(r).map(Either::Left)),

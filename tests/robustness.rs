@@ -45,7 +45,6 @@ fn run(
         uri: path.parse().unwrap_or_else(|_| http::Uri::from_static("/")),
         headers,
         body: Bytes::from(body),
-        peer: None,
     };
     match rt.block_on(engine.handle(route, req)) {
         Outcome::Respond(r) => r.status().as_u16(),

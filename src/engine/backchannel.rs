@@ -97,29 +97,29 @@ impl Engine {
         };
         // The channel is told the hint as the client sent it, or the subject for id_token_hint.
         let hint_text = hints[0].unwrap_or(&user.subject);
-        self.accept(
+        self.accept(Checked {
             client,
-            &user,
+            user: &user,
             hint_text,
             scope,
             lifetime,
             binding_message,
-            &form,
-        )
+            form: &form,
+        })
         .await
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn accept(
-        &self,
-        client: &Arc<Client>,
-        user: &Arc<User>,
-        hint_text: &str,
-        scope: Scope,
-        lifetime: u32,
-        binding_message: Option<&str>,
-        form: &Form<'_>,
-    ) -> Result<Response<Bytes>, OAuthError> {
+    /// Steps (5) and on for a request that passed (1)–(4).
+    async fn accept(&self, checked: Checked<'_>) -> Result<Response<Bytes>, OAuthError> {
+        let Checked {
+            client,
+            user,
+            hint_text,
+            scope,
+            lifetime,
+            binding_message,
+            form,
+        } = checked;
         // (5) user code (BC-UC-01/02) and binding message (BC-UC-03)
         // A user_code that is sent is always verified: discovery says user codes are supported,
         // so a wrong one must not reach the user just because the client is not registered to
@@ -183,7 +183,9 @@ impl Engine {
             Err(e) => {
                 // Nothing may be left behind that can never complete.
                 self.store.cancel(&pending.id).await;
-                tracing::warn!(client_id = %client.id, error = %e, "the user could not be reached; request refused");
+                if let Some(suppressed) = self.log_allowed("channel unreachable") {
+                    tracing::warn!(client_id = %client.id, error = %e, suppressed, "the user could not be reached; request refused");
+                }
                 return Err(OAuthError::unavailable(
                     "the authentication channel could not be reached; the request was not started",
                     10,
@@ -348,6 +350,20 @@ impl Engine {
             Err(bad("binding_message has characters that cannot be shown"))
         }
     }
+}
+
+/// A backchannel request that passed client authentication, the syntax checks and user
+/// resolution (steps 1–4 of C§7.2): what the rest of the flow needs.
+struct Checked<'a> {
+    client: &'a Arc<Client>,
+    user: &'a Arc<User>,
+    /// The hint as the client sent it (the subject for an `id_token_hint`).
+    hint_text: &'a str,
+    scope: Scope,
+    /// Seconds.
+    lifetime: u32,
+    binding_message: Option<&'a str>,
+    form: &'a Form<'a>,
 }
 
 /// Over a rate limit: 403 `access_denied`, the backchannel endpoint's code for a request the

@@ -11,7 +11,6 @@ mod token;
 mod upstream_login;
 mod userinfo;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +42,6 @@ pub struct EngineRequest {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
-    /// The peer's address, when known.
-    pub peer: Option<SocketAddr>,
 }
 
 /// The engine's answer.

@@ -65,6 +65,49 @@ fn claim<'a>(c: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
     c.get(k).and_then(Value::as_str)
 }
 
+/// Whether the person who logged in at the provider (the ID token's `claims`) is the person a
+/// request is for: its `subject` in the gateway's directory, and that `user`'s record. `sub`
+/// must equal the subject; `email` (case-insensitive) and `preferred_username` (exact) must
+/// equal the user's. Anything missing binds nobody.
+fn identity_bound(
+    rule: IdentityClaim,
+    claims: &Map<String, Value>,
+    subject: &str,
+    user: Option<&crate::users::User>,
+) -> bool {
+    match (rule, user) {
+        (IdentityClaim::Sub, _) => claim(claims, "sub") == Some(subject),
+        (IdentityClaim::Email, Some(u)) => {
+            matches!((claim(claims, "email"), u.email.as_deref()), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
+        }
+        (IdentityClaim::PreferredUsername, Some(u)) => {
+            matches!((claim(claims, "preferred_username"), u.username.as_deref()), (Some(a), Some(b)) if a == b)
+        }
+        (_, None) => false,
+    }
+}
+
+/// The approval a bound login stands for: when and how the user authenticated at the provider
+/// (its `auth_time`, or `now`; `acr`, `amr`), as whom (`sub`), and the provider's tokens.
+fn approval_from_claims(
+    claims: &Map<String, Value>,
+    tokens: crate::store::IssuedTokens,
+    now_ms: u64,
+) -> Approval {
+    Approval {
+        auth_time: claims
+            .get("auth_time")
+            .and_then(Value::as_u64)
+            .unwrap_or(now_ms / 1000),
+        acr: claim(claims, "acr").map(str::to_owned),
+        amr: claims
+            .get("amr")
+            .and_then(|v| serde_json::from_value(v.clone()).ok()),
+        subject: claim(claims, "sub").map(str::to_owned),
+        upstream_tokens: Some(Box::new(tokens)),
+    }
+}
+
 impl Engine {
     fn redirect_uri(&self) -> String {
         self.cfg
@@ -248,16 +291,12 @@ impl Engine {
         // Identity binding (security-critical): the person who logged in must be the person the
         // request's hint resolved to.
         let user = self.users.by_subject(&pending.subject).await.ok().flatten();
-        let bound = match (self.cfg.approval.identity_claim, user.as_deref()) {
-            (IdentityClaim::Sub, _) => claim(&claims, "sub") == Some(pending.subject.as_str()),
-            (IdentityClaim::Email, Some(u)) => {
-                matches!((claim(&claims, "email"), u.email.as_deref()), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b))
-            }
-            (IdentityClaim::PreferredUsername, Some(u)) => {
-                matches!((claim(&claims, "preferred_username"), u.username.as_deref()), (Some(a), Some(b)) if a == b)
-            }
-            (_, None) => false,
-        };
+        let bound = identity_bound(
+            self.cfg.approval.identity_claim,
+            &claims,
+            &pending.subject,
+            user.as_deref(),
+        );
         if !bound {
             tracing::warn!(client_id = %pending.client_id, expected = %pending.subject, "upstream login by a different user; not approved");
             return pages.message(
@@ -266,18 +305,7 @@ impl Engine {
                 "This request is for a different person, so nothing was approved. The person it is for can still approve it with their own link.",
             );
         }
-        let approval = Approval {
-            auth_time: claims
-                .get("auth_time")
-                .and_then(Value::as_u64)
-                .unwrap_or(now / 1000),
-            acr: claim(&claims, "acr").map(str::to_owned),
-            amr: claims
-                .get("amr")
-                .and_then(|v| serde_json::from_value(v.clone()).ok()),
-            subject: claim(&claims, "sub").map(str::to_owned),
-            upstream_tokens: Some(Box::new(tokens)),
-        };
+        let approval = approval_from_claims(&claims, tokens, now);
         self.login_sessions.consents.insert(
             attempt.sid.clone(),
             PendingConsent {
@@ -321,5 +349,94 @@ impl Engine {
             Some(consent.approval),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::users::User;
+
+    fn claims(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn alice() -> User {
+        User {
+            subject: "sub-alice".into(),
+            username: Some("alice".into()),
+            email: Some("Alice@Example.com".into()),
+            phone: None,
+            name: None,
+            user_code: None,
+            notify: None,
+        }
+    }
+
+    // The security-critical decision of approval through the provider, rule by rule.
+    #[test]
+    fn identity_binding() {
+        use IdentityClaim::*;
+        let u = alice();
+        let c = claims(
+            serde_json::json!({"sub": "sub-alice", "email": "alice@example.COM", "preferred_username": "alice"}),
+        );
+        assert!(identity_bound(Sub, &c, "sub-alice", Some(&u)));
+        assert!(
+            identity_bound(Sub, &c, "sub-alice", None),
+            "sub needs no record"
+        );
+        assert!(!identity_bound(Sub, &c, "sub-bob", Some(&u)));
+        assert!(
+            identity_bound(Email, &c, "sub-alice", Some(&u)),
+            "e-mail is case-insensitive"
+        );
+        assert!(
+            !identity_bound(Email, &c, "sub-alice", None),
+            "no record binds nobody"
+        );
+        assert!(identity_bound(PreferredUsername, &c, "sub-alice", Some(&u)));
+        let other = claims(
+            serde_json::json!({"sub": "sub-bob", "email": "bob@example.com", "preferred_username": "Alice"}),
+        );
+        assert!(!identity_bound(Email, &other, "sub-alice", Some(&u)));
+        assert!(
+            !identity_bound(PreferredUsername, &other, "sub-alice", Some(&u)),
+            "usernames are exact"
+        );
+        let odd = claims(serde_json::json!({"sub": 1, "email": ["Alice@Example.com"]}));
+        assert!(
+            !identity_bound(Sub, &odd, "1", Some(&u)),
+            "a non-string claim binds nobody"
+        );
+        assert!(!identity_bound(Email, &odd, "sub-alice", Some(&u)));
+        assert!(!identity_bound(
+            Email,
+            &claims(serde_json::json!({})),
+            "sub-alice",
+            Some(&u)
+        ));
+    }
+
+    #[test]
+    fn approval_from_the_providers_claims() {
+        let tokens: crate::store::IssuedTokens = serde_json::from_value(
+            serde_json::json!({"access_token": "a", "token_type": "Bearer"}),
+        )
+        .unwrap();
+        let a = approval_from_claims(
+            &claims(
+                serde_json::json!({"sub": "s", "auth_time": 100, "acr": "urn:x", "amr": ["pwd", "otp"]}),
+            ),
+            tokens.clone(),
+            999_000,
+        );
+        assert_eq!(
+            (a.auth_time, a.acr.as_deref(), a.subject.as_deref()),
+            (100, Some("urn:x"), Some("s"))
+        );
+        assert_eq!(a.amr, Some(vec!["pwd".to_owned(), "otp".to_owned()]));
+        let a = approval_from_claims(&claims(serde_json::json!({"sub": "s"})), tokens, 999_000);
+        assert_eq!(a.auth_time, 999, "now, when the provider does not say");
     }
 }

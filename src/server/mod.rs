@@ -74,12 +74,8 @@ impl Inner {
                 .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
                 .read_timeout(Duration::from_millis(c.read_timeout_ms))
                 .pool_idle_timeout(Duration::from_secs(60));
-            if let Some(ca) = &c.ca_file
-                && let Ok(pem) = std::fs::read(ca)
-            {
-                for cert in reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default() {
-                    b = b.add_root_certificate(cert);
-                }
+            for cert in u.ca_certificates() {
+                b = b.add_root_certificate(cert.clone());
             }
             b.build()
                 .expect("a reqwest client with rustls and ring builds")

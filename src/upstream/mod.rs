@@ -100,6 +100,9 @@ pub struct Upstream {
     /// The headers of the gateway's own requests to the provider: the `Host` and forwarding
     /// headers a client reaching the provider through the public URL would cause.
     own_headers: HeaderMap,
+    /// `upstream.ca_file`, read and parsed once (every client that talks to the provider uses
+    /// these; pingora reads the same file by path, after this has checked it).
+    ca_certificates: Vec<reqwest::Certificate>,
     discovery: Cached<Map<String, Value>>,
     jwks: Cached<Vec<Value>>,
 }
@@ -121,14 +124,17 @@ impl Upstream {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?
-            {
-                b = b.add_root_certificate(cert);
+        let ca_certificates = match &cfg.ca_file {
+            Some(ca) => {
+                let pem = std::fs::read(ca)
+                    .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?
             }
+            None => Vec::new(),
+        };
+        for cert in &ca_certificates {
+            b = b.add_root_certificate(cert.clone());
         }
         let host = match public_url.port() {
             Some(p) => format!("{}:{p}", public_url.host_str().unwrap_or_default()),
@@ -151,10 +157,16 @@ impl Upstream {
                 .build()
                 .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
             own_headers,
+            ca_certificates,
             discovery: Cached::new(cfg.discovery_cache_secs),
             jwks: Cached::new(cfg.jwks_cache_secs),
             cfg: cfg.clone(),
         })
+    }
+
+    /// The extra CA certificates to verify an https provider with (`upstream.ca_file`).
+    pub fn ca_certificates(&self) -> &[reqwest::Certificate] {
+        &self.ca_certificates
     }
 
     /// The configuration.
