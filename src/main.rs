@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ciba_gateway::config::{EngineKind, SigningAlg};
+use ciba_gateway::config::{RuntimeKind, SigningAlg};
 use ciba_gateway::{Config, Engine};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
@@ -214,7 +214,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open file limit"),
     }
     let listen = cfg.listen;
-    let kind = cfg.engine_kind();
+    let kind = cfg.runtime();
     let engine = match Engine::new(cfg) {
         Ok(e) => Arc::new(e),
         Err(e) => {
@@ -223,12 +223,12 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         }
     };
     match kind {
-        EngineKind::Tower => serve_tower(listen, engine),
+        RuntimeKind::Tower => serve_tower(listen, engine),
         #[cfg(feature = "pingora")]
-        EngineKind::Pingora => serve_pingora(listen, engine),
+        RuntimeKind::Pingora => serve_pingora(listen, engine),
         #[cfg(not(feature = "pingora"))]
-        EngineKind::Pingora => {
-            eprintln!("engine: pingora, but this binary was built without the `pingora` feature");
+        RuntimeKind::Pingora => {
+            eprintln!("runtime: pingora, but this binary was built without the `pingora` feature");
             ExitCode::from(2)
         }
     }
@@ -291,7 +291,7 @@ fn serve_pingora(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode 
         "upstream discovery",
         ciba_gateway::pingora::WarmUp(Arc::clone(&engine)),
     ));
-    tracing::info!(%listen, issuer = engine.issuer(), engine = "pingora", "ciba-gateway listening");
+    tracing::info!(%listen, issuer = engine.issuer(), runtime = "pingora", "ciba-gateway listening");
     server.run(RunArgs::default());
     ExitCode::SUCCESS
 }
@@ -322,7 +322,7 @@ fn serve_tower(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(%listen, issuer = engine.issuer(), engine = "tower", tls = tls.is_some(), "ciba-gateway listening");
+        tracing::info!(%listen, issuer = engine.issuer(), runtime = "tower", tls = tls.is_some(), "ciba-gateway listening");
         let served = match tls {
             Some(tls) => {
                 ciba_gateway::server::serve_tls(listener, engine, tls, shutdown_signal()).await

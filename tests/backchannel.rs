@@ -2,13 +2,40 @@
 
 mod common;
 
+use ciba_gateway::config::RuntimeKind;
 use common::*;
+
+both_runtimes!(
+    bc_ack_01_02_03_04_success_acknowledgement,
+    bc_auth_01_only_post_with_a_form,
+    bc_auth_02_client_authentication_failures_are_401_invalid_client,
+    bc_auth_02_registered_method_is_enforced,
+    oa_03_bc_err_02_basic_auth_is_urldecoded_and_failures_challenge_basic,
+    bc_auth_05_two_methods_or_a_mismatched_client_id,
+    bc_auth_06_client_without_the_ciba_grant_is_unauthorized_client,
+    bc_val_01_failed_client_auth_never_reveals_the_user,
+    bc_req_01_scope_rules,
+    bc_req_02_exactly_one_hint_counted_before_validation,
+    bc_req_04_05_requested_expiry,
+    bc_req_06_unknown_ignored_empty_absent_repeated_rejected,
+    bc_req_09_unknown_user_and_hint_forms,
+    bc_req_07_sec_03_id_token_hint,
+    bc_jwt_06_request_objects_are_not_accepted,
+    bc_uc_01_02_user_code,
+    bc_uc_01_a_user_code_that_is_sent_is_always_verified,
+    bc_uc_02_sec_04_wrong_user_codes_are_rate_limited_per_user,
+    bc_uc_03_04_binding_message_policy,
+    bc_ack_05_store_full_refuses_new_requests_with_a_clear_error,
+    gw_07_oversized_body_is_413,
+    sec_04_gw_07_per_user_limit_spans_clients_and_refills,
+    gw_07_per_client_limit_counts_authenticated_requests_only,
+    sec_04_per_user_limit_is_on_by_default,
+);
 
 const OK_PARAMS: &[(&str, &str)] = &[("scope", "openid"), ("login_hint", "alice")];
 
-#[tokio::test]
-async fn bc_ack_01_02_03_04_success_acknowledgement() {
-    let gw = gateway().await;
+async fn bc_ack_01_02_03_04_success_acknowledgement(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let r = gw
         .bc(&[
             ("scope", "openid profile"),
@@ -31,9 +58,8 @@ async fn bc_ack_01_02_03_04_success_acknowledgement() {
     assert_ne!(gw.start_request().await, id);
 }
 
-#[tokio::test]
-async fn bc_auth_01_only_post_with_a_form() {
-    let gw = gateway().await;
+async fn bc_auth_01_only_post_with_a_form(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let get = gw
         .http
         .get(format!("{}/bc-authorize", gw.url))
@@ -52,9 +78,8 @@ async fn bc_auth_01_only_post_with_a_form() {
     reply(json).await.assert_error(400, "invalid_request");
 }
 
-#[tokio::test]
-async fn bc_auth_02_client_authentication_failures_are_401_invalid_client() {
-    let gw = gateway().await;
+async fn bc_auth_02_client_authentication_failures_are_401_invalid_client(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     // Wrong secret, unknown client, no secret at all.
     for params in [
         vec![("client_id", "post-client"), ("client_secret", "nope")],
@@ -69,9 +94,8 @@ async fn bc_auth_02_client_authentication_failures_are_401_invalid_client() {
     }
 }
 
-#[tokio::test]
-async fn bc_auth_02_registered_method_is_enforced() {
-    let gw = gateway().await;
+async fn bc_auth_02_registered_method_is_enforced(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     // basic-client registered client_secret_basic: its secret in the body is refused.
     let mut p = vec![
         ("client_id", BASIC_CLIENT.0),
@@ -87,9 +111,8 @@ async fn bc_auth_02_registered_method_is_enforced() {
         .assert_error(401, "invalid_client");
 }
 
-#[tokio::test]
-async fn oa_03_bc_err_02_basic_auth_is_urldecoded_and_failures_challenge_basic() {
-    let gw = gateway().await;
+async fn oa_03_bc_err_02_basic_auth_is_urldecoded_and_failures_challenge_basic(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let r = gw
         .post_form("/bc-authorize", OK_PARAMS, Some(BASIC_CLIENT))
         .await;
@@ -106,9 +129,8 @@ async fn oa_03_bc_err_02_basic_auth_is_urldecoded_and_failures_challenge_basic()
     );
 }
 
-#[tokio::test]
-async fn bc_auth_05_two_methods_or_a_mismatched_client_id() {
-    let gw = gateway().await;
+async fn bc_auth_05_two_methods_or_a_mismatched_client_id(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let mut p = vec![("client_secret", BASIC_CLIENT.1)];
     p.extend_from_slice(OK_PARAMS);
     gw.post_form("/bc-authorize", &p, Some(BASIC_CLIENT))
@@ -121,9 +143,8 @@ async fn bc_auth_05_two_methods_or_a_mismatched_client_id() {
         .assert_error(401, "invalid_client");
 }
 
-#[tokio::test]
-async fn bc_auth_06_client_without_the_ciba_grant_is_unauthorized_client() {
-    let gw = gateway().await;
+async fn bc_auth_06_client_without_the_ciba_grant_is_unauthorized_client(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let mut p = vec![
         ("client_id", NO_CIBA_CLIENT.0),
         ("client_secret", NO_CIBA_CLIENT.1),
@@ -134,9 +155,8 @@ async fn bc_auth_06_client_without_the_ciba_grant_is_unauthorized_client() {
         .assert_error(400, "unauthorized_client");
 }
 
-#[tokio::test]
-async fn bc_val_01_failed_client_auth_never_reveals_the_user() {
-    let gw = gateway().await;
+async fn bc_val_01_failed_client_auth_never_reveals_the_user(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let r = gw
         .post_form(
             "/bc-authorize",
@@ -152,9 +172,8 @@ async fn bc_val_01_failed_client_auth_never_reveals_the_user() {
     r.assert_error(401, "invalid_client");
 }
 
-#[tokio::test]
-async fn bc_req_01_scope_rules() {
-    let gw = gateway().await;
+async fn bc_req_01_scope_rules(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     gw.bc(&[("login_hint", "alice")])
         .await
         .assert_error(400, "invalid_request");
@@ -187,9 +206,8 @@ async fn bc_req_01_scope_rules() {
     r.assert_error(400, "invalid_scope");
 }
 
-#[tokio::test]
-async fn bc_req_02_exactly_one_hint_counted_before_validation() {
-    let gw = gateway().await;
+async fn bc_req_02_exactly_one_hint_counted_before_validation(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     gw.bc(&[("scope", "openid")])
         .await
         .assert_error(400, "invalid_request");
@@ -210,9 +228,8 @@ async fn bc_req_02_exactly_one_hint_counted_before_validation() {
     .assert_error(400, "invalid_request");
 }
 
-#[tokio::test]
-async fn bc_req_04_05_requested_expiry() {
-    let gw = gateway().await;
+async fn bc_req_04_05_requested_expiry(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     for bad in ["0", "-5", "1.5", "ten", "99999999999999999999"] {
         gw.bc(&[
             ("scope", "openid"),
@@ -240,9 +257,8 @@ async fn bc_req_04_05_requested_expiry() {
     assert_eq!(capped.json["expires_in"], 300, "capped at max_expiry_secs");
 }
 
-#[tokio::test]
-async fn bc_req_06_unknown_ignored_empty_absent_repeated_rejected() {
-    let gw = gateway().await;
+async fn bc_req_06_unknown_ignored_empty_absent_repeated_rejected(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     assert_eq!(
         gw.bc(&[
             ("scope", "openid"),
@@ -273,9 +289,8 @@ async fn bc_req_06_unknown_ignored_empty_absent_repeated_rejected() {
     .assert_error(400, "invalid_request");
 }
 
-#[tokio::test]
-async fn bc_req_09_unknown_user_and_hint_forms() {
-    let gw = gateway().await;
+async fn bc_req_09_unknown_user_and_hint_forms(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     gw.bc(&[("scope", "openid"), ("login_hint", "mallory")])
         .await
         .assert_error(400, "unknown_user_id");
@@ -291,10 +306,9 @@ async fn bc_req_09_unknown_user_and_hint_forms() {
     }
 }
 
-#[tokio::test]
-async fn bc_req_07_sec_03_id_token_hint() {
+async fn bc_req_07_sec_03_id_token_hint(kind: RuntimeKind) {
     let auth = Authenticator::start().await;
-    let gw = start(|c| c.channel = auth.channel_config()).await;
+    let gw = start_on(kind, |c| c.channel = auth.channel_config()).await;
     gw.bc(&[("scope", "openid"), ("id_token_hint", "not.a.jwt")])
         .await
         .assert_error(400, "invalid_request");
@@ -326,9 +340,8 @@ async fn bc_req_07_sec_03_id_token_hint() {
         .assert_error(400, "invalid_request");
 }
 
-#[tokio::test]
-async fn bc_jwt_06_request_objects_are_not_accepted() {
-    let gw = gateway().await;
+async fn bc_jwt_06_request_objects_are_not_accepted(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     gw.bc(&[
         ("scope", "openid"),
         ("login_hint", "alice"),
@@ -345,9 +358,8 @@ async fn bc_jwt_06_request_objects_are_not_accepted() {
     .assert_error(400, "invalid_request");
 }
 
-#[tokio::test]
-async fn bc_uc_01_02_user_code() {
-    let gw = gateway().await;
+async fn bc_uc_01_02_user_code(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let code = |uc: Option<&'static str>| {
         let mut p = vec![
             ("client_id", CODE_CLIENT.0),
@@ -387,10 +399,9 @@ async fn bc_uc_01_02_user_code() {
 
 // BC-UC-01/02: discovery says user codes are supported, so a user_code sent by a client that
 // is not registered to require one is verified all the same: a wrong one reaches nobody.
-#[tokio::test]
-async fn bc_uc_01_a_user_code_that_is_sent_is_always_verified() {
+async fn bc_uc_01_a_user_code_that_is_sent_is_always_verified(kind: RuntimeKind) {
     let auth = Authenticator::start().await;
-    let gw = start(|c| c.channel = auth.channel_config()).await;
+    let gw = start_on(kind, |c| c.channel = auth.channel_config()).await;
     let bc = |uc: &'static str, m: &'static str| {
         [
             ("scope", "openid"),
@@ -410,9 +421,8 @@ async fn bc_uc_01_a_user_code_that_is_sent_is_always_verified() {
     );
 }
 
-#[tokio::test]
-async fn bc_uc_02_sec_04_wrong_user_codes_are_rate_limited_per_user() {
-    let gw = gateway().await;
+async fn bc_uc_02_sec_04_wrong_user_codes_are_rate_limited_per_user(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let p = |uc: &'static str| {
         [
             ("client_id", CODE_CLIENT.0),
@@ -433,9 +443,8 @@ async fn bc_uc_02_sec_04_wrong_user_codes_are_rate_limited_per_user() {
         .assert_error(403, "access_denied");
 }
 
-#[tokio::test]
-async fn bc_uc_03_04_binding_message_policy() {
-    let gw = start(|c| c.ciba.binding_message.required = true).await;
+async fn bc_uc_03_04_binding_message_policy(kind: RuntimeKind) {
+    let gw = start_on(kind, |c| c.ciba.binding_message.required = true).await;
     // Missing but required: invalid_request.
     gw.bc(&[("scope", "openid"), ("login_hint", "alice")])
         .await
@@ -476,9 +485,8 @@ async fn bc_uc_03_04_binding_message_policy() {
     }
 }
 
-#[tokio::test]
-async fn bc_ack_05_store_full_refuses_new_requests_with_a_clear_error() {
-    let gw = start(|c| {
+async fn bc_ack_05_store_full_refuses_new_requests_with_a_clear_error(kind: RuntimeKind) {
+    let gw = start_on(kind, |c| {
         c.store = ciba_gateway::config::StoreConfig::Memory {
             capacity: 2,
             expired_grace_secs: 60,
@@ -494,9 +502,8 @@ async fn bc_ack_05_store_full_refuses_new_requests_with_a_clear_error() {
     gw.poll(&a).await.assert_error(400, "authorization_pending");
 }
 
-#[tokio::test]
-async fn gw_07_oversized_body_is_413() {
-    let gw = gateway().await;
+async fn gw_07_oversized_body_is_413(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let big = "x".repeat(70 * 1024);
     let r = gw
         .bc(&[("scope", "openid"), ("login_hint", "alice"), ("pad", &big)])
@@ -505,9 +512,13 @@ async fn gw_07_oversized_body_is_413() {
 }
 
 /// A gateway with the given backchannel limits, as (requests, per_secs).
-async fn with_limits(per_client: Option<(u32, u32)>, per_user: Option<(u32, u32)>) -> Gateway {
+async fn with_limits(
+    kind: RuntimeKind,
+    per_client: Option<(u32, u32)>,
+    per_user: Option<(u32, u32)>,
+) -> Gateway {
     let rate = |(requests, per_secs)| ciba_gateway::config::Rate { requests, per_secs };
-    start(|c| {
+    start_on(kind, |c| {
         c.limits.bc_per_client = per_client.map(rate);
         c.limits.bc_per_user = per_user.map(rate);
     })
@@ -529,9 +540,8 @@ async fn bc_as_narrow(gw: &Gateway, user: &str) -> Reply {
     .await
 }
 
-#[tokio::test]
-async fn sec_04_gw_07_per_user_limit_spans_clients_and_refills() {
-    let gw = with_limits(None, Some((2, 60))).await;
+async fn sec_04_gw_07_per_user_limit_spans_clients_and_refills(kind: RuntimeKind) {
+    let gw = with_limits(kind, None, Some((2, 60))).await;
     assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
     assert_eq!(bc_as_narrow(&gw, "alice").await.status, 200);
     // A third prompt for alice, from either client, is refused before anyone is notified.
@@ -569,9 +579,8 @@ async fn sec_04_gw_07_per_user_limit_spans_clients_and_refills() {
     assert_eq!(r.headers["retry-after"], "30");
 }
 
-#[tokio::test]
-async fn gw_07_per_client_limit_counts_authenticated_requests_only() {
-    let gw = with_limits(Some((3, 60)), None).await;
+async fn gw_07_per_client_limit_counts_authenticated_requests_only(kind: RuntimeKind) {
+    let gw = with_limits(kind, Some((3, 60)), None).await;
     // Failed authentication does not spend the client's budget.
     for _ in 0..5 {
         gw.post_form(
@@ -607,9 +616,8 @@ async fn gw_07_per_client_limit_counts_authenticated_requests_only() {
     assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
 }
 
-#[tokio::test]
-async fn sec_04_per_user_limit_is_on_by_default() {
-    let gw = gateway().await;
+async fn sec_04_per_user_limit_is_on_by_default(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     for _ in 0..5 {
         assert_eq!(gw.bc(OK_PARAMS).await.status, 200);
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ciba_gateway::config::{
-    ApprovalMode, AuthMethod, ChannelConfig, EngineKind, NotifierKind, Outbound, SecretRef,
+    ApprovalMode, AuthMethod, ChannelConfig, NotifierKind, Outbound, RuntimeKind, SecretRef,
     TokenSource, UpstreamClient, UsersConfig, WebhookConfig,
 };
 use common::upstream::*;
@@ -41,7 +41,7 @@ async fn journey() -> Journey {
     let hook = receiver(vec![200]).await;
     let (smtp_port, mails) = common::smtp::start(&[]).await;
     let hook_url = hook.url.clone();
-    let (gw, provider) = provider_behind(EngineKind::Pingora, |c| {
+    let (gw, provider) = provider_behind(RuntimeKind::Pingora, |c| {
         c.approval.mode = ApprovalMode::Upstream;
         c.clients.retain(|cl| cl.client_id == "post-client");
         c.clients[0].tokens = TokenSource::Upstream;

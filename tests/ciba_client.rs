@@ -10,7 +10,7 @@ use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use ciba_gateway::config::EngineKind;
+use ciba_gateway::config::RuntimeKind;
 use common::providers::{Kind, gateway_before_real_time};
 use common::upstream::{Browser, Stop};
 use common::*;
@@ -45,7 +45,7 @@ every_provider!(
     openid_client_gets_the_providers_tokens_after_a_login_there,
 );
 
-async fn openid_client_in_front_of_a_real_provider(kind: Kind, rt: EngineKind) {
+async fn openid_client_in_front_of_a_real_provider(kind: Kind, rt: RuntimeKind) {
     let auth = Authenticator::start().await;
     let (gw, p) = gateway_before_real_time(kind, rt, |c| {
         c.channel = auth.channel_config();
@@ -70,7 +70,7 @@ async fn openid_client_in_front_of_a_real_provider(kind: Kind, rt: EngineKind) {
 // provider (its own pages, through the gateway), consents, and the certified client library
 // receives the provider's own tokens, validates its ID token from the gateway's discovery and
 // calls userinfo with its access token (passed through to the provider).
-async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind, rt: EngineKind) {
+async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind, rt: RuntimeKind) {
     use ciba_gateway::config::{
         ApprovalMode, AuthMethod, IdentityClaim, SecretRef, TokenSource, UpstreamClient,
     };

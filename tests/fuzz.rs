@@ -247,7 +247,7 @@ async fn upstream_id_tokens() {
     tokio::spawn(async move { axum::serve(up, app).await });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = gateway_in_front(
-        ciba_gateway::config::EngineKind::Tower,
+        ciba_gateway::config::RuntimeKind::Tower,
         listener,
         port,
         |_| {},

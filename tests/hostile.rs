@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use ciba_gateway::Config;
-use ciba_gateway::config::EngineKind;
+use ciba_gateway::config::RuntimeKind;
 use common::upstream::{echo_upstream, gateway_in_front};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,17 +20,6 @@ fn tight(c: &mut Config) {
     c.server.header_read_timeout_secs = 1;
     c.server.idle_timeout_secs = 1;
     c.limits.body_read_timeout_secs = 1;
-}
-
-/// The gateway on `kind`: standalone on tower, in front of an echo upstream on pingora.
-async fn gateway_on(kind: EngineKind, edit: impl FnOnce(&mut Config)) -> Gateway {
-    match kind {
-        EngineKind::Tower => start(edit).await,
-        EngineKind::Pingora => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            gateway_in_front(kind, listener, echo_upstream().await, edit).await
-        }
-    }
 }
 
 fn addr(gw: &Gateway) -> String {
@@ -83,7 +72,7 @@ async fn still_served(gw: &Gateway) {
     assert_eq!(r.status(), 200);
 }
 
-both_engines!(
+both_runtimes!(
     idle_keep_alive_connections_are_closed,
     slow_bodies_get_408,
     silent_connections_are_closed,
@@ -93,8 +82,8 @@ both_engines!(
     trickled_pass_through_bodies_are_cut_off,
 );
 
-async fn idle_keep_alive_connections_are_closed(kind: EngineKind) {
-    let gw = gateway_on(kind, tight).await;
+async fn idle_keep_alive_connections_are_closed(kind: RuntimeKind) {
+    let gw = start_on(kind, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -106,8 +95,8 @@ async fn idle_keep_alive_connections_are_closed(kind: EngineKind) {
     still_served(&gw).await;
 }
 
-async fn slow_bodies_get_408(kind: EngineKind) {
-    let gw = gateway_on(kind, tight).await;
+async fn slow_bodies_get_408(kind: RuntimeKind) {
+    let gw = start_on(kind, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(
         b"POST /bc-authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nscope=openid",
@@ -123,16 +112,16 @@ async fn slow_bodies_get_408(kind: EngineKind) {
     assert!(got.contains("\"error\":\"invalid_request\""), "{got}");
 }
 
-async fn silent_connections_are_closed(kind: EngineKind) {
-    let gw = gateway_on(kind, tight).await;
+async fn silent_connections_are_closed(kind: RuntimeKind) {
+    let gw = start_on(kind, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     closed_within(&mut s, Duration::from_secs(10))
         .await
         .expect("a connection that never sends a request is closed");
 }
 
-async fn slow_headers_are_cut_off(kind: EngineKind) {
-    let gw = gateway_on(kind, tight).await;
+async fn slow_headers_are_cut_off(kind: RuntimeKind) {
+    let gw = start_on(kind, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
@@ -153,7 +142,7 @@ async fn slow_headers_are_cut_off(kind: EngineKind) {
 
 /// A pass-through body trickled in chunks, each in time for the per-read timeout, is still cut
 /// off by the total body deadline.
-async fn trickled_pass_through_bodies_are_cut_off(kind: EngineKind) {
+async fn trickled_pass_through_bodies_are_cut_off(kind: RuntimeKind) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = gateway_in_front(kind, listener, echo_upstream().await, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
@@ -173,7 +162,7 @@ async fn trickled_pass_through_bodies_are_cut_off(kind: EngineKind) {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
 }
 
-async fn slow_pass_through_bodies_are_cut_off(kind: EngineKind) {
+async fn slow_pass_through_bodies_are_cut_off(kind: RuntimeKind) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = gateway_in_front(kind, listener, echo_upstream().await, tight).await;
     let mut s = TcpStream::connect(addr(&gw)).await.unwrap();
@@ -187,9 +176,9 @@ async fn slow_pass_through_bodies_are_cut_off(kind: EngineKind) {
     assert!(got.starts_with("HTTP/1.1 408"), "{got}");
 }
 
-async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind: EngineKind) {
+async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind: RuntimeKind) {
     // A long idle timeout: only making room under pressure can serve the fresh client in time.
-    let gw = gateway_on(kind, |c| {
+    let gw = start_on(kind, |c| {
         c.server.max_connections = 20;
         c.server.idle_timeout_secs = 300;
     })
@@ -238,10 +227,10 @@ async fn raw(gw: &Gateway, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&got).into_owned()
 }
 
-both_engines!(a_malformed_chunked_body_is_400_json);
+both_runtimes!(a_malformed_chunked_body_is_400_json);
 
-async fn a_malformed_chunked_body_is_400_json(kind: EngineKind) {
-    let gw = gateway_on(kind, |_| {}).await;
+async fn a_malformed_chunked_body_is_400_json(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let got = raw(
         &gw,
         b"POST /bc-authorize HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nscope=openid\r\n0\r\n\r\n",

@@ -10,7 +10,7 @@ mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ciba_gateway::config::EngineKind;
+use ciba_gateway::config::RuntimeKind;
 use common::providers::{Kind, RealProvider, gateway_before};
 use common::upstream::{Browser, Stop};
 use common::*;
@@ -59,7 +59,7 @@ async fn get_bearer(gw: &Gateway, url: &str, token: impl std::fmt::Display) -> R
     reply(gw.http.get(url).bearer_auth(token).send().await.unwrap()).await
 }
 
-async fn disc_07_discovery_at_the_issuer_path_advertises_the_gateway(kind: Kind, rt: EngineKind) {
+async fn disc_07_discovery_at_the_issuer_path_advertises_the_gateway(kind: Kind, rt: RuntimeKind) {
     let (gw, p) = gateway_before(kind, rt, |_| {}).await;
     let d = discovery(&gw, &p).await;
     let issuer = format!("{}{}", gw.url, p.issuer_path());
@@ -117,7 +117,7 @@ async fn disc_07_discovery_at_the_issuer_path_advertises_the_gateway(kind: Kind,
     );
 }
 
-async fn gw_01_code_pkce_login_and_provider_userinfo_pass_through(kind: Kind, rt: EngineKind) {
+async fn gw_01_code_pkce_login_and_provider_userinfo_pass_through(kind: Kind, rt: RuntimeKind) {
     let (gw, p) = gateway_before(kind, rt, |_| {}).await;
     let d = discovery(&gw, &p).await;
     let client = p.web_client();
@@ -171,7 +171,7 @@ async fn gw_01_code_pkce_login_and_provider_userinfo_pass_through(kind: Kind, rt
     assert_eq!(r.json["email"], email);
 }
 
-async fn tok_11_client_credentials_passes_through(kind: Kind, rt: EngineKind) {
+async fn tok_11_client_credentials_passes_through(kind: Kind, rt: RuntimeKind) {
     let (gw, p) = gateway_before(kind, rt, |_| {}).await;
     let d = discovery(&gw, &p).await;
     let c = p.service_client();
@@ -184,7 +184,7 @@ async fn tok_11_client_credentials_passes_through(kind: Kind, rt: EngineKind) {
     r.assert_error(401, "invalid_client");
 }
 
-async fn gw_02_ciba_poll_flow_minted_tokens_and_userinfo(kind: Kind, rt: EngineKind) {
+async fn gw_02_ciba_poll_flow_minted_tokens_and_userinfo(kind: Kind, rt: RuntimeKind) {
     let auth = Authenticator::start().await;
     let (gw, p) = gateway_before(kind, rt, |c| c.channel = auth.channel_config()).await;
     let d = discovery(&gw, &p).await;
@@ -265,7 +265,7 @@ async fn gw_02_ciba_poll_flow_minted_tokens_and_userinfo(kind: Kind, rt: EngineK
     );
 }
 
-async fn check_online_finds_nothing_at_the_defaults(kind: Kind, rt: EngineKind) {
+async fn check_online_finds_nothing_at_the_defaults(kind: Kind, rt: RuntimeKind) {
     let (gw, _p) = gateway_before(kind, rt, |_| {}).await;
     let found = gw.engine.check_upstream().await;
     assert!(found.is_empty(), "{found:#?}");
@@ -335,7 +335,7 @@ async fn check_online_explains_what_will_not_work() {
 /// it as they start (`Engine::warm_up`), so a client configured by hand polls the right path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_paths_are_learned_at_start_up() {
-    for rt in [EngineKind::Pingora, EngineKind::Tower] {
+    for rt in [RuntimeKind::Pingora, RuntimeKind::Tower] {
         let (gw, _p) = gateway_before(Kind::Django, rt, |_| {}).await;
         let learned = async {
             while gw.engine.paths().shared().token != "/o/token/" {

@@ -3,18 +3,32 @@
 
 mod common;
 
+use ciba_gateway::config::RuntimeKind;
 use common::*;
 
+both_runtimes!(
+    tok_05_pending_then_slow_down_then_raised_interval_enforced,
+    tok_err_02_pending_states_are_400_json_not_428_429_202,
+    tok_08_approved_request_yields_tokens_once,
+    tok_03_fifty_concurrent_polls_on_an_approved_request_give_exactly_one_token_response,
+    tok_err_01_user_denial_is_access_denied_400_then_gone,
+    bc_req_05_expired_request_gives_expired_token,
+    tok_02_unknown_or_foreign_auth_req_id_is_invalid_grant,
+    tok_01_client_authenticates_as_at_the_backchannel_endpoint,
+    myth_01_ietf_grant_type_alias_accepted_never_advertised,
+    myth_01_alias_switched_off_names_the_right_grant_type,
+    tok_09_jat_01_02_token_contents,
+);
+
 /// A gateway whose requests are approved or denied by a real authenticator over HTTP.
-async fn with_authenticator() -> (Gateway, Authenticator) {
+async fn with_authenticator(kind: RuntimeKind) -> (Gateway, Authenticator) {
     let auth = Authenticator::start().await;
-    let gw = start(|c| c.channel = auth.channel_config()).await;
+    let gw = start_on(kind, |c| c.channel = auth.channel_config()).await;
     (gw, auth)
 }
 
-#[tokio::test]
-async fn tok_05_pending_then_slow_down_then_raised_interval_enforced() {
-    let gw = gateway().await;
+async fn tok_05_pending_then_slow_down_then_raised_interval_enforced(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let id = gw.start_request().await;
     gw.poll(&id)
         .await
@@ -34,9 +48,8 @@ async fn tok_05_pending_then_slow_down_then_raised_interval_enforced() {
         .assert_error(400, "authorization_pending");
 }
 
-#[tokio::test]
-async fn tok_err_02_pending_states_are_400_json_not_428_429_202() {
-    let gw = gateway().await;
+async fn tok_err_02_pending_states_are_400_json_not_428_429_202(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let id = gw.start_request().await;
     let r = gw.poll(&id).await;
     assert_eq!(r.status, 400);
@@ -44,9 +57,8 @@ async fn tok_err_02_pending_states_are_400_json_not_428_429_202() {
     assert_eq!(r.headers["cache-control"], "no-store");
 }
 
-#[tokio::test]
-async fn tok_08_approved_request_yields_tokens_once() {
-    let (gw, auth) = with_authenticator().await;
+async fn tok_08_approved_request_yields_tokens_once(kind: RuntimeKind) {
+    let (gw, auth) = with_authenticator(kind).await;
     let id = gw.start_request().await;
     let call = auth.next_call().await;
     assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
@@ -67,9 +79,10 @@ async fn tok_08_approved_request_yields_tokens_once() {
     gw.poll(&id).await.assert_error(400, "invalid_grant");
 }
 
-#[tokio::test]
-async fn tok_03_fifty_concurrent_polls_on_an_approved_request_give_exactly_one_token_response() {
-    let (gw, auth) = with_authenticator().await;
+async fn tok_03_fifty_concurrent_polls_on_an_approved_request_give_exactly_one_token_response(
+    kind: RuntimeKind,
+) {
+    let (gw, auth) = with_authenticator(kind).await;
     let id = gw.start_request().await;
     let call = auth.next_call().await;
     assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
@@ -90,9 +103,8 @@ async fn tok_03_fifty_concurrent_polls_on_an_approved_request_give_exactly_one_t
     assert_eq!(ok, 1);
 }
 
-#[tokio::test]
-async fn tok_err_01_user_denial_is_access_denied_400_then_gone() {
-    let (gw, auth) = with_authenticator().await;
+async fn tok_err_01_user_denial_is_access_denied_400_then_gone(kind: RuntimeKind) {
+    let (gw, auth) = with_authenticator(kind).await;
     let id = gw.start_request().await;
     let call = auth.next_call().await;
     assert_eq!(
@@ -104,9 +116,8 @@ async fn tok_err_01_user_denial_is_access_denied_400_then_gone() {
     gw.poll(&id).await.assert_error(400, "invalid_grant");
 }
 
-#[tokio::test]
-async fn bc_req_05_expired_request_gives_expired_token() {
-    let gw = gateway().await;
+async fn bc_req_05_expired_request_gives_expired_token(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let r = gw
         .bc(&[
             ("scope", "openid"),
@@ -122,9 +133,8 @@ async fn bc_req_05_expired_request_gives_expired_token() {
     gw.poll(&id).await.assert_error(400, "expired_token");
 }
 
-#[tokio::test]
-async fn tok_02_unknown_or_foreign_auth_req_id_is_invalid_grant() {
-    let gw = gateway().await;
+async fn tok_02_unknown_or_foreign_auth_req_id_is_invalid_grant(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let id = gw.start_request().await;
     gw.poll("made-up-id")
         .await
@@ -146,9 +156,8 @@ async fn tok_02_unknown_or_foreign_auth_req_id_is_invalid_grant() {
         .assert_error(400, "authorization_pending");
 }
 
-#[tokio::test]
-async fn tok_01_client_authenticates_as_at_the_backchannel_endpoint() {
-    let gw = gateway().await;
+async fn tok_01_client_authenticates_as_at_the_backchannel_endpoint(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let id = gw.start_request().await;
     let r = gw.poll_as(("post-client", "wrong"), &id).await;
     r.assert_error(401, "invalid_client");
@@ -169,9 +178,8 @@ async fn tok_01_client_authenticates_as_at_the_backchannel_endpoint() {
     r.assert_error(400, "unauthorized_client");
 }
 
-#[tokio::test]
-async fn myth_01_ietf_grant_type_alias_accepted_never_advertised() {
-    let gw = gateway().await;
+async fn myth_01_ietf_grant_type_alias_accepted_never_advertised(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
     let id = gw.start_request().await;
     let r = gw
         .poll_with_grant(POST_CLIENT, "urn:ietf:params:oauth:grant-type:ciba", &id)
@@ -185,9 +193,8 @@ async fn myth_01_ietf_grant_type_alias_accepted_never_advertised() {
     );
 }
 
-#[tokio::test]
-async fn myth_01_alias_switched_off_names_the_right_grant_type() {
-    let gw = start(|c| c.ciba.accept_ietf_grant_type_alias = false).await;
+async fn myth_01_alias_switched_off_names_the_right_grant_type(kind: RuntimeKind) {
+    let gw = start_on(kind, |c| c.ciba.accept_ietf_grant_type_alias = false).await;
     let id = gw.start_request().await;
     let r = gw
         .poll_with_grant(POST_CLIENT, "urn:ietf:params:oauth:grant-type:ciba", &id)
@@ -218,10 +225,9 @@ async fn tok_11_other_grants_are_not_the_standalone_gateways() {
     r.assert_error(400, "unsupported_grant_type");
 }
 
-#[tokio::test]
-async fn tok_09_jat_01_02_token_contents() {
+async fn tok_09_jat_01_02_token_contents(kind: RuntimeKind) {
     let auth = Authenticator::start().await;
-    let gw = start(|c| {
+    let gw = start_on(kind, |c| {
         c.channel = auth.channel_config();
         c.tokens.acr_values_supported = vec!["urn:acr:push".into()];
     })

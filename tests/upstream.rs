@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ciba_gateway::config::EngineKind;
+use ciba_gateway::config::RuntimeKind;
 use common::upstream::*;
 use common::*;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-both_engines!(
+both_runtimes!(
     gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba,
     gw_02_jwks_serves_upstream_and_gateway_keys,
     tok_11_client_credentials_passes_through,
@@ -32,7 +32,7 @@ async fn get_json(gw: &Gateway, path: &str) -> (u16, Value) {
     (r.status, r.json)
 }
 
-async fn gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba(kind: EngineKind) {
+async fn gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba(kind: RuntimeKind) {
     let (gw, _p) = provider_behind(kind, |_| {}).await;
     let (status, d) = get_json(&gw, "/.well-known/openid-configuration").await;
     assert_eq!(status, 200, "{d}");
@@ -62,7 +62,7 @@ async fn gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba(kind: EngineKi
     assert_eq!(d["jwks_uri"], format!("{}/jwks", gw.url));
 }
 
-async fn gw_02_jwks_serves_upstream_and_gateway_keys(kind: EngineKind) {
+async fn gw_02_jwks_serves_upstream_and_gateway_keys(kind: RuntimeKind) {
     let (gw, p) = provider_behind(kind, |_| {}).await;
     let (_, merged) = get_json(&gw, "/jwks").await;
     let upstream: Value = reqwest::get(format!("http://127.0.0.1:{}/jwks", p.port))
@@ -89,7 +89,7 @@ async fn gw_02_jwks_serves_upstream_and_gateway_keys(kind: EngineKind) {
     );
 }
 
-async fn tok_11_client_credentials_passes_through(kind: EngineKind) {
+async fn tok_11_client_credentials_passes_through(kind: RuntimeKind) {
     let (gw, _p) = provider_behind(kind, |_| {}).await;
     let r = gw
         .post_form(
@@ -112,7 +112,7 @@ async fn tok_11_client_credentials_passes_through(kind: EngineKind) {
     r.assert_error(401, "invalid_client");
 }
 
-async fn gw_01_authorization_code_pkce_login_is_transparent(kind: EngineKind) {
+async fn gw_01_authorization_code_pkce_login_is_transparent(kind: RuntimeKind) {
     let (gw, _p) = provider_behind(kind, |_| {}).await;
     let verifier = ciba_gateway::protocol::random_token();
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
@@ -164,7 +164,7 @@ async fn gw_01_authorization_code_pkce_login_is_transparent(kind: EngineKind) {
     assert_eq!(ui["sub"], "alice");
 }
 
-async fn ciba_poll_flow_id_token_verifies_against_advertised_jwks(kind: EngineKind) {
+async fn ciba_poll_flow_id_token_verifies_against_advertised_jwks(kind: RuntimeKind) {
     let auth = Authenticator::start().await;
     let (gw, _p) = provider_behind(kind, |c| c.channel = auth.channel_config()).await;
     let id = gw.start_request().await;
@@ -184,7 +184,7 @@ async fn ciba_poll_flow_id_token_verifies_against_advertised_jwks(kind: EngineKi
     assert_eq!(claims["iss"], gw.url);
 }
 
-async fn upstream_down_then_back(kind: EngineKind) {
+async fn upstream_down_then_back(kind: RuntimeKind) {
     let (gw, mut p) = provider_behind(kind, |_| {}).await;
     let (s, _) = get_json(&gw, "/.well-known/openid-configuration").await;
     assert_eq!(s, 200);
@@ -224,7 +224,7 @@ async fn upstream_down_then_back(kind: EngineKind) {
     assert_eq!(r.status, 200, "pass-through recovers: {}", r.json);
 }
 
-async fn bcp_05_forwarding_headers_are_the_gateways(kind: EngineKind) {
+async fn bcp_05_forwarding_headers_are_the_gateways(kind: RuntimeKind) {
     let echo = echo_upstream().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = gateway_in_front(kind, listener, echo, |_| {}).await;
@@ -256,7 +256,7 @@ async fn bcp_05_forwarding_headers_are_the_gateways(kind: EngineKind) {
     assert_eq!(h["x-custom"], "kept");
 }
 
-async fn tok_11_other_grants_reach_upstream_byte_for_byte(kind: EngineKind) {
+async fn tok_11_other_grants_reach_upstream_byte_for_byte(kind: RuntimeKind) {
     let echo = echo_upstream().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = gateway_in_front(kind, listener, echo, |_| {}).await;
@@ -279,7 +279,7 @@ async fn tok_11_other_grants_reach_upstream_byte_for_byte(kind: EngineKind) {
     }
 }
 
-async fn slow_upstream_is_504_json(kind: EngineKind) {
+async fn slow_upstream_is_504_json(kind: RuntimeKind) {
     // An upstream that accepts and then takes longer than the gateway's read timeout.
     let app = axum::Router::new().fallback(|| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -295,7 +295,7 @@ async fn slow_upstream_is_504_json(kind: EngineKind) {
     .await;
     let r = gw.get("/slow").await;
     r.assert_error(504, "server_error");
-    if kind == EngineKind::Pingora {
+    if kind == RuntimeKind::Pingora {
         // pingora drops the connection after a failed proxy attempt: the answer must say so.
         assert_eq!(r.headers["connection"], "close");
     }
@@ -313,7 +313,7 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// Issue 3 (discovery): a provider behind a compressing proxy may gzip its answers even when
 /// asked for `identity`. The gateway decodes what it merges (discovery) and leaves everything
 /// it passes through exactly as the provider sent it.
-async fn compressed_upstream_answers_are_decoded_or_passed_through(kind: EngineKind) {
+async fn compressed_upstream_answers_are_decoded_or_passed_through(kind: RuntimeKind) {
     use std::sync::{Arc, Mutex};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let public = format!("http://{}", listener.local_addr().unwrap());

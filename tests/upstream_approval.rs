@@ -8,13 +8,13 @@
 mod common;
 
 use ciba_gateway::config::{
-    ApprovalMode, AuthMethod, EngineKind, SecretRef, TokenSource, UpstreamClient,
+    ApprovalMode, AuthMethod, RuntimeKind, SecretRef, TokenSource, UpstreamClient,
 };
 use common::upstream::*;
 use common::*;
 use serde_json::Value;
 
-both_engines!(
+both_runtimes!(
     upstream_tokens_are_forwarded_after_login_and_consent,
     minted_tokens_carry_the_upstream_authenticated_subject,
     wrong_person_logging_in_approves_nothing,
@@ -35,12 +35,12 @@ fn secret_file(value: &str) -> SecretRef {
 
 /// The gateway in front of oidc-provider, approving through it; post-client gets the
 /// provider's tokens (client_secret_post at the provider), basic-client minted ones (Basic).
-async fn setup(kind: EngineKind) -> (Gateway, Provider, Authenticator) {
+async fn setup(kind: RuntimeKind) -> (Gateway, Provider, Authenticator) {
     setup_with(kind, |_| {}).await
 }
 
 async fn setup_with(
-    kind: EngineKind,
+    kind: RuntimeKind,
     edit: impl FnOnce(&mut ciba_gateway::Config),
 ) -> (Gateway, Provider, Authenticator) {
     let auth = Authenticator::start().await;
@@ -179,7 +179,7 @@ async fn consent(gw: &Gateway, browser: &Browser, html: &str, decision: &str) ->
         .as_u16()
 }
 
-async fn upstream_tokens_are_forwarded_after_login_and_consent(kind: EngineKind) {
+async fn upstream_tokens_are_forwarded_after_login_and_consent(kind: RuntimeKind) {
     let (gw, _p, auth) = setup(kind).await;
     let (id, link) = request(&gw, &auth, POST_CLIENT).await;
     let browser = Browser::new();
@@ -220,7 +220,7 @@ async fn upstream_tokens_are_forwarded_after_login_and_consent(kind: EngineKind)
     ));
 }
 
-async fn minted_tokens_carry_the_upstream_authenticated_subject(kind: EngineKind) {
+async fn minted_tokens_carry_the_upstream_authenticated_subject(kind: RuntimeKind) {
     let (gw, _p, auth) = setup(kind).await;
     let (id, link) = request(&gw, &auth, BASIC_CLIENT).await;
     let browser = Browser::new();
@@ -245,7 +245,7 @@ async fn minted_tokens_carry_the_upstream_authenticated_subject(kind: EngineKind
     assert!(claims["auth_time"].is_u64());
 }
 
-async fn wrong_person_logging_in_approves_nothing(kind: EngineKind) {
+async fn wrong_person_logging_in_approves_nothing(kind: RuntimeKind) {
     let (gw, _p, auth) = setup(kind).await;
     let (id, link) = request(&gw, &auth, POST_CLIENT).await;
     let mallory = Browser::new();
@@ -265,7 +265,7 @@ async fn wrong_person_logging_in_approves_nothing(kind: EngineKind) {
     assert_eq!(gw.poll(&id).await.status, 200);
 }
 
-async fn deny_after_login_is_access_denied(kind: EngineKind) {
+async fn deny_after_login_is_access_denied(kind: RuntimeKind) {
     let (gw, _p, auth) = setup(kind).await;
     let (id, link) = request(&gw, &auth, POST_CLIENT).await;
     let browser = Browser::new();
@@ -276,7 +276,7 @@ async fn deny_after_login_is_access_denied(kind: EngineKind) {
     assert_eq!(consent(&gw, &browser, &html, "approve").await, 404);
 }
 
-async fn provider_error_is_a_clear_page_and_approves_nothing(kind: EngineKind) {
+async fn provider_error_is_a_clear_page_and_approves_nothing(kind: RuntimeKind) {
     let (gw, _p, auth) = setup(kind).await;
     let (id, link) = request(&gw, &auth, POST_CLIENT).await;
     let browser = Browser::new();
@@ -319,7 +319,7 @@ async fn provider_error_is_a_clear_page_and_approves_nothing(kind: EngineKind) {
     assert_eq!(browser.http.get(&back).send().await.unwrap().status(), 400);
 }
 
-async fn identity_bound_by_email(kind: EngineKind) {
+async fn identity_bound_by_email(kind: RuntimeKind) {
     let (gw, _p, auth) = setup_with(kind, |c| {
         c.approval.identity_claim = ciba_gateway::config::IdentityClaim::Email
     })
@@ -353,7 +353,7 @@ async fn identity_bound_by_email(kind: EngineKind) {
 // Issue (providers as they are), item 5: a provider like oidc-provider issues a refresh token
 // for offline_access only after a consent prompt; the gateway asks for one, and the client gets
 // the provider's refresh token, which then works through the gateway (pass-through).
-async fn offline_access_brings_the_providers_refresh_token(kind: EngineKind) {
+async fn offline_access_brings_the_providers_refresh_token(kind: RuntimeKind) {
     let (gw, _p, auth) =
         setup_with(kind, |c| c.scopes_supported.push("offline_access".into())).await;
     let (id, link) = request_scope(&gw, &auth, POST_CLIENT, "openid email offline_access").await;

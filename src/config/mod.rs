@@ -120,4 +120,15 @@ mod tests {
         let e = Config::from_yaml(&yaml("\"urn:openid:params:grant-type:ciba\"")).unwrap_err();
         assert_eq!(e.0[0].path, "clients[0].upstream");
     }
+
+    // `runtime:` names the proxy runtime; `engine:`, its old name, keeps existing files working.
+    #[test]
+    fn runtime_key_and_its_old_name() {
+        for key in ["runtime", "engine"] {
+            let c = Config::from_yaml(&format!("public_url: http://gw\n{key}: tower\n")).unwrap();
+            assert_eq!(c.runtime(), RuntimeKind::Tower);
+        }
+        let e = Config::from_yaml("public_url: http://gw\nruntime: pingora\n").unwrap_err();
+        assert_eq!(e.0[0].path, "runtime");
+    }
 }

@@ -51,9 +51,10 @@ pub struct Config {
     /// The OpenID provider behind the gateway. Without it the gateway runs standalone.
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
-    /// Which proxy runs the binary. Default: `pingora` with an upstream, `tower` without.
-    #[serde(default)]
-    pub engine: Option<EngineKind>,
+    /// Which proxy runtime serves the binary: `pingora` or `tower`. Default: `pingora` with an
+    /// upstream, `tower` without. `engine:` is accepted as the old name of this key.
+    #[serde(default, alias = "engine")]
+    pub runtime: Option<RuntimeKind>,
     /// TLS on the listener (either engine).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
@@ -136,10 +137,10 @@ pub struct UpstreamClient {
     pub auth_method: AuthMethod,
 }
 
-/// The proxy that runs the engine in the binary.
+/// The proxy runtime that serves the protocol engine in the binary (`runtime:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum EngineKind {
+pub enum RuntimeKind {
     /// Cloudflare's pingora (`CibaProxy`).
     Pingora,
     /// hyper with the tower layer (`CibaLayer`), forwarding with a hyper-based client.
@@ -849,12 +850,12 @@ impl Config {
         format!("{}{path}", self.public_url.origin().ascii_serialization())
     }
 
-    /// The engine the binary runs: `pingora` when an upstream is configured, unless told.
-    pub fn engine_kind(&self) -> EngineKind {
-        self.engine.unwrap_or(if self.upstream.is_some() {
-            EngineKind::Pingora
+    /// The runtime the binary runs: `pingora` when an upstream is configured, unless told.
+    pub fn runtime(&self) -> RuntimeKind {
+        self.runtime.unwrap_or(if self.upstream.is_some() {
+            RuntimeKind::Pingora
         } else {
-            EngineKind::Tower
+            RuntimeKind::Tower
         })
     }
 
@@ -904,10 +905,10 @@ impl Config {
                 ));
             }
         }
-        if self.engine_kind() == EngineKind::Pingora && self.upstream.is_none() {
+        if self.runtime() == RuntimeKind::Pingora && self.upstream.is_none() {
             errs.push(ConfigError::new(
-                "engine",
-                "the pingora engine needs an upstream",
+                "runtime",
+                "the pingora runtime needs an upstream",
             ));
         }
         if let Some(t) = &self.tls {

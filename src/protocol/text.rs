@@ -17,7 +17,7 @@ const HIDDEN: GeneralCategoryGroup = GeneralCategoryGroup::Control
     .union(GeneralCategoryGroup::LineSeparator)
     .union(GeneralCategoryGroup::ParagraphSeparator);
 
-/// Whether `c` is shown as itself: not in a [`HIDDEN`] category and not a default-ignorable
+/// Whether `c` is shown as itself: not Cc, Cf, Cs, Co, Cn, Zl or Zp, and not a default-ignorable
 /// code point (which also covers fillers such as U+3164 and the variation selectors).
 pub fn shows_as_itself(c: char) -> bool {
     !HIDDEN.contains(CodePointMapData::<GeneralCategory>::new().get(c))

@@ -1,6 +1,6 @@
 //! The tower engine behind the `ciba-gateway` binary: the tower layer over an inner service that
 //! forwards to the upstream provider (or, standalone, answers what the gateway does not serve),
-//! on hyper (HTTP/1.1 and HTTP/2), with connection limits ([`guard`]) and graceful shutdown.
+//! on hyper (HTTP/1.1 and HTTP/2), with connection limits (`guard.rs`) and graceful shutdown.
 
 mod guard;
 

@@ -3,19 +3,19 @@
 
 #![allow(dead_code)]
 
-/// Runs an `async fn case(kind: EngineKind)` against both engines, as `case::pingora` and
+/// Runs an `async fn case(kind: RuntimeKind)` on both proxy runtimes, as `case::pingora` and
 /// `case::tower`.
 #[macro_export]
-macro_rules! both_engines {
+macro_rules! both_runtimes {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn pingora() {
-                super::$case(ciba_gateway::config::EngineKind::Pingora).await
+                super::$case(ciba_gateway::config::RuntimeKind::Pingora).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tower() {
-                super::$case(ciba_gateway::config::EngineKind::Tower).await
+                super::$case(ciba_gateway::config::RuntimeKind::Tower).await
             }
         }
     )*};
@@ -60,7 +60,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use ciba_gateway::clock::ManualClock;
-use ciba_gateway::config::{ChannelConfig, Outbound};
+use ciba_gateway::config::{ChannelConfig, Outbound, RuntimeKind};
 use ciba_gateway::{Config, Engine};
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -222,6 +222,20 @@ async fn start_with_clock(
         clock,
         http: http_client(),
         shutdown: Some(tx),
+    }
+}
+
+/// The gateway on proxy runtime `kind` with the base configuration changed by `edit`, on a
+/// manual clock: standalone on tower, in front of an echo upstream on pingora (which needs one).
+/// For the suites whose rules do not depend on the runtime: they run on both.
+pub async fn start_on(kind: RuntimeKind, edit: impl FnOnce(&mut Config)) -> Gateway {
+    match kind {
+        RuntimeKind::Tower => start(edit).await,
+        RuntimeKind::Pingora => {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let echo = upstream::echo_upstream().await;
+            upstream::gateway_in_front(kind, listener, echo, edit).await
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ciba_gateway::config::EngineKind;
+use ciba_gateway::config::RuntimeKind;
 use ciba_gateway::{Config, Engine};
 use tokio::net::TcpListener;
 
@@ -26,24 +26,24 @@ pub enum Kind {
     Django,
 }
 
-/// Runs `async fn case(provider: Kind, runtime: EngineKind)` for every provider on both
+/// Runs `async fn case(provider: Kind, runtime: RuntimeKind)` for every provider on both
 /// runtimes, as `case::<provider>_<runtime>`.
 #[macro_export]
 macro_rules! every_provider {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
             use $crate::common::providers::Kind;
-            use ciba_gateway::config::EngineKind;
+            use ciba_gateway::config::RuntimeKind;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn oidc_provider_pingora() { super::$case(Kind::OidcProvider, EngineKind::Pingora).await }
+            async fn oidc_provider_pingora() { super::$case(Kind::OidcProvider, RuntimeKind::Pingora).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn oidc_provider_tower() { super::$case(Kind::OidcProvider, EngineKind::Tower).await }
+            async fn oidc_provider_tower() { super::$case(Kind::OidcProvider, RuntimeKind::Tower).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn oidc_provider_proxy_on_pingora() { super::$case(Kind::OidcProviderProxy, EngineKind::Pingora).await }
+            async fn oidc_provider_proxy_on_pingora() { super::$case(Kind::OidcProviderProxy, RuntimeKind::Pingora).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn django_pingora() { super::$case(Kind::Django, EngineKind::Pingora).await }
+            async fn django_pingora() { super::$case(Kind::Django, RuntimeKind::Pingora).await }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn django_tower() { super::$case(Kind::Django, EngineKind::Tower).await }
+            async fn django_tower() { super::$case(Kind::Django, RuntimeKind::Tower).await }
         }
     )*};
 }
@@ -118,7 +118,7 @@ impl RealProvider {
 /// configuration, then `edit`.
 pub async fn gateway_before(
     kind: Kind,
-    runtime: EngineKind,
+    runtime: RuntimeKind,
     edit: impl FnOnce(&mut Config),
 ) -> (Gateway, RealProvider) {
     let clock = ciba_gateway::clock::ManualClock::new();
@@ -128,7 +128,7 @@ pub async fn gateway_before(
 /// [`gateway_before`] on the system clock, for an external client polling in real time.
 pub async fn gateway_before_real_time(
     kind: Kind,
-    runtime: EngineKind,
+    runtime: RuntimeKind,
     edit: impl FnOnce(&mut Config),
 ) -> (Gateway, RealProvider) {
     let clock = ciba_gateway::clock::ManualClock::new();
@@ -144,7 +144,7 @@ pub async fn gateway_before_real_time(
 
 async fn gateway_before_on(
     kind: Kind,
-    runtime: EngineKind,
+    runtime: RuntimeKind,
     edit: impl FnOnce(&mut Config),
     clock: ciba_gateway::clock::ManualClock,
     engine_clock: Arc<dyn ciba_gateway::clock::Clock>,
@@ -174,7 +174,7 @@ async fn gateway_before_on(
     // The provider's defaults, not the harness's: discovery cached as shipped.
     up.discovery_cache_secs = 60;
     cfg.upstream = Some(up);
-    cfg.engine = Some(runtime);
+    cfg.runtime = Some(runtime);
     edit(&mut cfg);
     let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid config"));
     let tx = spawn_engine(runtime, listener, Arc::clone(&engine));

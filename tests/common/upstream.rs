@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ciba_gateway::config::{EngineKind, ForwardingHeaders, UpstreamConfig};
+use ciba_gateway::config::{ForwardingHeaders, RuntimeKind, UpstreamConfig};
 use ciba_gateway::{Config, Engine};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
@@ -91,7 +91,7 @@ impl Provider {
 
 /// Serves an engine on `listener` with the chosen adapter, until the returned sender fires.
 pub fn spawn_engine(
-    kind: EngineKind,
+    kind: RuntimeKind,
     listener: TcpListener,
     engine: Arc<Engine>,
 ) -> oneshot::Sender<()> {
@@ -100,10 +100,10 @@ pub fn spawn_engine(
         let _ = rx.await;
     };
     match kind {
-        EngineKind::Tower => {
+        RuntimeKind::Tower => {
             tokio::spawn(ciba_gateway::server::serve(listener, engine, stop));
         }
-        EngineKind::Pingora => {
+        RuntimeKind::Pingora => {
             let proxy = ciba_gateway::pingora::CibaProxy::new(engine);
             tokio::spawn(ciba_gateway::pingora::serve_on_listener(
                 listener, proxy, stop,
@@ -128,7 +128,7 @@ pub fn upstream_config(port: u16) -> UpstreamConfig {
 
 /// The gateway (engine `kind`) in front of an upstream on `upstream_port`.
 pub async fn gateway_in_front(
-    kind: EngineKind,
+    kind: RuntimeKind,
     listener: TcpListener,
     upstream_port: u16,
     edit: impl FnOnce(&mut Config),
@@ -137,7 +137,7 @@ pub async fn gateway_in_front(
     let addr: SocketAddr = listener.local_addr().unwrap();
     let mut cfg = base_config(addr);
     cfg.upstream = Some(upstream_config(upstream_port));
-    cfg.engine = Some(kind);
+    cfg.runtime = Some(kind);
     edit(&mut cfg);
     let clock = ciba_gateway::clock::ManualClock::new();
     let engine = Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid config"));
@@ -147,7 +147,7 @@ pub async fn gateway_in_front(
 
 /// oidc-provider behind the gateway (engine `kind`); the provider's issuer is the gateway's URL.
 pub async fn provider_behind(
-    kind: EngineKind,
+    kind: RuntimeKind,
     edit: impl FnOnce(&mut Config),
 ) -> (Gateway, Provider) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
