@@ -171,6 +171,13 @@ impl ProxyHttp for CibaProxy {
                 respond(session, self.engine.body_too_large()).await?;
                 return Ok(true);
             }
+            // pingora's own per-read timeout (`server.header_read_timeout_secs`) may fire
+            // first: the body is just as late.
+            Ok(Err(e)) if matches!(e.etype(), ErrorType::ReadTimedout) => {
+                session.as_mut().set_keepalive(None);
+                respond(session, self.engine.body_timed_out()).await?;
+                return Ok(true);
+            }
             Ok(Err(e)) => {
                 // The client's body could not be read (a malformed chunk, a reset).
                 tracing::debug!(error = %e, "request body unreadable");
