@@ -423,6 +423,9 @@ impl ServerApp for Guarded {
         let mut pressed = false;
         // Returning drops `serve`, which closes the connection; only quiet ones are dropped.
         let reuse = loop {
+            // Level-triggered too: a connection whose task starts after the last notification
+            // still sees that there are too many.
+            pressed |= self.conns.over_cap();
             tokio::select! {
                 r = &mut serve => break r,
                 () = tokio::time::sleep_until(activity.next_idle_check(idle)) => {

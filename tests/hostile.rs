@@ -188,11 +188,19 @@ async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind
         flood.push(TcpStream::connect(addr(&gw)).await.unwrap());
     }
     still_served(&gw).await;
-    // The first connections of the flood were closed to make room.
-    let first = flood.first_mut().unwrap();
-    closed_within(first, Duration::from_secs(10))
+    // Silent connections were closed to make room: all but about the cap's worth.
+    let checks = flood
+        .iter_mut()
+        .map(|s| closed_within(s, Duration::from_secs(10)));
+    let closed = futures_util::future::join_all(checks)
         .await
-        .expect("a silent connection was closed to make room");
+        .into_iter()
+        .filter(Result::is_ok)
+        .count();
+    assert!(
+        closed >= 70,
+        "only {closed} of 100 silent connections were closed"
+    );
 }
 
 /// Sends raw bytes on a fresh connection and returns the whole answer (the server closes or
