@@ -106,7 +106,7 @@ async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind,
                 panic!("the device page")
             };
             let cont = link
-                .join(&attr(&html, "href").replace("&amp;", "&"))
+                .join(&first_attr(&html, "href").replace("&amp;", "&"))
                 .unwrap();
             let Stop::Page { status, html, url } = browser.browse(cont, &gw.url, login).await
             else {
@@ -115,8 +115,11 @@ async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind,
             assert_eq!(status, 200, "{url}: {html}");
             let r = browser
                 .http
-                .post(attr(&html, "action"))
-                .form(&[("csrf", attr(&html, "value")), ("decision", "approve")])
+                .post(first_attr(&html, "action"))
+                .form(&[
+                    ("csrf", first_attr(&html, "value")),
+                    ("decision", "approve"),
+                ])
                 .send()
                 .await
                 .unwrap();
@@ -131,15 +134,6 @@ async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind,
         result["userinfo"]["email"], email,
         "the provider's userinfo"
     );
-}
-
-fn attr<'a>(html: &'a str, name: &str) -> &'a str {
-    html.split(&format!("{name}=\""))
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
 }
 
 /// Runs the openid-client CIBA client against `issuer` as basic-client for alice; once the

@@ -112,15 +112,6 @@ async fn request_scope(
     (r.json["auth_req_id"].as_str().unwrap().to_owned(), link)
 }
 
-fn attr<'a>(html: &'a str, name: &str) -> &'a str {
-    html.split(&format!("{name}=\""))
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-}
-
 /// Opens the link, checks the device page, continues to the provider and logs in as `login`.
 /// Returns where the browser ends up after the provider sends it back.
 async fn login_via_link(
@@ -139,7 +130,7 @@ async fn login_via_link(
         "no approval before the login"
     );
     let cont = link
-        .join(&attr(&html, "href").replace("&amp;", "&"))
+        .join(&first_attr(&html, "href").replace("&amp;", "&"))
         .unwrap();
     // The authorization request the provider receives.
     let first = browser.http.get(cont.clone()).send().await.unwrap();
@@ -164,8 +155,8 @@ async fn login_via_link(
 }
 
 async fn consent(gw: &Gateway, browser: &Browser, html: &str, decision: &str) -> u16 {
-    let csrf = attr(html, "value");
-    let action = attr(html, "action");
+    let csrf = first_attr(html, "value");
+    let action = first_attr(html, "action");
     assert!(action.ends_with("/approve/consent"));
     let _ = gw;
     browser
@@ -333,7 +324,7 @@ async fn identity_bound_by_email(kind: RuntimeKind) {
     let (status, html) = login_via_link(&gw, &browser, link, "alice").await;
     assert_eq!(status, 200, "{html}");
     // A consent POST with a wrong CSRF token is refused and resolves nothing.
-    let action = attr(&html, "action");
+    let action = first_attr(&html, "action");
     let bad = browser
         .http
         .post(action)

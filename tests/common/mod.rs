@@ -32,6 +32,16 @@ pub fn csrf_field(html: &str) -> String {
         .to_owned()
 }
 
+/// The value of the first `name="…"` attribute on a page (as served, HTML-escaped).
+pub fn first_attr<'a>(html: &'a str, name: &str) -> &'a str {
+    html.split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+}
+
 /// The header and claims of a JWT, unverified (tests check signatures separately).
 pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
     use base64::Engine as _;
