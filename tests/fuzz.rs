@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use ciba_gateway::{Config, Engine, EngineRequest, Outcome, Route};
@@ -112,18 +112,12 @@ fn mutated(target: &'static str) -> impl Strategy<Value = Vec<u8>> {
 
 fn engine() -> &'static (Engine, tokio::runtime::Runtime) {
     static E: OnceLock<(Engine, tokio::runtime::Runtime)> = OnceLock::new();
+    // Every request of the run reaches the checks, not the rate limits.
     E.get_or_init(|| {
-        ciba_gateway::install_crypto_provider();
-        let mut cfg = common::base_config("127.0.0.1:9".parse().unwrap());
-        // Every request of the run reaches the checks, not the rate limits.
-        cfg.limits.bc_per_client = None;
-        cfg.limits.bc_per_user = None;
-        let clock = ciba_gateway::clock::ManualClock::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        (Engine::with_clock(cfg, Arc::new(clock)).unwrap(), rt)
+        common::in_process(|c| {
+            c.limits.bc_per_client = None;
+            c.limits.bc_per_user = None;
+        })
     })
 }
 

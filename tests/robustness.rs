@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use ciba_gateway::{Engine, EngineRequest, Outcome, Route};
@@ -12,16 +12,7 @@ use proptest::prelude::*;
 
 fn engine() -> &'static (Engine, tokio::runtime::Runtime) {
     static E: OnceLock<(Engine, tokio::runtime::Runtime)> = OnceLock::new();
-    E.get_or_init(|| {
-        ciba_gateway::install_crypto_provider();
-        let cfg = common::base_config("127.0.0.1:9".parse().unwrap());
-        let clock = ciba_gateway::clock::ManualClock::new();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        (Engine::with_clock(cfg, Arc::new(clock)).unwrap(), rt)
-    })
+    E.get_or_init(|| common::in_process(|_| {}))
 }
 
 fn run(

@@ -249,6 +249,20 @@ pub async fn start_on(kind: RuntimeKind, edit: impl FnOnce(&mut Config)) -> Gate
     }
 }
 
+/// An engine in process (no socket) on the base configuration changed by `edit`, a manual
+/// clock, and a current-thread runtime to drive it: for protocol tests below HTTP.
+pub fn in_process(edit: impl FnOnce(&mut Config)) -> (Engine, tokio::runtime::Runtime) {
+    ciba_gateway::install_crypto_provider();
+    let mut cfg = base_config("127.0.0.1:9".parse().unwrap());
+    edit(&mut cfg);
+    let clock = ManualClock::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (Engine::with_clock(cfg, Arc::new(clock)).unwrap(), rt)
+}
+
 /// A default gateway.
 pub async fn gateway() -> Gateway {
     start(|_| {}).await
