@@ -3,6 +3,7 @@
 //! flight. A connection that is *quiet* (nothing in flight, nothing moving for a while) is the
 //! one to close when idle or when room is needed.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -77,5 +78,81 @@ impl Activity {
         Some(self.last_io() + idle)
             .filter(|at| *at > now)
             .unwrap_or(now + idle)
+    }
+}
+
+/// Part of the open connections, by peer address (64 shards keep the lock uncontended).
+type Shard = std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>>;
+
+/// The connections a runtime that cannot cap them itself (pingora) has open, by peer address,
+/// with what each is doing: the adapter marks requests in flight on them, the runtime's watchdog
+/// closes the quiet ones.
+#[derive(Debug)]
+pub struct Connections {
+    shards: Box<[Shard]>,
+    open: AtomicUsize,
+    max: usize,
+    idle: Duration,
+    /// Notified when a connection opens above the cap.
+    pressure: tokio::sync::Notify,
+}
+
+impl Connections {
+    /// An empty table for `server.max_connections` and `server.idle_timeout_secs`.
+    pub fn new(cfg: &crate::config::ServerConfig) -> Self {
+        Self {
+            shards: (0..64).map(|_| Default::default()).collect(),
+            open: AtomicUsize::new(0),
+            max: cfg.max_connections,
+            idle: Duration::from_secs(cfg.idle_timeout_secs),
+            pressure: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn shard(&self, peer: &SocketAddr) -> &Shard {
+        &self.shards[usize::from(peer.port()) % self.shards.len()]
+    }
+
+    /// The open connection from `peer`, if any.
+    pub fn get(&self, peer: &SocketAddr) -> Option<Arc<Activity>> {
+        let shard = self.shard(peer).lock().unwrap_or_else(|e| e.into_inner());
+        shard.get(peer).cloned()
+    }
+
+    /// Records a connection from `peer`; wakes [`Connections::pressed`] if it is one too many.
+    pub fn open(&self, peer: SocketAddr) -> Arc<Activity> {
+        let a = Activity::new();
+        self.shard(&peer)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(peer, Arc::clone(&a));
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.pressure.notify_waiters();
+        }
+        a
+    }
+
+    /// Whether more than `server.max_connections` are open.
+    pub fn over_cap(&self) -> bool {
+        self.open.load(Ordering::Acquire) > self.max
+    }
+
+    /// Completes when a connection opens above the cap.
+    pub async fn pressed(&self) {
+        self.pressure.notified().await
+    }
+
+    /// How long a connection may have nothing in flight (`server.idle_timeout_secs`).
+    pub fn idle(&self) -> Duration {
+        self.idle
+    }
+
+    /// Forgets the connection from `peer`.
+    pub fn close(&self, peer: &SocketAddr) {
+        self.shard(peer)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(peer);
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -42,8 +42,8 @@ pub mod pingora;
 pub mod protocol;
 pub mod ratelimit;
 pub mod secret;
-#[cfg(feature = "server")]
-pub mod server;
+#[cfg(any(feature = "server", feature = "pingora"))]
+pub mod serve;
 pub mod store;
 pub mod tokens;
 pub mod tower;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ciba_gateway::config::{RuntimeKind, SigningAlg};
-use ciba_gateway::{Config, Engine};
+use ciba_gateway::{Config, Engine, serve};
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -207,7 +207,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match ciba_gateway::server::raise_file_limit() {
+    match serve::raise_file_limit() {
         Ok((before, after, hard)) => {
             tracing::info!(soft_before = before, soft = after, hard, "open file limit")
         }
@@ -222,140 +222,24 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match kind {
-        RuntimeKind::Tower => serve_tower(listen, engine),
+    let served = match kind {
+        RuntimeKind::Tower => serve::tower::run(engine),
         #[cfg(feature = "pingora")]
-        RuntimeKind::Pingora => serve_pingora(listen, engine),
+        RuntimeKind::Pingora => serve::pingora::run(engine),
         #[cfg(not(feature = "pingora"))]
-        RuntimeKind::Pingora => {
-            eprintln!("runtime: pingora, but this binary was built without the `pingora` feature");
+        RuntimeKind::Pingora => Err(serve::ServeError::Setup(
+            "runtime: pingora, but this binary was built without the `pingora` feature".into(),
+        )),
+    };
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(serve::ServeError::Setup(e)) => {
+            eprintln!("{e}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// pingora: its own runtimes and signal handling (SIGTERM graceful with the configured grace
-/// period, SIGINT fast).
-#[cfg(feature = "pingora")]
-fn serve_pingora(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
-    use pingora::server::configuration::ServerConf;
-    use pingora::server::{RunArgs, Server};
-
-    let cfg = engine.config();
-    let conf = ServerConf {
-        threads: cfg
-            .server
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        grace_period_seconds: Some(cfg.server.shutdown_grace_secs),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ca_file: cfg
-            .upstream
-            .as_ref()
-            .and_then(|u| u.ca_file.as_ref())
-            .map(|p| p.display().to_string()),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let tls = cfg.tls.clone();
-    let proxy = match ciba_gateway::pingora::CibaProxy::try_new(Arc::clone(&engine)) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
+        Err(serve::ServeError::Io(e)) => {
+            tracing::error!(%listen, error = %e, "cannot serve");
+            ExitCode::FAILURE
         }
-    };
-    let mut service = ciba_gateway::pingora::Guarded::service(&server.configuration, proxy);
-    let addr = listen.to_string();
-    match tls {
-        Some(t) => {
-            let settings = pingora::listeners::tls::TlsSettings::intermediate(
-                &t.cert_file.display().to_string(),
-                &t.key_file.display().to_string(),
-            );
-            let mut settings = match settings {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("tls: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            settings.enable_h2();
-            service.add_tls_with_settings(&addr, None, settings);
-        }
-        None => service.add_tcp(&addr),
-    }
-    server.add_service(service);
-    server.add_service(pingora::services::background::background_service(
-        "upstream discovery",
-        ciba_gateway::pingora::WarmUp(Arc::clone(&engine)),
-    ));
-    tracing::info!(%listen, issuer = engine.issuer(), runtime = "pingora", "ciba-gateway listening");
-    server.run(RunArgs::default());
-    ExitCode::SUCCESS
-}
-
-/// hyper with the tower layer, forwarding with a hyper-based client; TLS on the listener with
-/// rustls when configured.
-fn serve_tower(listen: std::net::SocketAddr, engine: Arc<Engine>) -> ExitCode {
-    let tls = match &engine.config().tls {
-        Some(t) => match ciba_gateway::server::tls_acceptor(&t.cert_file, &t.key_file) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = engine.config().server.threads {
-        rt.worker_threads(n);
-    }
-    let rt = rt.enable_all().build().expect("a tokio runtime");
-    rt.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(%listen, error = %e, "cannot listen");
-                return ExitCode::FAILURE;
-            }
-        };
-        tracing::info!(%listen, issuer = engine.issuer(), runtime = "tower", tls = tls.is_some(), "ciba-gateway listening");
-        let served = match tls {
-            Some(tls) => {
-                ciba_gateway::server::serve_tls(listener, engine, tls, shutdown_signal()).await
-            }
-            None => ciba_gateway::server::serve(listener, engine, shutdown_signal()).await,
-        };
-        match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "server failed");
-                ExitCode::FAILURE
-            }
-        }
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

@@ -34,12 +34,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use pingora::apps::ServerApp;
-
-use crate::conn_limit::{Activity, InFlight, PRESSURE_QUIET};
+use crate::conn_limit::{Connections, InFlight};
 use crate::engine::{Engine, EngineRequest, Outcome};
 use crate::protocol::OAuthError;
 
@@ -47,7 +42,8 @@ use crate::protocol::OAuthError;
 #[derive(Debug, Clone)]
 pub struct CibaProxy {
     engine: Arc<Engine>,
-    conns: Arc<Connections>,
+    /// The connections the runtime watches (shared with `serve::pingora::Guarded`).
+    pub(crate) conns: Arc<Connections>,
     tls_listener: bool,
     /// The upstream, resolved once and built once: a per-request `HttpPeer::new(host)` would
     /// resolve the name on every request (a blocking lookup on the proxy's thread). Like
@@ -135,10 +131,10 @@ impl ProxyHttp for CibaProxy {
     /// upstream's encoding through untouched.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    /// Marks the request in flight for [`Guarded`], and sets the limits pingora offers per
+    /// Marks the request in flight for `serve::pingora::Guarded`, and sets the limits pingora offers per
     /// session: idle keep-alive connections close after `server.idle_timeout_secs`; each read of
     /// the request may wait at most `server.header_read_timeout_secs` (pingora times single
-    /// reads, not whole headers; [`Guarded`] closes a connection that has had no request in
+    /// reads, not whole headers; `serve::pingora::Guarded` closes a connection that has had no request in
     /// flight for the idle timeout, slow headers included).
     async fn early_request_filter(
         &self,
@@ -298,207 +294,8 @@ impl ProxyHttp for CibaProxy {
 /// What the proxy keeps for one request.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
-    /// The request in flight on its connection (see [`Guarded`]), until the request ends.
+    /// The request in flight on its connection (see `serve::pingora::Guarded`), until the request ends.
     in_flight: Option<InFlight>,
     /// When the request body must have arrived.
     body_deadline: Option<tokio::time::Instant>,
-}
-
-/// Part of the open connections, by peer address (64 shards keep the lock uncontended).
-type Shard = std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>>;
-
-/// The connections a [`Guarded`] service has open, by peer address, with what each is doing.
-#[derive(Debug)]
-struct Connections {
-    shards: Box<[Shard]>,
-    open: AtomicUsize,
-    max: usize,
-    idle: Duration,
-    /// Notified when a connection opens above the cap.
-    pressure: tokio::sync::Notify,
-}
-
-impl Connections {
-    fn new(cfg: &crate::config::ServerConfig) -> Self {
-        Self {
-            shards: (0..64).map(|_| Default::default()).collect(),
-            open: AtomicUsize::new(0),
-            max: cfg.max_connections,
-            idle: Duration::from_secs(cfg.idle_timeout_secs),
-            pressure: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn shard(
-        &self,
-        peer: &SocketAddr,
-    ) -> &std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>> {
-        &self.shards[usize::from(peer.port()) % self.shards.len()]
-    }
-
-    fn get(&self, peer: &SocketAddr) -> Option<Arc<Activity>> {
-        let shard = self.shard(peer).lock().unwrap_or_else(|e| e.into_inner());
-        shard.get(peer).cloned()
-    }
-
-    fn open(&self, peer: SocketAddr) -> Arc<Activity> {
-        let a = Activity::new();
-        self.shard(&peer)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(peer, Arc::clone(&a));
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
-            self.pressure.notify_waiters();
-        }
-        a
-    }
-
-    fn over_cap(&self) -> bool {
-        self.open.load(Ordering::Acquire) > self.max
-    }
-
-    fn close(&self, peer: &SocketAddr) {
-        self.shard(peer)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(peer);
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The pingora proxy with the gateway's connection limits around it: pingora 0.9 has no
-/// connection cap and times single reads only, so this [`ServerApp`] watches each connection:
-/// one with no request in flight for `server.idle_timeout_secs` is closed (a silent socket,
-/// slow headers, an idle keep-alive), and while more than `server.max_connections` are open,
-/// the ones quiet for [`PRESSURE_QUIET`] are closed to make room. Keep `max_connections` below
-/// the open-file limit: pingora's accept loop cannot wait for room the way the tower runtime
-/// does. Build it with [`Guarded::service`].
-pub struct Guarded {
-    inner: Arc<pingora::proxy::HttpProxy<CibaProxy>>,
-    conns: Arc<Connections>,
-}
-
-impl std::fmt::Debug for Guarded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Guarded").finish_non_exhaustive()
-    }
-}
-
-impl Guarded {
-    /// The proxy for `conf`, guarded.
-    pub fn new(conf: &Arc<pingora::server::configuration::ServerConf>, proxy: CibaProxy) -> Self {
-        let conns = Arc::clone(&proxy.conns);
-        Self {
-            inner: Arc::new(pingora::proxy::http_proxy(conf, proxy)),
-            conns,
-        }
-    }
-
-    /// A listening service running the guarded proxy (add listeners, then add it to a `Server`).
-    pub fn service(
-        conf: &Arc<pingora::server::configuration::ServerConf>,
-        proxy: CibaProxy,
-    ) -> pingora::services::listening::Service<Self> {
-        pingora::services::listening::Service::new("ciba-gateway".into(), Self::new(conf, proxy))
-    }
-}
-
-#[async_trait]
-impl ServerApp for Guarded {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: pingora::protocols::Stream,
-        shutdown: &pingora::server::ShutdownWatch,
-    ) -> Option<pingora::protocols::Stream> {
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        let Some(peer) = peer else {
-            return self.inner.process_new(stream, shutdown).await;
-        };
-        let activity = self.conns.open(peer);
-        let serve = self.inner.process_new(stream, shutdown);
-        tokio::pin!(serve);
-        let idle = self.conns.idle;
-        let mut pressed = false;
-        // Returning drops `serve`, which closes the connection; only quiet ones are dropped.
-        let reuse = loop {
-            // Level-triggered too: a connection whose task starts after the last notification
-            // still sees that there are too many.
-            pressed |= self.conns.over_cap();
-            tokio::select! {
-                r = &mut serve => break r,
-                () = tokio::time::sleep_until(activity.next_idle_check(idle)) => {
-                    if activity.quiet_for(idle) {
-                        break None;
-                    }
-                }
-                // Over the cap (told by the connection that went over it), every quiet
-                // connection goes, checked every PRESSURE_QUIET until there is room again.
-                () = self.conns.pressure.notified(), if !pressed => pressed = true,
-                () = tokio::time::sleep(PRESSURE_QUIET), if pressed => {
-                    if !self.conns.over_cap() {
-                        pressed = false;
-                    } else if activity.quiet_for(PRESSURE_QUIET) {
-                        break None;
-                    }
-                }
-            }
-        };
-        self.conns.close(&peer);
-        reuse
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await;
-    }
-}
-
-/// Reads the provider's discovery as the pingora server starts ([`Engine::warm_up`]): add it
-/// to a `Server` with `pingora::services::background::background_service`.
-#[derive(Debug)]
-pub struct WarmUp(pub Arc<Engine>);
-
-#[async_trait]
-impl pingora::services::background::BackgroundService for WarmUp {
-    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
-        self.0.warm_up().await;
-    }
-}
-
-/// Serves `proxy` on a tokio listener inside the current runtime until `shutdown` completes:
-/// for embedding the module in an existing tokio application, and for tests. A standalone
-/// deployment uses pingora's `Server` instead (as the `ciba-gateway` binary does).
-pub async fn serve_on_listener(
-    listener: tokio::net::TcpListener,
-    proxy: CibaProxy,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    use pingora::protocols::GetSocketDigest;
-    use std::os::fd::AsRawFd;
-
-    let conf = Arc::new(pingora::server::configuration::ServerConf::default());
-    tokio::spawn({
-        let engine = Arc::clone(&proxy.engine);
-        async move { engine.warm_up().await }
-    });
-    let app = Arc::new(Guarded::new(&conf, proxy));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                let mut stream = pingora::protocols::l4::stream::Stream::from(tcp);
-                stream.set_socket_digest(pingora::protocols::SocketDigest::from_raw_fd(stream.as_raw_fd()));
-                let (app, stop) = (Arc::clone(&app), stop_rx.clone());
-                tokio::spawn(async move {
-                    app.process_new(Box::new(stream), &stop).await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    let _ = stop_tx.send(true);
 }

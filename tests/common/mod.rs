@@ -219,7 +219,7 @@ async fn start_with_clock(
     edit(&mut cfg);
     let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid test config"));
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(ciba_gateway::server::serve(
+    tokio::spawn(ciba_gateway::serve::tower::serve(
         listener,
         Arc::clone(&engine),
         async {

@@ -101,13 +101,10 @@ pub fn spawn_engine(
     };
     match kind {
         RuntimeKind::Tower => {
-            tokio::spawn(ciba_gateway::server::serve(listener, engine, stop));
+            tokio::spawn(ciba_gateway::serve::tower::serve(listener, engine, stop));
         }
         RuntimeKind::Pingora => {
-            let proxy = ciba_gateway::pingora::CibaProxy::new(engine);
-            tokio::spawn(ciba_gateway::pingora::serve_on_listener(
-                listener, proxy, stop,
-            ));
+            tokio::spawn(ciba_gateway::serve::pingora::serve(listener, engine, stop));
         }
     }
     tx

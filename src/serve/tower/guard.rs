@@ -128,15 +128,3 @@ where
         self.body.size_hint()
     }
 }
-
-/// Raises the process's soft limit on open files to its hard limit (a gateway holds one per
-/// connection, and the usual soft limit of 1024 is reached by a single client's flood).
-/// Returns (before, after, hard).
-pub fn raise_file_limit() -> io::Result<(u64, u64, u64)> {
-    let (soft, hard) = rlimit::Resource::NOFILE.get()?;
-    if soft < hard {
-        rlimit::Resource::NOFILE.set(hard, hard)?;
-    }
-    let (after, _) = rlimit::Resource::NOFILE.get()?;
-    Ok((soft, after, hard))
-}

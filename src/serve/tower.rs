@@ -1,10 +1,8 @@
-//! The tower engine behind the `ciba-gateway` binary: the tower layer over an inner service that
-//! forwards to the upstream provider (or, standalone, answers what the gateway does not serve),
-//! on hyper (HTTP/1.1 and HTTP/2), with connection limits (`guard.rs`) and graceful shutdown.
+//! The tower runtime: the tower layer over an inner service that forwards to the upstream
+//! provider (or, standalone, answers what the gateway does not serve), on hyper (HTTP/1.1 and
+//! HTTP/2), with connection limits (`guard.rs`) and graceful shutdown.
 
 mod guard;
-
-pub use guard::raise_file_limit;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,6 +19,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
+use super::ServeError;
 use crate::engine::Engine;
 use crate::tower::CibaService;
 
@@ -183,8 +182,8 @@ pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_with(listener, engine, None, shutdown).await
+) -> Result<(), ServeError> {
+    Ok(serve_with(listener, engine, None, shutdown).await?)
 }
 
 /// Like [`serve`], with TLS on the listener ([`tls_acceptor`]: HTTP/2 and HTTP/1.1 by ALPN).
@@ -193,8 +192,54 @@ pub async fn serve_tls(
     engine: Arc<Engine>,
     tls: tokio_rustls::TlsAcceptor,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    serve_with(listener, engine, Some(tls), shutdown).await
+) -> Result<(), ServeError> {
+    Ok(serve_with(listener, engine, Some(tls), shutdown).await?)
+}
+
+/// Runs the gateway as a process on a tokio runtime of its own (`server.threads` workers): TLS
+/// on the listener from `tls:`, graceful shutdown on SIGTERM or Ctrl-C. Returns when the server
+/// has drained.
+pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
+    let listen = engine.config().listen;
+    let tls = match &engine.config().tls {
+        Some(t) => Some(tls_acceptor(&t.cert_file, &t.key_file).map_err(ServeError::Setup)?),
+        None => None,
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = engine.config().server.threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(listen).await?;
+        tracing::info!(%listen, issuer = engine.issuer(), runtime = "tower", tls = tls.is_some(), "ciba-gateway listening");
+        match tls {
+            Some(tls) => serve_tls(listener, engine, tls, shutdown_signal()).await,
+            None => serve(listener, engine, shutdown_signal()).await,
+        }
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }
 
 /// A TLS acceptor (rustls, ring) for a PEM certificate chain and private key, offering `h2` and
