@@ -14,8 +14,8 @@
 //! use ciba_gateway::{Config, Engine, tower::CibaLayer};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::load("config/quickstart.yaml")?;   // validated, typed
-//! let engine = Arc::new(Engine::new(config)?);             // keys, store, channel, clients
+//! let config = Config::load("config/quickstart.yaml")?;   // typed
+//! let engine = Arc::new(Engine::new(config)?);             // validated; keys, secrets loaded
 //! let app = axum::Router::new()
 //!     .route("/", axum::routing::get(|| async { "your provider's routes" }))
 //!     .layer(CibaLayer::new(engine));                      // CIBA endpoints added
@@ -45,6 +45,7 @@ pub mod secret;
 #[cfg(any(feature = "server", feature = "pingora"))]
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 pub mod tower;
 pub mod upstream;

@@ -79,6 +79,16 @@ impl CibaProxy {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         peer.options.verify_cert = true;
         peer.options.verify_hostname = true;
+        // `upstream.ca_file`, as the engine loaded it: the same roots as its own requests.
+        if !upstream.ca_certificates().is_empty() {
+            use pingora::utils::tls::{WrappedX509, parse_x509};
+            let ca: Vec<WrappedX509> = upstream
+                .ca_certificates()
+                .iter()
+                .map(|der| WrappedX509::new(der.to_vec(), parse_x509))
+                .collect();
+            peer.options.ca = Some(Arc::from(ca));
+        }
         let tls_listener = engine.config().tls.is_some();
         Ok(Self {
             conns: Arc::new(Connections::new(&engine.config().server)),

@@ -28,23 +28,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::engine::{Engine, EngineRequest, Outcome, Route};
-use crate::protocol::OAuthError;
+use crate::engine::{Engine, EngineRequest, Outcome, WrappedDiscovery};
 
 /// The request body the inner service sees: the original, or bytes the gateway buffered.
 pub type PassBody<B> = Either<Full<Bytes>, B>;
 
 /// The response body: the gateway's own, or the inner service's.
 pub type CibaBody<B> = Either<Full<Bytes>, B>;
-
-/// Largest upstream discovery document the layer will buffer to merge.
-const MAX_DISCOVERY_BYTES: usize = 1 << 20;
 
 /// A [`Layer`] that adds CIBA to the wrapped service.
 #[derive(Debug, Clone)]
@@ -118,10 +114,7 @@ where
         Box::pin(async move {
             // With an upstream configured the engine owns discovery; otherwise the wrapped
             // service's own document is the one to extend.
-            if route == Route::Discovery
-                && !engine.has_upstream()
-                && (req.method() == Method::GET || req.method() == Method::HEAD)
-            {
+            if engine.discovery_from_wrapped(route, req.method()) {
                 return discovery(&engine, &mut inner, req).await;
             }
             let (mut parts, body) = req.into_parts();
@@ -152,8 +145,7 @@ where
     }
 }
 
-/// Asks the inner service for its discovery document and adds the CIBA fields; serves the
-/// gateway's own document when the inner service has none (404).
+/// Asks the inner service for its discovery document; the engine decides what to answer.
 async fn discovery<S, ReqBody, ResBody>(
     engine: &Engine,
     inner: &mut S,
@@ -164,38 +156,21 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // We must read the JSON, so ask for it uncompressed; a HEAD is asked as a GET so that there
-    // is a document to merge (hyper drops the body of a HEAD response).
     req.headers_mut().remove(header::ACCEPT_ENCODING);
-    if req.method() == Method::HEAD {
-        *req.method_mut() = Method::GET;
-    }
+    *req.method_mut() = Method::GET;
     let resp = inner.call(req.map(Either::Right)).await?;
-    match resp.status() {
-        StatusCode::NOT_FOUND => Ok(own(engine.standalone_discovery()).map(Either::Left)),
-        StatusCode::OK => {
-            let (mut parts, body) = resp.into_parts();
-            let merged = match Limited::new(body, MAX_DISCOVERY_BYTES).collect().await {
-                Ok(b) => engine.merge_discovery(&b.to_bytes()),
-                Err(_) => None,
-            };
-            let Some(merged) = merged else {
-                let e = OAuthError::new(
-                    crate::protocol::ErrorCode::ServerError,
-                    StatusCode::BAD_GATEWAY,
-                )
-                .describe("the upstream discovery document is not a JSON object");
-                return Ok(own(e.into_response()).map(Either::Left));
-            };
-            parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::CONTENT_ENCODING);
-            parts.headers.remove(header::TRANSFER_ENCODING);
-            parts.headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            Ok(Response::from_parts(parts, Either::Left(Full::new(merged))))
+    match engine.wrapped_discovery(resp.status()) {
+        WrappedDiscovery::PassThrough => Ok(resp.map(Either::Right)),
+        WrappedDiscovery::Replace(r) => Ok(own(r).map(Either::Left)),
+        WrappedDiscovery::Merge => {
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, WrappedDiscovery::MAX_BYTES)
+                .collect()
+                .await
+                .ok()
+                .map(|b| b.to_bytes());
+            let merged = engine.merged_discovery(parts.headers, body.as_deref());
+            Ok(own(merged).map(Either::Left))
         }
-        _ => Ok(resp.map(Either::Right)),
     }
 }

@@ -1,6 +1,6 @@
 //! The built-in approval page, driven over HTTP: form, CSRF, one-time link, security headers.
 
-mod common;
+use ciba_test_support as common;
 
 use common::*;
 

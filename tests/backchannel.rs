@@ -1,6 +1,6 @@
 //! The backchannel authentication endpoint over a real socket: requirements §1.3–§1.9.
 
-mod common;
+use ciba_test_support as common;
 
 use ciba_gateway::config::RuntimeKind;
 use common::*;

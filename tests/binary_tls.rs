@@ -2,7 +2,7 @@
 //! (HTTP/1.1 and HTTP/2 by ALPN), an https upstream verified against a CA file (and refused
 //! without it), both engines forwarding to it, and graceful shutdown on SIGTERM.
 
-mod common;
+use ciba_test_support as common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

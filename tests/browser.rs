@@ -5,7 +5,7 @@
 //! logging in, a link used twice, an expired link. Screenshots of the device page and the consent
 //! page go to `$CIBA_SCREENSHOTS` (the README's are made so) or a temporary folder.
 
-mod common;
+use ciba_test_support as common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The Keycloak-compatible HTTP authentication channel, against a real HTTP server playing the
 //! authenticator.
 
-mod common;
+use ciba_test_support as common;
 
 use ciba_gateway::config::Outbound;
 use common::*;

@@ -3,7 +3,7 @@
 //! the Keycloak-style HTTP channel. Requires `npm ci --prefix tests/client` (the README's test
 //! command runs it).
 
-mod common;
+use ciba_test_support as common;
 
 use std::path::Path;
 use std::process::Stdio;

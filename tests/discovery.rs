@@ -2,7 +2,7 @@
 //! its discovery gains the CIBA fields, and everything that is not CIBA — other grants at the
 //! same token endpoint included — reaches it byte for byte (GW-01, TOK-11).
 
-mod common;
+use ciba_test_support as common;
 
 use std::sync::Arc;
 

@@ -6,7 +6,7 @@
 //! 12 s here). A failing case is shrunk and printed: add it to the target's corpus with the
 //! fix, so that every later run starts from it.
 
-mod common;
+use ciba_test_support as common;
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -186,11 +186,12 @@ proptest! {
         prop_assert!(s == 400 || s == 401, "{s}");
     }
 
-    /// The configuration loader: any text is a configuration or a list of problems.
+    /// The configuration loader and the engine built from it: any text is an engine or a list
+    /// of problems, never a panic.
     #[test]
     fn config_loader(text in mutated("config")) {
-        if let Ok(text) = std::str::from_utf8(&text) {
-            let _ = Config::from_yaml(text);
+        if let Ok(cfg) = std::str::from_utf8(&text).map_err(drop).and_then(|t| Config::from_yaml(t).map_err(drop)) {
+            let _ = ciba_gateway::Engine::new(cfg);
         }
     }
 

@@ -4,7 +4,7 @@
 //! bodies and make room above the cap; slow headers are cut by hyper on tower and by the idle
 //! watchdog on pingora (whose own reads are timed one by one).
 
-mod common;
+use ciba_test_support as common;
 
 use std::time::Duration;
 

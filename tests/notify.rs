@@ -2,7 +2,7 @@
 //! Webhooks signatures, retries with backoff, failures visible in the request's delivery state
 //! while polling keeps working, the notifier chosen per user, and the SSRF guard.
 
-mod common;
+use ciba_test_support as common;
 
 use std::time::Duration;
 

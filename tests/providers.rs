@@ -6,7 +6,7 @@
 //! the issuer and the provider's discovery (issue: providers as they really are).
 //! Everything a client does starts from discovery, as a certified client library would.
 
-mod common;
+use ciba_test_support as common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -2,7 +2,7 @@
 //! walk-through (bc-authorize → link in the log → approve → poll → tokens), graceful shutdown on
 //! SIGTERM, and the `check`, `keygen` and `hash-secret` commands.
 
-mod common;
+use ciba_test_support as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -204,8 +204,12 @@ endpoints: { token: "no-slash" }
 ciba: { interval_secs: 0 }
 limits: { bc_per_user: { requests: 0, per_secs: 60 } }
 clients:
-  - { client_id: a, secret: "plain-text-secret" }
+  - { client_id: a, secret: "plain-text-secret", upstream: { client_secret: "inline" } }
   - { client_id: a, secret: "${CIBA_GW_TEST_UNSET_VAR}", backchannel_token_delivery_mode: push }
+tokens:
+  keys: [{ kid: k1, alg: ES256, private_key: "file:/nonexistent/ciba-gw-key.pem" }]
+  active_kid: k2
+tls: { cert_file: /nonexistent/ciba-gw-cert.pem, key_file: /nonexistent/ciba-gw-key.pem }
 "#,
     );
     let out = Command::new(BIN)
@@ -224,6 +228,12 @@ clients:
         "clients[1].client_id:",
         "clients[1].secret: environment variable CIBA_GW_TEST_UNSET_VAR is not set",
         "clients[1].backchannel_token_delivery_mode:",
+        // Loaded by the components that own them, reported in the same list, same paths.
+        "clients[0].upstream.client_secret: must be a reference",
+        "tokens.keys[0].private_key:",
+        "tokens.active_kid:",
+        "tls.cert_file:",
+        "tls.key_file:",
     ] {
         assert!(err.contains(path), "missing {path:?} in:\n{err}");
     }

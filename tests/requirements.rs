@@ -143,7 +143,7 @@ fn requirements_map_matches_the_code() {
             files.push(p);
         }
     }
-    rust_files(&root.join("tests/common"), &mut files);
+    rust_files(&root.join("tests/support/src"), &mut files);
     files.sort();
     for file in files {
         let rel = file
@@ -154,6 +154,7 @@ fn requirements_map_matches_the_code() {
             .to_owned();
         let in_tests = rel.starts_with("tests/");
         let module = rel
+            .trim_start_matches("tests/support/src/")
             .trim_start_matches("tests/")
             .trim_end_matches(".rs")
             .trim_end_matches("/mod")

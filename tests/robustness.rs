@@ -1,7 +1,7 @@
 //! No input panics the engine or earns a 5xx: arbitrary bodies, content types and
 //! authorization headers on every route (property tests).
 
-mod common;
+use ciba_test_support as common;
 
 use std::sync::OnceLock;
 

@@ -1,7 +1,7 @@
 //! The CIBA grant at the token endpoint over a real socket: requirements §1.10–§1.11.
 //! Time is a manual clock: nothing here sleeps.
 
-mod common;
+use ciba_test_support as common;
 
 use ciba_gateway::config::RuntimeKind;
 use common::*;

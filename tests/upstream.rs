@@ -2,7 +2,7 @@
 //! run against both engines (pingora and tower): discovery, JWKS, pass-through of the provider's
 //! own grants and login, the CIBA poll flow, and the provider going down and coming back.
 
-mod common;
+use ciba_test_support as common;
 
 use std::time::Duration;
 

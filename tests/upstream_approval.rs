@@ -5,7 +5,7 @@
 //! the waiting client receives the provider's tokens — or gateway-minted ones carrying the
 //! provider-authenticated subject. Also: deny, the wrong person logging in, links used twice.
 
-mod common;
+use ciba_test_support as common;
 
 use ciba_gateway::config::{
     ApprovalMode, AuthMethod, RuntimeKind, SecretRef, TokenSource, UpstreamClient,

@@ -1,7 +1,7 @@
 //! The HTTP user directory, against a real lookup service: found users, unknown users
 //! (`unknown_user_id`), a failing directory (503), user codes from the directory, and caching.
 
-mod common;
+use ciba_test_support as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

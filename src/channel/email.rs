@@ -13,7 +13,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::Delivery;
 use super::retry::{AttemptError, RetryPolicy};
 use crate::clock::Clock;
-use crate::config::{EmailConfig, SmtpTls, resolve_secret};
+use crate::config::{EmailConfig, Problems, SmtpTls, required_reference};
 
 /// What the message says.
 #[derive(Debug, Clone, Template)]
@@ -66,37 +66,50 @@ impl std::fmt::Debug for Email {
 }
 
 impl Email {
-    /// Builds the notifier from configuration.
-    pub fn new(cfg: &EmailConfig) -> Result<Self, String> {
-        let tls_params = || -> Result<TlsParameters, String> {
+    /// Builds the notifier from configuration, loading its CA file and password; every
+    /// problem is recorded under its `channel.email.*` path.
+    pub fn new(cfg: &EmailConfig, problems: &mut Problems) -> Option<Self> {
+        let mut tls_params = || -> Option<TlsParameters> {
             let mut b = TlsParameters::builder(cfg.host.clone());
             if let Some(ca) = &cfg.ca_file {
-                let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-                b = b.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
+                let cert = std::fs::read(ca)
+                    .map_err(|e| format!("{}: {e}", ca.display()))
+                    .and_then(|pem| Certificate::from_pem(&pem).map_err(|e| e.to_string()));
+                b = b.add_root_certificate(problems.take("channel.email.ca_file", cert)?);
             }
-            b.build_rustls().map_err(|e| e.to_string())
+            problems.take(
+                "channel.email.tls",
+                b.build_rustls().map_err(|e| e.to_string()),
+            )
         };
         let tls = match cfg.tls {
-            SmtpTls::None => Tls::None,
-            SmtpTls::Starttls => Tls::Required(tls_params()?),
-            SmtpTls::Implicit => Tls::Wrapper(tls_params()?),
+            SmtpTls::None => Some(Tls::None),
+            SmtpTls::Starttls => tls_params().map(Tls::Required),
+            SmtpTls::Implicit => tls_params().map(Tls::Wrapper),
         };
+        let password = match &cfg.password {
+            Some(r) => problems
+                .take("channel.email.password", required_reference(r))
+                .map(|s| s.expose().to_owned()),
+            None => Some(String::new()),
+        };
+        let from = problems.take(
+            "channel.email.from",
+            cfg.from
+                .parse::<Mailbox>()
+                .map_err(|e| format!("is not a valid mailbox: {e}")),
+        );
         let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&cfg.host)
             .port(cfg.port)
-            .tls(tls)
+            .tls(tls?)
             .timeout(Some(Duration::from_millis(cfg.timeout_ms)));
+        let password = password?;
         if let Some(user) = &cfg.username {
-            let password = match &cfg.password {
-                Some(r) => resolve_secret(r)?
-                    .map(|s| s.expose().to_owned())
-                    .unwrap_or_default(),
-                None => String::new(),
-            };
             b = b.credentials(Credentials::new(user.clone(), password));
         }
-        Ok(Self {
+        Some(Self {
             transport: b.build(),
-            from: cfg.from.parse().map_err(|e| format!("from: {e}"))?,
+            from: from?,
             retry: RetryPolicy {
                 initial: Duration::from_millis(cfg.retry_initial_ms),
                 max_attempts: cfg.max_attempts,

@@ -26,7 +26,7 @@ use crate::clock::Clock;
 use crate::config::NotifierKind;
 
 use crate::clients::Client;
-use crate::config::{ChannelConfig, ConfigError, resolve_secret};
+use crate::config::{ChannelConfig, ConfigErrors, Problems, required_reference};
 use crate::store::PendingRequest;
 use crate::users::User;
 
@@ -103,8 +103,9 @@ impl Channel {
         cfg: &ChannelConfig,
         issuer: &str,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, ConfigError> {
-        Ok(match cfg {
+    ) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::new();
+        let channel = match cfg {
             ChannelConfig::Log => Self::Notify(Box::new(Notifiers::new(
                 NotifierKind::Log,
                 false,
@@ -117,18 +118,14 @@ impl Channel {
                 webhook,
                 email,
             } => {
-                let webhook = match webhook {
-                    Some(w) => Some(Arc::new(
-                        Webhook::new(w).map_err(|m| ConfigError::new("channel.webhook", m))?,
-                    )),
-                    None => None,
-                };
-                let email = match email {
-                    Some(e) => Some(Arc::new(
-                        Email::new(e).map_err(|m| ConfigError::new("channel.email", m))?,
-                    )),
-                    None => None,
-                };
+                let webhook = webhook
+                    .as_ref()
+                    .and_then(|w| problems.take("channel.webhook.secret", Webhook::new(w)))
+                    .map(Arc::new);
+                let email = email
+                    .as_ref()
+                    .and_then(|e| Email::new(e, &mut problems))
+                    .map(Arc::new);
                 Self::Notify(Box::new(Notifiers::new(
                     *default, true, webhook, email, clock,
                 )))
@@ -138,11 +135,18 @@ impl Channel {
                 bearer_secret,
                 outbound,
             } => {
-                let secret = match bearer_secret {
-                    Some(r) => resolve_secret(r)
-                        .map_err(|m| ConfigError::new("channel.bearer_secret", m))?,
-                    None => None,
-                };
+                let secret = bearer_secret.as_ref().and_then(|r| {
+                    problems.take(
+                        "channel.bearer_secret",
+                        required_reference(r).and_then(|s| {
+                            if s.expose().len() < 32 {
+                                Err("must be at least 32 characters".to_owned())
+                            } else {
+                                Ok(s)
+                            }
+                        }),
+                    )
+                });
                 Self::Http(Box::new(HttpChannel::new(
                     url.clone(),
                     secret,
@@ -150,7 +154,8 @@ impl Channel {
                     issuer,
                 )))
             }
-        })
+        };
+        problems.finish(|| channel)
     }
 
     /// Reaches the user. An error means the user could not be reached at all (the request is

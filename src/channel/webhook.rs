@@ -17,12 +17,12 @@ use url::Url;
 use super::Delivery;
 use super::retry::{AttemptError, RetryPolicy};
 use crate::clock::Clock;
-use crate::config::{SecretRef, WebhookConfig, resolve_secret};
+use crate::config::{SecretRef, WebhookConfig, required_reference};
 use crate::outbound::OutboundClient;
 
 /// The signing key of a `whsec_<base64>` secret reference.
 pub fn webhook_key(r: &SecretRef) -> Result<Vec<u8>, String> {
-    let secret = resolve_secret(r)?.ok_or("must be a reference: `${ENV_VAR}` or `file:/path`")?;
+    let secret = required_reference(r)?;
     let b64 = secret
         .expose()
         .strip_prefix("whsec_")

@@ -8,7 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
-use crate::config::{AuthMethod, ClientConfig, Config, ConfigError, resolve_verifier};
+use crate::config::{
+    AuthMethod, ClientConfig, Config, ConfigErrors, Problems, required_reference, resolve_verifier,
+};
 use crate::protocol::{Form, GRANT_TYPE_CIBA, OAuthError};
 use crate::secret::SecretVerifier;
 
@@ -48,14 +50,31 @@ pub struct UpstreamCredentials {
 }
 
 impl Client {
-    fn from_config(c: &ClientConfig, cfg: &Config) -> Result<Self, ConfigError> {
-        let expected =
-            resolve_verifier(&c.secret).map_err(|m| ConfigError::new("clients.secret", m))?;
-        Ok(Self {
+    /// The client at `clients[i]`; problems with its secrets are recorded under that path.
+    fn from_config(
+        i: usize,
+        c: &ClientConfig,
+        cfg: &Config,
+        problems: &mut Problems,
+    ) -> Option<Self> {
+        let expected = problems.take(format!("clients[{i}].secret"), resolve_verifier(&c.secret));
+        let upstream = c.upstream.as_ref().map(|u| {
+            problems
+                .take(
+                    format!("clients[{i}].upstream.client_secret"),
+                    required_reference(&u.client_secret),
+                )
+                .map(|secret| UpstreamCredentials {
+                    client_id: u.client_id.clone().unwrap_or_else(|| c.client_id.clone()),
+                    secret,
+                    auth_method: u.auth_method,
+                })
+        });
+        Some(Self {
             id: c.client_id.clone(),
             name: c.name.clone().unwrap_or_else(|| c.client_id.clone()),
             auth_method: c.token_endpoint_auth_method,
-            secret: SecretVerifier::new(expected),
+            secret: SecretVerifier::new(expected?),
             ciba_allowed: c.grant_types.iter().any(|g| g == GRANT_TYPE_CIBA),
             user_code_required: c.backchannel_user_code_parameter,
             scopes: c
@@ -64,19 +83,8 @@ impl Client {
                 .unwrap_or_else(|| cfg.scopes_supported.clone()),
             tokens: c.tokens,
             id_token_alg: c.id_token_signed_response_alg,
-            upstream: match &c.upstream {
-                Some(u) => Some(UpstreamCredentials {
-                    client_id: u.client_id.clone().unwrap_or_else(|| c.client_id.clone()),
-                    secret: crate::config::resolve_secret(&u.client_secret)
-                        .map_err(|m| ConfigError::new("clients.upstream.client_secret", m))?
-                        .ok_or_else(|| {
-                            ConfigError::new(
-                                "clients.upstream.client_secret",
-                                "must be a reference",
-                            )
-                        })?,
-                    auth_method: u.auth_method,
-                }),
+            upstream: match upstream {
+                Some(u) => Some(u?),
                 None => None,
             },
         })
@@ -129,15 +137,17 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
 }
 
 impl ClientRegistry {
-    /// Builds the registry from configuration.
-    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
+    /// Builds the registry from configuration, loading every client's secrets; every problem
+    /// is reported, each under its client's path.
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::new();
         let mut clients = HashMap::new();
         for (i, c) in cfg.clients.iter().enumerate() {
-            let client = Client::from_config(c, cfg)
-                .map_err(|e| ConfigError::new(format!("clients[{i}].secret"), e.message))?;
-            clients.insert(c.client_id.clone(), Arc::new(client));
+            if let Some(client) = Client::from_config(i, c, cfg, &mut problems) {
+                clients.insert(c.client_id.clone(), Arc::new(client));
+            }
         }
-        Ok(Self { clients })
+        problems.finish(|| Self { clients })
     }
 
     /// A client by id.

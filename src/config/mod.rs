@@ -1,16 +1,45 @@
-//! Configuration: one YAML file becomes a validated, typed [`Config`] at start-up. Every problem
-//! is reported with the path of the field it is about (`clients[0].secret: …`).
+//! Configuration: one YAML file becomes a typed [`Config`]. Every problem is reported with the
+//! path of the field it is about (`clients[0].secret: …`), all at once.
+//!
+//! One file per section, each checking its own fields (`Config::validate` runs them all):
+//! `file.rs` (the top-level keys), `listener.rs` (`listen`, `tls`, `server`, `runtime`,
+//! `endpoints`), `limits.rs`, `ciba.rs`, `store.rs`, `approval.rs`, `upstream.rs`,
+//! `channel.rs`, `users.rs`, `clients.rs`, `tokens.rs`. Those checks are about shape only: keys
+//! and secrets are loaded once, by the component that owns them, when [`crate::Engine::new`]
+//! builds it, and reported through [`Problems`] with the same path convention. Building the
+//! engine is therefore the one validation: `ciba-gateway check` and `serve` refuse exactly the
+//! same files.
 //!
 //! The full reference, with every key and default, is in the README.
 
-mod model;
+mod approval;
+mod channel;
+mod ciba;
+mod clients;
+mod file;
+mod limits;
+mod listener;
 mod secret_ref;
+mod store;
+mod tokens;
+mod upstream;
+mod users;
 
 use std::fmt;
 use std::path::Path;
 
-pub use model::*;
-pub use secret_ref::{SecretRef, resolve_secret, resolve_verifier};
+pub use approval::*;
+pub use channel::*;
+pub use ciba::*;
+pub use clients::*;
+pub use file::*;
+pub use limits::*;
+pub use listener::*;
+pub use secret_ref::{SecretRef, required_reference, resolve_secret, resolve_verifier};
+pub use store::*;
+pub use tokens::*;
+pub use upstream::*;
+pub use users::*;
 
 /// One configuration problem, named by its field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +94,46 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
+/// Problems found while a component loads its part of the configuration (keys, secrets, CA
+/// files), collected so that every one is reported, not just the first.
+#[derive(Debug, Default)]
+pub struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    /// No problems yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a problem at `path`.
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError::new(path, message));
+    }
+
+    /// `r`'s value, or `None` with its error recorded at `path`.
+    pub fn take<T>(&mut self, path: impl Into<String>, r: Result<T, String>) -> Option<T> {
+        r.map_err(|m| self.push(path, m)).ok()
+    }
+
+    /// `value` if nothing was recorded, every problem otherwise.
+    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, ConfigErrors> {
+        if self.0.is_empty() {
+            Ok(value())
+        } else {
+            Err(ConfigErrors(self.0))
+        }
+    }
+}
+
+/// The one rule for every URL the gateway calls or builds links from: http or https.
+pub(crate) fn check_http_url(errs: &mut Vec<ConfigError>, path: &str, url: &url::Url) {
+    if !matches!(url.scheme(), "http" | "https") {
+        errs.push(ConfigError::new(path, "must be an http or https URL"));
+    }
+}
+
 impl Config {
-    /// Reads and validates a YAML file.
+    /// Reads and parses a YAML file (validated when the engine is built from it).
     pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigErrors> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
@@ -74,16 +141,10 @@ impl Config {
         Self::from_yaml(&text)
     }
 
-    /// Parses and validates YAML text.
+    /// Parses YAML text into the typed model: unknown keys and wrong types are refused here;
+    /// the rules between values are [`Config::validate`]'s, run by [`crate::Engine::new`].
     pub fn from_yaml(text: &str) -> Result<Self, ConfigErrors> {
-        let cfg: Config =
-            serde_saphyr::from_str(text).map_err(|e| ConfigError::new("", e.to_string()))?;
-        let problems = cfg.validate();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigErrors(problems))
-        }
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::new("", e.to_string()).into())
     }
 }
 
@@ -116,9 +177,10 @@ mod tests {
                 "public_url: http://gw\nupstream: {{ url: \"http://127.0.0.1:1\" }}\napproval: {{ mode: upstream }}\nclients:\n  - {{ client_id: a, secret: \"${{HOME}}\", grant_types: [{grants}] }}\n"
             )
         };
-        assert!(Config::from_yaml(&yaml("authorization_code")).is_ok());
-        let e = Config::from_yaml(&yaml("\"urn:openid:params:grant-type:ciba\"")).unwrap_err();
-        assert_eq!(e.0[0].path, "clients[0].upstream");
+        let problems = |grants| Config::from_yaml(&yaml(grants)).unwrap().validate();
+        assert!(problems("authorization_code").is_empty());
+        let e = problems("\"urn:openid:params:grant-type:ciba\"");
+        assert_eq!(e[0].path, "clients[0].upstream");
     }
 
     // `runtime:` names the proxy runtime; `engine:`, its old name, keeps existing files working.
@@ -128,7 +190,7 @@ mod tests {
             let c = Config::from_yaml(&format!("public_url: http://gw\n{key}: tower\n")).unwrap();
             assert_eq!(c.runtime(), RuntimeKind::Tower);
         }
-        let e = Config::from_yaml("public_url: http://gw\nruntime: pingora\n").unwrap_err();
-        assert_eq!(e.0[0].path, "runtime");
+        let c = Config::from_yaml("public_url: http://gw\nruntime: pingora\n").unwrap();
+        assert_eq!(c.validate()[0].path, "runtime");
     }
 }

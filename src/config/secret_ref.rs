@@ -56,6 +56,12 @@ pub fn resolve_secret(r: &SecretRef) -> Result<Option<Secret>, String> {
     Ok(None)
 }
 
+/// Resolves a secret that must be a reference (`${ENV}` or `file:`): an inline value is refused,
+/// so that no secret sits in the file in the clear.
+pub fn required_reference(r: &SecretRef) -> Result<Secret, String> {
+    resolve_secret(r)?.ok_or_else(|| "must be a reference: `${ENV_VAR}` or `file:/path`".into())
+}
+
 /// Resolves a client secret or user code: an argon2 hash stays a hash; `${ENV}`/`file:` give a
 /// plaintext that is compared in constant time (or a hash, if that is what the file holds).
 pub fn resolve_verifier(r: &SecretRef) -> Result<Expected, String> {

@@ -12,10 +12,16 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Engine, EngineRequest};
-use crate::config::{ApprovalMode, Config};
+use std::sync::Arc;
+
+use super::decide::Decisions;
+use super::upstream_login::UpstreamLogin;
+use super::{EngineRequest, Shared};
+use crate::clients::ClientRegistry;
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::protocol::{Form, random_token};
-use crate::store::{Approval, Decision, PendingStore, ResolveError};
+use crate::store::{Approval, Decision, PendingRequest, PendingStore, ResolveError, Store};
 
 const COOKIE: &str = "ciba_csrf";
 
@@ -181,48 +187,82 @@ pub(super) fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Opti
         .map(|(_, v)| v)
 }
 
-impl Engine {
-    /// The approval page for `pending`: Approve / Deny posting to `form_action` (empty: the same
-    /// URL), or, with `continue_url`, a "Continue" link to sign in first and only Deny here.
-    pub(super) fn render_approval(
+/// What an approval page shows besides the request itself.
+pub(super) struct Shown<'a> {
+    /// The CSRF token the form carries.
+    pub(super) csrf: &'a str,
+    /// With a URL: a "Continue" link to sign in first, and only Deny on this page.
+    pub(super) continue_url: Option<&'a str>,
+    /// Where the form posts (empty: the same URL).
+    pub(super) form_action: &'a str,
+    /// Who signed in at the provider, if anyone.
+    pub(super) signed_in_as: Option<&'a str>,
+}
+
+impl Pages {
+    /// The approval page for `pending` from client `client_name`, at `now_ms`.
+    pub(super) fn approval_page(
         &self,
-        pending: &crate::store::PendingRequest,
-        csrf: &str,
-        continue_url: Option<&str>,
-        form_action: &str,
-        signed_in_as: Option<&str>,
+        pending: &PendingRequest,
+        client_name: &str,
+        now_ms: u64,
+        shown: Shown<'_>,
     ) -> Response<Bytes> {
-        let client_name = self
-            .clients
-            .get(&pending.client_id)
-            .map_or(pending.client_id.as_str(), |c| &c.name);
-        let remaining_ms = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
+        let remaining_ms = pending.expires_at_ms.saturating_sub(now_ms);
         let page = ApprovePage {
             style: STYLE,
             script: SCRIPT,
             seconds_left: remaining_ms / 1000,
-            form_action,
-            continue_url,
-            signed_in_as,
+            form_action: shown.form_action,
+            continue_url: shown.continue_url,
+            signed_in_as: shown.signed_in_as,
             client_name,
             binding_message: pending.binding_message.as_deref(),
             scopes: pending.scope.iter().collect(),
             minutes_left: remaining_ms.div_ceil(60_000),
-            csrf,
+            csrf: shown.csrf,
         };
         match page.render() {
-            Ok(body) => self.pages.html(StatusCode::OK, body),
-            Err(_) => self.pages.message(
+            Ok(body) => self.html(StatusCode::OK, body),
+            Err(_) => self.message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
                 "Please try again.",
             ),
         }
     }
+}
 
-    pub(super) async fn approval(&self, req: &EngineRequest) -> Response<Bytes> {
+/// The approval pages' dependencies: the store the link's request is read from, the decisions,
+/// and, with `approval.mode: upstream`, the login at the provider that approving needs.
+pub(super) struct ApprovalPages {
+    clock: Arc<dyn Clock>,
+    store: Arc<Store>,
+    clients: Arc<ClientRegistry>,
+    pages: Arc<Pages>,
+    decisions: Arc<Decisions>,
+    login: Option<Arc<UpstreamLogin>>,
+}
+
+impl ApprovalPages {
+    pub(super) fn new(
+        shared: &Shared,
+        decisions: &Arc<Decisions>,
+        login: Option<Arc<UpstreamLogin>>,
+    ) -> Self {
+        Self {
+            clock: Arc::clone(&shared.clock),
+            store: Arc::clone(&shared.store),
+            clients: Arc::clone(&shared.clients),
+            pages: Arc::clone(&shared.pages),
+            decisions: Arc::clone(decisions),
+            login,
+        }
+    }
+
+    pub(super) async fn handle(&self, req: &EngineRequest) -> Response<Bytes> {
         let handle = req.uri.path().rsplit('/').next().unwrap_or_default();
-        let upstream_mode = self.cfg.approval.mode == ApprovalMode::Upstream;
+        let upstream_mode = self.login.is_some();
         let now = self.clock.now_ms();
         let gone = || self.pages.gone();
         match req.method {
@@ -230,15 +270,26 @@ impl Engine {
                 let Some(pending) = self.store.view(handle, now).await else {
                     return gone();
                 };
-                if upstream_mode && req.uri.query() == Some("login") {
-                    return self.start_upstream_login(&pending).await;
+                if let Some(login) = &self.login
+                    && req.uri.query() == Some("login")
+                {
+                    return login.start(&pending).await;
                 }
                 let cookie = random_token();
                 let csrf = self.pages.csrf_token(handle, &cookie);
                 let continue_url =
                     upstream_mode.then(|| format!("{}?login", self.pages.link_for(handle)));
-                let mut resp =
-                    self.render_approval(&pending, &csrf, continue_url.as_deref(), "", None);
+                let client_name = self
+                    .clients
+                    .get(&pending.client_id)
+                    .map_or(pending.client_id.as_str(), |c| &c.name);
+                let shown = Shown {
+                    csrf: &csrf,
+                    continue_url: continue_url.as_deref(),
+                    form_action: "",
+                    signed_in_as: None,
+                };
+                let mut resp = self.pages.approval_page(&pending, client_name, now, shown);
                 let set = format!(
                     "{COOKIE}={cookie}; Path={}; Max-Age={}; HttpOnly; SameSite=Strict{}",
                     req.uri.path(),
@@ -275,8 +326,14 @@ impl Engine {
                     auth_time: now / 1000,
                     ..Approval::default()
                 });
-                self.record_choice(handle, form.get("decision"), approval)
-                    .await
+                record_choice(
+                    &self.pages,
+                    &self.decisions,
+                    handle,
+                    form.get("decision"),
+                    approval,
+                )
+                .await
             }
             _ => self.pages.message(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -287,40 +344,35 @@ impl Engine {
     }
 }
 
-impl Engine {
-    /// Records a choice made on a page: `approve` (when `approval` is given) or `deny`, once.
-    pub(super) async fn record_choice(
-        &self,
-        handle: &str,
-        choice: Option<&str>,
-        approval: Option<Approval>,
-    ) -> Response<Bytes> {
-        let (decision, title, text) = match (choice, approval) {
-            (Some("approve"), Some(a)) => (
-                Decision::Approved(a),
-                "Approved",
-                "You can return to the application that asked.",
-            ),
-            (Some("deny"), _) => (
-                Decision::Denied,
-                "Denied",
-                "The request was refused. Nothing was shared.",
-            ),
-            _ => {
-                return self.pages.message(
-                    StatusCode::BAD_REQUEST,
-                    "Unknown choice",
-                    "Please use the buttons.",
-                );
-            }
-        };
-        match self
-            .store
-            .resolve(handle, decision, self.clock.now_ms())
-            .await
-        {
-            Ok(()) => self.pages.message(StatusCode::OK, title, text),
-            Err(ResolveError::NotFound | ResolveError::Expired) => self.pages.gone(),
+/// Records a choice made on a page: `approve` (when `approval` is given) or `deny`, once.
+pub(super) async fn record_choice(
+    pages: &Pages,
+    decisions: &Decisions,
+    handle: &str,
+    choice: Option<&str>,
+    approval: Option<Approval>,
+) -> Response<Bytes> {
+    let (decision, title, text) = match (choice, approval) {
+        (Some("approve"), Some(a)) => (
+            Decision::Approved(a),
+            "Approved",
+            "You can return to the application that asked.",
+        ),
+        (Some("deny"), _) => (
+            Decision::Denied,
+            "Denied",
+            "The request was refused. Nothing was shared.",
+        ),
+        _ => {
+            return pages.message(
+                StatusCode::BAD_REQUEST,
+                "Unknown choice",
+                "Please use the buttons.",
+            );
         }
+    };
+    match decisions.decide(handle, decision).await {
+        Ok(()) => pages.message(StatusCode::OK, title, text),
+        Err(ResolveError::NotFound | ResolveError::Expired) => pages.gone(),
     }
 }

@@ -10,14 +10,19 @@ use http::{Method, Response, StatusCode};
 use jsonwebtoken::Validation;
 use serde::Deserialize;
 
-use super::{Engine, EngineRequest, json_response};
-use crate::channel::{Notification, Notified};
-use crate::clients::Client;
-use crate::config::Charset;
+use super::{EngineRequest, Shared, json_response};
+use crate::channel::{Channel, Notification, Notified};
+use crate::clients::{Client, ClientRegistry};
+use crate::clock::Clock;
+use crate::config::{Charset, CibaPolicy};
+use crate::log_throttle::LogThrottle;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{AuthReqId, ErrorCode, Form, OAuthError, Scope, random_token};
-use crate::store::{Delivery, PendingRequest, PendingStore, StoreError};
+use crate::ratelimit::RateLimiter;
+use crate::store::{Delivery, PendingRequest, PendingStore, Store, StoreError};
+use crate::tokens::Minter;
 use crate::users::User;
+use crate::users::{UserCodeGuard, UserDirectory};
 
 /// How long after its expiry an `id_token_hint` is still accepted (SEC-03).
 const ID_TOKEN_HINT_GRACE_SECS: u64 = 24 * 3600;
@@ -27,8 +32,50 @@ struct HintClaims {
     sub: String,
 }
 
-impl Engine {
-    pub(super) async fn backchannel(&self, req: &EngineRequest) -> Response<Bytes> {
+/// The backchannel endpoint's dependencies: client authentication, the user directory and its
+/// user codes, the rate limits, the store, the channel that reaches the user, the approval
+/// links, and the keys that verify an `id_token_hint`.
+pub(super) struct Backchannel {
+    policy: CibaPolicy,
+    issuer: String,
+    clock: Arc<dyn Clock>,
+    clients: Arc<ClientRegistry>,
+    users: Arc<UserDirectory>,
+    user_codes: UserCodeGuard,
+    per_client: Option<RateLimiter>,
+    per_user: Option<RateLimiter>,
+    store: Arc<Store>,
+    channel: Arc<Channel>,
+    pages: Arc<super::Pages>,
+    minter: Arc<Minter>,
+    log: Arc<LogThrottle>,
+}
+
+impl Backchannel {
+    pub(super) fn new(shared: &Shared) -> Self {
+        let limits = &shared.cfg.limits;
+        let limiter = |r: &Option<crate::config::Rate>| {
+            r.as_ref()
+                .map(|r| RateLimiter::new(r, Arc::clone(&shared.clock)))
+        };
+        Self {
+            policy: shared.cfg.ciba.clone(),
+            issuer: shared.issuer.clone(),
+            clock: Arc::clone(&shared.clock),
+            clients: Arc::clone(&shared.clients),
+            users: Arc::clone(&shared.users),
+            user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code),
+            per_client: limiter(&limits.bc_per_client),
+            per_user: limiter(&limits.bc_per_user),
+            store: Arc::clone(&shared.store),
+            channel: Arc::clone(&shared.channel),
+            pages: Arc::clone(&shared.pages),
+            minter: Arc::clone(&shared.minter),
+            log: Arc::clone(&shared.log),
+        }
+    }
+
+    pub(super) async fn handle(&self, req: &EngineRequest) -> Response<Bytes> {
         match self.backchannel_inner(req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -51,7 +98,7 @@ impl Engine {
         }
         // GW-07: every authenticated request counts against the client's budget.
         if let Some(Err(wait)) = self.per_client.as_ref().map(|l| l.check(&client.id)) {
-            if let Some(suppressed) = self.log_allowed(&format!("rate/client/{}", client.id)) {
+            if let Some(suppressed) = self.log.allow(&format!("rate/client/{}", client.id)) {
                 tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for the client");
             }
             return Err(rate_limited(
@@ -77,7 +124,7 @@ impl Engine {
         let scope = self.check_scope(client, form.get("scope"))?;
         let lifetime = self.check_expiry(form.get("requested_expiry"))?;
         let binding_message = form.get("binding_message");
-        if binding_message.is_none() && self.cfg.ciba.binding_message.required {
+        if binding_message.is_none() && self.policy.binding_message.required {
             // BC-UC-04: absent-but-required is invalid_request, not invalid_binding_message.
             return Err(OAuthError::invalid_request("binding_message is required"));
         }
@@ -125,7 +172,7 @@ impl Engine {
         // so a wrong one must not reach the user just because the client is not registered to
         // require it.
         let user_code = form.get("user_code");
-        if self.cfg.ciba.user_code.supported && (client.user_code_required || user_code.is_some()) {
+        if self.policy.user_code.supported && (client.user_code_required || user_code.is_some()) {
             self.check_user_code(user, user_code).await?;
         }
         if let Some(m) = binding_message {
@@ -134,7 +181,7 @@ impl Engine {
         // SEC-04 / GW-07: only requests that would reach the user count against the user's
         // budget, whichever client sends them. The user is not named in the log.
         if let Some(Err(wait)) = self.per_user.as_ref().map(|l| l.check(&user.subject)) {
-            if let Some(suppressed) = self.log_allowed(&format!("rate/user/{}", client.id)) {
+            if let Some(suppressed) = self.log.allow(&format!("rate/user/{}", client.id)) {
                 tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for a user");
             }
             return Err(rate_limited(
@@ -155,7 +202,7 @@ impl Engine {
             login_hint: form.get("login_hint").map(str::to_owned),
             created_at_ms: now,
             expires_at_ms: now + u64::from(lifetime) * 1000,
-            interval_secs: self.cfg.ciba.interval_secs,
+            interval_secs: self.policy.interval_secs,
         };
         self.store
             .create(pending.clone())
@@ -183,7 +230,7 @@ impl Engine {
             Err(e) => {
                 // Nothing may be left behind that can never complete.
                 self.store.cancel(&pending.id).await;
-                if let Some(suppressed) = self.log_allowed("channel unreachable") {
+                if let Some(suppressed) = self.log.allow("channel unreachable") {
                     tracing::warn!(client_id = %client.id, error = %e, suppressed, "the user could not be reached; request refused");
                 }
                 return Err(OAuthError::unavailable(
@@ -232,7 +279,7 @@ impl Engine {
 
     /// BC-REQ-04/05: a positive integer, capped at the configured maximum.
     fn check_expiry(&self, raw: Option<&str>) -> Result<u32, OAuthError> {
-        let policy = &self.cfg.ciba;
+        let policy = &self.policy;
         let Some(raw) = raw else {
             return Ok(policy.default_expiry_secs);
         };
@@ -255,7 +302,7 @@ impl Engine {
             Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
                 .describe("no user matches the hint")),
             Err(e) => {
-                if let Some(suppressed) = self.log_allowed("user directory") {
+                if let Some(suppressed) = self.log.allow("user directory") {
                     tracing::warn!(error = %e, suppressed, "user directory lookup failed");
                 }
                 Err(OAuthError::unavailable(
@@ -333,7 +380,7 @@ impl Engine {
 
     /// BC-UC-03: shown correctly or rejected; never cut or mangled.
     fn check_binding_message(&self, m: &str) -> Result<(), OAuthError> {
-        let p = &self.cfg.ciba.binding_message;
+        let p = &self.policy.binding_message;
         let bad = |why: &'static str| {
             OAuthError::bad_request(ErrorCode::InvalidBindingMessage).describe(why)
         };

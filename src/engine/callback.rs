@@ -6,18 +6,38 @@ use bytes::Bytes;
 use http::{Method, Response, StatusCode, header};
 use serde::Deserialize;
 
-use super::{Engine, EngineRequest, json_response};
+use std::sync::Arc;
+
+use super::decide::Decisions;
+use super::{EngineRequest, Shared, json_response};
 use crate::channel::{CallbackStatus, Channel};
+use crate::clock::Clock;
 use crate::protocol::OAuthError;
-use crate::store::{Approval, Decision, PendingStore, ResolveError};
+use crate::store::{Approval, Decision, ResolveError};
 
 #[derive(Deserialize)]
 struct CallbackBody {
     status: CallbackStatus,
 }
 
-impl Engine {
-    pub(super) async fn callback(&self, req: &EngineRequest) -> Response<Bytes> {
+/// The channel callback's dependencies: the channel (which verifies the bearer) and the
+/// decisions.
+pub(super) struct ChannelCallback {
+    channel: Arc<Channel>,
+    clock: Arc<dyn Clock>,
+    decisions: Arc<Decisions>,
+}
+
+impl ChannelCallback {
+    pub(super) fn new(shared: &Shared, decisions: &Arc<Decisions>) -> Self {
+        Self {
+            channel: Arc::clone(&shared.channel),
+            clock: Arc::clone(&shared.clock),
+            decisions: Arc::clone(decisions),
+        }
+    }
+
+    pub(super) async fn handle(&self, req: &EngineRequest) -> Response<Bytes> {
         match self.callback_inner(req).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
@@ -28,7 +48,7 @@ impl Engine {
         if req.method != Method::POST {
             return Err(OAuthError::method_not_allowed());
         }
-        let Channel::Http(channel) = &self.channel else {
+        let Channel::Http(channel) = &*self.channel else {
             return Err(OAuthError::invalid_token(
                 "no HTTP authentication channel is configured",
             ));
@@ -58,7 +78,7 @@ impl Engine {
             }),
             CallbackStatus::Unauthorized | CallbackStatus::Cancelled => Decision::Denied,
         };
-        match self.store.resolve(&handle, decision, now).await {
+        match self.decisions.decide(&handle, decision).await {
             Ok(()) => {
                 tracing::info!(status = ?body.status, "authentication channel callback accepted");
                 Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))

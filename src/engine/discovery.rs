@@ -19,7 +19,7 @@ use crate::protocol::GRANT_TYPE_CIBA;
 use crate::tokens::KeySet;
 
 /// The client authentication methods the gateway accepts (BC-AUTH-02, DISC-06).
-pub(crate) const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
+const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
 
 /// One thing about a provider's discovery document that will not work as configured, in plain
 /// words, with the configuration change that fixes it.

@@ -1,10 +1,15 @@
 //! The protocol engine: transport-agnostic. Adapters (the tower layer and the pingora module)
 //! hand it a buffered [`EngineRequest`] and get back either a response or the request itself,
-//! untouched, to forward to the upstream.
+//! untouched, to forward to the upstream. The whole contract an adapter works to is in
+//! `adapter.rs`; each endpoint is a flow in its own file (`backchannel.rs`, `token.rs`,
+//! `approval.rs`, `upstream_login.rs`, `callback.rs`, `userinfo.rs`) holding only the
+//! components it uses; every decision on a pending request goes through `decide.rs`.
 
+mod adapter;
 mod approval;
 mod backchannel;
 mod callback;
+mod decide;
 mod discovery;
 mod paths;
 mod token;
@@ -20,13 +25,15 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use crate::channel::Channel;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ConfigError, ConfigErrors, StoreConfig};
-use crate::ratelimit::RateLimiter;
+use crate::config::{ApprovalMode, Config, ConfigError, ConfigErrors, StoreConfig};
+use crate::log_throttle::LogThrottle;
 use crate::store::{MemoryStore, Store};
 use crate::tokens::{KeySet, Minter};
-use crate::upstream::{HeaderEdits, Upstream, UpstreamError};
-use crate::users::{UserCodeGuard, UserDirectory};
+use crate::upstream::{Upstream, UpstreamError};
+use crate::users::UserDirectory;
 
+pub use crate::protocol::json_response;
+pub use adapter::WrappedDiscovery;
 pub use approval::Pages;
 pub use discovery::Finding;
 pub use paths::{Paths, SharedPaths};
@@ -80,28 +87,44 @@ pub enum Route {
     Health,
 }
 
-/// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`.
+/// The components the flows share, built once from the configuration. Each flow takes from it
+/// only what it uses, so a flow's type shows what it can touch.
+pub(super) struct Shared {
+    pub(super) cfg: Config,
+    pub(super) issuer: String,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) clients: Arc<ClientRegistry>,
+    pub(super) users: Arc<UserDirectory>,
+    pub(super) store: Arc<Store>,
+    pub(super) channel: Arc<Channel>,
+    pub(super) minter: Arc<Minter>,
+    pub(super) pages: Arc<Pages>,
+    pub(super) upstream: Option<Arc<Upstream>>,
+    pub(super) paths: Arc<Paths>,
+    pub(super) log: Arc<LogThrottle>,
+}
+
+/// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`. What an adapter may ask of it
+/// is in `adapter.rs`; each endpoint's flow holds only its own dependencies.
 pub struct Engine {
-    pub(crate) cfg: Config,
-    pub(crate) issuer: String,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) clients: ClientRegistry,
-    pub(crate) users: UserDirectory,
-    pub(crate) user_codes: UserCodeGuard,
-    pub(crate) per_client: Option<RateLimiter>,
-    pub(crate) per_user: Option<RateLimiter>,
-    pub(crate) store: Arc<Store>,
-    pub(crate) channel: Channel,
-    pub(crate) minter: Minter,
-    pub(crate) pages: Pages,
-    pub(crate) upstream: Option<Upstream>,
-    pub(crate) paths: Paths,
-    login_sessions: upstream_login::LoginSessions,
+    cfg: Config,
+    issuer: String,
+    paths: Arc<Paths>,
+    upstream: Option<Arc<Upstream>>,
+    http_channel: bool,
+    tls: Option<crate::tls::ListenerTls>,
+    store: Arc<Store>,
+    minter: Arc<Minter>,
+    log: Arc<LogThrottle>,
     discovery: discovery::Discovery,
     /// The address of the provider's discovery copy last audited.
     audited: std::sync::atomic::AtomicUsize,
-    /// Repeated warnings (refusals, an unavailable provider) at most once per key per 10 s.
-    log_throttle: crate::log_throttle::LogThrottle,
+    backchannel: backchannel::Backchannel,
+    token: token::CibaGrant,
+    approval: approval::ApprovalPages,
+    login: Option<Arc<upstream_login::UpstreamLogin>>,
+    channel_callback: callback::ChannelCallback,
+    userinfo: userinfo::Userinfo,
 }
 
 impl std::fmt::Debug for Engine {
@@ -118,13 +141,38 @@ impl Engine {
         Self::with_clock(cfg, Arc::new(SystemClock))
     }
 
-    /// Builds an engine on the given clock (tests use [`crate::clock::ManualClock`]).
+    /// Builds an engine on the given clock (tests use [`crate::clock::ManualClock`]). Every
+    /// problem is reported at once: the configuration's rules, then whatever the components
+    /// find loading their keys and secrets (each loaded once, by the component that owns it).
     pub fn with_clock(cfg: Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigErrors> {
-        let problems = cfg.validate();
+        // Shape first, then what the components load; both kinds are reported together.
+        let mut problems = cfg.validate();
+        let keys = take(&mut problems, KeySet::from_config(&cfg.tokens));
+        let upstream = match &cfg.upstream {
+            Some(u) => {
+                take(&mut problems, Upstream::new(u, &cfg.public_url)).map(|u| Some(Arc::new(u)))
+            }
+            None => Some(None),
+        };
+        let clients = take(&mut problems, ClientRegistry::from_config(&cfg));
+        let users = take(&mut problems, UserDirectory::from_config(&cfg.users));
+        let issuer = cfg.issuer();
+        let channel = take(
+            &mut problems,
+            Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock)),
+        );
+        let tls = match &cfg.tls {
+            Some(t) => take(&mut problems, crate::tls::ListenerTls::load(t)).map(Some),
+            None => Some(None),
+        };
+        let (Some(keys), Some(upstream), Some(clients), Some(users), Some(channel), Some(tls)) =
+            (keys, upstream, clients, users, channel, tls)
+        else {
+            return Err(ConfigErrors(problems));
+        };
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        let issuer = cfg.issuer();
         let store = match cfg.store {
             StoreConfig::Memory {
                 capacity,
@@ -134,45 +182,49 @@ impl Engine {
                 Duration::from_secs(expired_grace_secs),
             )),
         };
-        let all = |e: ConfigError| ConfigErrors(vec![e]);
-        let keys = KeySet::from_config(&cfg.tokens).map_err(all)?;
-        let paths = Paths::new(&cfg);
+        let paths = Arc::new(Paths::new(&cfg));
         let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
-        let minter = Minter::new(keys, issuer.clone(), &cfg.tokens);
-        let upstream = match &cfg.upstream {
-            Some(u) => Some(Upstream::new(u, &cfg.public_url).map_err(all)?),
-            None => None,
-        };
-        Ok(Self {
-            upstream,
-            login_sessions: upstream_login::LoginSessions::new(),
-            audited: std::sync::atomic::AtomicUsize::new(0),
-            log_throttle: crate::log_throttle::LogThrottle::new(10_000, Arc::clone(&clock)),
-            clients: ClientRegistry::from_config(&cfg).map_err(all)?,
-            users: UserDirectory::from_config(&cfg.users).map_err(all)?,
-            user_codes: UserCodeGuard::new(&cfg.ciba.user_code),
-            per_client: cfg
-                .limits
-                .bc_per_client
-                .map(|r| RateLimiter::new(&r, Arc::clone(&clock))),
-            per_user: cfg
-                .limits
-                .bc_per_user
-                .map(|r| RateLimiter::new(&r, Arc::clone(&clock))),
-            channel: Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock))
-                .map_err(all)?,
-            pages: Pages::new(&cfg, &paths),
-            paths,
+        let shared = Shared {
+            minter: Arc::new(Minter::new(keys, issuer.clone(), &cfg.tokens)),
+            pages: Arc::new(Pages::new(&cfg, &paths)),
+            log: Arc::new(LogThrottle::new(10_000, Arc::clone(&clock))),
+            clients: Arc::new(clients),
+            users: Arc::new(users),
             store: Arc::new(store),
-            minter,
-            discovery,
+            channel: Arc::new(channel),
+            upstream,
+            paths,
             clock,
             issuer,
             cfg,
+        };
+        let decisions = Arc::new(decide::Decisions::new(&shared));
+        let login = (shared.cfg.approval.mode == ApprovalMode::Upstream)
+            .then_some(shared.upstream.as_ref())
+            .flatten()
+            .map(|u| Arc::new(upstream_login::UpstreamLogin::new(&shared, u, &decisions)));
+        Ok(Self {
+            backchannel: backchannel::Backchannel::new(&shared),
+            token: token::CibaGrant::new(&shared),
+            approval: approval::ApprovalPages::new(&shared, &decisions, login.clone()),
+            channel_callback: callback::ChannelCallback::new(&shared, &decisions),
+            userinfo: userinfo::Userinfo::new(&shared),
+            login,
+            http_channel: matches!(*shared.channel, Channel::Http(_)),
+            tls,
+            discovery,
+            audited: std::sync::atomic::AtomicUsize::new(0),
+            store: shared.store,
+            minter: shared.minter,
+            log: shared.log,
+            upstream: shared.upstream,
+            paths: shared.paths,
+            issuer: shared.issuer,
+            cfg: shared.cfg,
         })
     }
 
-    /// The validated configuration.
+    /// The validated configuration (the runtimes read `server.*`, `tls` and `listen` from it).
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -182,69 +234,54 @@ impl Engine {
         &self.issuer
     }
 
-    /// The largest body an adapter should buffer for the engine.
-    pub fn max_body_bytes(&self) -> usize {
-        self.cfg.limits.max_body_bytes
-    }
-
-    /// Which of the gateway's endpoints a path is, if any. Everything else passes through.
-    pub fn route(&self, path: &str) -> Option<Route> {
-        self.paths
-            .route(path, matches!(self.channel, Channel::Http(_)))
-    }
-
     /// The endpoint paths in force.
     pub fn paths(&self) -> &Paths {
         &self.paths
     }
 
-    /// Whether a buffered token-endpoint body carries the CIBA grant (either spelling). Adapters
-    /// use it to decide, before anything else, whether the request is theirs at all.
-    pub fn is_ciba_grant(body: &[u8]) -> bool {
-        form_urlencoded::parse(body).any(|(k, v)| {
-            k == "grant_type"
-                && (v == crate::protocol::GRANT_TYPE_CIBA
-                    || v == crate::protocol::GRANT_TYPE_CIBA_IETF_ALIAS)
-        })
+    /// TLS for the listener (`tls:`), loaded when the engine was built; `None` for plain TCP.
+    pub fn listener_tls(&self) -> Option<&crate::tls::ListenerTls> {
+        self.tls.as_ref()
+    }
+
+    /// The upstream provider, if configured (the runtimes take its address and TLS roots).
+    pub fn upstream(&self) -> Option<&Upstream> {
+        self.upstream.as_deref()
+    }
+
+    /// How far the notification of a live request got.
+    pub async fn delivery(&self, auth_req_id: &str) -> Option<crate::store::Delivery> {
+        use crate::store::PendingStore as _;
+        self.store.delivery(auth_req_id).await
     }
 
     /// Handles a request on one of the gateway's routes.
     pub async fn handle(&self, route: Route, req: EngineRequest) -> Outcome {
         let resp = match route {
-            Route::Token => return self.token(req).await,
-            Route::Backchannel => self.backchannel(&req).await,
+            Route::Token => return self.token.handle(req).await,
+            Route::Backchannel => self.backchannel.handle(&req).await,
             Route::Discovery => self.upstream_discovery().await,
             Route::Jwks => match &self.upstream {
                 Some(u) => self.merged_jwks(u).await,
                 None => cached_json(self.minter.keys().jwks().clone()),
             },
-            Route::Userinfo => return self.userinfo(req).await,
-            Route::LoginCallback if self.upstream_approval() && req.method == Method::GET => {
-                self.upstream_callback(&req).await
+            Route::Userinfo => return self.userinfo.handle(req).await,
+            Route::LoginCallback if req.method == Method::GET && self.login.is_some() => {
+                self.login.as_ref().unwrap().callback(&req).await
             }
-            Route::Consent if self.upstream_approval() && req.method == Method::POST => {
-                self.upstream_consent(&req).await
+            Route::Consent if req.method == Method::POST && self.login.is_some() => {
+                self.login.as_ref().unwrap().consent(&req).await
             }
             // Otherwise these segments are handles like any other (and never valid ones).
-            Route::Approval | Route::LoginCallback | Route::Consent => self.approval(&req).await,
-            Route::ChannelCallback => self.callback(&req).await,
+            Route::Approval | Route::LoginCallback | Route::Consent => {
+                self.approval.handle(&req).await
+            }
+            Route::ChannelCallback => self.channel_callback.handle(&req).await,
             Route::Health => {
                 json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
             }
         };
         Outcome::Respond(resp)
-    }
-
-    /// Adds the CIBA fields to a wrapped service's discovery document (GW-01): `None` if the
-    /// body is not a JSON object. The service's token and userinfo paths are learned from it.
-    pub fn merge_discovery(&self, upstream: &[u8]) -> Option<Bytes> {
-        let doc = serde_json::from_slice(upstream).ok()?;
-        self.paths.learn(&doc);
-        Some(self.discovery.merge(doc, &self.paths.shared(), false))
-    }
-
-    fn upstream_approval(&self) -> bool {
-        self.cfg.approval.mode == crate::config::ApprovalMode::Upstream
     }
 
     /// The provider's discovery document, fetched as the gateway fetches it (public `Host`,
@@ -271,15 +308,6 @@ impl Engine {
             }
         }
         Some(fetched)
-    }
-
-    /// Reads the provider's discovery once, so that the token and userinfo paths it names are
-    /// known before the first client arrives (a runtime calls it as it starts listening; a
-    /// provider that is down is logged and read again on the next discovery request).
-    pub async fn warm_up(&self) {
-        if let Some(Err(e)) = self.upstream_discovery_document().await {
-            tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
-        }
     }
 
     /// What will not work with this configuration whatever the provider says (`ciba-gateway
@@ -320,103 +348,6 @@ impl Engine {
         found
     }
 
-    /// Whether an upstream provider is configured. With one, the engine serves discovery and the
-    /// JWKS itself (from the upstream's, merged); adapters then never ask their inner service.
-    pub fn has_upstream(&self) -> bool {
-        self.upstream.is_some()
-    }
-
-    /// How far the notification of a live request got.
-    pub async fn delivery(&self, auth_req_id: &str) -> Option<crate::store::Delivery> {
-        use crate::store::PendingStore as _;
-        self.store.delivery(auth_req_id).await
-    }
-
-    /// The upstream provider, if configured.
-    pub fn upstream(&self) -> Option<&Upstream> {
-        self.upstream.as_ref()
-    }
-
-    /// The changes a request needs before it is forwarded (BCP-05): untrusted inbound
-    /// forwarding and client-certificate headers removed; `Host` and fresh forwarding headers
-    /// per the upstream configuration. `peer` is the address the gateway saw, `tls` whether the
-    /// client connection was TLS.
-    pub fn header_edits(
-        &self,
-        headers: &HeaderMap,
-        peer: Option<std::net::IpAddr>,
-        tls: bool,
-    ) -> HeaderEdits {
-        match &self.upstream {
-            Some(u) => u.header_edits(headers, peer, tls),
-            None => HeaderEdits {
-                remove: crate::upstream::untrusted_present(headers),
-                set: Vec::new(),
-            },
-        }
-    }
-
-    /// The answer to a request for one of the gateway's endpoints whose body is over
-    /// `limits.max_body_bytes`: 413 in JSON (GW-07).
-    pub fn body_too_large(&self) -> Response<Bytes> {
-        let mut r = crate::protocol::OAuthError::invalid_request(
-            "the request body is too large or unreadable",
-        )
-        .into_response();
-        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-        r
-    }
-
-    /// Whether a warning that a flood could repeat may be logged now: `Some(suppressed)` at most
-    /// once per `key` every 10 seconds, with the number of lines held back since; `None`
-    /// otherwise. Adapters use it for their own per-request failures.
-    pub fn log_allowed(&self, key: &str) -> Option<u64> {
-        self.log_throttle.allow(key)
-    }
-
-    /// The answer to a request for one of the gateway's endpoints whose body could not be read
-    /// (a malformed chunked encoding, a connection error): 400 in JSON.
-    pub fn body_unreadable(&self) -> Response<Bytes> {
-        crate::protocol::OAuthError::invalid_request("the request body could not be read")
-            .into_response()
-    }
-
-    /// How long a request body may take to arrive in full (`limits.body_read_timeout_secs`).
-    pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.cfg.limits.body_read_timeout_secs)
-    }
-
-    /// The answer to a request whose body did not arrive within [`Engine::body_read_timeout`]:
-    /// 408 in JSON, and the connection is not worth keeping.
-    pub fn body_timed_out(&self) -> Response<Bytes> {
-        let mut r =
-            crate::protocol::OAuthError::invalid_request("the request body did not arrive in time")
-                .into_response();
-        *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        r
-    }
-
-    /// The answer when a forwarded request fails: 504 on a timeout, 502 otherwise, in JSON.
-    pub fn upstream_failure(&self, timeout: bool) -> Response<Bytes> {
-        use crate::protocol::{ErrorCode, OAuthError};
-        let (status, text) = if timeout {
-            (
-                StatusCode::GATEWAY_TIMEOUT,
-                "the upstream provider did not answer in time",
-            )
-        } else {
-            (
-                StatusCode::BAD_GATEWAY,
-                "the upstream provider could not be reached",
-            )
-        };
-        OAuthError::new(ErrorCode::ServerError, status)
-            .describe(text)
-            .into_response()
-    }
-
     async fn upstream_discovery(&self) -> Response<Bytes> {
         match self.upstream_discovery_document().await {
             // GW-02: clients validate ID tokens against jwks_uri; the gateway's JWKS carries
@@ -426,7 +357,7 @@ impl Engine {
                 &self.paths.shared(),
                 true,
             )),
-            Some(Err(e)) => upstream_unavailable(self, &e),
+            Some(Err(e)) => upstream_unavailable(&self.log, &e),
             None => self.discovery.standalone(),
         }
     }
@@ -442,40 +373,26 @@ impl Engine {
                 }
                 cached_json(Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
             }
-            Err(e) => upstream_unavailable(self, &e),
+            Err(e) => upstream_unavailable(&self.log, &e),
         }
-    }
-
-    /// The gateway's own complete discovery document.
-    pub fn standalone_discovery(&self) -> Response<Bytes> {
-        self.discovery.standalone()
     }
 }
 
-fn upstream_unavailable(engine: &Engine, e: &UpstreamError) -> Response<Bytes> {
-    if let Some(suppressed) = engine.log_allowed("upstream unavailable") {
+fn upstream_unavailable(log: &LogThrottle, e: &UpstreamError) -> Response<Bytes> {
+    if let Some(suppressed) = log.allow("upstream unavailable") {
         tracing::warn!(error = %e, suppressed, "upstream provider unavailable");
     }
     crate::protocol::OAuthError::unavailable("the upstream provider is unavailable", 5)
         .into_response()
 }
 
-/// A JSON response that must not be cached (OA-04, TOK-08).
-pub fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
-    let mut r = Response::new(body);
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    r
+/// The value of a component's constructor, or `None` with its errors added to `problems`.
+fn take<T, E: Into<ConfigErrors>>(problems: &mut Vec<ConfigError>, r: Result<T, E>) -> Option<T> {
+    r.map_err(|e| problems.extend(e.into().0)).ok()
 }
 
 /// A public JSON document that clients may cache briefly (discovery, JWKS).
-pub(crate) fn cached_json(body: Bytes) -> Response<Bytes> {
+fn cached_json(body: Bytes) -> Response<Bytes> {
     let mut r = Response::new(body);
     let h = r.headers_mut();
     h.insert(
@@ -487,31 +404,4 @@ pub(crate) fn cached_json(body: Bytes) -> Response<Bytes> {
         HeaderValue::from_static("public, max-age=300"),
     );
     r
-}
-
-impl Engine {
-    /// The standalone gateway's answer for what it does not serve: a token request with another
-    /// grant type is `unsupported_grant_type`; anything else is 404.
-    pub fn not_served(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Bytes> {
-        use crate::protocol::{ErrorCode, OAuthError};
-        let shared = self.paths.shared();
-        if path == shared.token {
-            let e = if method != Method::POST {
-                OAuthError::method_not_allowed()
-            } else if let Err(e) = crate::protocol::form::require_form_content_type(headers) {
-                e
-            } else {
-                OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
-                    .describe("this gateway only serves the CIBA grant")
-            };
-            return e.into_response();
-        }
-        if path == shared.userinfo {
-            return OAuthError::invalid_token("the access token was not issued by this gateway")
-                .into_response();
-        }
-        OAuthError::new(ErrorCode::InvalidRequest, StatusCode::NOT_FOUND)
-            .describe("no such endpoint")
-            .into_response()
-    }
 }

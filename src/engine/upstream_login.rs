@@ -9,24 +9,29 @@
 //! single-use. A mismatch or a provider error leaves the request pending: the requested user can
 //! still approve through their own link.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::approval::cookie_value;
-use super::{Engine, EngineRequest};
+use super::approval::{Pages, Shown, cookie_value, record_choice};
+use super::decide::Decisions;
+use super::{EngineRequest, Shared};
+use crate::clients::ClientRegistry;
+use crate::clock::Clock;
 use crate::config::IdentityClaim;
 use crate::protocol::random_token;
-use crate::store::{Approval, PendingRequest, PendingStore};
-use crate::upstream::{LoginRequest, LoginSecrets};
+use crate::store::{Approval, PendingRequest, PendingStore, Store};
+use crate::upstream::{LoginRequest, LoginSecrets, Upstream};
+use crate::users::UserDirectory;
 
 pub(super) const LOGIN_COOKIE: &str = "ciba_login";
 
 /// One login attempt at the upstream, keyed by its `state`.
 #[derive(Clone)]
-pub(crate) struct LoginAttempt {
+struct LoginAttempt {
     sid: String,
     handle: String,
     secrets: LoginSecrets,
@@ -34,19 +39,19 @@ pub(crate) struct LoginAttempt {
 
 /// A successful login waiting for the user's decision, keyed by the session id.
 #[derive(Clone)]
-pub(crate) struct PendingConsent {
+struct PendingConsent {
     handle: String,
     approval: Approval,
 }
 
 /// The short-lived state of the upstream login flow.
-pub(crate) struct LoginSessions {
+struct LoginSessions {
     attempts: moka::sync::Cache<String, LoginAttempt>,
     consents: moka::sync::Cache<String, PendingConsent>,
 }
 
 impl LoginSessions {
-    pub(crate) fn new() -> Self {
+    fn new() -> Self {
         let ttl = Duration::from_secs(15 * 60);
         Self {
             attempts: moka::sync::Cache::builder()
@@ -108,17 +113,56 @@ fn approval_from_claims(
     }
 }
 
-impl Engine {
-    fn redirect_uri(&self) -> String {
-        self.cfg
-            .url_for(&format!("{}/callback", self.paths.approval))
+/// The upstream login's dependencies: the provider, the short-lived login sessions, the
+/// request's client and user (for the identity binding), the pages and the decisions.
+pub(super) struct UpstreamLogin {
+    upstream: Arc<Upstream>,
+    sessions: LoginSessions,
+    clock: Arc<dyn Clock>,
+    store: Arc<Store>,
+    clients: Arc<ClientRegistry>,
+    users: Arc<UserDirectory>,
+    pages: Arc<Pages>,
+    decisions: Arc<Decisions>,
+    /// The provider's discovery path (what its endpoints are read from).
+    discovery_path: String,
+    /// The path the login cookie is scoped to (the approval pages').
+    approval_path: String,
+    redirect_uri: String,
+    consent_url: String,
+    prompt_login: bool,
+    identity_claim: IdentityClaim,
+}
+
+impl UpstreamLogin {
+    pub(super) fn new(
+        shared: &Shared,
+        upstream: &Arc<Upstream>,
+        decisions: &Arc<Decisions>,
+    ) -> Self {
+        let approval = &shared.paths.approval;
+        Self {
+            upstream: Arc::clone(upstream),
+            sessions: LoginSessions::new(),
+            clock: Arc::clone(&shared.clock),
+            store: Arc::clone(&shared.store),
+            clients: Arc::clone(&shared.clients),
+            users: Arc::clone(&shared.users),
+            pages: Arc::clone(&shared.pages),
+            decisions: Arc::clone(decisions),
+            discovery_path: shared.paths.discovery.clone(),
+            approval_path: approval.clone(),
+            redirect_uri: shared.cfg.url_for(&format!("{approval}/callback")),
+            consent_url: shared.cfg.url_for(&format!("{approval}/consent")),
+            prompt_login: shared.cfg.approval.prompt_login,
+            identity_claim: shared.cfg.approval.identity_claim,
+        }
     }
 
     /// GET `{approval}/{handle}?login`: start the login at the upstream.
-    pub(super) async fn start_upstream_login(&self, pending: &PendingRequest) -> Response<Bytes> {
-        let (Some(upstream), Some(client)) =
-            (self.upstream.as_ref(), self.clients.get(&pending.client_id))
-        else {
+    pub(super) async fn start(&self, pending: &PendingRequest) -> Response<Bytes> {
+        let upstream = &self.upstream;
+        let Some(client) = self.clients.get(&pending.client_id) else {
             return self.pages.message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sign-in is not available",
@@ -132,19 +176,15 @@ impl Engine {
                 "This application cannot sign you in.",
             );
         };
-        let redirect_uri = self.redirect_uri();
         let req = LoginRequest {
             client_id: &creds.client_id,
-            redirect_uri: &redirect_uri,
+            redirect_uri: &self.redirect_uri,
             scope: pending.scope.as_str(),
             login_hint: pending.login_hint.as_deref(),
             acr_values: pending.acr_values.as_deref(),
-            prompt_login: self.cfg.approval.prompt_login,
+            prompt_login: self.prompt_login,
         };
-        let (url, secrets) = match upstream
-            .authorization_url(&self.paths.discovery, &req)
-            .await
-        {
+        let (url, secrets) = match upstream.authorization_url(&self.discovery_path, &req).await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start the upstream login");
@@ -156,7 +196,7 @@ impl Engine {
             }
         };
         let sid = random_token();
-        self.login_sessions.attempts.insert(
+        self.sessions.attempts.insert(
             secrets.state.clone(),
             LoginAttempt {
                 sid: sid.clone(),
@@ -177,7 +217,7 @@ impl Engine {
         );
         let cookie = format!(
             "{LOGIN_COOKIE}={sid}; Path={}; Max-Age={}; HttpOnly; SameSite=Lax{}",
-            self.paths.approval,
+            self.approval_path,
             pending.expires_at_ms.saturating_sub(self.clock.now_ms()) / 1000 + 1,
             if self.pages.secure_cookie {
                 "; Secure"
@@ -192,7 +232,7 @@ impl Engine {
     }
 
     /// GET `{approval}/callback`: the provider sends the browser back.
-    pub(super) async fn upstream_callback(&self, req: &EngineRequest) -> Response<Bytes> {
+    pub(super) async fn callback(&self, req: &EngineRequest) -> Response<Bytes> {
         let q: Vec<(String, String)> =
             form_urlencoded::parse(req.uri.query().unwrap_or("").as_bytes())
                 .into_owned()
@@ -200,8 +240,7 @@ impl Engine {
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let pages = &self.pages;
         // State and session are single-use.
-        let Some(attempt) = get("state").and_then(|s| self.login_sessions.attempts.remove(s))
-        else {
+        let Some(attempt) = get("state").and_then(|s| self.sessions.attempts.remove(s)) else {
             return pages.message(
                 StatusCode::BAD_REQUEST,
                 "This sign-in has expired",
@@ -228,11 +267,8 @@ impl Engine {
         let Some(pending) = self.store.view(&attempt.handle, now).await else {
             return pages.gone();
         };
-        let (Some(upstream), Some(client), Some(code)) = (
-            self.upstream.as_ref(),
-            self.clients.get(&pending.client_id),
-            get("code"),
-        ) else {
+        let upstream = &self.upstream;
+        let (Some(client), Some(code)) = (self.clients.get(&pending.client_id), get("code")) else {
             return pages.message(
                 StatusCode::BAD_REQUEST,
                 "Sign-in failed",
@@ -246,14 +282,14 @@ impl Engine {
                 "This application cannot sign you in.",
             );
         };
-        let disc = &self.paths.discovery;
+        let disc = &self.discovery_path;
         let tokens = match upstream
             .exchange_code(
                 disc,
                 creds,
                 code,
                 &attempt.secrets.verifier,
-                &self.redirect_uri(),
+                &self.redirect_uri,
             )
             .await
         {
@@ -292,7 +328,7 @@ impl Engine {
         // request's hint resolved to.
         let user = self.users.by_subject(&pending.subject).await.ok().flatten();
         let bound = identity_bound(
-            self.cfg.approval.identity_claim,
+            self.identity_claim,
             &claims,
             &pending.subject,
             user.as_deref(),
@@ -306,7 +342,7 @@ impl Engine {
             );
         }
         let approval = approval_from_claims(&claims, tokens, now);
-        self.login_sessions.consents.insert(
+        self.sessions.consents.insert(
             attempt.sid.clone(),
             PendingConsent {
                 handle: attempt.handle,
@@ -314,20 +350,17 @@ impl Engine {
             },
         );
         let csrf = pages.csrf_token("consent", &attempt.sid);
-        let consent_url = self
-            .cfg
-            .url_for(&format!("{}/consent", self.paths.approval));
-        self.render_approval(
-            &pending,
-            &csrf,
-            None,
-            &consent_url,
-            claim(&claims, "email").or(claim(&claims, "sub")),
-        )
+        let shown = Shown {
+            csrf: &csrf,
+            continue_url: None,
+            form_action: &self.consent_url,
+            signed_in_as: claim(&claims, "email").or(claim(&claims, "sub")),
+        };
+        pages.approval_page(&pending, &client.name, now, shown)
     }
 
     /// POST `{approval}/consent`: the user's decision after the login.
-    pub(super) async fn upstream_consent(&self, req: &EngineRequest) -> Response<Bytes> {
+    pub(super) async fn consent(&self, req: &EngineRequest) -> Response<Bytes> {
         let pages = &self.pages;
         let Some(form) = pages.form(req) else {
             return pages.unreadable_form();
@@ -340,10 +373,12 @@ impl Engine {
                 "Open the link you received again.",
             );
         }
-        let Some(consent) = self.login_sessions.consents.remove(sid) else {
+        let Some(consent) = self.sessions.consents.remove(sid) else {
             return pages.gone();
         };
-        self.record_choice(
+        record_choice(
+            pages,
+            &self.decisions,
             &consent.handle,
             form.get("decision"),
             Some(consent.approval),

@@ -9,10 +9,15 @@ use http::{HeaderMap, Method, StatusCode, header};
 use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 
-use super::{Engine, EngineRequest, Outcome, json_response};
+use std::sync::Arc;
+
+use super::{EngineRequest, Outcome, Shared, json_response};
+use crate::clock::Clock;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{Form, OAuthError, Scope};
+use crate::tokens::Minter;
 use crate::tokens::{AccessTokenClaims, scoped_claims};
+use crate::users::UserDirectory;
 
 /// Where the request carries its access token (RFC 6750 §2.1, §2.2).
 fn bearer<'a>(headers: &'a HeaderMap, form: Option<&'a Form<'a>>) -> Option<&'a str> {
@@ -26,8 +31,26 @@ fn bearer<'a>(headers: &'a HeaderMap, form: Option<&'a Form<'a>>) -> Option<&'a 
     in_header.or_else(|| form?.get("access_token"))
 }
 
-impl Engine {
-    pub(super) async fn userinfo(&self, req: EngineRequest) -> Outcome {
+/// Userinfo's dependencies: the keys that recognise the gateway's tokens, and the directory
+/// the claims come from.
+pub(super) struct Userinfo {
+    issuer: String,
+    clock: Arc<dyn Clock>,
+    minter: Arc<Minter>,
+    users: Arc<UserDirectory>,
+}
+
+impl Userinfo {
+    pub(super) fn new(shared: &Shared) -> Self {
+        Self {
+            issuer: shared.issuer.clone(),
+            clock: Arc::clone(&shared.clock),
+            minter: Arc::clone(&shared.minter),
+            users: Arc::clone(&shared.users),
+        }
+    }
+
+    pub(super) async fn handle(&self, req: EngineRequest) -> Outcome {
         let form = (req.method == Method::POST && require_form_content_type(&req.headers).is_ok())
             .then(|| Form::parse(&req.body).ok())
             .flatten();

@@ -233,7 +233,7 @@ impl OAuthError {
 
     /// Renders the full HTTP response.
     pub fn into_response(self) -> Response<Bytes> {
-        let mut resp = crate::engine::json_response(self.status, self.body());
+        let mut resp = super::json_response(self.status, self.body());
         let h = resp.headers_mut();
         match self.challenge {
             Challenge::None => {}

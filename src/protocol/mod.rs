@@ -9,3 +9,23 @@ pub mod types;
 pub use error::{ErrorCode, OAuthError};
 pub use form::Form;
 pub use types::{AuthReqId, GRANT_TYPE_CIBA, GRANT_TYPE_CIBA_IETF_ALIAS, Scope, random_token};
+
+/// A JSON response that must not be cached (OA-04, TOK-08).
+pub fn json_response(status: http::StatusCode, body: bytes::Bytes) -> http::Response<bytes::Bytes> {
+    let mut r = http::Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    h.insert(
+        http::header::PRAGMA,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    r
+}

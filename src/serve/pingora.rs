@@ -165,12 +165,6 @@ pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         grace_period_seconds: Some(cfg.server.shutdown_grace_secs),
         graceful_shutdown_timeout_seconds: Some(1),
-        // pingora's connector reads the upstream's roots from this path itself.
-        ca_file: cfg
-            .upstream
-            .as_ref()
-            .and_then(|u| u.ca_file.as_ref())
-            .map(|p| p.display().to_string()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -178,13 +172,12 @@ pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
     let proxy = CibaProxy::try_new(Arc::clone(&engine)).map_err(ServeError::Setup)?;
     let mut service = Guarded::service(&server.configuration, proxy);
     let addr = listen.to_string();
-    match &cfg.tls {
+    match engine.listener_tls() {
         Some(t) => {
-            let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
-                &t.cert_file.display().to_string(),
-                &t.key_file.display().to_string(),
-            )
-            .map_err(|e| ServeError::Setup(format!("tls: {e}")))?;
+            // The engine's loaded certificate, not the files again (no paths given).
+            let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+                .map_err(|e| ServeError::Setup(format!("tls: {e}")))?;
+            settings.set_cert_resolver(t.resolver());
             settings.enable_h2();
             service.add_tls_with_settings(&addr, None, settings);
         }

@@ -74,7 +74,10 @@ impl Inner {
                 .read_timeout(Duration::from_millis(c.read_timeout_ms))
                 .pool_idle_timeout(Duration::from_secs(60));
             for cert in u.ca_certificates() {
-                b = b.add_root_certificate(cert.clone());
+                // Parsed when the upstream was built; DER that parsed once converts again.
+                if let Ok(cert) = reqwest::Certificate::from_der(cert) {
+                    b = b.add_root_certificate(cert);
+                }
             }
             b.build()
                 .expect("a reqwest client with rustls and ring builds")
@@ -186,7 +189,8 @@ pub async fn serve(
     Ok(serve_with(listener, engine, None, shutdown).await?)
 }
 
-/// Like [`serve`], with TLS on the listener ([`tls_acceptor`]: HTTP/2 and HTTP/1.1 by ALPN).
+/// Like [`serve`], with TLS on the listener (the engine's [`Engine::listener_tls`] offers HTTP/2
+/// and HTTP/1.1 by ALPN).
 pub async fn serve_tls(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -201,10 +205,9 @@ pub async fn serve_tls(
 /// has drained.
 pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
     let listen = engine.config().listen;
-    let tls = match &engine.config().tls {
-        Some(t) => Some(tls_acceptor(&t.cert_file, &t.key_file).map_err(ServeError::Setup)?),
-        None => None,
-    };
+    let tls = engine
+        .listener_tls()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = engine.config().server.threads {
         rt.worker_threads(n);
@@ -240,37 +243,6 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
-}
-
-/// A TLS acceptor (rustls, ring) for a PEM certificate chain and private key, offering `h2` and
-/// `http/1.1` by ALPN.
-pub fn tls_acceptor(
-    cert_file: &std::path::Path,
-    key_file: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("tls.cert_file {}: {e}", cert_file.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "tls.cert_file {}: no certificate",
-            cert_file.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("tls.key_file {}: {e}", key_file.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| format!("tls: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 async fn serve_with(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use keygen::generate_pem;
 
 use crate::clients::Client;
-use crate::config::{ConfigError, KeyConfig, SigningAlg, TokensConfig, resolve_secret};
+use crate::config::{ConfigErrors, KeyConfig, Problems, SigningAlg, TokensConfig, resolve_secret};
 use crate::protocol::random_token;
 use crate::secret::Secret;
 use crate::store::{Approval, PendingRequest};
@@ -114,20 +114,23 @@ impl std::fmt::Debug for KeySet {
 }
 
 impl KeySet {
-    /// Loads the configured keys, or generates an ephemeral ES256 key when none is configured.
-    pub fn from_config(cfg: &TokensConfig) -> Result<Self, ConfigError> {
+    /// Loads the configured keys, or generates an ephemeral ES256 key when none is configured;
+    /// every key that cannot be loaded is reported under its path, and `active_kid` must name
+    /// one of them.
+    pub fn from_config(cfg: &TokensConfig) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::new();
         let mut keys = Vec::new();
         let mut jwks = Vec::new();
         if cfg.keys.is_empty() {
             tracing::warn!(
                 "no signing keys configured: using an ephemeral ES256 key (tokens will not verify after a restart)"
             );
-            let pem =
-                generate_pem(SigningAlg::ES256).map_err(|m| ConfigError::new("tokens.keys", m))?;
-            let (k, j) = SigningKey::from_pem("ephemeral-es256", SigningAlg::ES256, &pem)
-                .map_err(|m| ConfigError::new("tokens.keys", m))?;
-            keys.push(k);
-            jwks.push(j);
+            let key = generate_pem(SigningAlg::ES256)
+                .and_then(|pem| SigningKey::from_pem("ephemeral-es256", SigningAlg::ES256, &pem));
+            if let Some((k, j)) = problems.take("tokens.keys", key) {
+                keys.push(k);
+                jwks.push(j);
+            }
         }
         for (
             i,
@@ -138,23 +141,29 @@ impl KeySet {
             },
         ) in cfg.keys.iter().enumerate()
         {
-            let path = format!("tokens.keys[{i}].private_key");
-            let pem = load_key_pem(private_key).map_err(|m| ConfigError::new(&path, m))?;
-            let (k, j) = SigningKey::from_pem(kid, *alg, pem.expose())
-                .map_err(|m| ConfigError::new(&path, m))?;
-            keys.push(k);
-            jwks.push(j);
+            let key = load_key_pem(private_key)
+                .and_then(|pem| SigningKey::from_pem(kid, *alg, pem.expose()));
+            if let Some((k, j)) = problems.take(format!("tokens.keys[{i}].private_key"), key) {
+                keys.push(k);
+                jwks.push(j);
+            }
         }
         let active = match &cfg.active_kid {
-            Some(kid) => keys
-                .iter()
-                .position(|k| &k.kid == kid)
-                .ok_or_else(|| ConfigError::new("tokens.active_kid", "names no key"))?,
-            None => 0,
+            Some(kid) => cfg.keys.iter().position(|k| &k.kid == kid).or_else(|| {
+                problems.push("tokens.active_kid", "names no key in tokens.keys");
+                None
+            }),
+            None => Some(0),
         };
-        let jwks =
-            Bytes::from(serde_json::to_vec(&JwkSet { keys: jwks }).expect("a JWKS serialises"));
-        Ok(Self { keys, active, jwks })
+        problems.finish(|| {
+            let jwks =
+                Bytes::from(serde_json::to_vec(&JwkSet { keys: jwks }).expect("a JWKS serialises"));
+            Self {
+                keys,
+                active: active.unwrap_or_default(),
+                jwks,
+            }
+        })
     }
 
     /// The JWKS document (public keys only).

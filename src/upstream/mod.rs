@@ -100,9 +100,9 @@ pub struct Upstream {
     /// The headers of the gateway's own requests to the provider: the `Host` and forwarding
     /// headers a client reaching the provider through the public URL would cause.
     own_headers: HeaderMap,
-    /// `upstream.ca_file`, read and parsed once (every client that talks to the provider uses
-    /// these; pingora reads the same file by path, after this has checked it).
-    ca_certificates: Vec<reqwest::Certificate>,
+    /// `upstream.ca_file`, read and parsed once: every client that talks to the provider (the
+    /// gateway's own requests, the tower runtime's forwarding, pingora's peer) trusts these.
+    ca_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
     discovery: Cached<Map<String, Value>>,
     jwks: Cached<Vec<Value>>,
 }
@@ -115,6 +115,20 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// The certificates of a PEM bundle: at least one, or why not.
+fn load_ca_file(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 impl Upstream {
     /// Builds the upstream from configuration; `public_url` is the gateway's.
     pub fn new(cfg: &UpstreamConfig, public_url: &Url) -> Result<Self, ConfigError> {
@@ -125,16 +139,13 @@ impl Upstream {
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
         let ca_certificates = match &cfg.ca_file {
-            Some(ca) => {
-                let pem = std::fs::read(ca)
-                    .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
-                reqwest::Certificate::from_pem_bundle(&pem)
-                    .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?
-            }
+            Some(ca) => load_ca_file(ca).map_err(|m| ConfigError::new("upstream.ca_file", m))?,
             None => Vec::new(),
         };
         for cert in &ca_certificates {
-            b = b.add_root_certificate(cert.clone());
+            let cert = reqwest::Certificate::from_der(cert)
+                .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
+            b = b.add_root_certificate(cert);
         }
         let host = match public_url.port() {
             Some(p) => format!("{}:{p}", public_url.host_str().unwrap_or_default()),
@@ -164,8 +175,9 @@ impl Upstream {
         })
     }
 
-    /// The extra CA certificates to verify an https provider with (`upstream.ca_file`).
-    pub fn ca_certificates(&self) -> &[reqwest::Certificate] {
+    /// The extra CA certificates (DER) to verify an https provider with (`upstream.ca_file`),
+    /// loaded once; every client that talks to the provider uses these.
+    pub fn ca_certificates(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
         &self.ca_certificates
     }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{ConfigError, UserCodePolicy, UsersConfig, resolve_secret, resolve_verifier};
+use crate::config::{
+    ConfigErrors, Problems, UserCodePolicy, UsersConfig, required_reference, resolve_verifier,
+};
 use crate::outbound::OutboundClient;
 use crate::secret::{Expected, Secret, SecretVerifier};
 
@@ -82,17 +84,23 @@ pub enum UserDirectory {
 }
 
 impl UserDirectory {
-    /// Builds the directory from configuration.
-    pub fn from_config(cfg: &UsersConfig) -> Result<Self, ConfigError> {
+    /// Builds the directory from configuration, loading user codes and the directory's
+    /// bearer token; every problem is reported, each under its path.
+    pub fn from_config(cfg: &UsersConfig) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::new();
         match cfg {
             UsersConfig::Static { users } => {
                 let mut by_hint = HashMap::new();
                 let mut by_subject = HashMap::new();
                 for (i, u) in users.iter().enumerate() {
                     let user_code = match &u.user_code {
-                        Some(r) => Some(SecretVerifier::new(resolve_verifier(r).map_err(|m| {
-                            ConfigError::new(format!("users.users[{i}].user_code"), m)
-                        })?)),
+                        Some(r) => {
+                            let path = format!("users.users[{i}].user_code");
+                            match problems.take(path, resolve_verifier(r)) {
+                                Some(v) => Some(SecretVerifier::new(v)),
+                                None => continue,
+                            }
+                        }
                         None => None,
                     };
                     let user = Arc::new(User {
@@ -104,20 +112,12 @@ impl UserDirectory {
                         user_code,
                         notify: u.notify,
                     });
-                    for name in [
-                        Some(&u.subject),
-                        u.username.as_ref(),
-                        u.email.as_ref(),
-                        u.phone.as_ref(),
-                    ]
-                    .into_iter()
-                    .flatten()
-                    {
+                    for name in u.hints() {
                         by_hint.insert(name.to_lowercase(), Arc::clone(&user));
                     }
                     by_subject.insert(u.subject.clone(), user);
                 }
-                Ok(Self::Static {
+                problems.finish(|| Self::Static {
                     by_hint,
                     by_subject,
                 })
@@ -128,13 +128,10 @@ impl UserDirectory {
                 cache_secs,
                 outbound,
             } => {
-                let bearer = match bearer_token {
-                    Some(r) => {
-                        resolve_secret(r).map_err(|m| ConfigError::new("users.bearer_token", m))?
-                    }
-                    None => None,
-                };
-                Ok(Self::Http {
+                let bearer = bearer_token
+                    .as_ref()
+                    .and_then(|r| problems.take("users.bearer_token", required_reference(r)));
+                problems.finish(|| Self::Http {
                     url: url.clone(),
                     bearer,
                     client: OutboundClient::new(outbound),

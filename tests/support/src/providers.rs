@@ -3,7 +3,7 @@
 //! `tests/django`, started with Django's development server; URLs built from `Host`, issuer
 //! under `/o`, RS256 ID tokens). One shared suite runs against each (tests/providers.rs).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use ciba_gateway::config::RuntimeKind;
 use ciba_gateway::{Config, Engine};
 use tokio::net::TcpListener;
 
-use super::upstream::{Provider, free_port, spawn_engine, upstream_config};
-use super::{Gateway, base_config, http_client};
+use crate::gateway::{Gateway, base_config, http_client};
+use crate::upstream::{Provider, free_port, spawn_engine, upstream_config};
 
 /// Which real provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub enum Kind {
 macro_rules! every_provider {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
-            use $crate::common::providers::Kind;
+            use $crate::providers::Kind;
             use ciba_gateway::config::RuntimeKind;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn oidc_provider_pingora() { super::$case(Kind::OidcProvider, RuntimeKind::Pingora).await }
@@ -202,7 +202,7 @@ impl Django {
     /// Starts the provider on `port`; `callback` is the gateway's login callback, registered
     /// for `basic-client`.
     pub async fn start(port: u16, callback: &str) -> Django {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/django");
+        let root = crate::repo_root().join("tests/django");
         let python = root.join(".venv/bin/python");
         assert!(
             python.exists(),

@@ -1,80 +1,14 @@
-//! Test harness: the gateway on a real socket (127.0.0.1, ephemeral port) with a manual clock,
-//! a real HTTP client, and a real HTTP server playing the external authenticator.
-
-#![allow(dead_code)]
-
-/// Runs an `async fn case(kind: RuntimeKind)` on both proxy runtimes, as `case::pingora` and
-/// `case::tower`.
-#[macro_export]
-macro_rules! both_runtimes {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pingora() {
-                super::$case(ciba_gateway::config::RuntimeKind::Pingora).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tower() {
-                super::$case(ciba_gateway::config::RuntimeKind::Tower).await
-            }
-        }
-    )*};
-}
-
-/// The value of the hidden `csrf` field of a page's form.
-pub fn csrf_field(html: &str) -> String {
-    html.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-/// The value of the first `name="…"` attribute on a page (as served, HTML-escaped).
-pub fn first_attr<'a>(html: &'a str, name: &str) -> &'a str {
-    html.split(&format!("{name}=\""))
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-}
-
-/// The header and claims of a JWT, unverified (tests check signatures separately).
-pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
-    use base64::Engine as _;
-    let p: Vec<_> = jwt.split('.').collect();
-    let d = |s: &str| {
-        serde_json::from_slice(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(s)
-                .unwrap(),
-        )
-        .unwrap()
-    };
-    (d(p[0]), d(p[1]))
-}
-
-pub mod pki;
-pub mod providers;
-pub mod smtp;
-pub mod upstream;
-pub mod webhook;
+//! The gateway on a real socket (127.0.0.1, ephemeral port) with a manual clock, the base
+//! configuration every suite starts from, and a real HTTP client.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use ciba_gateway::clock::ManualClock;
-use ciba_gateway::config::{ChannelConfig, Outbound, RuntimeKind};
 use ciba_gateway::{Config, Engine};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::oneshot;
 
 pub const POST_CLIENT: (&str, &str) = ("post-client", "post-secret");
 /// A secret with characters that Basic auth must form-urlencode (OA-03).
@@ -232,20 +166,6 @@ async fn start_with_clock(
         clock,
         http: http_client(),
         shutdown: Some(tx),
-    }
-}
-
-/// The gateway on proxy runtime `kind` with the base configuration changed by `edit`, on a
-/// manual clock: standalone on tower, in front of an echo upstream on pingora (which needs one).
-/// For the suites whose rules do not depend on the runtime: they run on both.
-pub async fn start_on(kind: RuntimeKind, edit: impl FnOnce(&mut Config)) -> Gateway {
-    match kind {
-        RuntimeKind::Tower => start(edit).await,
-        RuntimeKind::Pingora => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let echo = upstream::echo_upstream().await;
-            upstream::gateway_in_front(kind, listener, echo, edit).await
-        }
     }
 }
 
@@ -436,99 +356,4 @@ pub async fn reply(resp: reqwest::Response) -> Reply {
         headers,
         json,
     }
-}
-
-/// What the authenticator received.
-#[derive(Debug, Clone)]
-pub struct ChannelCall {
-    pub bearer: String,
-    pub body: Value,
-}
-
-/// A real HTTP server playing a Keycloak-style authenticator: records every authentication
-/// request and answers with the configured status.
-pub struct Authenticator {
-    pub url: String,
-    pub calls: Mutex<mpsc::UnboundedReceiver<ChannelCall>>,
-    status: Arc<std::sync::atomic::AtomicU16>,
-}
-
-impl Authenticator {
-    pub async fn start() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let status = Arc::new(std::sync::atomic::AtomicU16::new(201));
-        let state = (tx, Arc::clone(&status));
-        let app = axum::Router::new()
-            .route(
-                "/authn",
-                post(
-                    |State((tx, status)): State<(
-                        mpsc::UnboundedSender<ChannelCall>,
-                        Arc<std::sync::atomic::AtomicU16>,
-                    )>,
-                     headers: HeaderMap,
-                     axum::Json(body): axum::Json<Value>| async move {
-                        let bearer = headers
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.strip_prefix("Bearer "))
-                            .unwrap_or_default()
-                            .to_owned();
-                        let _ = tx.send(ChannelCall { bearer, body });
-                        StatusCode::from_u16(status.load(std::sync::atomic::Ordering::SeqCst))
-                            .unwrap()
-                    },
-                ),
-            )
-            .with_state(state);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/authn", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            url,
-            calls: Mutex::new(rx),
-            status,
-        }
-    }
-
-    pub fn answer_with(&self, status: u16) {
-        self.status
-            .store(status, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// The next authentication request (waits for it, up to 10 s).
-    pub async fn next_call(&self) -> ChannelCall {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            self.calls.lock().await.recv(),
-        )
-        .await
-        .expect("the authenticator was called")
-        .expect("channel open")
-    }
-
-    /// The channel configuration pointing at this authenticator (loopback allowed).
-    pub fn channel_config(&self) -> ChannelConfig {
-        ChannelConfig::Http {
-            url: self.url.parse().unwrap(),
-            bearer_secret: None,
-            outbound: Outbound {
-                timeout_ms: 3000,
-                allow_private_networks: true,
-            },
-        }
-    }
-}
-
-/// Posts an authenticator callback to the gateway.
-pub async fn callback(gw: &Gateway, bearer: &str, status: &str) -> Reply {
-    let resp = gw
-        .http
-        .post(format!("{}{}", gw.url, gw.engine.paths().callback))
-        .bearer_auth(bearer)
-        .json(&serde_json::json!({ "status": status }))
-        .send()
-        .await
-        .unwrap();
-    reply(resp).await
 }

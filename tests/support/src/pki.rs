@@ -8,6 +8,12 @@ pub struct Pki {
     pub key_der: Vec<u8>,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Self {
         let dir = std::env::temp_dir().join(format!(

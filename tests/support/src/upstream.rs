@@ -2,7 +2,6 @@
 //! process, the gateway on either engine, and an echo server for header- and byte-level checks.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use super::{Gateway, base_config, http_client};
+use crate::gateway::{Gateway, base_config, http_client};
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -39,7 +38,7 @@ impl Provider {
 
     /// oidc-provider, trusting `X-Forwarded-*` when `proxy`.
     pub async fn start_with(issuer: &str, port: u16, proxy: bool) -> Provider {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/upstream");
+        let dir = crate::repo_root().join("tests/upstream");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
             "oidc-provider is not installed: run `npm ci --prefix tests/upstream` (scripts/test does)"
@@ -237,6 +236,12 @@ fn provider_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
         fields.push((name, attr(tag, "value").unwrap_or_default(), ty));
     }
     is_provider.then(|| (action, fields.into_iter().map(|(n, v, _)| (n, v)).collect()))
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Browser {

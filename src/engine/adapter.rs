@@ -1,0 +1,226 @@
+//! The adapter contract: everything an adapter (the tower layer, the pingora module, a runtime)
+//! may ask of the engine, and nothing else. An adapter converts types, moves bytes and asks;
+//! if a protocol rule appears in an adapter, it belongs here instead.
+//!
+//! A request's life in an adapter:
+//! 1. [`Engine::route`]: `None` → pass the request through untouched, with
+//!    [`Engine::header_edits`] applied (BCP-05);
+//! 2. `Some(route)` → buffer the body: at most [`Engine::max_body_bytes`], within
+//!    [`Engine::body_read_timeout`]; failures answered with [`Engine::body_too_large`],
+//!    [`Engine::body_timed_out`] or [`Engine::body_unreadable`];
+//! 3. [`Engine::handle`] → [`Outcome::Respond`] (send it) or [`Outcome::Forward`] (forward the
+//!    very bytes the client sent, with the header edits);
+//! 4. a forwarded request that fails → [`Engine::upstream_failure`].
+//!
+//! Without an upstream, an adapter wrapping a service asks that service for its discovery
+//! document when [`Engine::discovery_from_wrapped`] says so and lets
+//! [`Engine::wrapped_discovery`] decide what to answer; a standalone runtime answers what the
+//! gateway does not serve with [`Engine::not_served`]. A runtime calls [`Engine::warm_up`] as it
+//! starts listening.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+
+use super::{Engine, Route};
+use crate::protocol::{ErrorCode, OAuthError};
+use crate::upstream::HeaderEdits;
+
+/// What to do with the wrapped service's answer to a discovery request
+/// ([`Engine::wrapped_discovery`]).
+#[derive(Debug)]
+pub enum WrappedDiscovery {
+    /// Send the service's response as it is (neither 200 nor 404).
+    PassThrough,
+    /// Send this instead (the gateway's own document when the service has none).
+    Replace(Response<Bytes>),
+    /// Read the service's body (at most [`WrappedDiscovery::MAX_BYTES`]) and hand it to
+    /// [`Engine::merged_discovery`].
+    Merge,
+}
+
+impl WrappedDiscovery {
+    /// The largest discovery document the gateway reads to merge.
+    pub const MAX_BYTES: usize = 1 << 20;
+}
+
+impl Engine {
+    /// Which of the gateway's endpoints a path is, if any. Everything else passes through.
+    pub fn route(&self, path: &str) -> Option<Route> {
+        self.paths.route(path, self.http_channel)
+    }
+
+    /// The largest body an adapter should buffer for the engine.
+    pub fn max_body_bytes(&self) -> usize {
+        self.cfg.limits.max_body_bytes
+    }
+
+    /// How long a request body may take to arrive in full (`limits.body_read_timeout_secs`).
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.cfg.limits.body_read_timeout_secs)
+    }
+
+    /// Whether a buffered token-endpoint body carries the CIBA grant (either spelling). Adapters
+    /// use it to decide, before anything else, whether the request is theirs at all.
+    pub fn is_ciba_grant(body: &[u8]) -> bool {
+        form_urlencoded::parse(body).any(|(k, v)| {
+            k == "grant_type"
+                && (v == crate::protocol::GRANT_TYPE_CIBA
+                    || v == crate::protocol::GRANT_TYPE_CIBA_IETF_ALIAS)
+        })
+    }
+
+    /// The changes a request needs before it is forwarded (BCP-05): untrusted inbound
+    /// forwarding and client-certificate headers removed; `Host` and fresh forwarding headers
+    /// per the upstream configuration. `peer` is the address the gateway saw, `tls` whether the
+    /// client connection was TLS.
+    pub fn header_edits(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        tls: bool,
+    ) -> HeaderEdits {
+        match &self.upstream {
+            Some(u) => u.header_edits(headers, peer, tls),
+            None => HeaderEdits {
+                remove: crate::upstream::untrusted_present(headers),
+                set: Vec::new(),
+            },
+        }
+    }
+
+    /// Whether a request on `route` is for the wrapped service's discovery document, which
+    /// the adapter must fetch (no upstream is configured, and it is a GET or HEAD of the
+    /// discovery path). Ask for it as a GET without `Accept-Encoding`: the gateway must read
+    /// the JSON, and a HEAD has no body to merge.
+    pub fn discovery_from_wrapped(&self, route: Route, method: &Method) -> bool {
+        route == Route::Discovery
+            && self.upstream.is_none()
+            && (method == Method::GET || method == Method::HEAD)
+    }
+
+    /// What to answer once the wrapped service has answered a discovery request with `status`:
+    /// its document merged (200), the gateway's own (404), or its response as it is.
+    pub fn wrapped_discovery(&self, status: StatusCode) -> WrappedDiscovery {
+        match status {
+            StatusCode::OK => WrappedDiscovery::Merge,
+            StatusCode::NOT_FOUND => WrappedDiscovery::Replace(self.discovery.standalone()),
+            _ => WrappedDiscovery::PassThrough,
+        }
+    }
+
+    /// The wrapped service's discovery document with the CIBA fields added (GW-01), sent with
+    /// the service's `headers` re-described as plain JSON; the service's token and userinfo
+    /// paths are learned from it. `body` is `None` when it could not be read whole; that, or a
+    /// body that is not a JSON object, is a 502.
+    pub fn merged_discovery(&self, mut headers: HeaderMap, body: Option<&[u8]>) -> Response<Bytes> {
+        let doc = body.and_then(|b| serde_json::from_slice(b).ok());
+        let Some(doc) = doc else {
+            return OAuthError::new(ErrorCode::ServerError, StatusCode::BAD_GATEWAY)
+                .describe("the upstream discovery document is not a JSON object")
+                .into_response();
+        };
+        self.paths.learn(&doc);
+        let merged = self.discovery.merge(doc, &self.paths.shared(), false);
+        for h in [
+            header::CONTENT_LENGTH,
+            header::CONTENT_ENCODING,
+            header::TRANSFER_ENCODING,
+        ] {
+            headers.remove(h);
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let mut resp = Response::new(merged);
+        *resp.headers_mut() = headers;
+        resp
+    }
+
+    /// Reads the provider's discovery once, so that the token and userinfo paths it names are
+    /// known before the first client arrives (a runtime calls it as it starts listening; a
+    /// provider that is down is logged and read again on the next discovery request).
+    pub async fn warm_up(&self) {
+        if let Some(Err(e)) = self.upstream_discovery_document().await {
+            tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
+        }
+    }
+
+    /// Whether a warning that a flood could repeat may be logged now: `Some(suppressed)` at most
+    /// once per `key` every 10 seconds, with the number of lines held back since; `None`
+    /// otherwise. Adapters use it for their own per-request failures.
+    pub fn log_allowed(&self, key: &str) -> Option<u64> {
+        self.log.allow(key)
+    }
+
+    /// The answer to a request for one of the gateway's endpoints whose body is over
+    /// `limits.max_body_bytes`: 413 in JSON (GW-07).
+    pub fn body_too_large(&self) -> Response<Bytes> {
+        let mut r = OAuthError::invalid_request("the request body is too large or unreadable")
+            .into_response();
+        *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+        r
+    }
+
+    /// The answer to a request for one of the gateway's endpoints whose body could not be read
+    /// (a malformed chunked encoding, a connection error): 400 in JSON.
+    pub fn body_unreadable(&self) -> Response<Bytes> {
+        OAuthError::invalid_request("the request body could not be read").into_response()
+    }
+
+    /// The answer to a request whose body did not arrive within [`Engine::body_read_timeout`]:
+    /// 408 in JSON, and the connection is not worth keeping.
+    pub fn body_timed_out(&self) -> Response<Bytes> {
+        let mut r =
+            OAuthError::invalid_request("the request body did not arrive in time").into_response();
+        *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        r
+    }
+
+    /// The answer when a forwarded request fails: 504 on a timeout, 502 otherwise, in JSON.
+    pub fn upstream_failure(&self, timeout: bool) -> Response<Bytes> {
+        let (status, text) = if timeout {
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                "the upstream provider did not answer in time",
+            )
+        } else {
+            (
+                StatusCode::BAD_GATEWAY,
+                "the upstream provider could not be reached",
+            )
+        };
+        OAuthError::new(ErrorCode::ServerError, status)
+            .describe(text)
+            .into_response()
+    }
+
+    /// The standalone gateway's answer for what it does not serve: a token request with another
+    /// grant type is `unsupported_grant_type`; a userinfo request with a token not its own is
+    /// `invalid_token`; anything else is 404.
+    pub fn not_served(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Bytes> {
+        let shared = self.paths.shared();
+        if path == shared.token {
+            let e = if method != Method::POST {
+                OAuthError::method_not_allowed()
+            } else if let Err(e) = crate::protocol::form::require_form_content_type(headers) {
+                e
+            } else {
+                OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
+                    .describe("this gateway only serves the CIBA grant")
+            };
+            return e.into_response();
+        }
+        if path == shared.userinfo {
+            return OAuthError::invalid_token("the access token was not issued by this gateway")
+                .into_response();
+        }
+        OAuthError::new(ErrorCode::InvalidRequest, StatusCode::NOT_FOUND)
+            .describe("no such endpoint")
+            .into_response()
+    }
+}
