@@ -67,6 +67,14 @@ pub struct OutboundClient {
 impl OutboundClient {
     /// Builds a client for the given policy.
     pub fn new(policy: &Outbound) -> Self {
+        Self::with_roots(policy, &[])
+    }
+
+    /// Builds a client for the given policy that also trusts `roots` (a private CA).
+    pub fn with_roots(
+        policy: &Outbound,
+        roots: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Self {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(policy.timeout_ms))
@@ -78,6 +86,11 @@ impl OutboundClient {
             .no_deflate();
         if !policy.allow_private_networks {
             b = b.dns_resolver(Arc::new(GuardedResolver));
+        }
+        for root in roots {
+            if let Ok(cert) = reqwest::Certificate::from_der(root) {
+                b = b.add_root_certificate(cert);
+            }
         }
         Self {
             client: b

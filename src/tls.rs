@@ -1,4 +1,4 @@
-//! TLS on the gateway's listener (`tls:`). The certificate chain and key are read and checked
+//! TLS files: the gateway's listener (`tls:`) and CA bundles. The certificate chain and key are read and checked
 //! once, when the engine is built (so `ciba-gateway check` refuses exactly what `serve` would),
 //! and both runtimes serve that one certified key: the tower runtime through
 //! [`ListenerTls::server_config`], pingora through [`ListenerTls::resolver`].
@@ -63,6 +63,12 @@ impl ListenerTls {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Arc::new(config)
     }
+}
+
+/// The certificates of a PEM CA bundle (`upstream.ca_file`, a notification CA): at least one,
+/// or why not.
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    certificates(path)
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

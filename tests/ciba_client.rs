@@ -40,6 +40,75 @@ async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() 
 // completes the flow and calls userinfo in front of each real provider at its defaults
 // (oidc-provider as shipped, django-oauth-toolkit with its issuer under /o and RS256 only),
 // on both runtimes.
+/// Ping mode with the certified library: it receives the ping on its own HTTPS listener
+/// (certificate from a test CA the gateway is told to trust), then redeems (PING-01, CM-02).
+#[tokio::test]
+async fn openid_client_completes_the_ping_flow_on_its_own_https_listener() {
+    use ciba_gateway::config::DeliveryMode;
+    let auth = Authenticator::start().await;
+    let pki = common::pki::Pki::new();
+    let port = common::upstream::free_port();
+    let gw = start_real_time(|c| {
+        c.channel = auth.channel_config();
+        let n = &mut c.ciba.client_notifications;
+        n.ca_file = Some(pki.path("ca.pem").into());
+        n.outbound.allow_private_networks = true;
+        let basic = c
+            .clients
+            .iter_mut()
+            .find(|cl| cl.client_id == BASIC_CLIENT.0)
+            .unwrap();
+        basic.backchannel_token_delivery_mode = DeliveryMode::Ping;
+        basic.backchannel_client_notification_endpoint =
+            Some(format!("https://localhost:{port}/cb").parse().unwrap());
+    })
+    .await;
+    let child = node_client(&[
+        "ciba-ping.mjs",
+        &gw.url,
+        BASIC_CLIENT.0,
+        BASIC_CLIENT.1,
+        "alice@example.com",
+        &port.to_string(),
+        &pki.path("cert.pem"),
+        &pki.path("key.pem"),
+    ]);
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the client finishes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(result["sub"], "sub-alice");
+    assert_eq!(result["iss"], gw.url);
+    assert_eq!(result["aud"], BASIC_CLIENT.0);
+    assert_eq!(result["ping_content_type"], "application/json");
+    assert_eq!(result["has_access_token"], true);
+}
+
+/// The node client `args[0]` in tests/client, with its output piped.
+fn node_client(args: &[&str]) -> tokio::process::Child {
+    let client_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
+    assert!(
+        client_dir.join("node_modules/openid-client").exists(),
+        "openid-client is not installed: run `npm ci --prefix tests/client` (scripts/test does)"
+    );
+    tokio::process::Command::new("node")
+        .current_dir(&client_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs")
+}
+
 every_provider!(
     openid_client_in_front_of_a_real_provider,
     openid_client_gets_the_providers_tokens_after_a_login_there,
@@ -144,26 +213,14 @@ async fn run_client<F: std::future::Future<Output = ()>>(
     auth: &Authenticator,
     approve: impl FnOnce(ChannelCall) -> F,
 ) -> serde_json::Value {
-    let client_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
-    assert!(
-        client_dir.join("node_modules/openid-client").exists(),
-        "openid-client is not installed: run `npm ci --prefix tests/client` (scripts/test does)"
-    );
-    let mut child = tokio::process::Command::new("node")
-        .current_dir(&client_dir)
-        .args([
-            "ciba-poll.mjs",
-            issuer,
-            BASIC_CLIENT.0,
-            BASIC_CLIENT.1,
-            "alice@example.com",
-            "1234",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs");
+    let mut child = node_client(&[
+        "ciba-poll.mjs",
+        issuer,
+        BASIC_CLIENT.0,
+        BASIC_CLIENT.1,
+        "alice@example.com",
+        "1234",
+    ]);
 
     // The user is reached through the authenticator...
     let call = auth.next_call().await;

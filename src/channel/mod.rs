@@ -10,6 +10,7 @@
 
 mod email;
 mod http;
+mod ping;
 mod retry;
 mod webhook;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 
 pub use email::{ApprovalEmail, Email};
 pub use http::{CallbackStatus, HttpChannel};
+pub use ping::{Ping, Pinger};
 pub use retry::{AttemptError, RetryPolicy};
 pub use webhook::{Webhook, signature as webhook_signature, webhook_key};
 

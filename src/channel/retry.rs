@@ -16,6 +16,20 @@ pub enum AttemptError {
     Permanent(String),
 }
 
+impl AttemptError {
+    /// A failed HTTP call: the SSRF guard refusing the target would refuse it every time;
+    /// anything else (a refused connection, a timeout) may pass on another try. The URL is
+    /// left out of the reason (it may carry a secret path).
+    pub fn from_http(e: reqwest::Error) -> Self {
+        let e = e.without_url().to_string();
+        if e.contains("SSRF") {
+            Self::Permanent(e)
+        } else {
+            Self::Transient(e)
+        }
+    }
+}
+
 /// The retry policy of one notifier.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

@@ -104,14 +104,7 @@ impl Webhook {
                     .body(body.clone())
                     .send()
                     .await
-                    .map_err(|e| {
-                        let e = e.without_url().to_string();
-                        if e.contains("SSRF") {
-                            AttemptError::Permanent(e)
-                        } else {
-                            AttemptError::Transient(e)
-                        }
-                    })?;
+                    .map_err(AttemptError::from_http)?;
                 if resp.status().is_success() {
                     Ok(())
                 } else {

@@ -36,6 +36,10 @@ pub struct Client {
     pub upstream: Option<UpstreamCredentials>,
     /// The algorithm the client expects its ID tokens signed with, if registered.
     pub id_token_alg: Option<crate::config::SigningAlg>,
+    /// How the client gets its tokens (CM-01).
+    pub delivery: crate::config::DeliveryMode,
+    /// Where a ping client is notified (CM-02).
+    pub notification_endpoint: Option<url::Url>,
 }
 
 /// A client's credentials at the upstream provider.
@@ -83,6 +87,8 @@ impl Client {
                 .unwrap_or_else(|| cfg.scopes_supported.clone()),
             tokens: c.tokens,
             id_token_alg: c.id_token_signed_response_alg,
+            delivery: c.backchannel_token_delivery_mode,
+            notification_endpoint: c.backchannel_client_notification_endpoint.clone(),
             upstream: match upstream {
                 Some(u) => Some(u?),
                 None => None,

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, Outbound};
 
 /// CIBA protocol policy.
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +20,47 @@ pub struct CibaPolicy {
     pub binding_message: BindingMessagePolicy,
     /// `user_code` policy.
     pub user_code: UserCodePolicy,
+    /// Long polling: a poll on a pending request is held up to this long and answered the
+    /// moment the user decides, seconds. Default 0 (off: answered at once).
+    pub long_poll_secs: u32,
+    /// How the gateway calls ping and push clients' notification endpoints.
+    pub client_notifications: ClientNotifications,
+}
+
+/// Calls to clients' `backchannel_client_notification_endpoint` (ping, push; SEC-05): HTTPS
+/// only, the SSRF guard, no redirects, no cookies, a short timeout, bounded retries that stop at
+/// the request's expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientNotifications {
+    /// Timeout and SSRF guard of each call (`allow_private_networks` only for endpoints on a
+    /// private network you control). Default 3000 ms, guarded.
+    pub outbound: Outbound,
+    /// A PEM CA bundle trusted for notification endpoints besides the system's roots (a private
+    /// CA). Default none.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept `http://` notification endpoints. For development only. Default false.
+    pub allow_plain_http: bool,
+    /// Most attempts of one notification (5xx and network errors are retried with doubling
+    /// delays, never past the request's expiry; 3xx, 401 and 403 never). Default 5.
+    pub max_attempts: u32,
+    /// Delay before the second attempt, milliseconds. Default 500.
+    pub retry_initial_ms: u64,
+}
+
+impl Default for ClientNotifications {
+    fn default() -> Self {
+        Self {
+            outbound: Outbound {
+                timeout_ms: 3000,
+                allow_private_networks: false,
+            },
+            ca_file: None,
+            allow_plain_http: false,
+            max_attempts: 5,
+            retry_initial_ms: 500,
+        }
+    }
 }
 
 impl Default for CibaPolicy {
@@ -31,6 +72,8 @@ impl Default for CibaPolicy {
             accept_ietf_grant_type_alias: true,
             binding_message: BindingMessagePolicy::default(),
             user_code: UserCodePolicy::default(),
+            long_poll_secs: 0,
+            client_notifications: ClientNotifications::default(),
         }
     }
 }
@@ -105,6 +148,18 @@ impl CibaPolicy {
             errs.push(ConfigError::new(
                 "ciba.max_expiry_secs",
                 "must be at least default_expiry_secs",
+            ));
+        }
+        if self.long_poll_secs > 120 {
+            errs.push(ConfigError::new(
+                "ciba.long_poll_secs",
+                "must be at most 120 (clients and proxies give up on longer requests)",
+            ));
+        }
+        if self.client_notifications.max_attempts == 0 {
+            errs.push(ConfigError::new(
+                "ciba.client_notifications.max_attempts",
+                "must be positive",
             ));
         }
         if self.binding_message.max_chars == 0 {

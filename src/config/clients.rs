@@ -50,7 +50,7 @@ impl AuthMethod {
     }
 }
 
-/// Token delivery modes (CIBA §5). Only poll is offered for now.
+/// Token delivery modes (CIBA §5). Poll and ping are offered; push is refused at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryMode {
@@ -82,6 +82,10 @@ pub struct ClientConfig {
     /// Delivery mode (CM-01). Default `poll`.
     #[serde(default = "default_mode")]
     pub backchannel_token_delivery_mode: DeliveryMode,
+    /// Where a ping client is told that its request was decided (CM-02): HTTPS, registered
+    /// here and nowhere else. Required for `ping`.
+    #[serde(default)]
+    pub backchannel_client_notification_endpoint: Option<url::Url>,
     /// Require a `user_code` from this client (BC-UC-01). Default false.
     #[serde(default)]
     pub backchannel_user_code_parameter: bool,
@@ -137,12 +141,42 @@ impl ClientConfig {
             .grant_types
             .iter()
             .any(|g| g == crate::protocol::GRANT_TYPE_CIBA);
-        if self.backchannel_token_delivery_mode != DeliveryMode::Poll {
+        let endpoint = format!("{p}.backchannel_client_notification_endpoint");
+        match (
+            self.backchannel_token_delivery_mode,
+            &self.backchannel_client_notification_endpoint,
+        ) {
             // CM-01: a mode the gateway does not support is refused.
-            errs.push(ConfigError::new(
+            (DeliveryMode::Push, _) => errs.push(ConfigError::new(
                 format!("{p}.backchannel_token_delivery_mode"),
-                "only `poll` is supported by this version",
-            ));
+                "`push` is not supported by this version (use `ping` or `poll`)",
+            )),
+            // CM-02: ping needs an endpoint, and it is HTTPS.
+            (DeliveryMode::Ping, None) => {
+                errs.push(ConfigError::new(endpoint, "is required for `ping`"));
+            }
+            (DeliveryMode::Ping, Some(url)) => {
+                let plain_ok = cfg.ciba.client_notifications.allow_plain_http;
+                if url.scheme() != "https" && !(plain_ok && url.scheme() == "http") {
+                    errs.push(ConfigError::new(
+                        endpoint,
+                        "must be an https URL (SEC-05; `ciba.client_notifications.allow_plain_http` is for development)",
+                    ));
+                } else if url.host_str().is_none() || url.fragment().is_some() {
+                    errs.push(ConfigError::new(
+                        endpoint,
+                        "must have a host and no fragment",
+                    ));
+                }
+                // CM-03: a ping client redeems at the token endpoint.
+                if !ciba {
+                    errs.push(ConfigError::new(
+                        format!("{p}.grant_types"),
+                        "a `ping` client needs urn:openid:params:grant-type:ciba",
+                    ));
+                }
+            }
+            (DeliveryMode::Poll, _) => {}
         }
         if let Some(g) = self
             .grant_types

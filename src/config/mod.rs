@@ -193,4 +193,43 @@ mod tests {
         let c = Config::from_yaml("public_url: http://gw\nruntime: pingora\n").unwrap();
         assert_eq!(c.validate()[0].path, "runtime");
     }
+
+    // CM-01/CM-02/CM-03, SEC-05: ping needs an HTTPS endpoint (plain http only with the
+    // development flag) and the CIBA grant; push is refused by this version.
+    #[test]
+    fn cm_02_ping_clients_need_an_https_endpoint() {
+        let problems = |client: &str, extra: &str| {
+            Config::from_yaml(&format!(
+                "public_url: http://gw\n{extra}clients:\n  - {{ client_id: a, secret: \"${{HOME}}\", {client} }}\n"
+            ))
+            .unwrap()
+            .validate()
+            .into_iter()
+            .map(|e| e.path)
+            .collect::<Vec<_>>()
+        };
+        let endpoint = "clients[0].backchannel_client_notification_endpoint";
+        assert_eq!(
+            problems("backchannel_token_delivery_mode: ping", ""),
+            [endpoint]
+        );
+        let http = "backchannel_token_delivery_mode: ping, backchannel_client_notification_endpoint: \"http://c.example/cb\"";
+        assert_eq!(problems(http, ""), [endpoint]);
+        let dev = "ciba: { client_notifications: { allow_plain_http: true } }\n";
+        assert!(problems(http, dev).is_empty());
+        let https = "backchannel_token_delivery_mode: ping, backchannel_client_notification_endpoint: \"https://c.example/cb\"";
+        assert!(problems(https, "").is_empty());
+        assert_eq!(
+            problems(&format!("{https}, grant_types: [authorization_code]"), ""),
+            ["clients[0].grant_types"]
+        );
+        assert_eq!(
+            problems("backchannel_token_delivery_mode: push", ""),
+            ["clients[0].backchannel_token_delivery_mode"]
+        );
+        assert_eq!(
+            problems("", "ciba: { long_poll_secs: 121 }\n"),
+            ["ciba.long_poll_secs"]
+        );
+    }
 }

@@ -16,7 +16,7 @@
 //! document when [`Engine::discovery_from_wrapped`] says so and lets
 //! [`Engine::wrapped_discovery`] decide what to answer; a standalone runtime answers what the
 //! gateway does not serve with [`Engine::not_served`]. A runtime calls [`Engine::warm_up`] as it
-//! starts listening.
+//! starts listening and [`Engine::release_held_polls`] as it starts shutting down.
 
 use std::time::Duration;
 
@@ -146,6 +146,13 @@ impl Engine {
         if let Some(Err(e)) = self.upstream_discovery_document().await {
             tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
         }
+    }
+
+    /// Lets every poll held for long polling go now (each is answered from the store as it
+    /// stands). A runtime calls it when it starts shutting down, so that held polls do not
+    /// hold the shutdown up.
+    pub fn release_held_polls(&self) {
+        self.release.release();
     }
 
     /// Whether a warning that a flood could repeat may be logged now: `Some(suppressed)` at most

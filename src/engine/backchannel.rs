@@ -14,10 +14,12 @@ use super::{EngineRequest, Shared, json_response};
 use crate::channel::{Channel, Notification, Notified};
 use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
-use crate::config::{Charset, CibaPolicy};
+use crate::config::{Charset, CibaPolicy, DeliveryMode};
 use crate::log_throttle::LogThrottle;
 use crate::protocol::form::require_form_content_type;
-use crate::protocol::{AuthReqId, ErrorCode, Form, OAuthError, Scope, random_token};
+use crate::protocol::{
+    AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope, random_token,
+};
 use crate::ratelimit::RateLimiter;
 use crate::store::{Delivery, PendingRequest, PendingStore, Store, StoreError};
 use crate::tokens::Minter;
@@ -123,6 +125,8 @@ impl Backchannel {
         }
         let scope = self.check_scope(client, form.get("scope"))?;
         let lifetime = self.check_expiry(form.get("requested_expiry"))?;
+        let notification_token =
+            check_notification_token(client, form.get("client_notification_token"))?;
         let binding_message = form.get("binding_message");
         if binding_message.is_none() && self.policy.binding_message.required {
             // BC-UC-04: absent-but-required is invalid_request, not invalid_binding_message.
@@ -151,6 +155,7 @@ impl Backchannel {
             scope,
             lifetime,
             binding_message,
+            notification_token,
             form: &form,
         })
         .await
@@ -165,6 +170,7 @@ impl Backchannel {
             scope,
             lifetime,
             binding_message,
+            notification_token,
             form,
         } = checked;
         // (5) user code (BC-UC-01/02) and binding message (BC-UC-03)
@@ -203,6 +209,7 @@ impl Backchannel {
             created_at_ms: now,
             expires_at_ms: now + u64::from(lifetime) * 1000,
             interval_secs: self.policy.interval_secs,
+            notification_token,
         };
         self.store
             .create(pending.clone())
@@ -410,7 +417,27 @@ struct Checked<'a> {
     /// Seconds.
     lifetime: u32,
     binding_message: Option<&'a str>,
+    notification_token: Option<NotificationToken>,
     form: &'a Form<'a>,
+}
+
+/// BC-REQ-03: a ping (or push) client must send a `client_notification_token` in the RFC 6750
+/// b64token syntax, at most 1024 characters; a poll client's is ignored.
+fn check_notification_token(
+    client: &Client,
+    raw: Option<&str>,
+) -> Result<Option<NotificationToken>, OAuthError> {
+    if client.delivery == DeliveryMode::Poll {
+        return Ok(None);
+    }
+    let raw = raw.ok_or_else(|| {
+        OAuthError::invalid_request("client_notification_token is required for this client")
+    })?;
+    NotificationToken::parse(raw).map(Some).ok_or_else(|| {
+        OAuthError::invalid_request(
+            "client_notification_token must be a bearer token (RFC 6750 b64token) of at most 1024 characters",
+        )
+    })
 }
 
 /// Over a rate limit: 403 `access_denied`, the backchannel endpoint's code for a request the

@@ -18,6 +18,9 @@ use crate::config::Config;
 use crate::protocol::GRANT_TYPE_CIBA;
 use crate::tokens::KeySet;
 
+/// The delivery modes the gateway serves (DISC-02); push is not offered yet.
+const DELIVERY_MODES: &[&str] = &["poll", "ping"];
+
 /// The client authentication methods the gateway accepts (BC-AUTH-02, DISC-06).
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
 
@@ -52,7 +55,7 @@ impl Discovery {
             "userinfo_endpoint": url(&shared.userinfo),
             "jwks_uri": url(&paths.jwks),
             "backchannel_authentication_endpoint": url(&paths.backchannel),
-            "backchannel_token_delivery_modes_supported": ["poll"],
+            "backchannel_token_delivery_modes_supported": DELIVERY_MODES,
             "backchannel_user_code_parameter_supported": cfg.ciba.user_code.supported,
             "grant_types_supported": [GRANT_TYPE_CIBA],
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -104,7 +107,7 @@ impl Discovery {
         );
         doc.insert(
             "backchannel_token_delivery_modes_supported".into(),
-            json!(["poll"]),
+            json!(DELIVERY_MODES),
         );
         doc.insert(
             "backchannel_user_code_parameter_supported".into(),

@@ -89,19 +89,22 @@ pub enum Route {
 
 /// The components the flows share, built once from the configuration. Each flow takes from it
 /// only what it uses, so a flow's type shows what it can touch.
-pub(super) struct Shared {
-    pub(super) cfg: Config,
-    pub(super) issuer: String,
-    pub(super) clock: Arc<dyn Clock>,
-    pub(super) clients: Arc<ClientRegistry>,
-    pub(super) users: Arc<UserDirectory>,
-    pub(super) store: Arc<Store>,
-    pub(super) channel: Arc<Channel>,
-    pub(super) minter: Arc<Minter>,
-    pub(super) pages: Arc<Pages>,
-    pub(super) upstream: Option<Arc<Upstream>>,
-    pub(super) paths: Arc<Paths>,
-    pub(super) log: Arc<LogThrottle>,
+struct Shared {
+    cfg: Config,
+    issuer: String,
+    clock: Arc<dyn Clock>,
+    clients: Arc<ClientRegistry>,
+    users: Arc<UserDirectory>,
+    store: Arc<Store>,
+    channel: Arc<Channel>,
+    minter: Arc<Minter>,
+    pages: Arc<Pages>,
+    upstream: Option<Arc<Upstream>>,
+    paths: Arc<Paths>,
+    log: Arc<LogThrottle>,
+    pinger: Arc<crate::channel::Pinger>,
+    /// Released when the runtime shuts down: polls held for long polling answer at once.
+    release: Arc<token::Release>,
 }
 
 /// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`. What an adapter may ask of it
@@ -113,6 +116,7 @@ pub struct Engine {
     upstream: Option<Arc<Upstream>>,
     http_channel: bool,
     tls: Option<crate::tls::ListenerTls>,
+    release: Arc<token::Release>,
     store: Arc<Store>,
     minter: Arc<Minter>,
     log: Arc<LogThrottle>,
@@ -161,12 +165,23 @@ impl Engine {
             &mut problems,
             Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock)),
         );
+        let pinger = take(
+            &mut problems,
+            crate::channel::Pinger::from_config(&cfg.ciba.client_notifications),
+        );
         let tls = match &cfg.tls {
             Some(t) => take(&mut problems, crate::tls::ListenerTls::load(t)).map(Some),
             None => Some(None),
         };
-        let (Some(keys), Some(upstream), Some(clients), Some(users), Some(channel), Some(tls)) =
-            (keys, upstream, clients, users, channel, tls)
+        let (
+            Some(keys),
+            Some(upstream),
+            Some(clients),
+            Some(users),
+            Some(channel),
+            Some(tls),
+            Some(pinger),
+        ) = (keys, upstream, clients, users, channel, tls, pinger)
         else {
             return Err(ConfigErrors(problems));
         };
@@ -194,6 +209,8 @@ impl Engine {
             channel: Arc::new(channel),
             upstream,
             paths,
+            pinger: Arc::new(pinger),
+            release: Arc::new(token::Release::default()),
             clock,
             issuer,
             cfg,
@@ -214,6 +231,7 @@ impl Engine {
             tls,
             discovery,
             audited: std::sync::atomic::AtomicUsize::new(0),
+            release: Arc::clone(&shared.release),
             store: shared.store,
             minter: shared.minter,
             log: shared.log,
@@ -247,6 +265,11 @@ impl Engine {
     /// The upstream provider, if configured (the runtimes take its address and TLS roots).
     pub fn upstream(&self) -> Option<&Upstream> {
         self.upstream.as_deref()
+    }
+
+    /// How many token requests are being held now (long polling, `ciba.long_poll_secs`).
+    pub fn held_polls(&self) -> usize {
+        self.token.held.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How far the notification of a live request got.

@@ -1,24 +1,74 @@
 //! The CIBA grant at the shared token endpoint (CIBA §10.1–§11): TOK-01…06, TOK-08,
 //! TOK-ERR-01/02. Any other grant is handed back to the adapter to forward unchanged (TOK-11).
+//!
+//! Long polling (`ciba.long_poll_secs`): a poll that finds its request pending is held until
+//! the user decides, the request expires, the time runs out or the runtime shuts down,
+//! whichever is first, then answered from the store again. Holding costs a future waiting on
+//! the store's wake-up ([`PendingStore::decided`]): no thread, no timer loop, no lookup.
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::{Engine, EngineRequest, Outcome, Shared, json_response};
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{ErrorCode, Form, GRANT_TYPE_CIBA, OAuthError};
-use crate::store::{PendingStore, PollOutcome, Store};
+use crate::store::{Pacing, PendingStore, PollOutcome, Store};
 use crate::tokens::Minter;
 use crate::users::UserDirectory;
 
-/// The CIBA grant's dependencies: client authentication, the store it redeems from, and what
-/// it mints tokens with.
+/// Counts a held poll for as long as it is held (also when its connection goes away).
+struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Self(n)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Lets every held poll go at once (the runtime is shutting down).
+#[derive(Debug, Default)]
+pub(super) struct Release {
+    released: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Release {
+    pub(super) fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    async fn released(&self) {
+        let woken = self.notify.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if !self.released.load(Ordering::Acquire) {
+            woken.await;
+        }
+    }
+}
+
+/// The CIBA grant's dependencies: client authentication, the store it redeems from (and waits
+/// on, when long polling), and what it mints tokens with.
 pub(super) struct CibaGrant {
     accept_ietf_alias: bool,
+    long_poll: Duration,
+    release: Arc<Release>,
+    /// Polls being held now.
+    pub(super) held: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
     clients: Arc<ClientRegistry>,
     users: Arc<UserDirectory>,
@@ -30,6 +80,9 @@ impl CibaGrant {
     pub(super) fn new(shared: &Shared) -> Self {
         Self {
             accept_ietf_alias: shared.cfg.ciba.accept_ietf_grant_type_alias,
+            long_poll: Duration::from_secs(shared.cfg.ciba.long_poll_secs.into()),
+            release: Arc::clone(&shared.release),
+            held: std::sync::atomic::AtomicUsize::new(0),
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
             users: Arc::clone(&shared.users),
@@ -67,11 +120,30 @@ impl CibaGrant {
         let id = form
             .get("auth_req_id")
             .ok_or_else(|| OAuthError::invalid_request("auth_req_id is required"))?;
-        let now_ms = self.clock.now_ms();
-        let outcome = self.store.poll(id, &client.id, now_ms).await.map_err(|e| {
+        let store_failed = |e: crate::store::StoreError| {
             tracing::error!(error = %e, "pending-request store failed");
             OAuthError::unavailable("the pending-request store is unavailable", 5)
-        })?;
+        };
+        let mut now_ms = self.clock.now_ms();
+        let mut outcome = self
+            .store
+            .poll(id, &client.id, now_ms, Pacing::Checked)
+            .await
+            .map_err(store_failed)?;
+        if outcome == PollOutcome::Pending && !self.long_poll.is_zero() {
+            let _held = Held::count(&self.held);
+            tokio::select! {
+                () = self.store.decided(id, now_ms) => {}
+                () = tokio::time::sleep(self.long_poll) => {}
+                () = self.release.released() => {}
+            }
+            now_ms = self.clock.now_ms();
+            outcome = self
+                .store
+                .poll(id, &client.id, now_ms, Pacing::Held)
+                .await
+                .map_err(store_failed)?;
+        }
         let code = match outcome {
             PollOutcome::Approved(pending, approval) => {
                 // The upstream's own tokens, for clients that asked for them (issue: forwarding).

@@ -8,7 +8,9 @@ pub mod types;
 
 pub use error::{ErrorCode, OAuthError};
 pub use form::Form;
-pub use types::{AuthReqId, GRANT_TYPE_CIBA, GRANT_TYPE_CIBA_IETF_ALIAS, Scope, random_token};
+pub use types::{
+    AuthReqId, GRANT_TYPE_CIBA, GRANT_TYPE_CIBA_IETF_ALIAS, NotificationToken, Scope, random_token,
+};
 
 /// A JSON response that must not be cached (OA-04, TOK-08).
 pub fn json_response(status: http::StatusCode, body: bytes::Bytes) -> http::Response<bytes::Bytes> {

@@ -21,6 +21,36 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// A ping or push client's `client_notification_token` (BC-REQ-03): the bearer the gateway
+/// presents at the client's notification endpoint. `Debug` is redacted (SEC-01).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotificationToken(String);
+
+impl NotificationToken {
+    /// Checks a received token: RFC 6750 b64token syntax
+    /// (`1*(ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/") *"="`), at most 1024 characters.
+    pub fn parse(s: &str) -> Option<Self> {
+        let body = s.trim_end_matches('=');
+        let ok = !body.is_empty()
+            && s.len() <= 1024
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+        ok.then(|| Self(s.to_owned()))
+    }
+
+    /// The token as the client sent it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NotificationToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NotificationToken(<redacted>)")
+    }
+}
+
 /// An `auth_req_id`. Its `Debug` is redacted so that it cannot reach a log by accident (SEC-01).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct AuthReqId(String);

@@ -100,15 +100,19 @@ impl ServerApp for Guarded {
     }
 }
 
-/// Reads the provider's discovery as the pingora server starts ([`Engine::warm_up`]): add it
-/// to a `Server` with `pingora::services::background::background_service`.
+/// Reads the provider's discovery as the pingora server starts ([`Engine::warm_up`]) and
+/// releases held polls as it stops ([`Engine::release_held_polls`]): add it to a `Server` with
+/// `pingora::services::background::background_service`.
 #[derive(Debug)]
 pub struct WarmUp(pub Arc<Engine>);
 
 #[async_trait]
 impl pingora::services::background::BackgroundService for WarmUp {
-    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         self.0.warm_up().await;
+        // Held polls (long polling) are answered as the shutdown starts.
+        let _ = shutdown.changed().await;
+        self.0.release_held_polls();
     }
 }
 
@@ -125,6 +129,7 @@ pub async fn serve(
 
     let proxy = CibaProxy::try_new(Arc::clone(&engine)).map_err(ServeError::Setup)?;
     let conf = Arc::new(pingora::server::configuration::ServerConf::default());
+    let engine_for_release = Arc::clone(&engine);
     tokio::spawn(async move { engine.warm_up().await });
     let app = Arc::new(Guarded::new(&conf, proxy));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -144,6 +149,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
+    engine_for_release.release_held_polls();
     let _ = stop_tx.send(true);
     Ok(())
 }

@@ -282,6 +282,12 @@ async fn serve_with(
     // Connections still open at shutdown finish what they are doing; handshakes under way are
     // abandoned.
     let (stopping, stop) = tokio::sync::watch::channel(());
+    // Held polls (long polling) are answered as the shutdown starts, not at the grace's end.
+    let releasing = Arc::clone(&engine);
+    let shutdown = async move {
+        shutdown.await;
+        releasing.release_held_polls();
+    };
     tokio::pin!(shutdown);
     loop {
         // At the cap: accept nothing until a connection closes, and ask the quiet ones to make

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use super::{
-    Approval, Decision, Delivery, PendingRequest, PendingStore, PollOutcome, ResolveError,
+    Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, ResolveError,
     StoreError,
 };
 use crate::protocol::{AuthReqId, Scope, random_token};
@@ -26,6 +26,7 @@ pub fn sample(client: &str) -> PendingRequest {
         created_at_ms: T0,
         expires_at_ms: T0 + 60_000,
         interval_secs: 5,
+        notification_token: None,
     }
 }
 
@@ -53,6 +54,77 @@ where
     cancel_removes(make(100).await).await;
     concurrent_polls_take_once(Arc::new(make(100).await)).await;
     delivery_state_is_part_of_the_request(make(100).await).await;
+    held_poll_paces_the_client(make(100).await).await;
+    decided_wakes_the_held_polls(make(100).await).await;
+}
+
+/// Long polling (issue: delivery modes, item 4): the answer to a held poll is never
+/// `slow_down`, and the poll right after it is not counted against it; polls that were not
+/// held are still paced.
+async fn held_poll_paces_the_client<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let id = r.id.as_str().to_owned();
+    s.create(r).await.unwrap();
+    let poll = |at, pacing| s.poll(&id, "c1", at, pacing);
+    assert_eq!(
+        poll(T0, Pacing::Checked).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(
+        poll(T0 + 1000, Pacing::Held).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(
+        poll(T0 + 1100, Pacing::Checked).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(
+        poll(T0 + 1200, Pacing::Checked).await.unwrap(),
+        PollOutcome::SlowDown { interval_secs: 10 }
+    );
+}
+
+/// The wake-up held polls wait on: pending until the request is decided (or removed), then
+/// complete; at once for a request that is not pending. `resolve` hands back the request.
+async fn decided_wakes_the_held_polls<S: PendingStore>(s: S) {
+    use futures_util::FutureExt as _;
+    let r = sample("c1");
+    let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
+    s.create(r.clone()).await.unwrap();
+    let mut first = Box::pin(s.decided(&id, T0));
+    let mut second = Box::pin(s.decided(&id, T0));
+    assert!(
+        (&mut first).now_or_never().is_none(),
+        "woken before a decision"
+    );
+    assert!((&mut second).now_or_never().is_none());
+    let decided = s.resolve(&handle, Decision::Denied, T0 + 1).await.unwrap();
+    assert_eq!(
+        (decided.id.as_str(), decided.client_id.as_str()),
+        (id.as_str(), "c1")
+    );
+    assert!(first.now_or_never().is_some(), "not woken by the decision");
+    assert!(second.now_or_never().is_some());
+    // Decided already, unknown: at once.
+    assert!(s.decided(&id, T0).now_or_never().is_some());
+    assert!(s.decided("unknown", T0).now_or_never().is_some());
+    // Removed: woken too.
+    let c = sample("c1");
+    s.create(c.clone()).await.unwrap();
+    let mut waiting = Box::pin(s.decided(c.id.as_str(), T0));
+    assert!((&mut waiting).now_or_never().is_none());
+    s.cancel(&c.id).await;
+    assert!(waiting.now_or_never().is_some(), "not woken by the removal");
+    // Expired while waiting: released at the expiry (the sample lives 60 s; this one is
+    // asked 1 ms before it ends).
+    let e = sample("c1");
+    s.create(e.clone()).await.unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        s.decided(e.id.as_str(), e.expires_at_ms - 1),
+    )
+    .await
+    .expect("released at the expiry");
 }
 
 /// A request's notification state starts pending, is recorded, and goes with the request.
@@ -78,20 +150,22 @@ async fn pending_then_slow_down<S: PendingStore>(s: S) {
     let id = r.id.as_str().to_owned();
     s.create(r).await.unwrap();
     assert_eq!(
-        s.poll(&id, "c1", T0 + 1000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 1000, Pacing::Checked).await.unwrap(),
         PollOutcome::Pending
     );
     assert_eq!(
-        s.poll(&id, "c1", T0 + 2000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 2000, Pacing::Checked).await.unwrap(),
         PollOutcome::SlowDown { interval_secs: 10 }
     );
     // 6 s after the last poll: fine under the old interval, too fast under the raised one.
     assert_eq!(
-        s.poll(&id, "c1", T0 + 8000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 8000, Pacing::Checked).await.unwrap(),
         PollOutcome::SlowDown { interval_secs: 15 }
     );
     assert_eq!(
-        s.poll(&id, "c1", T0 + 23_000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 23_000, Pacing::Checked)
+            .await
+            .unwrap(),
         PollOutcome::Pending
     );
 }
@@ -104,7 +178,7 @@ async fn approved_is_taken_once<S: PendingStore>(s: S) {
     s.resolve(&handle, Decision::Approved(approval()), T0 + 1000)
         .await
         .unwrap();
-    match s.poll(&id, "c1", T0 + 2000).await.unwrap() {
+    match s.poll(&id, "c1", T0 + 2000, Pacing::Checked).await.unwrap() {
         PollOutcome::Approved(req, a) => {
             assert_eq!(*req, r);
             assert_eq!(a, approval());
@@ -112,7 +186,7 @@ async fn approved_is_taken_once<S: PendingStore>(s: S) {
         other => panic!("expected Approved, got {other:?}"),
     }
     assert_eq!(
-        s.poll(&id, "c1", T0 + 9000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 9000, Pacing::Checked).await.unwrap(),
         PollOutcome::Unknown
     );
 }
@@ -123,15 +197,17 @@ async fn foreign_client_sees_unknown<S: PendingStore>(s: S) {
     let id = r.id.as_str().to_owned();
     s.create(r).await.unwrap();
     assert_eq!(
-        s.poll(&id, "c2", T0 + 1000).await.unwrap(),
+        s.poll(&id, "c2", T0 + 1000, Pacing::Checked).await.unwrap(),
         PollOutcome::Unknown
     );
     assert_eq!(
-        s.poll(&id, "c1", T0 + 1100).await.unwrap(),
+        s.poll(&id, "c1", T0 + 1100, Pacing::Checked).await.unwrap(),
         PollOutcome::Pending
     );
     assert_eq!(
-        s.poll("no-such-id", "c1", T0).await.unwrap(),
+        s.poll("no-such-id", "c1", T0, Pacing::Checked)
+            .await
+            .unwrap(),
         PollOutcome::Unknown
     );
 }
@@ -145,11 +221,11 @@ async fn denied_once<S: PendingStore>(s: S) {
         .await
         .unwrap();
     assert_eq!(
-        s.poll(&id, "c1", T0 + 2000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 2000, Pacing::Checked).await.unwrap(),
         PollOutcome::Denied
     );
     assert_eq!(
-        s.poll(&id, "c1", T0 + 9000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 9000, Pacing::Checked).await.unwrap(),
         PollOutcome::Unknown
     );
 }
@@ -167,7 +243,9 @@ async fn expiry<S: PendingStore>(s: S) {
         Err(ResolveError::Expired)
     );
     assert_eq!(
-        s.poll(&id, "c1", T0 + 60_000).await.unwrap(),
+        s.poll(&id, "c1", T0 + 60_000, Pacing::Checked)
+            .await
+            .unwrap(),
         PollOutcome::Expired
     );
 }
@@ -199,11 +277,15 @@ async fn capacity_refuses_without_evicting<S: PendingStore>(s: S) {
     s.create(b.clone()).await.unwrap();
     assert_eq!(s.create(sample("c1")).await, Err(StoreError::Full));
     assert_eq!(
-        s.poll(a.id.as_str(), "c1", T0).await.unwrap(),
+        s.poll(a.id.as_str(), "c1", T0, Pacing::Checked)
+            .await
+            .unwrap(),
         PollOutcome::Pending
     );
     assert_eq!(
-        s.poll(b.id.as_str(), "c1", T0).await.unwrap(),
+        s.poll(b.id.as_str(), "c1", T0, Pacing::Checked)
+            .await
+            .unwrap(),
         PollOutcome::Pending
     );
 }
@@ -214,7 +296,9 @@ async fn cancel_removes<S: PendingStore>(s: S) {
     s.create(r.clone()).await.unwrap();
     s.cancel(&r.id).await;
     assert_eq!(
-        s.poll(r.id.as_str(), "c1", T0).await.unwrap(),
+        s.poll(r.id.as_str(), "c1", T0, Pacing::Checked)
+            .await
+            .unwrap(),
         PollOutcome::Unknown
     );
     assert!(s.view(&r.handle, T0).await.is_none());
@@ -232,7 +316,9 @@ async fn concurrent_polls_take_once<S: PendingStore>(s: Arc<S>) {
     for _ in 0..50 {
         let (s, id) = (Arc::clone(&s), id.clone());
         tasks.push(tokio::spawn(async move {
-            s.poll(&id, "c1", T0 + 10_000).await.unwrap()
+            s.poll(&id, "c1", T0 + 10_000, Pacing::Checked)
+                .await
+                .unwrap()
         }));
     }
     let mut taken = 0;

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
 
 use super::{
-    Approval, Decision, Delivery, PendingRequest, PendingStore, PollOutcome, ResolveError,
+    Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, ResolveError,
     StoreError,
 };
 use crate::protocol::AuthReqId;
@@ -39,6 +39,8 @@ struct Entry {
     req: PendingRequest,
     state: Mutex<State>,
     ttl: Duration,
+    /// Wakes the polls held on this request when it is decided or removed.
+    decided: tokio::sync::Notify,
 }
 
 /// Ids and handles are 32 CSPRNG bytes in base64url; the store keys on the raw bytes: no key
@@ -152,6 +154,7 @@ impl PendingStore for MemoryStore {
                 interval_secs: req.interval_secs,
             }),
             ttl: lifetime + self.grace,
+            decided: tokio::sync::Notify::new(),
             req,
         });
         self.handles.insert(handle, (id, lifetime));
@@ -164,6 +167,7 @@ impl PendingStore for MemoryStore {
         id: &str,
         client_id: &str,
         now_ms: u64,
+        pacing: Pacing,
     ) -> Result<PollOutcome, StoreError> {
         let Some(id) = key(id) else {
             return Ok(PollOutcome::Unknown);
@@ -184,10 +188,14 @@ impl PendingStore for MemoryStore {
             Status::Denied => PollOutcome::Denied,
             Status::Pending => {
                 st.status = Status::Pending;
-                let too_fast = st.last_poll_ms.is_some_and(|last| {
-                    now_ms.saturating_sub(last) < u64::from(st.interval_secs) * 1000
-                });
-                st.last_poll_ms = Some(now_ms);
+                let too_fast = pacing == Pacing::Checked
+                    && st.last_poll_ms.is_some_and(|last| {
+                        now_ms.saturating_sub(last) < u64::from(st.interval_secs) * 1000
+                    });
+                st.last_poll_ms = match pacing {
+                    Pacing::Checked => Some(now_ms),
+                    Pacing::Held => None,
+                };
                 if too_fast {
                     // TOK-05 / GW-05: the interval grows by 5 s and the raised one is enforced.
                     st.interval_secs += 5;
@@ -214,7 +222,7 @@ impl PendingStore for MemoryStore {
         handle: &str,
         decision: Decision,
         now_ms: u64,
-    ) -> Result<(), ResolveError> {
+    ) -> Result<PendingRequest, ResolveError> {
         let handle = key(handle).ok_or(ResolveError::NotFound)?;
         let (id, _) = self.handles.get(&handle).ok_or(ResolveError::NotFound)?;
         let entry = self.requests.get(&id).ok_or(ResolveError::NotFound)?;
@@ -230,8 +238,27 @@ impl PendingStore for MemoryStore {
             Decision::Denied => Status::Denied,
         };
         drop(st);
+        entry.decided.notify_waiters();
         self.handles.invalidate(&handle);
-        Ok(())
+        Ok(entry.req.clone())
+    }
+
+    async fn decided(&self, id: &str, now_ms: u64) {
+        let Some(entry) = key(id).and_then(|k| self.requests.get(&k)) else {
+            return;
+        };
+        // Registered before the state is read, so a decision in between is not missed.
+        let woken = entry.decided.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if !matches!(Self::lock(&entry).status, Status::Pending) {
+            return;
+        }
+        let left = Duration::from_millis(entry.req.expires_at_ms.saturating_sub(now_ms));
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep(left) => {}
+        }
     }
 
     async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {
@@ -244,10 +271,11 @@ impl PendingStore for MemoryStore {
 
     async fn cancel(&self, id: &AuthReqId) {
         let Some(id) = key(id.as_str()) else { return };
-        if let Some(entry) = self.requests.remove(&id)
-            && let Some(h) = key(&entry.req.handle)
-        {
-            self.handles.invalidate(&h);
+        if let Some(entry) = self.requests.remove(&id) {
+            entry.decided.notify_waiters();
+            if let Some(h) = key(&entry.req.handle) {
+                self.handles.invalidate(&h);
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use std::future::Future;
 
 pub use memory::MemoryStore;
 
-use crate::protocol::{AuthReqId, Scope};
+use crate::protocol::{AuthReqId, NotificationToken, Scope};
 
 /// What the gateway remembers about an accepted request (BC-ACK-05).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,8 @@ pub struct PendingRequest {
     pub expires_at_ms: u64,
     /// The polling interval announced, seconds.
     pub interval_secs: u32,
+    /// The bearer for the client's notification endpoint (ping and push clients only).
+    pub notification_token: Option<NotificationToken>,
 }
 
 /// The user's positive decision, with what the ID token needs to say about it.
@@ -81,7 +83,7 @@ impl std::fmt::Debug for IssuedTokens {
 }
 
 /// How far the notification of one request got (visible through
-/// [`crate::Engine::delivery`]).
+/// [`crate::Engine::delivery`]): the user's, and once the user has decided, a ping client's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
     /// Being delivered (or retried).
@@ -129,6 +131,16 @@ pub enum PollOutcome {
     Approved(Box<PendingRequest>, Approval),
 }
 
+/// How a poll paces the client (TOK-05).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// An ordinary poll: one inside the interval since the previous is `slow_down`.
+    Checked,
+    /// The answer to a poll the gateway held: never `slow_down`, and the next poll is not
+    /// counted against it (the hold itself paced the client).
+    Held,
+}
+
 /// Why a request could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResolveError {
@@ -158,20 +170,30 @@ pub trait PendingStore: Send + Sync + 'static {
 
     /// Records a poll by `client_id` at `now_ms` and says what the client gets. An approved
     /// request is taken atomically: under concurrent polls exactly one sees `Approved`.
+    /// [`Pacing::Held`] is the answer to a poll the gateway held (long polling): the hold paced
+    /// the client, so it is never `slow_down`, and the next poll is not counted against it.
     fn poll(
         &self,
         id: &str,
         client_id: &str,
         now_ms: u64,
+        pacing: Pacing,
     ) -> impl Future<Output = Result<PollOutcome, StoreError>> + Send;
 
-    /// Resolves the request behind `handle`, once; the handle dies with it.
+    /// Resolves the request behind `handle`, once; the handle dies with it. Returns the request
+    /// that was decided (what must follow the decision — a ping, a push — needs it).
     fn resolve(
         &self,
         handle: &str,
         decision: Decision,
         now_ms: u64,
-    ) -> impl Future<Output = Result<(), ResolveError>> + Send;
+    ) -> impl Future<Output = Result<PendingRequest, ResolveError>> + Send;
+
+    /// Completes when the request `id` is decided, removed or expired (its expiry measured from
+    /// `now_ms`); at once if it is not pending (or unknown). The wake-up a held poll waits on:
+    /// no thread and no busy loop per waiter, only the future's memory. A shared backend feeds
+    /// it from the other instances' decisions.
+    fn decided(&self, id: &str, now_ms: u64) -> impl Future<Output = ()> + Send;
 
     /// The still-pending, unexpired request behind `handle`, for the approval page.
     fn view(
@@ -214,9 +236,10 @@ impl PendingStore for Store {
         id: &str,
         client_id: &str,
         now_ms: u64,
+        pacing: Pacing,
     ) -> Result<PollOutcome, StoreError> {
         match self {
-            Self::Memory(s) => s.poll(id, client_id, now_ms).await,
+            Self::Memory(s) => s.poll(id, client_id, now_ms, pacing).await,
         }
     }
     async fn resolve(
@@ -224,9 +247,14 @@ impl PendingStore for Store {
         handle: &str,
         decision: Decision,
         now_ms: u64,
-    ) -> Result<(), ResolveError> {
+    ) -> Result<PendingRequest, ResolveError> {
         match self {
             Self::Memory(s) => s.resolve(handle, decision, now_ms).await,
+        }
+    }
+    async fn decided(&self, id: &str, now_ms: u64) {
+        match self {
+            Self::Memory(s) => s.decided(id, now_ms).await,
         }
     }
     async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {

@@ -115,20 +115,6 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// The certificates of a PEM bundle: at least one, or why not.
-fn load_ca_file(
-    path: &std::path::Path,
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate", path.display()));
-    }
-    Ok(certs)
-}
-
 impl Upstream {
     /// Builds the upstream from configuration; `public_url` is the gateway's.
     pub fn new(cfg: &UpstreamConfig, public_url: &Url) -> Result<Self, ConfigError> {
@@ -139,7 +125,9 @@ impl Upstream {
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
         let ca_certificates = match &cfg.ca_file {
-            Some(ca) => load_ca_file(ca).map_err(|m| ConfigError::new("upstream.ca_file", m))?,
+            Some(ca) => {
+                crate::tls::load_ca_file(ca).map_err(|m| ConfigError::new("upstream.ca_file", m))?
+            }
             None => Vec::new(),
         };
         for cert in &ca_certificates {

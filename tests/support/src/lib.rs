@@ -8,7 +8,8 @@
 //!   started by the tests, the gateway in front of them, and a form-filling browser;
 //! - [`authenticator`]: a real HTTP server playing the external (Keycloak-style) authenticator;
 //! - [`tokens`] and [`pages`]: reading what the gateway hands out (JWTs, HTML pages);
-//! - [`pki`], [`smtp`], [`webhook`]: a test CA, an SMTP sink and a webhook receiver.
+//! - [`pki`], [`smtp`], [`webhook`]: a test CA, an SMTP sink and a webhook receiver;
+//! - [`receiver`]: an HTTPS notification endpoint for ping clients.
 //!
 //! It is a library crate (a dev-dependency of the gateway), so each suite uses what it needs
 //! and nothing is dead code.
@@ -18,6 +19,7 @@ pub mod gateway;
 pub mod pages;
 pub mod pki;
 pub mod providers;
+pub mod receiver;
 pub mod runtimes;
 pub mod smtp;
 pub mod tokens;

@@ -1,0 +1,316 @@
+//! How a client gets its tokens besides plain polling: long polling at the token endpoint
+//! (`ciba.long_poll_secs`) and ping mode (PING-01…07, BC-REQ-03, CM-02, SEC-05), on both proxy
+//! runtimes, over real sockets; the ping client's notification endpoint is a real HTTPS server
+//! with a certificate from a test CA.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ciba_test_support as common;
+
+use ciba_gateway::config::{Config, DeliveryMode, RuntimeKind};
+use ciba_gateway::store::Delivery;
+use common::receiver::Receiver;
+use common::*;
+
+both_runtimes!(
+    long_poll_is_answered_when_the_user_decides,
+    long_poll_denial_is_answered_when_the_user_decides,
+    long_poll_times_out_as_authorization_pending_and_the_next_poll_is_not_slow_down,
+    long_poll_is_released_at_shutdown,
+    ping_01_03_approval_is_pinged_then_the_client_redeems,
+    ping_01_denial_is_pinged_too,
+    ping_04_05_refused_or_redirected_ping_is_not_repeated_and_the_grant_stands,
+    ping_07_server_errors_are_retried_until_delivered,
+    sec_05_ping_to_a_private_address_is_refused_and_the_grant_stands,
+    bc_req_03_ping_clients_must_send_a_notification_token,
+);
+
+/// A gateway whose requests are decided by a real authenticator over HTTP.
+async fn gateway_with(
+    kind: RuntimeKind,
+    edit: impl FnOnce(&mut Config) + Send,
+) -> (Gateway, Authenticator) {
+    let auth = Authenticator::start().await;
+    let gw = start_on(kind, |c| {
+        c.channel = auth.channel_config();
+        edit(c);
+    })
+    .await;
+    (gw, auth)
+}
+
+async fn long_poll(kind: RuntimeKind, secs: u32) -> (Gateway, Authenticator) {
+    gateway_with(kind, |c| c.ciba.long_poll_secs = secs).await
+}
+
+/// Waits until the gateway holds `n` polls.
+async fn until_held(gw: &Gateway, n: usize) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while gw.engine.held_polls() != n {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the polls are held");
+}
+
+async fn long_poll_is_answered_when_the_user_decides(kind: RuntimeKind) {
+    let (gw, auth) = long_poll(kind, 60).await;
+    let gw = Arc::new(gw);
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    let started = Instant::now();
+    let poll = tokio::spawn({
+        let (gw, id) = (Arc::clone(&gw), id.clone());
+        async move { gw.poll(&id).await }
+    });
+    until_held(&gw, 1).await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let r = poll.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["access_token"].is_string());
+    // Woken by the decision, not by the end of the hold.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert_eq!(gw.engine.held_polls(), 0);
+    // TOK-03: taken once.
+    gw.clock.advance_secs(10);
+    gw.poll(&id).await.assert_error(400, "invalid_grant");
+}
+
+async fn long_poll_denial_is_answered_when_the_user_decides(kind: RuntimeKind) {
+    let (gw, auth) = long_poll(kind, 60).await;
+    let gw = Arc::new(gw);
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    let poll = tokio::spawn({
+        let (gw, id) = (Arc::clone(&gw), id.clone());
+        async move { gw.poll(&id).await }
+    });
+    until_held(&gw, 1).await;
+    assert_eq!(
+        callback(&gw, &call.bearer, "UNAUTHORIZED").await.status,
+        200
+    );
+    poll.await.unwrap().assert_error(400, "access_denied");
+}
+
+async fn long_poll_times_out_as_authorization_pending_and_the_next_poll_is_not_slow_down(
+    kind: RuntimeKind,
+) {
+    let (gw, _auth) = long_poll(kind, 1).await;
+    let id = gw.start_request().await;
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+    // The hold paced the client: polling again at once is held again, not slow_down (TOK-05
+    // counts from the previous answer).
+    gw.poll(&id)
+        .await
+        .assert_error(400, "authorization_pending");
+}
+
+async fn long_poll_is_released_at_shutdown(kind: RuntimeKind) {
+    let (gw, _auth) = long_poll(kind, 120).await;
+    let id = gw.start_request().await;
+    let (http, url) = (gw.http.clone(), gw.url.clone());
+    let poll = tokio::spawn(async move {
+        http.post(format!("{url}/token"))
+            .form(&[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("client_id", POST_CLIENT.0),
+                ("client_secret", POST_CLIENT.1),
+                ("auth_req_id", id.as_str()),
+            ])
+            .send()
+            .await
+    });
+    until_held(&gw, 1).await;
+    let engine = Arc::clone(&gw.engine);
+    drop(gw); // the runtime's shutdown signal
+    let r = reply(
+        poll.await
+            .unwrap()
+            .expect("answered before the connection closed"),
+    )
+    .await;
+    r.assert_error(400, "authorization_pending");
+    assert_eq!(engine.held_polls(), 0);
+}
+
+/// A gateway whose `post-client` is a ping client notified at `receiver`.
+async fn ping_gateway(kind: RuntimeKind, receiver: &Receiver) -> (Gateway, Authenticator) {
+    let (endpoint, ca) = (receiver.url.parse().unwrap(), receiver.ca_file.clone());
+    gateway_with(kind, move |c| {
+        let n = &mut c.ciba.client_notifications;
+        n.ca_file = Some(ca.into());
+        n.outbound.allow_private_networks = true;
+        n.retry_initial_ms = 50;
+        let client = &mut c.clients[0];
+        client.backchannel_token_delivery_mode = DeliveryMode::Ping;
+        client.backchannel_client_notification_endpoint = Some(endpoint);
+    })
+    .await
+}
+
+const NOTIFICATION_TOKEN: &str = "8d67dc78-7faa-4d41-aabd-67707b374255";
+
+/// Waits until the ping for `id` is over (delivered or given up) and says how it went.
+async fn ping_outcome(gw: &Gateway, id: &str) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match gw.engine.delivery(id).await {
+                Some(d @ (Delivery::Delivered { .. } | Delivery::Failed { .. })) => return d,
+                _ => tokio::task::yield_now().await,
+            }
+        }
+    })
+    .await
+    .expect("the ping is over")
+}
+
+/// Starts a request for the ping client, and has the user approve it (or not).
+async fn decided_ping_request(gw: &Gateway, auth: &Authenticator, approve: bool) -> String {
+    let id = start_ping_request(gw).await;
+    let call = auth.next_call().await;
+    let status = if approve { "SUCCEED" } else { "UNAUTHORIZED" };
+    assert_eq!(callback(gw, &call.bearer, status).await.status, 200);
+    id
+}
+
+async fn start_ping_request(gw: &Gateway) -> String {
+    let r = gw
+        .bc(&[
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+            ("client_notification_token", NOTIFICATION_TOKEN),
+        ])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json["auth_req_id"].as_str().unwrap().to_owned()
+}
+
+async fn ping_01_03_approval_is_pinged_then_the_client_redeems(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[204]).await;
+    let (gw, auth) = ping_gateway(kind, &receiver).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    let ping = receiver.next_call().await;
+    assert_eq!(ping.bearer, NOTIFICATION_TOKEN);
+    assert_eq!(ping.content_type, "application/json");
+    // Exactly the id, nothing else.
+    assert_eq!(ping.body, serde_json::json!({ "auth_req_id": id }));
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 1 }
+    );
+    let r = gw.poll(&id).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["id_token"].is_string());
+}
+
+async fn ping_01_denial_is_pinged_too(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[200]).await;
+    let (gw, auth) = ping_gateway(kind, &receiver).await;
+    let id = decided_ping_request(&gw, &auth, false).await;
+    assert_eq!(
+        receiver.next_call().await.body,
+        serde_json::json!({ "auth_req_id": id })
+    );
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 1 }
+    );
+    gw.poll(&id).await.assert_error(400, "access_denied");
+}
+
+/// PING-04: a 401, a 403 or a redirect ends the ping after one call (the redirect's Location is
+/// never called); PING-05: the grant stands.
+async fn ping_04_05_refused_or_redirected_ping_is_not_repeated_and_the_grant_stands(
+    kind: RuntimeKind,
+) {
+    for status in [401, 403, 302] {
+        let receiver = Receiver::start(&[status, 204]).await;
+        let (gw, auth) = ping_gateway(kind, &receiver).await;
+        let id = decided_ping_request(&gw, &auth, true).await;
+        assert!(
+            matches!(
+                ping_outcome(&gw, &id).await,
+                Delivery::Failed { attempts: 1, .. }
+            ),
+            "{status}"
+        );
+        assert_eq!(receiver.calls_so_far(), 1, "{status}");
+        let r = gw.poll(&id).await;
+        assert_eq!(r.status, 200, "{status}: {}", r.json);
+    }
+}
+
+async fn ping_07_server_errors_are_retried_until_delivered(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[500, 503, 204]).await;
+    let (gw, auth) = ping_gateway(kind, &receiver).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 3 }
+    );
+    assert_eq!(receiver.calls_so_far(), 3);
+    let r = gw.poll(&id).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+}
+
+async fn sec_05_ping_to_a_private_address_is_refused_and_the_grant_stands(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[204]).await;
+    let endpoint = receiver
+        .url
+        .replace("localhost", "127.0.0.1")
+        .parse()
+        .unwrap();
+    let ca = receiver.ca_file.clone();
+    // The SSRF guard as shipped: private networks refused.
+    let (gw, auth) = gateway_with(kind, move |c| {
+        c.ciba.client_notifications.ca_file = Some(ca.into());
+        let client = &mut c.clients[0];
+        client.backchannel_token_delivery_mode = DeliveryMode::Ping;
+        client.backchannel_client_notification_endpoint = Some(endpoint);
+    })
+    .await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    match ping_outcome(&gw, &id).await {
+        Delivery::Failed {
+            attempts: 1,
+            reason,
+        } => assert!(reason.contains("SSRF"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(receiver.calls_so_far(), 0);
+    let r = gw.poll(&id).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+}
+
+async fn bc_req_03_ping_clients_must_send_a_notification_token(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[204]).await;
+    let (gw, _auth) = ping_gateway(kind, &receiver).await;
+    let bc = |token: Option<String>| {
+        let gw = &gw;
+        async move {
+            let mut p = vec![
+                ("scope", "openid".to_owned()),
+                ("login_hint", "alice".into()),
+            ];
+            if let Some(t) = token {
+                p.push(("client_notification_token", t));
+            }
+            let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            gw.bc(&p).await
+        }
+    };
+    bc(None).await.assert_error(400, "invalid_request");
+    bc(Some("a".repeat(1025)))
+        .await
+        .assert_error(400, "invalid_request");
+    bc(Some("not a token".into()))
+        .await
+        .assert_error(400, "invalid_request");
+    assert_eq!(bc(Some("a".repeat(1024))).await.status, 200);
+    assert_eq!(bc(Some("abc+/_-.~==".into())).await.status, 200);
+}
