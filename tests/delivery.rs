@@ -24,6 +24,10 @@ both_runtimes!(
     ping_07_server_errors_are_retried_until_delivered,
     sec_05_ping_to_a_private_address_is_refused_and_the_grant_stands,
     bc_req_03_ping_clients_must_send_a_notification_token,
+    push_01_02_approval_pushes_the_tokens_once_and_nothing_is_redeemable,
+    push_err_01_denial_is_pushed_as_access_denied,
+    push_a_push_that_never_arrives_is_given_up_and_nothing_is_redeemable,
+    tok_03_ping_client_concurrent_polls_after_the_ping_give_one_token_response,
 );
 
 /// A gateway whose requests are decided by a real authenticator over HTTP.
@@ -140,6 +144,15 @@ async fn long_poll_is_released_at_shutdown(kind: RuntimeKind) {
 
 /// A gateway whose `post-client` is a ping client notified at `receiver`.
 async fn ping_gateway(kind: RuntimeKind, receiver: &Receiver) -> (Gateway, Authenticator) {
+    notified_gateway(kind, receiver, DeliveryMode::Ping).await
+}
+
+/// A gateway whose `post-client` is a `mode` client notified at `receiver`.
+async fn notified_gateway(
+    kind: RuntimeKind,
+    receiver: &Receiver,
+    mode: DeliveryMode,
+) -> (Gateway, Authenticator) {
     let (endpoint, ca) = (receiver.url.parse().unwrap(), receiver.ca_file.clone());
     gateway_with(kind, move |c| {
         let n = &mut c.ciba.client_notifications;
@@ -147,7 +160,7 @@ async fn ping_gateway(kind: RuntimeKind, receiver: &Receiver) -> (Gateway, Authe
         n.outbound.allow_private_networks = true;
         n.retry_initial_ms = 50;
         let client = &mut c.clients[0];
-        client.backchannel_token_delivery_mode = DeliveryMode::Ping;
+        client.backchannel_token_delivery_mode = mode;
         client.backchannel_client_notification_endpoint = Some(endpoint);
     })
     .await
@@ -313,4 +326,107 @@ async fn bc_req_03_ping_clients_must_send_a_notification_token(kind: RuntimeKind
         .assert_error(400, "invalid_request");
     assert_eq!(bc(Some("a".repeat(1024))).await.status, 200);
     assert_eq!(bc(Some("abc+/_-.~==".into())).await.status, 200);
+}
+
+async fn push_01_02_approval_pushes_the_tokens_once_and_nothing_is_redeemable(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[204]).await;
+    let (gw, auth) = notified_gateway(kind, &receiver, DeliveryMode::Push).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    let push = receiver.next_call().await;
+    assert_eq!(push.bearer, NOTIFICATION_TOKEN);
+    let b = &push.body;
+    assert_eq!(b["auth_req_id"], id.as_str());
+    assert_eq!(b["token_type"], "Bearer");
+    assert!(b["expires_in"].as_u64().unwrap() > 0);
+    let (at, it) = (
+        b["access_token"].as_str().unwrap(),
+        b["id_token"].as_str().unwrap(),
+    );
+    // PUSH-02: the ID token names the request and hashes the access token it came with (its
+    // signature is the token endpoint's, checked in tests/token.rs).
+    let (header, claims) = decode_jwt(it);
+    assert_eq!(claims["aud"], POST_CLIENT.0);
+    assert_eq!(
+        claims["urn:openid:params:jwt:claim:auth_req_id"],
+        id.as_str()
+    );
+    let alg: jsonwebtoken::Algorithm = header["alg"].as_str().unwrap().parse().unwrap();
+    assert_eq!(claims["at_hash"], ciba_gateway::tokens::token_hash(alg, at));
+    assert_eq!(claims["sub"], "sub-alice");
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 1 }
+    );
+    // The tokens went to the endpoint only: the grant redeems nothing.
+    gw.poll(&id).await.assert_error(400, "unauthorized_client");
+    assert_eq!(receiver.calls_so_far(), 1);
+    // The pushed access token works like any other the gateway mints.
+    let r = reply(
+        gw.http
+            .get(format!("{}/userinfo", gw.url))
+            .bearer_auth(at)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.json["sub"]),
+        (200, &serde_json::json!("sub-alice"))
+    );
+}
+
+async fn push_err_01_denial_is_pushed_as_access_denied(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[200]).await;
+    let (gw, auth) = notified_gateway(kind, &receiver, DeliveryMode::Push).await;
+    let id = decided_ping_request(&gw, &auth, false).await;
+    assert_eq!(
+        receiver.next_call().await.body,
+        serde_json::json!({ "error": "access_denied", "auth_req_id": id })
+    );
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 1 }
+    );
+}
+
+async fn push_a_push_that_never_arrives_is_given_up_and_nothing_is_redeemable(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[503]).await;
+    let (gw, auth) = notified_gateway(kind, &receiver, DeliveryMode::Push).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    // Every attempt the policy allows (5), the same minted tokens each time, then given up.
+    assert!(matches!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Failed { attempts: 5, .. }
+    ));
+    let first = receiver.next_call().await.body;
+    for _ in 1..5 {
+        assert_eq!(receiver.next_call().await.body, first, "minted once");
+    }
+    gw.poll(&id).await.assert_error(400, "unauthorized_client");
+}
+
+async fn tok_03_ping_client_concurrent_polls_after_the_ping_give_one_token_response(
+    kind: RuntimeKind,
+) {
+    let receiver = Receiver::start(&[204]).await;
+    let (gw, auth) = ping_gateway(kind, &receiver).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    receiver.next_call().await;
+    let gw = Arc::new(gw);
+    let polls: Vec<_> = (0..20)
+        .map(|_| {
+            let (gw, id) = (Arc::clone(&gw), id.clone());
+            tokio::spawn(async move { gw.poll(&id).await })
+        })
+        .collect();
+    let mut tokens = 0;
+    for p in polls {
+        let r = p.await.unwrap();
+        match r.status {
+            200 => tokens += 1,
+            _ => r.assert_error(400, "invalid_grant"),
+        }
+    }
+    assert_eq!(tokens, 1);
 }

@@ -27,7 +27,7 @@ async fn disc_01_to_05_standalone_document() {
     assert_eq!(d["jwks_uri"], format!("{}/jwks", gw.url));
     assert_eq!(
         d["backchannel_token_delivery_modes_supported"],
-        json!(["poll", "ping"])
+        json!(["poll", "ping", "push"])
     );
     assert!(
         d["grant_types_supported"]

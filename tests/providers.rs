@@ -89,7 +89,7 @@ async fn disc_07_discovery_at_the_issuer_path_advertises_the_gateway(kind: Kind,
     assert_eq!(s(&d, "jwks_uri"), format!("{issuer}/jwks"));
     assert_eq!(
         d["backchannel_token_delivery_modes_supported"],
-        json!(["poll", "ping"])
+        json!(["poll", "ping", "push"])
     );
     // Issue item 3: a client library checks the ID token's alg against this list; the
     // gateway's ES256 is there next to the provider's own.

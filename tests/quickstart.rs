@@ -227,7 +227,7 @@ tls: { cert_file: /nonexistent/ciba-gw-cert.pem, key_file: /nonexistent/ciba-gw-
         "clients[0].secret: plaintext secrets are not accepted",
         "clients[1].client_id:",
         "clients[1].secret: environment variable CIBA_GW_TEST_UNSET_VAR is not set",
-        "clients[1].backchannel_token_delivery_mode:",
+        "clients[1].backchannel_client_notification_endpoint: is required",
         // Loaded by the components that own them, reported in the same list, same paths.
         "clients[0].upstream.client_secret: must be a reference",
         "tokens.keys[0].private_key:",

@@ -49,7 +49,7 @@ async fn gw_01_disc_discovery_keeps_upstream_fields_and_adds_ciba(kind: RuntimeK
     );
     assert_eq!(
         d["backchannel_token_delivery_modes_supported"],
-        json!(["poll", "ping"])
+        json!(["poll", "ping", "push"])
     );
     let grants = d["grant_types_supported"].as_array().unwrap();
     for g in [

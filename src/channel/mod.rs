@@ -8,9 +8,9 @@
 //! - [`Channel::Notify`]: a one-time link to the approval page, sent by a notifier chosen per
 //!   deployment and per user (log, or a signed webhook), delivered in the background.
 
+mod client_notify;
 mod email;
 mod http;
-mod ping;
 mod retry;
 mod webhook;
 
@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use client_notify::{ClientNotifier, Notify, PushBody};
 pub use email::{ApprovalEmail, Email};
 pub use http::{CallbackStatus, HttpChannel};
-pub use ping::{Ping, Pinger};
 pub use retry::{AttemptError, RetryPolicy};
 pub use webhook::{Webhook, signature as webhook_signature, webhook_key};
 

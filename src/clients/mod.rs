@@ -24,7 +24,8 @@ pub struct Client {
     /// The registered authentication method.
     pub auth_method: AuthMethod,
     secret: SecretVerifier,
-    /// Whether the client may use the CIBA grant (BC-AUTH-06).
+    /// Whether the client may start CIBA requests (BC-AUTH-06): it has the CIBA grant, or it
+    /// is a push client.
     pub ciba_allowed: bool,
     /// Whether the client must send a `user_code` (BC-UC-01).
     pub user_code_required: bool,
@@ -79,7 +80,10 @@ impl Client {
             name: c.name.clone().unwrap_or_else(|| c.client_id.clone()),
             auth_method: c.token_endpoint_auth_method,
             secret: SecretVerifier::new(expected?),
-            ciba_allowed: c.grant_types.iter().any(|g| g == GRANT_TYPE_CIBA),
+            // A push client never uses the grant at the token endpoint (CM-03) but does start
+            // requests.
+            ciba_allowed: c.grant_types.iter().any(|g| g == GRANT_TYPE_CIBA)
+                || c.backchannel_token_delivery_mode == crate::config::DeliveryMode::Push,
             user_code_required: c.backchannel_user_code_parameter,
             scopes: c
                 .scopes

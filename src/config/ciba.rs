@@ -25,6 +25,9 @@ pub struct CibaPolicy {
     pub long_poll_secs: u32,
     /// How the gateway calls ping and push clients' notification endpoints.
     pub client_notifications: ClientNotifications,
+    /// Offer push mode (advertised, push clients accepted). The FAPI-CIBA profile forbids push
+    /// (PUSH-04) and will turn this off. Default true.
+    pub offer_push: bool,
 }
 
 /// Calls to clients' `backchannel_client_notification_endpoint` (ping, push; SEC-05): HTTPS
@@ -74,6 +77,7 @@ impl Default for CibaPolicy {
             user_code: UserCodePolicy::default(),
             long_poll_secs: 0,
             client_notifications: ClientNotifications::default(),
+            offer_push: true,
         }
     }
 }

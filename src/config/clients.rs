@@ -50,7 +50,7 @@ impl AuthMethod {
     }
 }
 
-/// Token delivery modes (CIBA §5). Poll and ping are offered; push is refused at start-up.
+/// Token delivery modes (CIBA §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryMode {
@@ -82,8 +82,8 @@ pub struct ClientConfig {
     /// Delivery mode (CM-01). Default `poll`.
     #[serde(default = "default_mode")]
     pub backchannel_token_delivery_mode: DeliveryMode,
-    /// Where a ping client is told that its request was decided (CM-02): HTTPS, registered
-    /// here and nowhere else. Required for `ping`.
+    /// Where a ping client is told that its request was decided, and a push client is sent its
+    /// tokens (CM-02): HTTPS, registered here and nowhere else. Required for `ping` and `push`.
     #[serde(default)]
     pub backchannel_client_notification_endpoint: Option<url::Url>,
     /// Require a `user_code` from this client (BC-UC-01). Default false.
@@ -142,20 +142,20 @@ impl ClientConfig {
             .iter()
             .any(|g| g == crate::protocol::GRANT_TYPE_CIBA);
         let endpoint = format!("{p}.backchannel_client_notification_endpoint");
-        match (
-            self.backchannel_token_delivery_mode,
-            &self.backchannel_client_notification_endpoint,
-        ) {
-            // CM-01: a mode the gateway does not support is refused.
-            (DeliveryMode::Push, _) => errs.push(ConfigError::new(
+        let mode = self.backchannel_token_delivery_mode;
+        match (mode, &self.backchannel_client_notification_endpoint) {
+            (DeliveryMode::Poll, _) => {}
+            // CM-01: a mode the gateway does not offer is refused (PUSH-04 under FAPI).
+            (DeliveryMode::Push, _) if !cfg.ciba.offer_push => errs.push(ConfigError::new(
                 format!("{p}.backchannel_token_delivery_mode"),
-                "`push` is not supported by this version (use `ping` or `poll`)",
+                "`push` is not offered (ciba.offer_push is false)",
             )),
-            // CM-02: ping needs an endpoint, and it is HTTPS.
-            (DeliveryMode::Ping, None) => {
-                errs.push(ConfigError::new(endpoint, "is required for `ping`"));
-            }
-            (DeliveryMode::Ping, Some(url)) => {
+            // CM-02: ping and push need an endpoint, and it is HTTPS.
+            (_, None) => errs.push(ConfigError::new(
+                endpoint,
+                "is required for `ping` and `push`",
+            )),
+            (_, Some(url)) => {
                 let plain_ok = cfg.ciba.client_notifications.allow_plain_http;
                 if url.scheme() != "https" && !(plain_ok && url.scheme() == "http") {
                     errs.push(ConfigError::new(
@@ -168,15 +168,14 @@ impl ClientConfig {
                         "must have a host and no fragment",
                     ));
                 }
-                // CM-03: a ping client redeems at the token endpoint.
-                if !ciba {
+                // CM-03: a ping client redeems at the token endpoint (a push client never does).
+                if mode == DeliveryMode::Ping && !ciba {
                     errs.push(ConfigError::new(
                         format!("{p}.grant_types"),
                         "a `ping` client needs urn:openid:params:grant-type:ciba",
                     ));
                 }
             }
-            (DeliveryMode::Poll, _) => {}
         }
         if let Some(g) = self
             .grant_types

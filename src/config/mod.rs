@@ -194,8 +194,8 @@ mod tests {
         assert_eq!(c.validate()[0].path, "runtime");
     }
 
-    // CM-01/CM-02/CM-03, SEC-05: ping needs an HTTPS endpoint (plain http only with the
-    // development flag) and the CIBA grant; push is refused by this version.
+    // CM-01/CM-02/CM-03, SEC-05, PUSH-04: ping and push need an HTTPS endpoint (plain http only
+    // with the development flag), ping the CIBA grant; push can be switched off (FAPI).
     #[test]
     fn cm_02_ping_clients_need_an_https_endpoint() {
         let problems = |client: &str, extra: &str| {
@@ -225,6 +225,12 @@ mod tests {
         );
         assert_eq!(
             problems("backchannel_token_delivery_mode: push", ""),
+            [endpoint]
+        );
+        let push = "backchannel_token_delivery_mode: push, backchannel_client_notification_endpoint: \"https://c.example/cb\", grant_types: []";
+        assert!(problems(push, "").is_empty());
+        assert_eq!(
+            problems(push, "ciba: { offer_push: false }\n"),
             ["clients[0].backchannel_token_delivery_mode"]
         );
         assert_eq!(

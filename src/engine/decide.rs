@@ -1,23 +1,28 @@
 //! The one place a pending request is decided. Every way a user answers ends here: the built-in
 //! approval page, the consent step after an upstream login, the HTTP authentication channel's
 //! callback. What follows a decision happens here too: the polls held on the request are woken
-//! (by the store, which every instance sharing it sees), and a ping client is told (PING-01).
+//! (by the store, which every instance sharing it sees); a ping client is told (PING-01); a push
+//! client is sent its tokens, minted once, or the denial (PUSH-01, PUSH-ERR-01).
 
 use std::sync::Arc;
 
 use super::Shared;
-use crate::channel::{Delivery, Ping, Pinger};
-use crate::clients::ClientRegistry;
+use crate::channel::{ClientNotifier, Delivery, Notify, PushBody};
+use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::config::DeliveryMode;
-use crate::store::{Decision, PendingRequest, PendingStore, ResolveError, Store};
+use crate::store::{Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, Store};
+use crate::tokens::Minter;
+use crate::users::UserDirectory;
 
-/// Decides pending requests, once each, and tells ping clients.
+/// Decides pending requests, once each, and tells ping and push clients.
 pub(super) struct Decisions {
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
     clients: Arc<ClientRegistry>,
-    pinger: Arc<Pinger>,
+    notifier: Arc<ClientNotifier>,
+    minter: Arc<Minter>,
+    users: Arc<UserDirectory>,
 }
 
 impl Decisions {
@@ -26,15 +31,17 @@ impl Decisions {
             store: Arc::clone(&shared.store),
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
-            pinger: Arc::clone(&shared.pinger),
+            notifier: Arc::clone(&shared.notifier),
+            minter: Arc::clone(&shared.minter),
+            users: Arc::clone(&shared.users),
         }
     }
 
     /// Records the user's decision on the request with approval handle `handle`: exactly once
-    /// (the store refuses a second decision), never after expiry. Approval and denial alike are
-    /// pinged (PING-01); the ping runs in the background, never changes the grant (PING-05), and
-    /// its outcome replaces the request's delivery state (the user's notification is over by
-    /// then).
+    /// (the store refuses a second decision), never after expiry. Then, for a ping client, the
+    /// ping (approval and denial alike; it never changes the grant, PING-05); for a push
+    /// client, the push. Both run in the background; their outcome replaces the request's
+    /// delivery state (the user's notification is over by then) and is logged.
     pub(super) async fn decide(
         &self,
         handle: &str,
@@ -44,51 +51,111 @@ impl Decisions {
             .store
             .resolve(handle, decision, self.clock.now_ms())
             .await?;
-        self.ping(decided).await;
+        // PING-06: only ping and push clients are called, at their registered endpoint.
+        let Some(client) = self.clients.get(&decided.client_id).cloned() else {
+            return Ok(());
+        };
+        let (Some(endpoint), Some(token)) = (
+            client.notification_endpoint.clone(),
+            decided.notification_token.clone(),
+        ) else {
+            return Ok(());
+        };
+        let to = Notify {
+            endpoint,
+            token,
+            auth_req_id: decided.id.clone(),
+            expires_at_ms: decided.expires_at_ms,
+        };
+        match client.delivery {
+            DeliveryMode::Poll => return Ok(()),
+            DeliveryMode::Ping => {
+                self.store
+                    .record_delivery(&decided.id, Delivery::Pending)
+                    .await;
+                let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
+                self.spawn(
+                    client,
+                    decided,
+                    async move { notifier.ping(to, clock).await },
+                );
+            }
+            DeliveryMode::Push => {
+                let body = self.push_body(&client, &decided).await;
+                self.store
+                    .record_delivery(&decided.id, Delivery::Pending)
+                    .await;
+                let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
+                self.spawn(client, decided, async move {
+                    match body {
+                        Some(body) => notifier.push(to, body, clock).await,
+                        None => Delivery::Failed {
+                            attempts: 0,
+                            reason: "the decision was taken already".into(),
+                        },
+                    }
+                });
+            }
+        }
         Ok(())
     }
 
-    async fn ping(&self, decided: PendingRequest) {
-        // PING-06: only ping clients, at their registered endpoint.
-        let Some(client) = self.clients.get(&decided.client_id) else {
-            return;
-        };
-        let (DeliveryMode::Ping, Some(endpoint), Some(token)) = (
-            client.delivery,
-            client.notification_endpoint.clone(),
-            decided.notification_token,
-        ) else {
-            return;
-        };
-        let ping = Ping {
-            endpoint,
-            token,
-            auth_req_id: decided.id,
-            expires_at_ms: decided.expires_at_ms,
-        };
-        let (pinger, clock, store, client_id) = (
-            Arc::clone(&self.pinger),
-            Arc::clone(&self.clock),
-            Arc::clone(&self.store),
-            client.id.clone(),
-        );
-        let id = ping.auth_req_id.clone();
-        // From here on the request's delivery state is the ping's.
-        self.store.record_delivery(&id, Delivery::Pending).await;
+    /// Takes the decision from the store (once: nothing is redeemable afterwards) and makes
+    /// what is pushed: the tokens, minted here and only here, or the error.
+    async fn push_body(&self, client: &Client, decided: &PendingRequest) -> Option<PushBody> {
+        let now_ms = self.clock.now_ms();
+        match self.store.take(decided.id.as_str(), now_ms).await {
+            PollOutcome::Approved(pending, approval) => {
+                let user = self.users.by_subject(&pending.subject).await.ok().flatten();
+                let minted = self.minter.mint(
+                    &pending,
+                    &approval,
+                    client,
+                    user.as_deref(),
+                    now_ms / 1000,
+                    crate::tokens::Recipient::Push,
+                );
+                Some(match minted.map(serde_json::to_value) {
+                    Ok(Ok(serde_json::Value::Object(tokens))) => PushBody::Tokens(tokens),
+                    _ => {
+                        tracing::error!(client_id = %client.id, "token signing failed for a push");
+                        PushBody::Error("transaction_failed")
+                    }
+                })
+            }
+            PollOutcome::Denied => Some(PushBody::Error("access_denied")),
+            PollOutcome::Expired => Some(PushBody::Error("expired_token")),
+            PollOutcome::Pending | PollOutcome::SlowDown { .. } | PollOutcome::Unknown => None,
+        }
+    }
+
+    fn spawn(
+        &self,
+        client: Arc<Client>,
+        decided: PendingRequest,
+        call: impl std::future::Future<Output = Delivery> + Send + 'static,
+    ) {
+        let store = Arc::clone(&self.store);
         tokio::spawn(async move {
-            let outcome = pinger.send(ping, clock).await;
+            let outcome = call.await;
+            let mode = if client.delivery == DeliveryMode::Push {
+                "push"
+            } else {
+                "ping"
+            };
             match &outcome {
                 Delivery::Delivered { attempts } => {
-                    tracing::info!(%client_id, attempts, "ping client notified");
+                    tracing::info!(client_id = %client.id, mode, attempts, "client notified");
                 }
                 Delivery::Failed { attempts, reason } => {
-                    // The client can still redeem by polling (PING-05).
-                    tracing::warn!(%client_id, attempts, %reason, "ping client could not be notified");
+                    // Ping: the client can still redeem by polling (PING-05). Push: the tokens
+                    // are gone with the failure; nothing is redeemable.
+                    tracing::warn!(client_id = %client.id, mode, attempts, %reason, "client could not be notified");
                 }
                 Delivery::Pending => {}
             }
             // Visible through `Engine::delivery` while the request lives.
-            store.record_delivery(&id, outcome).await;
+            store.record_delivery(&decided.id, outcome).await;
         });
     }
 }

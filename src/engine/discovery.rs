@@ -18,8 +18,14 @@ use crate::config::Config;
 use crate::protocol::GRANT_TYPE_CIBA;
 use crate::tokens::KeySet;
 
-/// The delivery modes the gateway serves (DISC-02); push is not offered yet.
-const DELIVERY_MODES: &[&str] = &["poll", "ping"];
+/// The delivery modes the gateway serves (DISC-02): push only while it is offered (PUSH-04).
+fn delivery_modes(cfg: &Config) -> &'static [&'static str] {
+    if cfg.ciba.offer_push {
+        &["poll", "ping", "push"]
+    } else {
+        &["poll", "ping"]
+    }
+}
 
 /// The client authentication methods the gateway accepts (BC-AUTH-02, DISC-06).
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
@@ -40,6 +46,7 @@ pub(super) struct Discovery {
     backchannel: String,
     jwks: String,
     user_code_supported: bool,
+    delivery_modes: &'static [&'static str],
     signing_algs: Vec<String>,
     standalone: Bytes,
 }
@@ -55,7 +62,7 @@ impl Discovery {
             "userinfo_endpoint": url(&shared.userinfo),
             "jwks_uri": url(&paths.jwks),
             "backchannel_authentication_endpoint": url(&paths.backchannel),
-            "backchannel_token_delivery_modes_supported": DELIVERY_MODES,
+            "backchannel_token_delivery_modes_supported": delivery_modes(cfg),
             "backchannel_user_code_parameter_supported": cfg.ciba.user_code.supported,
             "grant_types_supported": [GRANT_TYPE_CIBA],
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
@@ -77,6 +84,7 @@ impl Discovery {
             backchannel: url(&paths.backchannel),
             jwks: url(&paths.jwks),
             user_code_supported: cfg.ciba.user_code.supported,
+            delivery_modes: delivery_modes(cfg),
             signing_algs,
             standalone: Bytes::from(doc.to_string()),
         }
@@ -107,7 +115,7 @@ impl Discovery {
         );
         doc.insert(
             "backchannel_token_delivery_modes_supported".into(),
-            json!(DELIVERY_MODES),
+            json!(self.delivery_modes),
         );
         doc.insert(
             "backchannel_user_code_parameter_supported".into(),

@@ -102,7 +102,7 @@ struct Shared {
     upstream: Option<Arc<Upstream>>,
     paths: Arc<Paths>,
     log: Arc<LogThrottle>,
-    pinger: Arc<crate::channel::Pinger>,
+    notifier: Arc<crate::channel::ClientNotifier>,
     /// Released when the runtime shuts down: polls held for long polling answer at once.
     release: Arc<token::Release>,
 }
@@ -165,9 +165,9 @@ impl Engine {
             &mut problems,
             Channel::from_config(&cfg.channel, &issuer, Arc::clone(&clock)),
         );
-        let pinger = take(
+        let notifier = take(
             &mut problems,
-            crate::channel::Pinger::from_config(&cfg.ciba.client_notifications),
+            crate::channel::ClientNotifier::from_config(&cfg.ciba.client_notifications),
         );
         let tls = match &cfg.tls {
             Some(t) => take(&mut problems, crate::tls::ListenerTls::load(t)).map(Some),
@@ -180,8 +180,8 @@ impl Engine {
             Some(users),
             Some(channel),
             Some(tls),
-            Some(pinger),
-        ) = (keys, upstream, clients, users, channel, tls, pinger)
+            Some(notifier),
+        ) = (keys, upstream, clients, users, channel, tls, notifier)
         else {
             return Err(ConfigErrors(problems));
         };
@@ -209,7 +209,7 @@ impl Engine {
             channel: Arc::new(channel),
             upstream,
             paths,
-            pinger: Arc::new(pinger),
+            notifier: Arc::new(notifier),
             release: Arc::new(token::Release::default()),
             clock,
             issuer,

@@ -117,6 +117,11 @@ impl CibaGrant {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the CIBA grant"));
         }
+        // PUSH-01: a push client's tokens go to its notification endpoint and nowhere else.
+        if client.delivery == crate::config::DeliveryMode::Push {
+            return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
+                .describe("a push client receives its tokens at its notification endpoint"));
+        }
         let id = form
             .get("auth_req_id")
             .ok_or_else(|| OAuthError::invalid_request("auth_req_id is required"))?;
@@ -157,7 +162,14 @@ impl CibaGrant {
                 let user = self.users.by_subject(&pending.subject).await.ok().flatten();
                 let tokens = self
                     .minter
-                    .mint(&pending, &approval, client, user.as_deref(), now_ms / 1000)
+                    .mint(
+                        &pending,
+                        &approval,
+                        client,
+                        user.as_deref(),
+                        now_ms / 1000,
+                        crate::tokens::Recipient::TokenEndpoint,
+                    )
                     .map_err(|e| {
                         tracing::error!(error = %e, "token signing failed");
                         OAuthError::server_error("token signing failed")

@@ -56,6 +56,46 @@ where
     delivery_state_is_part_of_the_request(make(100).await).await;
     held_poll_paces_the_client(make(100).await).await;
     decided_wakes_the_held_polls(make(100).await).await;
+    push_takes_the_decision_once(make(100).await).await;
+}
+
+/// PUSH-01: the decision of a push request is taken once for delivery; nothing is redeemable
+/// afterwards, and the request stays to carry its delivery state.
+async fn push_takes_the_decision_once<S: PendingStore>(s: S) {
+    let r = sample("c1");
+    let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
+    s.create(r).await.unwrap();
+    assert_eq!(s.take(&id, T0).await, PollOutcome::Pending);
+    s.resolve(&handle, Decision::Approved(approval()), T0 + 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.take(&id, T0 + 2).await,
+        PollOutcome::Approved(..)
+    ));
+    assert_eq!(s.take(&id, T0 + 3).await, PollOutcome::Unknown);
+    assert_eq!(
+        s.poll(&id, "c1", T0 + 10_000, Pacing::Checked)
+            .await
+            .unwrap(),
+        PollOutcome::Unknown
+    );
+    s.record_delivery(&r_id(&id), Delivery::Delivered { attempts: 1 })
+        .await;
+    assert_eq!(
+        s.delivery(&id).await,
+        Some(Delivery::Delivered { attempts: 1 })
+    );
+    let d = sample("c1");
+    let (did, dh) = (d.id.as_str().to_owned(), d.handle.clone());
+    s.create(d).await.unwrap();
+    s.resolve(&dh, Decision::Denied, T0 + 1).await.unwrap();
+    assert_eq!(s.take(&did, T0 + 2).await, PollOutcome::Denied);
+    assert_eq!(s.take(&did, T0 + 3).await, PollOutcome::Unknown);
+}
+
+fn r_id(id: &str) -> AuthReqId {
+    AuthReqId::from_wire(id)
 }
 
 /// Long polling (issue: delivery modes, item 4): the answer to a held poll is never

@@ -182,7 +182,8 @@ impl PendingStore for MemoryStore {
         }
         let mut st = Self::lock(&entry);
         let outcome = match std::mem::replace(&mut st.status, Status::Done) {
-            Status::Done => PollOutcome::Unknown,
+            // Taken already (by a poll, or for a push whose delivery state stays readable).
+            Status::Done => return Ok(PollOutcome::Unknown),
             _ if now_ms >= entry.req.expires_at_ms => PollOutcome::Expired,
             Status::Approved(a) => PollOutcome::Approved(Box::new(entry.req.clone()), a),
             Status::Denied => PollOutcome::Denied,
@@ -215,6 +216,26 @@ impl PendingStore for MemoryStore {
             }
         }
         Ok(outcome)
+    }
+
+    async fn take(&self, id: &str, now_ms: u64) -> PollOutcome {
+        let Some(entry) = key(id).and_then(|k| self.requests.get(&k)) else {
+            return PollOutcome::Unknown;
+        };
+        let mut st = Self::lock(&entry);
+        match std::mem::replace(&mut st.status, Status::Done) {
+            Status::Approved(a) => PollOutcome::Approved(Box::new(entry.req.clone()), a),
+            Status::Denied => PollOutcome::Denied,
+            Status::Pending => {
+                st.status = Status::Pending;
+                if now_ms >= entry.req.expires_at_ms {
+                    PollOutcome::Expired
+                } else {
+                    PollOutcome::Pending
+                }
+            }
+            Status::Done => PollOutcome::Unknown,
+        }
     }
 
     async fn resolve(

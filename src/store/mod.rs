@@ -180,6 +180,11 @@ pub trait PendingStore: Send + Sync + 'static {
         pacing: Pacing,
     ) -> impl Future<Output = Result<PollOutcome, StoreError>> + Send;
 
+    /// Takes the decision of request `id` for delivery by push, at `now_ms`: `Approved` or
+    /// `Denied` exactly once (like a poll, atomically), `Unknown` afterwards; the request stays
+    /// behind (never redeemable) so that its delivery can still be recorded and read.
+    fn take(&self, id: &str, now_ms: u64) -> impl Future<Output = PollOutcome> + Send;
+
     /// Resolves the request behind `handle`, once; the handle dies with it. Returns the request
     /// that was decided (what must follow the decision — a ping, a push — needs it).
     fn resolve(
@@ -240,6 +245,11 @@ impl PendingStore for Store {
     ) -> Result<PollOutcome, StoreError> {
         match self {
             Self::Memory(s) => s.poll(id, client_id, now_ms, pacing).await,
+        }
+    }
+    async fn take(&self, id: &str, now_ms: u64) -> PollOutcome {
+        match self {
+            Self::Memory(s) => s.take(id, now_ms).await,
         }
     }
     async fn resolve(

@@ -202,6 +202,15 @@ impl KeySet {
         self.sign_with(None, typ, claims)
     }
 
+    /// The algorithm [`KeySet::sign_with`] signs with for `alg`.
+    pub fn alg_for(&self, alg: Option<SigningAlg>) -> jsonwebtoken::Algorithm {
+        let active = &self.keys[self.active];
+        match alg.map(jwt_alg) {
+            Some(a) if self.keys.iter().any(|k| k.alg == a) => a,
+            _ => active.alg,
+        }
+    }
+
     /// Signs claims with a key of algorithm `alg` (a client's registered
     /// `id_token_signed_response_alg`) when the gateway has one, else with the active key.
     pub fn sign_with<T: Serialize>(
@@ -260,9 +269,48 @@ pub struct IdTokenClaims {
     /// Authentication methods.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub amr: Option<Vec<String>>,
+    /// Access token hash (a pushed ID token carries it, PUSH-02).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub at_hash: Option<String>,
+    /// The request a pushed ID token answers (PUSH-02).
+    #[serde(
+        rename = "urn:openid:params:jwt:claim:auth_req_id",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub auth_req_id: Option<String>,
     /// Standard claims released by scope (`profile`, `email`, `phone`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, String>,
+}
+
+/// `at_hash`-style hash of `token` for an ID token signed with `alg` (OIDC Core §3.1.3.6): the
+/// left half of the hash matching the algorithm, base64url. EdDSA (Ed25519) uses SHA-512.
+pub fn token_hash(alg: jsonwebtoken::Algorithm, token: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let digest: Vec<u8> = match alg {
+        jsonwebtoken::Algorithm::EdDSA
+        | jsonwebtoken::Algorithm::ES384
+        | jsonwebtoken::Algorithm::RS512
+        | jsonwebtoken::Algorithm::PS512
+        | jsonwebtoken::Algorithm::HS512 => sha2::Sha512::digest(token.as_bytes()).to_vec(),
+        jsonwebtoken::Algorithm::RS384
+        | jsonwebtoken::Algorithm::PS384
+        | jsonwebtoken::Algorithm::HS384 => sha2::Sha384::digest(token.as_bytes()).to_vec(),
+        _ => sha2::Sha256::digest(token.as_bytes()).to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// Where minted tokens go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recipient {
+    /// The client redeems them at the token endpoint.
+    TokenEndpoint,
+    /// They are pushed to a push client (PUSH-02): the ID token also carries `at_hash` and the
+    /// `auth_req_id` it answers.
+    Push,
 }
 
 /// RFC 9068 access token claims (JAT-02).
@@ -373,7 +421,7 @@ impl Minter {
             .map(str::to_owned)
     }
 
-    /// Mints the token response for an approved request.
+    /// Mints the token response for an approved request, for `to`.
     pub fn mint(
         &self,
         req: &PendingRequest,
@@ -381,13 +429,14 @@ impl Minter {
         client: &Client,
         user: Option<&User>,
         now: u64,
+        to: Recipient,
     ) -> Result<TokenResponse, jsonwebtoken::errors::Error> {
         let acr = self.acr_for(req.acr_values.as_deref(), approval.acr.as_deref());
         let extra = user
             .map(|u| scoped_claims(&req.scope, u))
             .unwrap_or_default();
         let subject = approval.subject.as_ref().unwrap_or(&req.subject);
-        let id = IdTokenClaims {
+        let mut id = IdTokenClaims {
             iss: self.issuer.clone(),
             sub: subject.clone(),
             aud: client.id.clone(),
@@ -396,6 +445,8 @@ impl Minter {
             auth_time: approval.auth_time,
             acr: acr.clone(),
             amr: approval.amr.clone(),
+            at_hash: None,
+            auth_req_id: None,
             extra,
         };
         let at = AccessTokenClaims {
@@ -410,8 +461,14 @@ impl Minter {
             auth_time: approval.auth_time,
             acr,
         };
+        let access_token = self.keys.sign("at+jwt", &at)?;
+        if to == Recipient::Push {
+            let alg = self.keys.alg_for(client.id_token_alg);
+            id.at_hash = Some(token_hash(alg, &access_token));
+            id.auth_req_id = Some(req.id.as_str().to_owned());
+        }
         Ok(TokenResponse {
-            access_token: self.keys.sign("at+jwt", &at)?,
+            access_token,
             token_type: "Bearer",
             expires_in: self.at_ttl,
             id_token: self.keys.sign_with(client.id_token_alg, "JWT", &id)?,
@@ -424,6 +481,18 @@ impl Minter {
 mod tests {
     use super::*;
     use crate::config::SecretRef;
+
+    // PUSH-02: at_hash as OIDC Core computes it (the example of its §A.3, RS256).
+    #[test]
+    fn push_02_at_hash_matches_the_oidc_example() {
+        assert_eq!(
+            token_hash(
+                jsonwebtoken::Algorithm::RS256,
+                "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"
+            ),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+    }
 
     fn keyset(alg: SigningAlg, pem: String) -> KeySet {
         let cfg = TokensConfig {
