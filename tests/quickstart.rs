@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::receiver::Receiver;
 use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
@@ -23,13 +24,50 @@ fn free_port() -> u16 {
 
 /// The shipped quickstart file, moved to a free port.
 fn quickstart_on(port: u16) -> tempfile_path::Path {
+    quickstart_with_endpoints(port, 9090, 9091)
+}
+
+/// The shipped quickstart file on a free port, its ping and push clients' endpoints moved too.
+fn quickstart_with_endpoints(port: u16, ping: u16, push: u16) -> tempfile_path::Path {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/quickstart.yaml"
     ))
     .unwrap();
-    let text = text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"));
+    let text = text
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9090", &format!("127.0.0.1:{ping}"))
+        .replace("127.0.0.1:9091", &format!("127.0.0.1:{push}"));
     tempfile_path::write(&text)
+}
+
+/// Approves on the page behind the next approval link the gateway logs; returns the page.
+async fn approve_next_link(http: &reqwest::Client, rx: &mpsc::Receiver<String>) -> String {
+    let line = wait_line(rx, |l| l.contains("/approve/"));
+    let link = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.contains("/approve/"))
+        .unwrap()
+        .to_owned();
+    let page = http.get(&link).send().await.unwrap();
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let csrf = csrf_field(&html);
+    let done = http
+        .post(&link)
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    html
 }
 
 mod tempfile_path {
@@ -97,7 +135,13 @@ fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String
 #[tokio::test]
 async fn readme_walkthrough_against_the_quickstart_binary() {
     let port = free_port();
-    let cfg = quickstart_on(port);
+    let ping_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let push_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cfg = quickstart_with_endpoints(
+        port,
+        ping_listener.local_addr().unwrap().port(),
+        push_listener.local_addr().unwrap().port(),
+    );
     let (mut child, rx, _log) = serve(&cfg);
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
@@ -129,50 +173,86 @@ async fn readme_walkthrough_against_the_quickstart_binary() {
         "3600 is capped by the quickstart's max_expiry_secs"
     );
 
-    // The seed's poll, with its IETF spelling of the grant type.
-    let poll = || {
-        http.post(format!("{base}/token"))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("grant_type=urn:ietf:params:oauth:grant-type:ciba&client_id=my-client&client_secret=supersecret&auth_req_id={id}"))
-            .send()
+    // The seed's poll, with its IETF spelling of the grant type. The quickstart long-polls: the
+    // poll waits for the user instead of answering authorization_pending at once.
+    let poll = {
+        let (http, base, id) = (http.clone(), base.clone(), id.clone());
+        tokio::spawn(async move {
+            http.post(format!("{base}/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("grant_type=urn:ietf:params:oauth:grant-type:ciba&client_id=my-client&client_secret=supersecret&auth_req_id={id}"))
+                .send()
+                .await
+                .unwrap()
+        })
     };
-    reply(poll().await.unwrap())
-        .await
-        .assert_error(400, "authorization_pending");
 
-    // The link is in the log; the auth_req_id never is.
-    let line = wait_line(&rx, |l| l.contains("/approve/"));
-    assert!(!line.contains(&id));
-    let link = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://") && w.contains("/approve/"))
-        .unwrap()
-        .to_owned();
-    let page = http.get(&link).send().await.unwrap();
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let html = page.text().await.unwrap();
+    // The link is in the log; the auth_req_id never is. The user approves, and the waiting
+    // poll is answered with the tokens.
+    let html = approve_next_link(&http, &rx).await;
     assert!(html.contains("My Client") && html.contains("Please authenticate for my-client"));
-    let csrf = csrf_field(&html);
-    let done = http
-        .post(&link)
-        .header("cookie", cookie)
-        .form(&[("csrf", csrf.as_str()), ("decision", "approve")])
+    let tokens = reply(poll.await.unwrap()).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    assert!(tokens.json["id_token"].is_string() && tokens.json["access_token"].is_string());
+
+    // Ping: the quickstart's ping client is told at its endpoint, then redeems.
+    let ping_rx = Receiver::start_on(ping_listener, &[204], false).await;
+    let r = http
+        .post(format!("{base}/bc-authorize"))
+        .form(&[
+            ("client_id", "ping-client"),
+            ("client_secret", "supersecret"),
+            ("scope", "openid email"),
+            ("login_hint", "alice"),
+            ("user_code", "abc123"),
+            ("client_notification_token", "ping-bearer-1"),
+        ])
         .send()
         .await
         .unwrap();
-    assert_eq!(done.status(), 200);
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let ping_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    approve_next_link(&http, &rx).await;
+    let ping = ping_rx.next_call().await;
+    assert_eq!(ping.bearer, "ping-bearer-1");
+    assert_eq!(ping.body, serde_json::json!({ "auth_req_id": ping_id }));
+    let r = http
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "urn:openid:params:grant-type:ciba"),
+            ("client_id", "ping-client"),
+            ("client_secret", "supersecret"),
+            ("auth_req_id", ping_id.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.json);
 
-    // The client waits its interval before polling again (real time: this is the real binary).
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let tokens = reply(poll().await.unwrap()).await;
-    assert_eq!(tokens.status, 200, "{}", tokens.json);
-    assert!(tokens.json["id_token"].is_string() && tokens.json["access_token"].is_string());
+    // Push: the quickstart's push client receives its tokens at its endpoint.
+    let push_rx = Receiver::start_on(push_listener, &[204], false).await;
+    let r = http
+        .post(format!("{base}/bc-authorize"))
+        .form(&[
+            ("client_id", "push-client"),
+            ("client_secret", "supersecret"),
+            ("scope", "openid"),
+            ("login_hint", "bob"),
+            ("client_notification_token", "push-bearer-1"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let push_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    approve_next_link(&http, &rx).await;
+    let push = push_rx.next_call().await;
+    assert_eq!(push.bearer, "push-bearer-1");
+    assert_eq!(push.body["auth_req_id"], push_id.as_str());
+    assert!(push.body["access_token"].is_string() && push.body["id_token"].is_string());
 
     // SIGTERM: graceful shutdown, exit 0.
     let pid = child.id().to_string();
@@ -191,6 +271,9 @@ async fn readme_walkthrough_against_the_quickstart_binary() {
             !l.contains(&id)
                 && !l.contains("supersecret")
                 && !l.contains(tokens.json["access_token"].as_str().unwrap())
+                && !l.contains("ping-bearer-1")
+                && !l.contains(&ping_id)
+                && !l.contains(&push_id)
         );
     }
 }

@@ -11,6 +11,9 @@ use tokio::sync::mpsc;
 
 use crate::pki::Pki;
 
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 /// One call the endpoint received.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -34,13 +37,24 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts the endpoint answering with `script`.
+    /// Starts the endpoint answering with `script`, over HTTPS.
     pub async fn start(script: &[u16]) -> Self {
+        Self::start_on(
+            TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            script,
+            true,
+        )
+        .await
+    }
+
+    /// Starts the endpoint on `listener`, over HTTPS or (for development configurations) plain
+    /// HTTP.
+    pub async fn start_on(listener: TcpListener, script: &[u16], tls: bool) -> Self {
         let pki = Pki::new();
-        let acceptor = pki.acceptor();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let acceptor = tls.then(|| pki.acceptor());
+        let scheme = if tls { "https" } else { "http" };
         let url = format!(
-            "https://localhost:{}/cb",
+            "{scheme}://localhost:{}/cb",
             listener.local_addr().unwrap().port()
         );
         let (tx, rx) = mpsc::unbounded_channel();
@@ -52,8 +66,12 @@ impl Receiver {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    continue;
+                let io: Box<dyn Io> = match &acceptor {
+                    Some(a) => match a.accept(tcp).await {
+                        Ok(tls) => Box::new(tls),
+                        Err(_) => continue,
+                    },
+                    None => Box::new(tcp),
                 };
                 let n = {
                     let mut c = seen.lock().unwrap();
@@ -63,7 +81,7 @@ impl Receiver {
                 let status = script[n.min(script.len() - 1)];
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let mut io = BufReader::new(tls);
+                    let mut io = BufReader::new(io);
                     let (mut bearer, mut content_type, mut len) = (String::new(), String::new(), 0);
                     let mut line = String::new();
                     loop {
