@@ -19,6 +19,7 @@ use sha2::Digest;
 
 every_provider!(
     disc_07_discovery_at_the_issuer_path_advertises_the_gateway,
+    delivery_long_poll_ping_and_push_in_front_of_the_provider,
     gw_01_code_pkce_login_and_provider_userinfo_pass_through,
     tok_11_client_credentials_passes_through,
     gw_02_ciba_poll_flow_minted_tokens_and_userinfo,
@@ -262,6 +263,129 @@ async fn gw_02_ciba_poll_flow_minted_tokens_and_userinfo(kind: Kind, rt: Runtime
             .to_str()
             .unwrap()
             .starts_with("Bearer")
+    );
+}
+
+/// The three ways a client gets its tokens, at the endpoints the provider's discovery (as the
+/// gateway serves it) names: a long poll answered on approval, a ping then a poll, a push.
+async fn delivery_long_poll_ping_and_push_in_front_of_the_provider(kind: Kind, rt: RuntimeKind) {
+    use ciba_gateway::config::DeliveryMode;
+    use common::receiver::Receiver;
+    let auth = Authenticator::start().await;
+    let (ping_rx, push_rx) = (Receiver::start(&[204]).await, Receiver::start(&[204]).await);
+    let (ping_url, push_url, ca) = (
+        ping_rx.url.parse().unwrap(),
+        push_rx.url.parse().unwrap(),
+        ping_rx.ca_file.clone(),
+    );
+    // Both receivers' CAs in one bundle (loaded when the gateway starts).
+    let bundle = std::env::temp_dir().join(format!(
+        "ciba-gw-cas-{}.pem",
+        ciba_gateway::protocol::random_token()
+    ));
+    let pem =
+        std::fs::read_to_string(&ca).unwrap() + &std::fs::read_to_string(&push_rx.ca_file).unwrap();
+    std::fs::write(&bundle, pem).unwrap();
+    let (gw, p) = gateway_before(kind, rt, |c| {
+        c.channel = auth.channel_config();
+        c.ciba.long_poll_secs = 60;
+        let n = &mut c.ciba.client_notifications;
+        n.ca_file = Some(bundle.clone());
+        n.outbound.allow_private_networks = true;
+        // narrow-client pings; no-ciba-client, without the CIBA grant, is a push client (it
+        // never redeems, CM-03).
+        c.clients[4].backchannel_token_delivery_mode = DeliveryMode::Ping;
+        c.clients[4].backchannel_client_notification_endpoint = Some(ping_url);
+        c.clients[3].backchannel_token_delivery_mode = DeliveryMode::Push;
+        c.clients[3].backchannel_client_notification_endpoint = Some(push_url);
+    })
+    .await;
+    let _ = std::fs::remove_file(&bundle);
+    let d = discovery(&gw, &p).await;
+    assert_eq!(
+        d["backchannel_token_delivery_modes_supported"],
+        json!(["poll", "ping", "push"])
+    );
+    let (bc, token) = (
+        s(&d, "backchannel_authentication_endpoint").to_owned(),
+        s(&d, "token_endpoint").to_owned(),
+    );
+    let start = |client: (&'static str, &'static str), extra: Option<&'static str>| {
+        let (gw, bc) = (&gw, bc.clone());
+        async move {
+            let mut form = vec![
+                ("client_id", client.0),
+                ("client_secret", client.1),
+                ("scope", "openid"),
+                ("login_hint", "alice@example.com"),
+            ];
+            if let Some(t) = extra {
+                form.push(("client_notification_token", t));
+            }
+            let ack = post(gw, &bc, &form, None).await;
+            assert_eq!(ack.status, 200, "{}", ack.json);
+            ack.json["auth_req_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let redeem = |client: (&'static str, &'static str), id: String| {
+        let (http, token) = (gw.http.clone(), token.clone());
+        async move {
+            let r = http
+                .post(&token)
+                .form(&[
+                    ("grant_type", "urn:openid:params:grant-type:ciba"),
+                    ("client_id", client.0),
+                    ("client_secret", client.1),
+                    ("auth_req_id", id.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            reply(r).await
+        }
+    };
+
+    // Long poll: held until the user approves.
+    let id = start(POST_CLIENT, None).await;
+    let held = tokio::spawn(redeem(POST_CLIENT, id));
+    let call = auth.next_call().await;
+    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while gw.engine.held_polls() != 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the poll is held");
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let t = held.await.unwrap();
+    assert_eq!(t.status, 200, "{}", t.json);
+
+    // Ping, then the client redeems.
+    let id = start(NARROW_CLIENT, Some("ping-token")).await;
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let ping = ping_rx.next_call().await;
+    assert_eq!(ping.bearer, "ping-token");
+    assert_eq!(ping.body, json!({ "auth_req_id": id }));
+    let t = redeem(NARROW_CLIENT, id).await;
+    assert_eq!(t.status, 200, "{}", t.json);
+
+    // Push: the tokens arrive at the endpoint, verifiable from discovery alone.
+    let id = start(NO_CIBA_CLIENT, Some("push-token")).await;
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let push = push_rx.next_call().await;
+    assert_eq!(push.body["auth_req_id"], id.as_str());
+    let claims = gw
+        .verify_id_token_from(
+            &d,
+            push.body["id_token"].as_str().unwrap(),
+            NO_CIBA_CLIENT.0,
+        )
+        .await;
+    assert_eq!(
+        claims["urn:openid:params:jwt:claim:auth_req_id"],
+        id.as_str()
     );
 }
 
