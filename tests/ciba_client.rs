@@ -40,6 +40,31 @@ async fn openid_client_completes_the_poll_flow_with_an_external_authenticator() 
 // completes the flow and calls userinfo in front of each real provider at its defaults
 // (oidc-provider as shipped, django-oauth-toolkit with its issuer under /o and RS256 only),
 // on both runtimes.
+/// The certified library refreshes with the gateway's refresh token (rotated on use).
+#[tokio::test]
+async fn openid_client_refreshes_with_the_gateways_refresh_token() {
+    let auth = Authenticator::start().await;
+    let gw = start_real_time(|c| {
+        c.channel = auth.channel_config();
+        c.ciba.interval_secs = 1;
+        c.scopes_supported.push("offline_access".into());
+        for cl in &mut c.clients {
+            cl.grant_types.push("refresh_token".into());
+        }
+    })
+    .await;
+    let result = run_client_with(&gw.url, &auth, Some("refresh"), |call| {
+        let gw = &gw;
+        async move {
+            assert_eq!(callback(gw, &call.bearer, "SUCCEED").await.status, 200);
+        }
+    })
+    .await;
+    assert_eq!(result["refreshed"]["sub"], "sub-alice");
+    assert_eq!(result["refreshed"]["rotated"], true);
+    assert_eq!(result["refreshed"]["new_access_token"], true);
+}
+
 /// Ping mode with the certified library: it receives the ping on its own HTTPS listener
 /// (certificate from a test CA the gateway is told to trust), then redeems (PING-01, CM-02).
 #[tokio::test]
@@ -213,14 +238,25 @@ async fn run_client<F: std::future::Future<Output = ()>>(
     auth: &Authenticator,
     approve: impl FnOnce(ChannelCall) -> F,
 ) -> serde_json::Value {
-    let mut child = node_client(&[
+    run_client_with(issuer, auth, None, approve).await
+}
+
+async fn run_client_with<F: std::future::Future<Output = ()>>(
+    issuer: &str,
+    auth: &Authenticator,
+    mode: Option<&str>,
+    approve: impl FnOnce(ChannelCall) -> F,
+) -> serde_json::Value {
+    let mut args = vec![
         "ciba-poll.mjs",
         issuer,
         BASIC_CLIENT.0,
         BASIC_CLIENT.1,
         "alice@example.com",
         "1234",
-    ]);
+    ];
+    args.extend(mode);
+    let mut child = node_client(&args);
 
     // The user is reached through the authenticator...
     let call = auth.next_call().await;

@@ -35,13 +35,7 @@ async fn gateway_with(
     kind: RuntimeKind,
     edit: impl FnOnce(&mut Config) + Send,
 ) -> (Gateway, Authenticator) {
-    let auth = Authenticator::start().await;
-    let gw = start_on(kind, |c| {
-        c.channel = auth.channel_config();
-        edit(c);
-    })
-    .await;
-    (gw, auth)
+    start_with_authenticator(kind, edit).await
 }
 
 async fn long_poll(kind: RuntimeKind, secs: u32) -> (Gateway, Authenticator) {

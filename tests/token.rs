@@ -22,9 +22,7 @@ both_runtimes!(
 
 /// A gateway whose requests are approved or denied by a real authenticator over HTTP.
 async fn with_authenticator(kind: RuntimeKind) -> (Gateway, Authenticator) {
-    let auth = Authenticator::start().await;
-    let gw = start_on(kind, |c| c.channel = auth.channel_config()).await;
-    (gw, auth)
+    start_with_authenticator(kind, |_| {}).await
 }
 
 async fn tok_05_pending_then_slow_down_then_raised_interval_enforced(kind: RuntimeKind) {

@@ -37,6 +37,9 @@ pub struct Client {
     pub upstream: Option<UpstreamCredentials>,
     /// The algorithm the client expects its ID tokens signed with, if registered.
     pub id_token_alg: Option<crate::config::SigningAlg>,
+    /// Whether the client may use the `refresh_token` grant (it then gets refresh tokens for
+    /// grants with `offline_access`).
+    pub refresh_allowed: bool,
     /// How the client gets its tokens (CM-01).
     pub delivery: crate::config::DeliveryMode,
     /// Where a ping client is notified (CM-02).
@@ -91,6 +94,7 @@ impl Client {
                 .unwrap_or_else(|| cfg.scopes_supported.clone()),
             tokens: c.tokens,
             id_token_alg: c.id_token_signed_response_alg,
+            refresh_allowed: c.grant_types.iter().any(|g| g == "refresh_token"),
             delivery: c.backchannel_token_delivery_mode,
             notification_endpoint: c.backchannel_client_notification_endpoint.clone(),
             upstream: match upstream {

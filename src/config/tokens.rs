@@ -59,6 +59,11 @@ pub struct TokensConfig {
     /// `acr` values the gateway may assert; a requested value in this list becomes the ID
     /// token's `acr` (TOK-09). Default none.
     pub acr_values_supported: Vec<String>,
+    /// Lifetime of a refresh-token family (all the rotations of one grant), seconds. Default
+    /// 2 592 000 (30 days).
+    pub refresh_token_ttl_secs: u64,
+    /// A family not refreshed for this long ends, seconds. Default 1 209 600 (14 days).
+    pub refresh_token_idle_secs: u64,
 }
 
 impl Default for TokensConfig {
@@ -70,6 +75,8 @@ impl Default for TokensConfig {
             access_token_ttl_secs: 600,
             access_token_audience: None,
             acr_values_supported: Vec::new(),
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            refresh_token_idle_secs: 14 * 24 * 3600,
         }
     }
 }
@@ -86,7 +93,11 @@ impl TokensConfig {
                 ));
             }
         }
-        if self.id_token_ttl_secs == 0 || self.access_token_ttl_secs == 0 {
+        if self.id_token_ttl_secs == 0
+            || self.access_token_ttl_secs == 0
+            || self.refresh_token_ttl_secs == 0
+            || self.refresh_token_idle_secs == 0
+        {
             errs.push(ConfigError::new(
                 "tokens",
                 "token lifetimes must be positive",

@@ -218,7 +218,7 @@ impl Engine {
                 e
             } else {
                 OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
-                    .describe("this gateway only serves the CIBA grant")
+                    .describe("this gateway serves only the CIBA grant and its own refresh tokens")
             };
             return e.into_response();
         }

@@ -12,8 +12,9 @@ use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::config::DeliveryMode;
 use crate::store::{Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, Store};
-use crate::tokens::Minter;
-use crate::users::UserDirectory;
+use crate::tokens::{Minter, Recipient};
+
+use super::issue::{Family, Issuer};
 
 /// Decides pending requests, once each, and tells ping and push clients.
 pub(super) struct Decisions {
@@ -22,18 +23,18 @@ pub(super) struct Decisions {
     clients: Arc<ClientRegistry>,
     notifier: Arc<ClientNotifier>,
     minter: Arc<Minter>,
-    users: Arc<UserDirectory>,
+    issuer: Arc<Issuer>,
 }
 
 impl Decisions {
-    pub(super) fn new(shared: &Shared) -> Self {
+    pub(super) fn new(shared: &Shared, issuer: &Arc<Issuer>) -> Self {
         Self {
             store: Arc::clone(&shared.store),
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
             notifier: Arc::clone(&shared.notifier),
             minter: Arc::clone(&shared.minter),
-            users: Arc::clone(&shared.users),
+            issuer: Arc::clone(issuer),
         }
     }
 
@@ -106,19 +107,15 @@ impl Decisions {
         let now_ms = self.clock.now_ms();
         match self.store.take(decided.id.as_str(), now_ms).await {
             PollOutcome::Approved(pending, approval) => {
-                let user = self.users.by_subject(&pending.subject).await.ok().flatten();
-                let minted = self.minter.mint(
-                    &pending,
-                    &approval,
-                    client,
-                    user.as_deref(),
-                    now_ms / 1000,
-                    crate::tokens::Recipient::Push,
-                );
-                Some(match minted.map(serde_json::to_value) {
+                let grant = self.minter.grant_for(&pending, &approval);
+                let minted = self
+                    .issuer
+                    .issue(client, &grant, now_ms, Recipient::Push, Family::New)
+                    .await;
+                Some(match minted.map(|t| serde_json::to_value(&t)) {
                     Ok(Ok(serde_json::Value::Object(tokens))) => PushBody::Tokens(tokens),
                     _ => {
-                        tracing::error!(client_id = %client.id, "token signing failed for a push");
+                        tracing::error!(client_id = %client.id, "tokens could not be issued for a push");
                         PushBody::Error("transaction_failed")
                     }
                 })

@@ -11,6 +11,7 @@ mod backchannel;
 mod callback;
 mod decide;
 mod discovery;
+mod issue;
 mod paths;
 mod token;
 mod upstream_login;
@@ -215,14 +216,15 @@ impl Engine {
             issuer,
             cfg,
         };
-        let decisions = Arc::new(decide::Decisions::new(&shared));
+        let issuer = Arc::new(issue::Issuer::new(&shared));
+        let decisions = Arc::new(decide::Decisions::new(&shared, &issuer));
         let login = (shared.cfg.approval.mode == ApprovalMode::Upstream)
             .then_some(shared.upstream.as_ref())
             .flatten()
             .map(|u| Arc::new(upstream_login::UpstreamLogin::new(&shared, u, &decisions)));
         Ok(Self {
             backchannel: backchannel::Backchannel::new(&shared),
-            token: token::CibaGrant::new(&shared),
+            token: token::CibaGrant::new(&shared, &issuer),
             approval: approval::ApprovalPages::new(&shared, &decisions, login.clone()),
             channel_callback: callback::ChannelCallback::new(&shared, &decisions),
             userinfo: userinfo::Userinfo::new(&shared),

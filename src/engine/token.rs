@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::issue::{Family, Issuer};
 use super::{Engine, EngineRequest, Outcome, Shared, json_response};
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::protocol::form::require_form_content_type;
-use crate::protocol::{ErrorCode, Form, GRANT_TYPE_CIBA, OAuthError};
-use crate::store::{Pacing, PendingStore, PollOutcome, Store};
-use crate::tokens::Minter;
-use crate::users::UserDirectory;
+use crate::protocol::{ErrorCode, Form, GRANT_TYPE_CIBA, OAuthError, Scope};
+use crate::store::{Pacing, PendingStore, PollOutcome, RefreshStore, Rotation, Store};
+use crate::tokens::{Grant, Minter, Recipient, RefreshIssue, RefreshTokenClaims};
 
 /// Counts a held poll for as long as it is held (also when its connection goes away).
 struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -71,13 +71,13 @@ pub(super) struct CibaGrant {
     pub(super) held: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
     clients: Arc<ClientRegistry>,
-    users: Arc<UserDirectory>,
     store: Arc<Store>,
     minter: Arc<Minter>,
+    issuer: Arc<Issuer>,
 }
 
 impl CibaGrant {
-    pub(super) fn new(shared: &Shared) -> Self {
+    pub(super) fn new(shared: &Shared, issuer: &Arc<Issuer>) -> Self {
         Self {
             accept_ietf_alias: shared.cfg.ciba.accept_ietf_grant_type_alias,
             long_poll: Duration::from_secs(shared.cfg.ciba.long_poll_secs.into()),
@@ -85,23 +85,111 @@ impl CibaGrant {
             held: std::sync::atomic::AtomicUsize::new(0),
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
-            users: Arc::clone(&shared.users),
             store: Arc::clone(&shared.store),
             minter: Arc::clone(&shared.minter),
+            issuer: Arc::clone(issuer),
         }
     }
 
     pub(super) async fn handle(&self, req: EngineRequest) -> Outcome {
-        if req.method != Method::POST
-            || require_form_content_type(&req.headers).is_err()
-            || !Engine::is_ciba_grant(&req.body)
-        {
+        if req.method != Method::POST || require_form_content_type(&req.headers).is_err() {
             return Outcome::Forward(req);
         }
-        Outcome::Respond(match self.ciba_grant(&req).await {
-            Ok(r) => r,
-            Err(e) => e.into_response(),
-        })
+        let answer = if Engine::is_ciba_grant(&req.body) {
+            self.ciba_grant(&req).await
+        } else if let Some(claims) = self.own_refresh_token(&req.body) {
+            self.refresh(&req, claims).await
+        } else {
+            // Another grant, or a refresh token that is not the gateway's (the provider's
+            // own): forwarded byte for byte.
+            return Outcome::Forward(req);
+        };
+        Outcome::Respond(answer.unwrap_or_else(|e| e.into_response()))
+    }
+
+    /// The claims of a `refresh_token` grant's token when the gateway signed it.
+    fn own_refresh_token(&self, body: &[u8]) -> Option<RefreshTokenClaims> {
+        let mut grant = None;
+        let mut token = None;
+        for (k, v) in form_urlencoded::parse(body) {
+            match &*k {
+                "grant_type" => grant = Some(v),
+                "refresh_token" => token = Some(v),
+                _ => {}
+            }
+        }
+        if grant.as_deref() != Some("refresh_token") {
+            return None;
+        }
+        self.minter
+            .own_refresh_token(&token?, self.clock.now_ms() / 1000)
+    }
+
+    /// The `refresh_token` grant for one of the gateway's refresh tokens: rotation, and reuse
+    /// detection that revokes the family (RFC 9700 §4.14).
+    async fn refresh(
+        &self,
+        req: &EngineRequest,
+        claims: RefreshTokenClaims,
+    ) -> Result<http::Response<Bytes>, OAuthError> {
+        let form = Form::parse(&req.body)?;
+        let client = self.clients.authenticate(&req.headers, &form).await?;
+        if !client.refresh_allowed {
+            return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
+                .describe("this client is not allowed the refresh_token grant"));
+        }
+        if client.id != claims.client_id {
+            return Err(OAuthError::bad_request(ErrorCode::InvalidGrant)
+                .describe("the refresh token was issued to another client"));
+        }
+        let scope = Scope::parse(&claims.scope)
+            .ok_or_else(|| OAuthError::server_error("a refresh token with no scope"))?;
+        if let Some(asked) = form.get("scope")
+            && Scope::parse(asked).is_none_or(|a| {
+                a.iter().count() != scope.iter().count() || !a.iter().all(|v| scope.contains(v))
+            })
+        {
+            return Err(OAuthError::bad_request(ErrorCode::InvalidScope)
+                .describe("a refresh keeps the granted scope (narrowing is not supported)"));
+        }
+        let now_ms = self.clock.now_ms();
+        let next = Issuer::next_jti();
+        match self
+            .store
+            .rotate(&claims.fid, &claims.jti, &next, now_ms)
+            .await
+        {
+            Rotation::Rotated => {}
+            Rotation::Reused => {
+                tracing::warn!(client_id = %client.id, "a refresh token was used twice: its family is revoked");
+                return Err(OAuthError::bad_request(ErrorCode::InvalidGrant)
+                    .describe("the refresh token was already used"));
+            }
+            Rotation::Gone => {
+                return Err(OAuthError::bad_request(ErrorCode::InvalidGrant)
+                    .describe("the refresh token is no longer valid"));
+            }
+        }
+        let grant = Grant {
+            subject: claims.sub,
+            scope,
+            auth_time: claims.auth_time,
+            acr: claims.acr,
+            amr: claims.amr,
+            auth_req_id: None,
+        };
+        let family = Family::Continue(RefreshIssue {
+            family: claims.fid,
+            jti: next,
+            expires_at: claims.exp,
+        });
+        let tokens = self
+            .issuer
+            .issue(client, &grant, now_ms, Recipient::TokenEndpoint, family)
+            .await?;
+        tracing::info!(client_id = %client.id, "tokens refreshed");
+        let body = serde_json::to_vec(&tokens).expect("a token response serialises");
+        Ok(json_response(StatusCode::OK, Bytes::from(body)))
     }
 
     async fn ciba_grant(&self, req: &EngineRequest) -> Result<http::Response<Bytes>, OAuthError> {
@@ -159,21 +247,17 @@ impl CibaGrant {
                     let body = serde_json::to_vec(t).expect("a token response serialises");
                     return Ok(json_response(StatusCode::OK, Bytes::from(body)));
                 }
-                let user = self.users.by_subject(&pending.subject).await.ok().flatten();
+                let grant = self.minter.grant_for(&pending, &approval);
                 let tokens = self
-                    .minter
-                    .mint(
-                        &pending,
-                        &approval,
+                    .issuer
+                    .issue(
                         client,
-                        user.as_deref(),
-                        now_ms / 1000,
-                        crate::tokens::Recipient::TokenEndpoint,
+                        &grant,
+                        now_ms,
+                        Recipient::TokenEndpoint,
+                        Family::New,
                     )
-                    .map_err(|e| {
-                        tracing::error!(error = %e, "token signing failed");
-                        OAuthError::server_error("token signing failed")
-                    })?;
+                    .await?;
                 tracing::info!(client_id = %client.id, subject = %pending.subject, "tokens issued for an approved CIBA request");
                 let body = serde_json::to_vec(&tokens).expect("a token response serialises");
                 return Ok(json_response(StatusCode::OK, Bytes::from(body)));

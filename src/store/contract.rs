@@ -59,6 +59,46 @@ where
     push_takes_the_decision_once(make(100).await).await;
 }
 
+/// Runs every refresh-family check (RFC 9700 §4.14); `make(capacity)` as for [`run_all`].
+pub async fn run_refresh<S, F, Fut>(make: F)
+where
+    S: super::RefreshStore,
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = S>,
+{
+    use super::Rotation;
+    let s = make(100).await;
+    // Rotation: the current token rotates once; presenting it again revokes the family,
+    // including the token it rotated to.
+    s.start_family("f1", "t1", T0, T0 + 3_600_000, 600_000)
+        .await
+        .unwrap();
+    assert_eq!(s.rotate("f1", "t1", "t2", T0 + 1).await, Rotation::Rotated);
+    assert_eq!(s.rotate("f1", "t2", "t3", T0 + 2).await, Rotation::Rotated);
+    assert_eq!(s.rotate("f1", "t1", "t4", T0 + 3).await, Rotation::Reused);
+    assert_eq!(s.rotate("f1", "t3", "t5", T0 + 4).await, Rotation::Gone);
+    assert_eq!(s.rotate("nope", "t1", "t2", T0).await, Rotation::Gone);
+    // Idle too long: gone.
+    s.start_family("f2", "a1", T0, T0 + 3_600_000, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.rotate("f2", "a1", "a2", T0 + 500).await,
+        Rotation::Rotated
+    );
+    assert_eq!(s.rotate("f2", "a2", "a3", T0 + 1501).await, Rotation::Gone);
+    // Capacity refuses new families instead of evicting live ones.
+    let s = make(1).await;
+    s.start_family("g1", "x", T0, T0 + 3_600_000, 600_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.start_family("g2", "y", T0, T0 + 3_600_000, 600_000).await,
+        Err(StoreError::Full)
+    );
+    assert_eq!(s.rotate("g1", "x", "x2", T0 + 1).await, Rotation::Rotated);
+}
+
 /// PUSH-01: the decision of a push request is taken once for delivery; nothing is redeemable
 /// afterwards, and the request stays to carry its delivery state.
 async fn push_takes_the_decision_once<S: PendingStore>(s: S) {

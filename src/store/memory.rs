@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
 
 use super::{
-    Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, ResolveError,
-    StoreError,
+    Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, RefreshStore,
+    ResolveError, Rotation, StoreError,
 };
 use crate::protocol::AuthReqId;
 
@@ -77,9 +77,34 @@ impl moka::Expiry<Key, (Key, Duration)> for HandleExpiry {
 /// hasher is safe here.
 type Hasher = foldhash::fast::RandomState;
 
-/// Pending requests in process memory.
+/// One refresh-token family.
+#[derive(Debug)]
+struct Family {
+    current: String,
+    last_used_ms: u64,
+    idle_ms: u64,
+    revoked: bool,
+    ttl: Duration,
+}
+
+struct FamilyExpiry;
+
+impl moka::Expiry<String, Arc<Mutex<Family>>> for FamilyExpiry {
+    fn expire_after_create(
+        &self,
+        _k: &String,
+        v: &Arc<Mutex<Family>>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(v.lock().unwrap_or_else(|p| p.into_inner()).ttl)
+    }
+}
+
+/// Pending requests and refresh-token families in process memory.
 pub struct MemoryStore {
     requests: Cache<Key, Arc<Entry>, Hasher>,
+    families: Cache<String, Arc<Mutex<Family>>>,
+    live_families: Arc<AtomicU64>,
     handles: Cache<Key, (Key, Duration), Hasher>,
     live: Arc<AtomicU64>,
     capacity: u64,
@@ -109,7 +134,17 @@ impl MemoryStore {
         let handles = Cache::builder()
             .expire_after(HandleExpiry)
             .build_with_hasher(Hasher::default());
+        let live_families = Arc::new(AtomicU64::new(0));
+        let live_f = Arc::clone(&live_families);
+        let families = Cache::builder()
+            .expire_after(FamilyExpiry)
+            .eviction_listener(move |_k, _v, _cause| {
+                live_f.fetch_sub(1, Ordering::Relaxed);
+            })
+            .build();
         Self {
+            families,
+            live_families,
             requests,
             handles,
             live,
@@ -128,6 +163,60 @@ impl MemoryStore {
 
     fn lock(e: &Entry) -> std::sync::MutexGuard<'_, State> {
         e.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl RefreshStore for MemoryStore {
+    async fn start_family(
+        &self,
+        family: &str,
+        jti: &str,
+        now_ms: u64,
+        expires_at_ms: u64,
+        idle_ms: u64,
+    ) -> Result<(), StoreError> {
+        let reserve = || {
+            self.live_families
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.capacity).then_some(n + 1)
+                })
+                .is_ok()
+        };
+        if !reserve() {
+            self.families.run_pending_tasks();
+            if !reserve() {
+                return Err(StoreError::Full);
+            }
+        }
+        let f = Family {
+            current: jti.to_owned(),
+            last_used_ms: now_ms,
+            idle_ms,
+            revoked: false,
+            ttl: Duration::from_millis(expires_at_ms.saturating_sub(now_ms)),
+        };
+        self.families
+            .insert(family.to_owned(), Arc::new(Mutex::new(f)));
+        Ok(())
+    }
+
+    async fn rotate(&self, family: &str, presented: &str, next: &str, now_ms: u64) -> Rotation {
+        let Some(entry) = self.families.get(family) else {
+            return Rotation::Gone;
+        };
+        let mut f = entry.lock().unwrap_or_else(|p| p.into_inner());
+        if f.revoked || now_ms.saturating_sub(f.last_used_ms) > f.idle_ms {
+            f.revoked = true;
+            return Rotation::Gone;
+        }
+        if f.current != presented {
+            // A token of the family that is no longer current: the family is compromised.
+            f.revoked = true;
+            return Rotation::Reused;
+        }
+        f.current = next.to_owned();
+        f.last_used_ms = now_ms;
+        Rotation::Rotated
     }
 }
 
@@ -324,5 +413,6 @@ mod tests {
     #[tokio::test]
     async fn contract_memory_store() {
         super::super::contract::run_all(|cap| async move { store(cap) }).await;
+        super::super::contract::run_refresh(|cap| async move { store(cap) }).await;
     }
 }

@@ -222,12 +222,70 @@ pub trait PendingStore: Send + Sync + 'static {
     fn delivery(&self, id: &str) -> impl Future<Output = Option<Delivery>> + Send;
 }
 
+/// What presenting a refresh token finds (RFC 9700 §4.14: rotation with reuse detection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was the family's current token: the family now expects `next`.
+    Rotated,
+    /// It was an earlier token of the family (stolen or replayed): the whole family is revoked.
+    Reused,
+    /// No such family: unknown, revoked, past its lifetime or idle too long.
+    Gone,
+}
+
+/// Refresh-token families: which token of each grant is current. Times are passed in.
+pub trait RefreshStore: Send + Sync + 'static {
+    /// Starts a family whose current token is `jti`; it ends at `expires_at_ms`, or after
+    /// `idle_ms` without a refresh. Refuses with [`StoreError::Full`] rather than evicting.
+    fn start_family(
+        &self,
+        family: &str,
+        jti: &str,
+        now_ms: u64,
+        expires_at_ms: u64,
+        idle_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Presents token `presented` of `family` at `now_ms`, atomically: the current one rotates
+    /// to `next`; an earlier one revokes the family.
+    fn rotate(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Rotation> + Send;
+}
+
 /// The configured store. An enum rather than a trait object: the poll path stays free of
 /// boxing and dynamic dispatch.
 #[derive(Debug)]
 pub enum Store {
     /// In-process moka store.
     Memory(MemoryStore),
+}
+
+impl RefreshStore for Store {
+    async fn start_family(
+        &self,
+        family: &str,
+        jti: &str,
+        now_ms: u64,
+        expires_at_ms: u64,
+        idle_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(s) => {
+                s.start_family(family, jti, now_ms, expires_at_ms, idle_ms)
+                    .await
+            }
+        }
+    }
+    async fn rotate(&self, family: &str, presented: &str, next: &str, now_ms: u64) -> Rotation {
+        match self {
+            Self::Memory(s) => s.rotate(family, presented, next, now_ms).await,
+        }
+    }
 }
 
 impl PendingStore for Store {

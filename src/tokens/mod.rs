@@ -279,6 +279,13 @@ pub struct IdTokenClaims {
         default
     )]
     pub auth_req_id: Option<String>,
+    /// Refresh token hash, when a refresh token is pushed with it (PUSH-02).
+    #[serde(
+        rename = "urn:openid:params:jwt:claim:rt_hash",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub rt_hash: Option<String>,
     /// Standard claims released by scope (`profile`, `email`, `phone`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, String>,
@@ -339,8 +346,8 @@ pub struct AccessTokenClaims {
     pub acr: Option<String>,
 }
 
-/// The token endpoint's success body (TOK-08). No refresh tokens are issued yet.
-#[derive(Debug, Serialize)]
+/// The token endpoint's success body (TOK-08). `Debug` shows no token.
+#[derive(Serialize)]
 pub struct TokenResponse {
     /// The access token.
     pub access_token: String,
@@ -350,8 +357,17 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// The ID token.
     pub id_token: String,
+    /// A refresh token, for a client allowed `refresh_token` that asked for `offline_access`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
     /// Granted scope.
     pub scope: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenResponse(<redacted>)")
+    }
 }
 
 /// The standard claims a scope releases about a user (OIDC Core §5.4): `profile` → `name`,
@@ -421,59 +437,183 @@ impl Minter {
             .map(str::to_owned)
     }
 
-    /// Mints the token response for an approved request, for `to`.
+    /// What an approved request grants: the subject, scope and authentication facts the
+    /// tokens assert.
+    pub fn grant_for(&self, req: &PendingRequest, approval: &Approval) -> Grant {
+        Grant {
+            subject: approval
+                .subject
+                .clone()
+                .unwrap_or_else(|| req.subject.clone()),
+            scope: req.scope.clone(),
+            auth_time: approval.auth_time,
+            acr: self.acr_for(req.acr_values.as_deref(), approval.acr.as_deref()),
+            amr: approval.amr.clone(),
+            auth_req_id: Some(req.id.as_str().to_owned()),
+        }
+    }
+
+    /// Mints the token response for `grant`, for `to`; with `refresh`, a refresh token of that
+    /// family too (a pushed ID token then carries its `rt_hash`, PUSH-02).
     pub fn mint(
         &self,
-        req: &PendingRequest,
-        approval: &Approval,
+        grant: &Grant,
         client: &Client,
         user: Option<&User>,
         now: u64,
         to: Recipient,
+        refresh: Option<&RefreshIssue>,
     ) -> Result<TokenResponse, jsonwebtoken::errors::Error> {
-        let acr = self.acr_for(req.acr_values.as_deref(), approval.acr.as_deref());
         let extra = user
-            .map(|u| scoped_claims(&req.scope, u))
+            .map(|u| scoped_claims(&grant.scope, u))
             .unwrap_or_default();
-        let subject = approval.subject.as_ref().unwrap_or(&req.subject);
         let mut id = IdTokenClaims {
             iss: self.issuer.clone(),
-            sub: subject.clone(),
+            sub: grant.subject.clone(),
             aud: client.id.clone(),
             iat: now,
             exp: now + self.id_ttl,
-            auth_time: approval.auth_time,
-            acr: acr.clone(),
-            amr: approval.amr.clone(),
+            auth_time: grant.auth_time,
+            acr: grant.acr.clone(),
+            amr: grant.amr.clone(),
             at_hash: None,
             auth_req_id: None,
+            rt_hash: None,
             extra,
         };
         let at = AccessTokenClaims {
             iss: self.issuer.clone(),
             exp: now + self.at_ttl,
             aud: self.audience.clone(),
-            sub: subject.clone(),
+            sub: grant.subject.clone(),
             client_id: client.id.clone(),
             iat: now,
             jti: random_token(),
-            scope: req.scope.as_str().to_owned(),
-            auth_time: approval.auth_time,
-            acr,
+            scope: grant.scope.as_str().to_owned(),
+            auth_time: grant.auth_time,
+            acr: grant.acr.clone(),
         };
         let access_token = self.keys.sign("at+jwt", &at)?;
+        let refresh_token = match refresh {
+            Some(r) => Some(self.keys.sign(
+                REFRESH_TYP,
+                &RefreshTokenClaims {
+                    iss: self.issuer.clone(),
+                    sub: grant.subject.clone(),
+                    client_id: client.id.clone(),
+                    scope: grant.scope.as_str().to_owned(),
+                    fid: r.family.clone(),
+                    jti: r.jti.clone(),
+                    iat: now,
+                    exp: r.expires_at,
+                    auth_time: grant.auth_time,
+                    acr: grant.acr.clone(),
+                    amr: grant.amr.clone(),
+                },
+            )?),
+            None => None,
+        };
         if to == Recipient::Push {
             let alg = self.keys.alg_for(client.id_token_alg);
             id.at_hash = Some(token_hash(alg, &access_token));
-            id.auth_req_id = Some(req.id.as_str().to_owned());
+            id.auth_req_id = grant.auth_req_id.clone();
+            id.rt_hash = refresh_token.as_deref().map(|rt| token_hash(alg, rt));
         }
         Ok(TokenResponse {
             access_token,
             token_type: "Bearer",
             expires_in: self.at_ttl,
             id_token: self.keys.sign_with(client.id_token_alg, "JWT", &id)?,
-            scope: req.scope.as_str().to_owned(),
+            refresh_token,
+            scope: grant.scope.as_str().to_owned(),
         })
+    }
+
+    /// The claims of a refresh token this gateway signed (its `kid`, `typ`, a valid signature
+    /// and issuer, not expired); `None` for any other token — the provider's own, which is
+    /// forwarded untouched. No lookup.
+    pub fn own_refresh_token(&self, token: &str, now: u64) -> Option<RefreshTokenClaims> {
+        let h = jsonwebtoken::decode_header(token).ok()?;
+        if h.typ.as_deref() != Some(REFRESH_TYP)
+            || !h.kid.as_deref().is_some_and(|k| self.keys.has_kid(k))
+        {
+            return None;
+        }
+        let mut v = Validation::new(h.alg);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.required_spec_claims.clear();
+        v.set_issuer(&[&self.issuer]);
+        let c: RefreshTokenClaims = self.keys.verify(token, v)?;
+        Some(c).filter(|c| c.exp > now)
+    }
+}
+
+/// The `typ` of the gateway's refresh tokens.
+const REFRESH_TYP: &str = "rt+jwt";
+
+/// What an approval (or a refresh) grants.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// The subject the tokens are about.
+    pub subject: String,
+    /// The granted scope.
+    pub scope: crate::protocol::Scope,
+    /// When the user authenticated, Unix seconds.
+    pub auth_time: u64,
+    /// The authentication context class asserted.
+    pub acr: Option<String>,
+    /// Authentication methods.
+    pub amr: Option<Vec<String>>,
+    /// The CIBA request it answers (a pushed ID token names it).
+    pub auth_req_id: Option<String>,
+}
+
+/// A refresh token to issue: its family, its own id, and when the family ends.
+#[derive(Debug, Clone)]
+pub struct RefreshIssue {
+    /// The family (all the rotations of one grant).
+    pub family: String,
+    /// This token's id: the family's current one.
+    pub jti: String,
+    /// When the family ends, Unix seconds.
+    pub expires_at: u64,
+}
+
+/// The claims of the gateway's refresh tokens. `Debug` shows no ids.
+#[derive(Serialize, Deserialize)]
+pub struct RefreshTokenClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject.
+    pub sub: String,
+    /// The client it was issued to.
+    pub client_id: String,
+    /// The granted scope.
+    pub scope: String,
+    /// The family.
+    pub fid: String,
+    /// This token's id.
+    pub jti: String,
+    /// Issued at.
+    pub iat: u64,
+    /// When the family ends.
+    pub exp: u64,
+    /// When the user authenticated.
+    pub auth_time: u64,
+    /// The authentication context class asserted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acr: Option<String>,
+    /// Authentication methods.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub amr: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for RefreshTokenClaims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshTokenClaims")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -106,3 +106,18 @@ pub async fn callback(gw: &Gateway, bearer: &str, status: &str) -> Reply {
         .unwrap();
     reply(resp).await
 }
+
+/// The gateway on runtime `kind` (see [`crate::runtimes::start_on`]) whose requests are decided
+/// by a fresh [`Authenticator`], with the base configuration changed by `edit`.
+pub async fn start_with_authenticator(
+    kind: ciba_gateway::config::RuntimeKind,
+    edit: impl FnOnce(&mut ciba_gateway::Config) + Send,
+) -> (Gateway, Authenticator) {
+    let auth = Authenticator::start().await;
+    let gw = crate::runtimes::start_on(kind, |c| {
+        c.channel = auth.channel_config();
+        edit(c);
+    })
+    .await;
+    (gw, auth)
+}
