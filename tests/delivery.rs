@@ -18,6 +18,7 @@ both_runtimes!(
     long_poll_denial_is_answered_when_the_user_decides,
     long_poll_times_out_as_authorization_pending_and_the_next_poll_is_not_slow_down,
     long_poll_is_released_at_shutdown,
+    long_poll_is_released_at_expiry_as_expired_token,
     ping_01_03_approval_is_pinged_then_the_client_redeems,
     ping_01_denial_is_pinged_too,
     ping_04_05_refused_or_redirected_ping_is_not_repeated_and_the_grant_stands,
@@ -28,6 +29,7 @@ both_runtimes!(
     push_err_01_denial_is_pushed_as_access_denied,
     push_a_push_that_never_arrives_is_given_up_and_nothing_is_redeemable,
     tok_03_ping_client_concurrent_polls_after_the_ping_give_one_token_response,
+    ping_07_an_endpoint_gone_mid_call_is_pinged_again_a_push_is_not,
 );
 
 /// A gateway whose requests are decided by a real authenticator over HTTP.
@@ -134,6 +136,24 @@ async fn long_poll_is_released_at_shutdown(kind: RuntimeKind) {
     .await;
     r.assert_error(400, "authorization_pending");
     assert_eq!(engine.held_polls(), 0);
+}
+
+async fn long_poll_is_released_at_expiry_as_expired_token(kind: RuntimeKind) {
+    let (gw, _auth) = long_poll(kind, 120).await;
+    let gw = Arc::new(gw);
+    let id = gw.start_request().await;
+    // The base configuration's requests live 120 s: one second is left.
+    gw.clock.advance_secs(119);
+    let started = Instant::now();
+    let poll = tokio::spawn({
+        let (gw, id) = (Arc::clone(&gw), id.clone());
+        async move { gw.poll(&id).await }
+    });
+    until_held(&gw, 1).await;
+    gw.clock.advance_secs(2);
+    poll.await.unwrap().assert_error(400, "expired_token");
+    // Released at the expiry, not at the end of the 120 s hold.
+    assert!(started.elapsed() < Duration::from_secs(60));
 }
 
 /// A gateway whose `post-client` is a ping client notified at `receiver`.
@@ -423,4 +443,24 @@ async fn tok_03_ping_client_concurrent_polls_after_the_ping_give_one_token_respo
         }
     }
     assert_eq!(tokens, 1);
+}
+
+async fn ping_07_an_endpoint_gone_mid_call_is_pinged_again_a_push_is_not(kind: RuntimeKind) {
+    // The endpoint reads the call and drops the connection, then is back.
+    let receiver = Receiver::start(&[0, 204]).await;
+    let (gw, auth) = ping_gateway(kind, &receiver).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 2 }
+    );
+    // A push that may have arrived is not sent again: at most once.
+    let receiver = Receiver::start(&[0, 204]).await;
+    let (gw, auth) = notified_gateway(kind, &receiver, DeliveryMode::Push).await;
+    let id = decided_ping_request(&gw, &auth, true).await;
+    assert!(matches!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Failed { attempts: 1, .. }
+    ));
+    assert_eq!(receiver.calls_so_far(), 1);
 }

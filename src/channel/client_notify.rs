@@ -9,8 +9,8 @@
 //! Every call is guarded like every outbound call (SEC-05): HTTPS, the SSRF guard, no
 //! redirects, no cookies, a short timeout, the body never read. 5xx answers and connections that
 //! could not be made are retried with doubling delays, never past the request's expiry; a 3xx,
-//! 401 or 403 is final. A ping is also retried after a timeout; a push is not (the tokens may
-//! have arrived: they are delivered at most once).
+//! 401 or 403 is final. A ping is also retried after a timeout or a connection lost mid-call; a
+//! push is not (the tokens may have arrived: they are delivered at most once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,13 +110,13 @@ impl ClientNotifier {
         self.send(to, body, false, clock).await
     }
 
-    /// One notification, retried as the policy allows; a timeout is retried only if
-    /// `retry_timeouts` (the call may have been received).
+    /// One notification, retried as the policy allows; a call that may have been received (a
+    /// timeout, a connection lost after sending) is retried only if `retry_uncertain`.
     async fn send(
         &self,
         to: Notify,
         body: String,
-        retry_timeouts: bool,
+        retry_uncertain: bool,
         clock: Arc<dyn Clock>,
     ) -> Delivery {
         let ping = &to;
@@ -133,7 +133,9 @@ impl ClientNotifier {
                     .send()
                     .await
                     .map_err(|e| {
-                        if e.is_timeout() && !retry_timeouts {
+                        // A push is retried only when it certainly did not arrive: the
+                        // connection could not be made (at most once).
+                        if !retry_uncertain && !e.is_connect() {
                             AttemptError::Permanent(e.without_url().to_string())
                         } else {
                             AttemptError::from_http(e)

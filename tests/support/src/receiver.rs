@@ -1,6 +1,7 @@
 //! A real HTTPS server playing a ping client's notification endpoint: it presents a certificate
 //! from a test CA, records every call (bearer, body), and answers each with the next status of a
-//! script (the last one repeats). A `302` carries a `Location`, to show it is not followed.
+//! script (the last one repeats). A `302` carries a `Location`, to show it is not followed; a
+//! `0` drops the connection after reading the request, without an answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -116,6 +117,10 @@ impl Receiver {
                         content_type,
                         body,
                     });
+                    if status == 0 {
+                        // Gone mid-call: the request was read, no answer comes.
+                        return;
+                    }
                     let extra = if status == 302 {
                         "location: https://localhost:9/elsewhere\r\n"
                     } else {
