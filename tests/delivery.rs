@@ -30,6 +30,8 @@ both_runtimes!(
     push_a_push_that_never_arrives_is_given_up_and_nothing_is_redeemable,
     tok_03_ping_client_concurrent_polls_after_the_ping_give_one_token_response,
     ping_07_an_endpoint_gone_mid_call_is_pinged_again_a_push_is_not,
+    push_err_01_expiry_is_pushed_as_expired_token,
+    push_01_concurrent_polls_on_a_push_request_redeem_nothing_and_the_push_arrives_once,
 );
 
 /// A gateway whose requests are decided by a real authenticator over HTTP.
@@ -462,5 +464,57 @@ async fn ping_07_an_endpoint_gone_mid_call_is_pinged_again_a_push_is_not(kind: R
         ping_outcome(&gw, &id).await,
         Delivery::Failed { attempts: 1, .. }
     ));
+    assert_eq!(receiver.calls_so_far(), 1);
+}
+
+async fn push_err_01_expiry_is_pushed_as_expired_token(kind: RuntimeKind) {
+    let receiver = Receiver::start(&[204]).await;
+    let (gw, _auth) = notified_gateway(kind, &receiver, DeliveryMode::Push).await;
+    // A short-lived request (the manual clock does not move: the timer is real time).
+    let r = gw
+        .bc(&[
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+            ("requested_expiry", "1"),
+            ("client_notification_token", NOTIFICATION_TOKEN),
+        ])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    gw.clock.advance_secs(2);
+    let call = receiver.next_call().await;
+    assert_eq!(
+        call.body,
+        serde_json::json!({ "error": "expired_token", "auth_req_id": id })
+    );
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 1 }
+    );
+}
+
+async fn push_01_concurrent_polls_on_a_push_request_redeem_nothing_and_the_push_arrives_once(
+    kind: RuntimeKind,
+) {
+    let receiver = Receiver::start(&[204]).await;
+    let (gw, auth) = notified_gateway(kind, &receiver, DeliveryMode::Push).await;
+    let gw = Arc::new(gw);
+    let id = start_ping_request(&gw).await;
+    let call = auth.next_call().await;
+    let polls: Vec<_> = (0..20)
+        .map(|_| {
+            let (gw, id) = (Arc::clone(&gw), id.clone());
+            tokio::spawn(async move { gw.poll(&id).await })
+        })
+        .collect();
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    for p in polls {
+        p.await.unwrap().assert_error(400, "unauthorized_client");
+    }
+    assert_eq!(
+        ping_outcome(&gw, &id).await,
+        Delivery::Delivered { attempts: 1 }
+    );
+    assert_eq!(receiver.next_call().await.body["auth_req_id"], id.as_str());
     assert_eq!(receiver.calls_so_far(), 1);
 }

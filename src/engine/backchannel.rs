@@ -51,10 +51,12 @@ pub(super) struct Backchannel {
     pages: Arc<super::Pages>,
     minter: Arc<Minter>,
     log: Arc<LogThrottle>,
+    /// For a push request's expiry (PUSH-ERR-01).
+    decisions: Arc<super::decide::Decisions>,
 }
 
 impl Backchannel {
-    pub(super) fn new(shared: &Shared) -> Self {
+    pub(super) fn new(shared: &Shared, decisions: &Arc<super::decide::Decisions>) -> Self {
         let limits = &shared.cfg.limits;
         let limiter = |r: &Option<crate::config::Rate>| {
             r.as_ref()
@@ -74,6 +76,7 @@ impl Backchannel {
             pages: Arc::clone(&shared.pages),
             minter: Arc::clone(&shared.minter),
             log: Arc::clone(&shared.log),
+            decisions: Arc::clone(decisions),
         }
     }
 
@@ -256,6 +259,7 @@ impl Backchannel {
                 });
             }
         }
+        self.decisions.push_expiry(&pending);
         tracing::info!(client_id = %client.id, subject = %user.subject, expires_in = lifetime, "backchannel authentication request accepted");
 
         // BC-ACK-01..04

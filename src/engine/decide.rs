@@ -101,6 +101,51 @@ impl Decisions {
         Ok(())
     }
 
+    /// For a push client's request: when it expires undecided, the client is told
+    /// `expired_token` (PUSH-ERR-01). A timer per pending push request; the store's `take`
+    /// makes sure a decision and the expiry never both reach the client.
+    pub(super) fn push_expiry(&self, pending: &PendingRequest) {
+        let Some(client) = self.clients.get(&pending.client_id).cloned() else {
+            return;
+        };
+        let (DeliveryMode::Push, Some(endpoint), Some(token)) = (
+            client.delivery,
+            client.notification_endpoint.clone(),
+            pending.notification_token.clone(),
+        ) else {
+            return;
+        };
+        let to = Notify {
+            endpoint,
+            token,
+            auth_req_id: pending.id.clone(),
+            expires_at_ms: pending.expires_at_ms,
+        };
+        let left = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
+        let (store, clock, notifier) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.clock),
+            Arc::clone(&self.notifier),
+        );
+        let decided = pending.clone();
+        let spawner = Spawner {
+            store: Arc::clone(&self.store),
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+            if store.take(decided.id.as_str(), clock.now_ms()).await != PollOutcome::Expired {
+                return;
+            }
+            store.record_delivery(&decided.id, Delivery::Pending).await;
+            // Sent once, right away: the request is over, so no retry would be in time.
+            spawner.spawn(client, decided, async move {
+                notifier
+                    .push(to, PushBody::Error("expired_token"), clock)
+                    .await
+            });
+        });
+    }
+
     /// Takes the decision from the store (once: nothing is redeemable afterwards) and makes
     /// what is pushed: the tokens, minted here and only here, or the error.
     async fn push_body(&self, client: &Client, decided: &PendingRequest) -> Option<PushBody> {
@@ -132,7 +177,26 @@ impl Decisions {
         decided: PendingRequest,
         call: impl std::future::Future<Output = Delivery> + Send + 'static,
     ) {
-        let store = Arc::clone(&self.store);
+        Spawner {
+            store: Arc::clone(&self.store),
+        }
+        .spawn(client, decided, call);
+    }
+}
+
+/// Runs a client notification in the background and records how it went.
+struct Spawner {
+    store: Arc<Store>,
+}
+
+impl Spawner {
+    fn spawn(
+        self,
+        client: Arc<Client>,
+        decided: PendingRequest,
+        call: impl std::future::Future<Output = Delivery> + Send + 'static,
+    ) {
+        let store = self.store;
         tokio::spawn(async move {
             let outcome = call.await;
             let mode = if client.delivery == DeliveryMode::Push {

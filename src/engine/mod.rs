@@ -223,7 +223,7 @@ impl Engine {
             .flatten()
             .map(|u| Arc::new(upstream_login::UpstreamLogin::new(&shared, u, &decisions)));
         Ok(Self {
-            backchannel: backchannel::Backchannel::new(&shared),
+            backchannel: backchannel::Backchannel::new(&shared, &decisions),
             token: token::CibaGrant::new(&shared, &issuer),
             approval: approval::ApprovalPages::new(&shared, &decisions, login.clone()),
             channel_callback: callback::ChannelCallback::new(&shared, &decisions),
