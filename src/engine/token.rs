@@ -98,13 +98,24 @@ impl CibaGrant {
         let answer = if Engine::is_ciba_grant(&req.body) {
             self.ciba_grant(&req).await
         } else if let Some(claims) = self.own_refresh_token(&req.body) {
-            self.refresh(&req, claims).await
+            Box::pin(self.refresh(&req, claims)).await
         } else {
             // Another grant, or a refresh token that is not the gateway's (the provider's
             // own): forwarded byte for byte.
             return Outcome::Forward(req);
         };
         Outcome::Respond(answer.unwrap_or_else(|e| e.into_response()))
+    }
+
+    /// Holds a poll until the user decides, the request expires, the hold ends or the runtime
+    /// shuts down.
+    async fn hold(&self, id: &str, now_ms: u64) {
+        let _held = Held::count(&self.held);
+        tokio::select! {
+            () = self.store.decided(id, now_ms) => {}
+            () = tokio::time::sleep(self.long_poll) => {}
+            () = self.release.released() => {}
+        }
     }
 
     /// The claims of a `refresh_token` grant's token when the gateway signed it.
@@ -224,12 +235,8 @@ impl CibaGrant {
             .await
             .map_err(store_failed)?;
         if outcome == PollOutcome::Pending && !self.long_poll.is_zero() {
-            let _held = Held::count(&self.held);
-            tokio::select! {
-                () = self.store.decided(id, now_ms) => {}
-                () = tokio::time::sleep(self.long_poll) => {}
-                () = self.release.released() => {}
-            }
+            // Boxed: the hold's futures stay out of every other poll's state machine.
+            Box::pin(self.hold(id, now_ms)).await;
             now_ms = self.clock.now_ms();
             outcome = self
                 .store
