@@ -152,3 +152,53 @@ async fn unknown_link_is_404() {
         Some(404)
     );
 }
+
+/// Several replicas behind one URL: a page rendered by one is posted to another. With a shared
+/// `approval.csrf_key` the second accepts the form's CSRF token (and, not holding the request
+/// in its own memory store, says the link is gone); with the default per-process key it refuses
+/// the form as expired.
+#[tokio::test]
+async fn a_shared_csrf_key_lets_another_replica_accept_the_form() {
+    let key = std::env::temp_dir().join(format!(
+        "ciba-csrf-{}",
+        ciba_gateway::protocol::random_token()
+    ));
+    std::fs::write(&key, "a-csrf-key-shared-by-every-replica-0123456789").unwrap();
+    let shared = |c: &mut ciba_gateway::Config| {
+        c.approval.csrf_key = Some(ciba_gateway::config::SecretRef::new(format!(
+            "file:{}",
+            key.display()
+        )));
+    };
+    for (share, expected) in [(true, 404), (false, 403)] {
+        let auth = Authenticator::start().await;
+        let a = start(|c| {
+            c.channel = auth.channel_config();
+            if share {
+                shared(c);
+            }
+        })
+        .await;
+        let b = start(|c| {
+            if share {
+                shared(c);
+            }
+        })
+        .await;
+        assert_eq!(
+            a.bc(&[("scope", "openid"), ("login_hint", "alice")])
+                .await
+                .status,
+            200
+        );
+        let link = auth.next_call().await.body["approval_url"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let p = open(&a, &link).await.unwrap();
+        let on_b = link.replace(&a.url, &b.url);
+        let (status, _) = submit(&b, &on_b, Some(&p.cookie), &p.csrf, "approve").await;
+        assert_eq!(status, expected, "shared key: {share}");
+    }
+    let _ = std::fs::remove_file(&key);
+}

@@ -293,6 +293,7 @@ tokens:
   keys: [{ kid: k1, alg: ES256, private_key: "file:/nonexistent/ciba-gw-key.pem" }]
   active_kid: k2
 tls: { cert_file: /nonexistent/ciba-gw-cert.pem, key_file: /nonexistent/ciba-gw-key.pem }
+approval: { csrf_key: "inline-is-refused" }
 "#,
     );
     let out = Command::new(BIN)
@@ -317,6 +318,7 @@ tls: { cert_file: /nonexistent/ciba-gw-cert.pem, key_file: /nonexistent/ciba-gw-
         "tokens.active_kid:",
         "tls.cert_file:",
         "tls.key_file:",
+        "approval.csrf_key: must be a reference",
     ] {
         assert!(err.contains(path), "missing {path:?} in:\n{err}");
     }

@@ -37,6 +37,11 @@ pub struct ApprovalConfig {
     pub identity_claim: IdentityClaim,
     /// (`upstream`) send `prompt=login`, so the user authenticates afresh. Default true.
     pub prompt_login: bool,
+    /// The key that signs the approval pages' CSRF tokens, a `${ENV}`/`file:` reference to at
+    /// least 32 characters. Several replicas behind one URL must share it (a page rendered by
+    /// one is posted to another). Default: random per process.
+    #[serde(default)]
+    pub csrf_key: Option<super::SecretRef>,
 }
 
 impl Default for ApprovalConfig {
@@ -45,6 +50,7 @@ impl Default for ApprovalConfig {
             mode: ApprovalMode::Page,
             identity_claim: IdentityClaim::Sub,
             prompt_login: true,
+            csrf_key: None,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::upstream_login::UpstreamLogin;
 use super::{EngineRequest, Shared};
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors, Problems, required_reference};
 use crate::protocol::{Form, random_token};
 use crate::store::{Approval, Decision, PendingRequest, PendingStore, ResolveError, Store};
 
@@ -82,21 +82,38 @@ impl std::fmt::Debug for Pages {
 }
 
 impl Pages {
-    /// Page settings for a configuration; the CSRF key is random per process.
-    pub fn new(cfg: &Config, paths: &super::Paths) -> Self {
-        let mut csrf_key = [0u8; 32];
-        rand::rng().fill_bytes(&mut csrf_key);
+    /// Page settings for a configuration. The CSRF key is `approval.csrf_key` (loaded here; a
+    /// problem is reported under that path), else random per process.
+    pub fn new(cfg: &Config, paths: &super::Paths) -> Result<Self, ConfigErrors> {
+        let mut problems = Problems::new();
+        let csrf_key = match &cfg.approval.csrf_key {
+            Some(r) => {
+                let key = required_reference(r).and_then(|s| {
+                    if s.expose().len() < 32 {
+                        Err("must be at least 32 characters".to_owned())
+                    } else {
+                        Ok(Sha256::digest(s.expose().as_bytes()).into())
+                    }
+                });
+                problems.take("approval.csrf_key", key).unwrap_or_default()
+            }
+            None => {
+                let mut k = [0u8; 32];
+                rand::rng().fill_bytes(&mut k);
+                k
+            }
+        };
         let style = STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
         let script = STANDARD.encode(Sha256::digest(SCRIPT.as_bytes()));
         let csp = format!(
             "default-src 'none'; style-src 'sha256-{style}'; script-src 'sha256-{script}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         );
-        Self {
+        problems.finish(|| Self {
             csrf_key,
             csp: HeaderValue::from_str(&csp).expect("an ASCII header"),
             base: cfg.url_for(&paths.approval),
             secure_cookie: cfg.public_url.scheme() == "https",
-        }
+        })
     }
 
     /// The one-time link for a request's approval handle.

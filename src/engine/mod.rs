@@ -170,6 +170,8 @@ impl Engine {
             &mut problems,
             crate::channel::ClientNotifier::from_config(&cfg.ciba.client_notifications),
         );
+        let paths = Arc::new(Paths::new(&cfg));
+        let pages = take(&mut problems, Pages::new(&cfg, &paths));
         let tls = match &cfg.tls {
             Some(t) => take(&mut problems, crate::tls::ListenerTls::load(t)).map(Some),
             None => Some(None),
@@ -182,7 +184,10 @@ impl Engine {
             Some(channel),
             Some(tls),
             Some(notifier),
-        ) = (keys, upstream, clients, users, channel, tls, notifier)
+            Some(pages),
+        ) = (
+            keys, upstream, clients, users, channel, tls, notifier, pages,
+        )
         else {
             return Err(ConfigErrors(problems));
         };
@@ -198,11 +203,10 @@ impl Engine {
                 Duration::from_secs(expired_grace_secs),
             )),
         };
-        let paths = Arc::new(Paths::new(&cfg));
         let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
         let shared = Shared {
             minter: Arc::new(Minter::new(keys, issuer.clone(), &cfg.tokens)),
-            pages: Arc::new(Pages::new(&cfg, &paths)),
+            pages: Arc::new(pages),
             log: Arc::new(LogThrottle::new(10_000, Arc::clone(&clock))),
             clients: Arc::new(clients),
             users: Arc::new(users),
