@@ -74,63 +74,68 @@ impl Receiver {
                     },
                     None => Box::new(tcp),
                 };
-                let n = {
-                    let mut c = seen.lock().unwrap();
-                    *c += 1;
-                    *c - 1
-                };
-                let status = script[n.min(script.len() - 1)];
-                let tx = tx.clone();
+                let (tx, seen, script) = (tx.clone(), Arc::clone(&seen), script.clone());
+                // One connection may carry several calls (keep-alive, as real endpoints do).
                 tokio::spawn(async move {
                     let mut io = BufReader::new(io);
-                    let (mut bearer, mut content_type, mut len) = (String::new(), String::new(), 0);
-                    let mut line = String::new();
                     loop {
-                        line.clear();
-                        if io.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        let (mut bearer, mut content_type, mut len) =
+                            (String::new(), String::new(), 0);
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if io.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.trim_end();
+                            if l.is_empty() {
+                                break;
+                            }
+                            let lower = l.to_ascii_lowercase();
+                            if let Some(v) = lower.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            } else if lower.starts_with("authorization:") {
+                                bearer = l["authorization:".len()..]
+                                    .trim()
+                                    .strip_prefix("Bearer ")
+                                    .unwrap_or_default()
+                                    .to_owned();
+                            } else if let Some(v) = lower.strip_prefix("content-type:") {
+                                content_type = v.trim().to_owned();
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if io.read_exact(&mut body).await.is_err() {
                             return;
                         }
-                        let l = line.trim_end();
-                        if l.is_empty() {
-                            break;
+                        let n = {
+                            let mut c = seen.lock().unwrap();
+                            *c += 1;
+                            *c - 1
+                        };
+                        let status = script[n.min(script.len() - 1)];
+                        let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                        let _ = tx.send(Call {
+                            bearer,
+                            content_type,
+                            body,
+                        });
+                        if status == 0 {
+                            // Gone mid-call: the request was read, no answer comes.
+                            return;
                         }
-                        let lower = l.to_ascii_lowercase();
-                        if let Some(v) = lower.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        } else if lower.starts_with("authorization:") {
-                            bearer = l["authorization:".len()..]
-                                .trim()
-                                .strip_prefix("Bearer ")
-                                .unwrap_or_default()
-                                .to_owned();
-                        } else if let Some(v) = lower.strip_prefix("content-type:") {
-                            content_type = v.trim().to_owned();
+                        let extra = if status == 302 {
+                            "location: https://localhost:9/elsewhere\r\n"
+                        } else {
+                            ""
+                        };
+                        let resp =
+                            format!("HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\n\r\n");
+                        if io.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                            return;
                         }
+                        let _ = io.get_mut().flush().await;
                     }
-                    let mut body = vec![0; len];
-                    if io.read_exact(&mut body).await.is_err() {
-                        return;
-                    }
-                    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-                    let _ = tx.send(Call {
-                        bearer,
-                        content_type,
-                        body,
-                    });
-                    if status == 0 {
-                        // Gone mid-call: the request was read, no answer comes.
-                        return;
-                    }
-                    let extra = if status == 302 {
-                        "location: https://localhost:9/elsewhere\r\n"
-                    } else {
-                        ""
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = io.get_mut().write_all(resp.as_bytes()).await;
-                    let _ = io.get_mut().shutdown().await;
                 });
             }
         });
@@ -151,7 +156,7 @@ impl Receiver {
             .expect("open")
     }
 
-    /// How many connections have been answered so far.
+    /// How many calls have been received so far.
     pub fn calls_so_far(&self) -> usize {
         *self.count.lock().unwrap()
     }
