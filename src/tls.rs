@@ -23,7 +23,7 @@ impl ListenerTls {
     /// certificate); problems are reported under those paths.
     pub fn load(cfg: &TlsConfig) -> Result<Self, ConfigErrors> {
         let mut problems = Problems::new();
-        let certs = problems.take("tls.cert_file", certificates(&cfg.cert_file));
+        let certs = problems.take("tls.cert_file", pem_certificates(&cfg.cert_file));
         let key = problems.take(
             "tls.key_file",
             PrivateKeyDer::from_pem_file(&cfg.key_file)
@@ -65,13 +65,9 @@ impl ListenerTls {
     }
 }
 
-/// The certificates of a PEM CA bundle (`upstream.ca_file`, a notification CA): at least one,
-/// or why not.
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    certificates(path)
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// The certificates of a PEM file (a certificate chain, `upstream.ca_file`, a notification
+/// CA): at least one, or why not.
+pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|i| i.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", path.display()))?;

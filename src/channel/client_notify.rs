@@ -69,7 +69,7 @@ impl ClientNotifier {
             Some(ca) => problems
                 .take(
                     "ciba.client_notifications.ca_file",
-                    crate::tls::load_ca_file(ca),
+                    crate::tls::pem_certificates(ca),
                 )
                 .unwrap_or_default(),
             None => Vec::new(),

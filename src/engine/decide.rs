@@ -75,7 +75,10 @@ impl Decisions {
                     .record_delivery(&decided.id, Delivery::Pending)
                     .await;
                 let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
-                self.spawn(
+                Spawner {
+                    store: Arc::clone(&self.store),
+                }
+                .spawn(
                     client,
                     decided,
                     async move { notifier.ping(to, clock).await },
@@ -87,7 +90,10 @@ impl Decisions {
                     .record_delivery(&decided.id, Delivery::Pending)
                     .await;
                 let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
-                self.spawn(client, decided, async move {
+                Spawner {
+                    store: Arc::clone(&self.store),
+                }
+                .spawn(client, decided, async move {
                     match body {
                         Some(body) => notifier.push(to, body, clock).await,
                         None => Delivery::Failed {
@@ -169,18 +175,6 @@ impl Decisions {
             PollOutcome::Expired => Some(PushBody::Error("expired_token")),
             PollOutcome::Pending | PollOutcome::SlowDown { .. } | PollOutcome::Unknown => None,
         }
-    }
-
-    fn spawn(
-        &self,
-        client: Arc<Client>,
-        decided: PendingRequest,
-        call: impl std::future::Future<Output = Delivery> + Send + 'static,
-    ) {
-        Spawner {
-            store: Arc::clone(&self.store),
-        }
-        .spawn(client, decided, call);
     }
 }
 

@@ -164,7 +164,7 @@ impl CibaGrant {
                 .describe("a refresh keeps the granted scope (narrowing is not supported)"));
         }
         let now_ms = self.clock.now_ms();
-        let next = Issuer::next_jti();
+        let next = crate::protocol::random_token();
         match self
             .store
             .rotate(&claims.fid, &claims.jti, &next, now_ms)

@@ -126,7 +126,7 @@ impl Upstream {
             .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
         let ca_certificates = match &cfg.ca_file {
             Some(ca) => {
-                crate::tls::load_ca_file(ca).map_err(|m| ConfigError::new("upstream.ca_file", m))?
+                crate::tls::pem_certificates(ca).map_err(|m| ConfigError::new("upstream.ca_file", m))?
             }
             None => Vec::new(),
         };
