@@ -222,6 +222,15 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cfg_store_shared(&engine) {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(engine.check_store()),
+            Err(e) => tracing::warn!(error = %e, "cannot check the store at start-up"),
+        }
+    }
     let served = match kind {
         RuntimeKind::Tower => serve::tower::run(engine),
         #[cfg(feature = "pingora")]
@@ -242,4 +251,8 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cfg_store_shared(engine: &Engine) -> bool {
+    engine.config().store.is_shared()
 }

@@ -5,7 +5,8 @@
 //! The algorithm is GCRA (the "virtual scheduling" form of a token bucket): a key may send a
 //! burst of `requests`, refilled evenly over `per_secs`. One `u64` per key (its theoretical
 //! arrival time), updated with a compare-and-swap; time comes from the engine's [`Clock`], so
-//! tests drive it without sleeping.
+//! tests drive it without sleeping. With a shared store (Redis) the same rule runs as one
+//! atomic script on the server, so replicas draw from one budget.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::Rate;
+use crate::store::{Store, StoreError};
 
 /// Keys tracked at most; beyond this the least recently used key's history is forgotten (that
 /// key starts afresh).
@@ -27,6 +29,8 @@ pub struct RateLimiter {
     /// How far ahead of now a key's arrival time may run: the burst.
     tolerance_ms: u64,
     clock: Arc<dyn Clock>,
+    /// The store, when it is shared: its state is used instead of `tat`.
+    store: Option<(Arc<Store>, &'static str)>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -52,7 +56,41 @@ impl RateLimiter {
             interval_ms,
             tolerance_ms: window_ms - interval_ms,
             clock,
+            store: None,
         }
+    }
+
+    /// The same limit, kept in `store` under `name` when the store is shared between replicas
+    /// (in this process otherwise).
+    pub fn shared(
+        rate: &Rate,
+        clock: Arc<dyn Clock>,
+        store: Arc<Store>,
+        name: &'static str,
+    ) -> Self {
+        Self {
+            store: Some((store, name)),
+            ..Self::new(rate, clock)
+        }
+    }
+
+    /// Counts one request for `key`, wherever the limit is kept. `Ok(Err(secs))`: refused,
+    /// retry after that many seconds; `Err`: the shared store failed.
+    pub async fn admit(&self, key: &str) -> Result<Result<(), u64>, StoreError> {
+        if let Some((store, name)) = &self.store
+            && let Some(r) = store
+                .shared_gcra(
+                    name,
+                    key,
+                    self.clock.now_ms(),
+                    self.interval_ms,
+                    self.tolerance_ms,
+                )
+                .await
+        {
+            return r;
+        }
+        Ok(self.check(key))
     }
 
     /// Counts one request for `key`. `Err(secs)`: refused, retry after that many seconds (at

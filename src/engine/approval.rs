@@ -183,6 +183,21 @@ impl Pages {
         )
     }
 
+    /// The page while the store cannot be reached: nothing was decided; the link still works.
+    pub(super) fn unavailable(&self, e: &crate::store::StoreError) -> Response<Bytes> {
+        tracing::error!(error = %e, "the store failed behind an approval page");
+        let mut page = self.message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Please try again in a moment",
+            "The service is briefly unavailable. Nothing was approved; the link still works.",
+        );
+        page.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("2"),
+        );
+        page
+    }
+
     pub(super) fn message(&self, status: StatusCode, title: &str, text: &str) -> Response<Bytes> {
         let page = MessagePage {
             style: STYLE,
@@ -284,8 +299,10 @@ impl ApprovalPages {
         let gone = || self.pages.gone();
         match req.method {
             Method::GET => {
-                let Some(pending) = self.store.view(handle, now).await else {
-                    return gone();
+                let pending = match self.store.view(handle, now).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return gone(),
+                    Err(e) => return self.pages.unavailable(&e),
                 };
                 if let Some(login) = &self.login
                     && req.uri.query() == Some("login")
@@ -391,5 +408,6 @@ pub(super) async fn record_choice(
     match decisions.decide(handle, decision).await {
         Ok(()) => pages.message(StatusCode::OK, title, text),
         Err(ResolveError::NotFound | ResolveError::Expired) => pages.gone(),
+        Err(ResolveError::Store(e)) => pages.unavailable(&e),
     }
 }

@@ -21,7 +21,7 @@ use crate::protocol::{
     AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope, random_token,
 };
 use crate::ratelimit::RateLimiter;
-use crate::store::{Delivery, PendingRequest, PendingStore, Store, StoreError};
+use crate::store::{Delivery, PendingRequest, PendingStore, Store};
 use crate::tokens::Minter;
 use crate::users::User;
 use crate::users::{UserCodeGuard, UserDirectory};
@@ -58,9 +58,15 @@ pub(super) struct Backchannel {
 impl Backchannel {
     pub(super) fn new(shared: &Shared, decisions: &Arc<super::decide::Decisions>) -> Self {
         let limits = &shared.cfg.limits;
-        let limiter = |r: &Option<crate::config::Rate>| {
-            r.as_ref()
-                .map(|r| RateLimiter::new(r, Arc::clone(&shared.clock)))
+        let limiter = |r: &Option<crate::config::Rate>, name| {
+            r.as_ref().map(|r| {
+                RateLimiter::shared(
+                    r,
+                    Arc::clone(&shared.clock),
+                    Arc::clone(&shared.store),
+                    name,
+                )
+            })
         };
         Self {
             policy: shared.cfg.ciba.clone(),
@@ -69,8 +75,8 @@ impl Backchannel {
             clients: Arc::clone(&shared.clients),
             users: Arc::clone(&shared.users),
             user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code),
-            per_client: limiter(&limits.bc_per_client),
-            per_user: limiter(&limits.bc_per_user),
+            per_client: limiter(&limits.bc_per_client, "client"),
+            per_user: limiter(&limits.bc_per_user, "user"),
             store: Arc::clone(&shared.store),
             channel: Arc::clone(&shared.channel),
             pages: Arc::clone(&shared.pages),
@@ -102,7 +108,12 @@ impl Backchannel {
                 .describe("this client is not allowed the CIBA grant"));
         }
         // GW-07: every authenticated request counts against the client's budget.
-        if let Some(Err(wait)) = self.per_client.as_ref().map(|l| l.check(&client.id)) {
+        if let Some(l) = &self.per_client
+            && let Err(wait) = l
+                .admit(&client.id)
+                .await
+                .map_err(super::store_unavailable)?
+        {
             if let Some(suppressed) = self.log.allow(&format!("rate/client/{}", client.id)) {
                 tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for the client");
             }
@@ -189,7 +200,12 @@ impl Backchannel {
         }
         // SEC-04 / GW-07: only requests that would reach the user count against the user's
         // budget, whichever client sends them. The user is not named in the log.
-        if let Some(Err(wait)) = self.per_user.as_ref().map(|l| l.check(&user.subject)) {
+        if let Some(l) = &self.per_user
+            && let Err(wait) = l
+                .admit(&user.subject)
+                .await
+                .map_err(super::store_unavailable)?
+        {
             if let Some(suppressed) = self.log.allow(&format!("rate/user/{}", client.id)) {
                 tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for a user");
             }
@@ -217,16 +233,7 @@ impl Backchannel {
         self.store
             .create(pending.clone())
             .await
-            .map_err(|e| match e {
-                StoreError::Full => OAuthError::unavailable(
-                    "the gateway holds as many pending requests as it may; retry later",
-                    5,
-                ),
-                StoreError::Backend(m) => {
-                    tracing::error!(error = %m, "pending-request store failed");
-                    OAuthError::unavailable("the pending-request store is unavailable", 5)
-                }
-            })?;
+            .map_err(super::store_unavailable)?;
 
         let approval_url = self.pages.link_for(&pending.handle);
         let note = Notification {
@@ -239,7 +246,9 @@ impl Backchannel {
         match self.channel.notify(&note).await {
             Err(e) => {
                 // Nothing may be left behind that can never complete.
-                self.store.cancel(&pending.id).await;
+                if let Err(e) = self.store.cancel(&pending.id).await {
+                    tracing::error!(error = %e, "an unreachable user's request could not be removed; it expires unanswered");
+                }
                 if let Some(suppressed) = self.log.allow("channel unreachable") {
                     tracing::warn!(client_id = %client.id, error = %e, suppressed, "the user could not be reached; request refused");
                 }
@@ -249,13 +258,13 @@ impl Backchannel {
                 ));
             }
             Ok(Notified::Settled(Delivery::Pending)) => {}
-            Ok(Notified::Settled(d)) => self.store.record_delivery(&pending.id, d).await,
+            Ok(Notified::Settled(d)) => super::record_delivery(&self.store, &pending.id, d).await,
             // Delivered in the background; the client's polling never waits for it.
             Ok(Notified::InFlight(delivery)) => {
                 let (store, id) = (Arc::clone(&self.store), pending.id.clone());
                 tokio::spawn(async move {
                     let d = delivery.await;
-                    store.record_delivery(&id, d).await;
+                    super::record_delivery(&store, &id, d).await;
                 });
             }
         }

@@ -87,6 +87,7 @@ impl ChannelCallback {
                 Err(OAuthError::invalid_token("the token was already used"))
             }
             Err(ResolveError::Expired) => Err(OAuthError::invalid_token("the request has expired")),
+            Err(ResolveError::Store(e)) => Err(super::store_unavailable(e)),
         }
     }
 }

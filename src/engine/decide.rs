@@ -71,9 +71,7 @@ impl Decisions {
         match client.delivery {
             DeliveryMode::Poll => return Ok(()),
             DeliveryMode::Ping => {
-                self.store
-                    .record_delivery(&decided.id, Delivery::Pending)
-                    .await;
+                super::record_delivery(&self.store, &decided.id, Delivery::Pending).await;
                 let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
                 Spawner {
                     store: Arc::clone(&self.store),
@@ -86,9 +84,7 @@ impl Decisions {
             }
             DeliveryMode::Push => {
                 let body = self.push_body(&client, &decided).await;
-                self.store
-                    .record_delivery(&decided.id, Delivery::Pending)
-                    .await;
+                super::record_delivery(&self.store, &decided.id, Delivery::Pending).await;
                 let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
                 Spawner {
                     store: Arc::clone(&self.store),
@@ -139,10 +135,10 @@ impl Decisions {
         };
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(left)).await;
-            if store.take(decided.id.as_str(), clock.now_ms()).await != PollOutcome::Expired {
+            if store.take(decided.id.as_str(), clock.now_ms()).await != Ok(PollOutcome::Expired) {
                 return;
             }
-            store.record_delivery(&decided.id, Delivery::Pending).await;
+            super::record_delivery(&store, &decided.id, Delivery::Pending).await;
             // Sent once, right away: the request is over, so no retry would be in time.
             spawner.spawn(client, decided, async move {
                 notifier
@@ -157,7 +153,13 @@ impl Decisions {
     async fn push_body(&self, client: &Client, decided: &PendingRequest) -> Option<PushBody> {
         let now_ms = self.clock.now_ms();
         match self.store.take(decided.id.as_str(), now_ms).await {
-            PollOutcome::Approved(pending, approval) => {
+            // Whether the decision was taken is unknown: the client is told the transaction
+            // failed rather than left waiting (nothing else would ever deliver it).
+            Err(e) => {
+                tracing::error!(client_id = %client.id, error = %e, "the decision could not be taken for a push");
+                Some(PushBody::Error("transaction_failed"))
+            }
+            Ok(PollOutcome::Approved(pending, approval)) => {
                 let grant = self.minter.grant_for(&pending, &approval);
                 let minted = self
                     .issuer
@@ -171,9 +173,9 @@ impl Decisions {
                     }
                 })
             }
-            PollOutcome::Denied => Some(PushBody::Error("access_denied")),
-            PollOutcome::Expired => Some(PushBody::Error("expired_token")),
-            PollOutcome::Pending | PollOutcome::SlowDown { .. } | PollOutcome::Unknown => None,
+            Ok(PollOutcome::Denied) => Some(PushBody::Error("access_denied")),
+            Ok(PollOutcome::Expired) => Some(PushBody::Error("expired_token")),
+            Ok(PollOutcome::Pending | PollOutcome::SlowDown { .. } | PollOutcome::Unknown) => None,
         }
     }
 }
@@ -210,7 +212,7 @@ impl Spawner {
                 Delivery::Pending => {}
             }
             // Visible through `Engine::delivery` while the request lives.
-            store.record_delivery(&decided.id, outcome).await;
+            super::record_delivery(&store, &decided.id, outcome).await;
         });
     }
 }

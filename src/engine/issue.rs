@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::Shared;
 use crate::clients::Client;
 use crate::protocol::{OAuthError, random_token};
-use crate::store::{RefreshStore, Store, StoreError};
+use crate::store::{RefreshStore, Store};
 use crate::tokens::{Grant, Minter, Recipient, RefreshIssue, TokenResponse};
 use crate::users::UserDirectory;
 
@@ -69,16 +69,7 @@ impl Issuer {
                         self.refresh_idle_ms,
                     )
                     .await
-                    .map_err(|e| match e {
-                        StoreError::Full => OAuthError::unavailable(
-                            "the gateway holds as many refresh grants as it may; retry later",
-                            5,
-                        ),
-                        StoreError::Backend(m) => {
-                            tracing::error!(error = %m, "refresh-token store failed");
-                            OAuthError::unavailable("the token store is unavailable", 5)
-                        }
-                    })?;
+                    .map_err(super::store_unavailable)?;
                 Some(r)
             }
             Family::New => None,

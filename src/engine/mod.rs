@@ -18,7 +18,6 @@ mod upstream_login;
 mod userinfo;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
@@ -26,9 +25,10 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, header};
 use crate::channel::Channel;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ApprovalMode, Config, ConfigError, ConfigErrors, StoreConfig};
+use crate::config::{ApprovalMode, Config, ConfigError, ConfigErrors};
 use crate::log_throttle::LogThrottle;
-use crate::store::{MemoryStore, Store};
+use crate::protocol::OAuthError;
+use crate::store::{Store, StoreError};
 use crate::tokens::{KeySet, Minter};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::users::UserDirectory;
@@ -172,6 +172,7 @@ impl Engine {
         );
         let paths = Arc::new(Paths::new(&cfg));
         let pages = take(&mut problems, Pages::new(&cfg, &paths));
+        let store = take(&mut problems, Store::from_config(&cfg.store));
         let tls = match &cfg.tls {
             Some(t) => take(&mut problems, crate::tls::ListenerTls::load(t)).map(Some),
             None => Some(None),
@@ -185,8 +186,9 @@ impl Engine {
             Some(tls),
             Some(notifier),
             Some(pages),
+            Some(store),
         ) = (
-            keys, upstream, clients, users, channel, tls, notifier, pages,
+            keys, upstream, clients, users, channel, tls, notifier, pages, store,
         )
         else {
             return Err(ConfigErrors(problems));
@@ -194,15 +196,6 @@ impl Engine {
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
-        let store = match cfg.store {
-            StoreConfig::Memory {
-                capacity,
-                expired_grace_secs,
-            } => Store::Memory(MemoryStore::new(
-                capacity,
-                Duration::from_secs(expired_grace_secs),
-            )),
-        };
         let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
         let shared = Shared {
             minter: Arc::new(Minter::new(keys, issuer.clone(), &cfg.tokens)),
@@ -281,7 +274,12 @@ impl Engine {
     /// How far the notification of a live request got.
     pub async fn delivery(&self, auth_req_id: &str) -> Option<crate::store::Delivery> {
         use crate::store::PendingStore as _;
-        self.store.delivery(auth_req_id).await
+        self.store
+            .delivery(auth_req_id)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "delivery state could not be read"))
+            .ok()
+            .flatten()
     }
 
     /// Handles a request on one of the gateway's routes.
@@ -306,9 +304,14 @@ impl Engine {
                 self.approval.handle(&req).await
             }
             Route::ChannelCallback => self.channel_callback.handle(&req).await,
-            Route::Health => {
-                json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
-            }
+            // Readiness: a replica whose store cannot be reached should get no traffic.
+            Route::Health => match self.store.health().await {
+                Ok(()) => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
+                Err(_) => json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(br#"{"status":"unavailable","store":"unreachable"}"#),
+                ),
+            },
         };
         Outcome::Respond(resp)
     }
@@ -342,7 +345,36 @@ impl Engine {
     /// What will not work with this configuration whatever the provider says (`ciba-gateway
     /// check`), each with the change that fixes it.
     pub fn config_findings(&self) -> Vec<Finding> {
-        self.discovery.config_findings(&self.cfg)
+        let mut found = self.discovery.config_findings(&self.cfg);
+        found.extend(shared_store_findings(&self.cfg));
+        found
+    }
+
+    /// Start-up checks of the store (logged by the binary): a shared store that evicts keys
+    /// under memory pressure would drop live requests silently. Nothing is refused: a server
+    /// that is down now is waited for.
+    pub async fn check_store(&self) {
+        #[cfg(feature = "redis")]
+        if let Store::Redis(r) = &*self.store {
+            match r.eviction_policy().await {
+                Ok(Some(p)) if p != "noeviction" => tracing::error!(
+                    policy = %p,
+                    "the Redis server may evict pending requests: set `maxmemory-policy noeviction`"
+                ),
+                Ok(Some(_)) => {
+                    tracing::info!("store: Redis reachable, maxmemory-policy noeviction")
+                }
+                Ok(None) => tracing::warn!(
+                    "store: the Redis server does not allow CONFIG GET; make sure its maxmemory-policy is noeviction"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store: Redis is not reachable yet; CIBA requests get 503 until it is")
+                }
+            }
+        }
+        for f in shared_store_findings(&self.cfg) {
+            tracing::warn!(fix = %f.fix, "{}", f.problem);
+        }
     }
 
     /// What in the provider's discovery document will not work with this configuration, each
@@ -433,4 +465,64 @@ fn cached_json(body: Bytes) -> Response<Bytes> {
         HeaderValue::from_static("public, max-age=300"),
     );
     r
+}
+
+/// A store refusal or failure as the CIBA endpoints answer it: `503 temporarily_unavailable`
+/// with `Retry-After` (the one place this mapping lives).
+fn store_unavailable(e: StoreError) -> OAuthError {
+    match e {
+        StoreError::Full => OAuthError::unavailable(
+            "the gateway holds as many pending requests and grants as it may; retry later",
+            5,
+        ),
+        StoreError::Backend(m) => {
+            tracing::error!(error = %m, "the store failed");
+            OAuthError::unavailable("the gateway's store is unavailable; retry later", 2)
+        }
+    }
+}
+
+/// Records a request's delivery state; a failure is logged (the state is informational: the
+/// flow goes on without it).
+async fn record_delivery(
+    store: &Store,
+    id: &crate::protocol::AuthReqId,
+    d: crate::store::Delivery,
+) {
+    use crate::store::PendingStore as _;
+    if let Err(e) = store.record_delivery(id, d).await {
+        tracing::warn!(error = %e, "delivery state could not be recorded");
+    }
+}
+
+/// What must be configured identically on every replica when the store is shared, and is
+/// not: each replica would otherwise make up its own (issue 12, item 2).
+fn shared_store_findings(cfg: &Config) -> Vec<Finding> {
+    let mut found = Vec::new();
+    if !cfg.store.is_shared() {
+        return found;
+    }
+    if cfg.tokens.keys.is_empty() {
+        found.push(Finding {
+            problem: "the store is shared, and `tokens.keys` is empty: each replica signs with a key of its own, so tokens from one fail against another's JWKS".into(),
+            fix: "give every replica the same `tokens.keys` (`ciba-gateway keygen`)".into(),
+        });
+    }
+    if cfg.approval.csrf_key.is_none() {
+        found.push(Finding {
+            problem: "the store is shared, and `approval.csrf_key` is not set: an approval page rendered by one replica is refused by another".into(),
+            fix: "set `approval.csrf_key` (32+ characters, `${ENV}` or `file:`) identically on every replica".into(),
+        });
+    }
+    if let crate::config::ChannelConfig::Http {
+        bearer_secret: None,
+        ..
+    } = &cfg.channel
+    {
+        found.push(Finding {
+            problem: "the store is shared, and `channel.bearer_secret` is not set: the authenticator's callback is refused by every replica but the one that sent the request".into(),
+            fix: "set `channel.bearer_secret` identically on every replica".into(),
+        });
+    }
+    found
 }

@@ -169,6 +169,7 @@ impl CibaGrant {
             .store
             .rotate(&claims.fid, &claims.jti, &next, now_ms)
             .await
+            .map_err(super::store_unavailable)?
         {
             Rotation::Rotated => {}
             Rotation::Reused => {
@@ -224,16 +225,12 @@ impl CibaGrant {
         let id = form
             .get("auth_req_id")
             .ok_or_else(|| OAuthError::invalid_request("auth_req_id is required"))?;
-        let store_failed = |e: crate::store::StoreError| {
-            tracing::error!(error = %e, "pending-request store failed");
-            OAuthError::unavailable("the pending-request store is unavailable", 5)
-        };
         let mut now_ms = self.clock.now_ms();
         let mut outcome = self
             .store
             .poll(id, &client.id, now_ms, Pacing::Checked)
             .await
-            .map_err(store_failed)?;
+            .map_err(super::store_unavailable)?;
         if outcome == PollOutcome::Pending && !self.long_poll.is_zero() {
             // Boxed: the hold's futures stay out of every other poll's state machine.
             Box::pin(self.hold(id, now_ms)).await;
@@ -242,7 +239,7 @@ impl CibaGrant {
                 .store
                 .poll(id, &client.id, now_ms, Pacing::Held)
                 .await
-                .map_err(store_failed)?;
+                .map_err(super::store_unavailable)?;
         }
         let code = match outcome {
             PollOutcome::Approved(pending, approval) => {

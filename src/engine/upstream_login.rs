@@ -264,8 +264,10 @@ impl UpstreamLogin {
             return pages.message(StatusCode::BAD_REQUEST, "Your provider did not sign you in", &format!("The provider answered: {code}. Nothing was approved; you can open the link again."));
         }
         let now = self.clock.now_ms();
-        let Some(pending) = self.store.view(&attempt.handle, now).await else {
-            return pages.gone();
+        let pending = match self.store.view(&attempt.handle, now).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return pages.gone(),
+            Err(e) => return pages.unavailable(&e),
         };
         let upstream = &self.upstream;
         let (Some(client), Some(code)) = (self.clients.get(&pending.client_id), get("code")) else {

@@ -73,20 +73,38 @@ where
     s.start_family("f1", "t1", T0, T0 + 3_600_000, 600_000)
         .await
         .unwrap();
-    assert_eq!(s.rotate("f1", "t1", "t2", T0 + 1).await, Rotation::Rotated);
-    assert_eq!(s.rotate("f1", "t2", "t3", T0 + 2).await, Rotation::Rotated);
-    assert_eq!(s.rotate("f1", "t1", "t4", T0 + 3).await, Rotation::Reused);
-    assert_eq!(s.rotate("f1", "t3", "t5", T0 + 4).await, Rotation::Gone);
-    assert_eq!(s.rotate("nope", "t1", "t2", T0).await, Rotation::Gone);
+    assert_eq!(
+        s.rotate("f1", "t1", "t2", T0 + 1).await.unwrap(),
+        Rotation::Rotated
+    );
+    assert_eq!(
+        s.rotate("f1", "t2", "t3", T0 + 2).await.unwrap(),
+        Rotation::Rotated
+    );
+    assert_eq!(
+        s.rotate("f1", "t1", "t4", T0 + 3).await.unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        s.rotate("f1", "t3", "t5", T0 + 4).await.unwrap(),
+        Rotation::Gone
+    );
+    assert_eq!(
+        s.rotate("nope", "t1", "t2", T0).await.unwrap(),
+        Rotation::Gone
+    );
     // Idle too long: gone.
     s.start_family("f2", "a1", T0, T0 + 3_600_000, 1000)
         .await
         .unwrap();
     assert_eq!(
-        s.rotate("f2", "a1", "a2", T0 + 500).await,
+        s.rotate("f2", "a1", "a2", T0 + 500).await.unwrap(),
         Rotation::Rotated
     );
-    assert_eq!(s.rotate("f2", "a2", "a3", T0 + 1501).await, Rotation::Gone);
+    assert_eq!(
+        s.rotate("f2", "a2", "a3", T0 + 1501).await.unwrap(),
+        Rotation::Gone
+    );
     // Capacity refuses new families instead of evicting live ones.
     let s = make(1).await;
     s.start_family("g1", "x", T0, T0 + 3_600_000, 600_000)
@@ -96,7 +114,10 @@ where
         s.start_family("g2", "y", T0, T0 + 3_600_000, 600_000).await,
         Err(StoreError::Full)
     );
-    assert_eq!(s.rotate("g1", "x", "x2", T0 + 1).await, Rotation::Rotated);
+    assert_eq!(
+        s.rotate("g1", "x", "x2", T0 + 1).await.unwrap(),
+        Rotation::Rotated
+    );
 }
 
 /// PUSH-01: the decision of a push request is taken once for delivery; nothing is redeemable
@@ -105,15 +126,15 @@ async fn push_takes_the_decision_once<S: PendingStore>(s: S) {
     let r = sample("c1");
     let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
     s.create(r).await.unwrap();
-    assert_eq!(s.take(&id, T0).await, PollOutcome::Pending);
+    assert_eq!(s.take(&id, T0).await.unwrap(), PollOutcome::Pending);
     s.resolve(&handle, Decision::Approved(approval()), T0 + 1)
         .await
         .unwrap();
     assert!(matches!(
-        s.take(&id, T0 + 2).await,
+        s.take(&id, T0 + 2).await.unwrap(),
         PollOutcome::Approved(..)
     ));
-    assert_eq!(s.take(&id, T0 + 3).await, PollOutcome::Unknown);
+    assert_eq!(s.take(&id, T0 + 3).await.unwrap(), PollOutcome::Unknown);
     assert_eq!(
         s.poll(&id, "c1", T0 + 10_000, Pacing::Checked)
             .await
@@ -121,17 +142,18 @@ async fn push_takes_the_decision_once<S: PendingStore>(s: S) {
         PollOutcome::Unknown
     );
     s.record_delivery(&r_id(&id), Delivery::Delivered { attempts: 1 })
-        .await;
+        .await
+        .unwrap();
     assert_eq!(
-        s.delivery(&id).await,
+        s.delivery(&id).await.unwrap(),
         Some(Delivery::Delivered { attempts: 1 })
     );
     let d = sample("c1");
     let (did, dh) = (d.id.as_str().to_owned(), d.handle.clone());
     s.create(d).await.unwrap();
     s.resolve(&dh, Decision::Denied, T0 + 1).await.unwrap();
-    assert_eq!(s.take(&did, T0 + 2).await, PollOutcome::Denied);
-    assert_eq!(s.take(&did, T0 + 3).await, PollOutcome::Unknown);
+    assert_eq!(s.take(&did, T0 + 2).await.unwrap(), PollOutcome::Denied);
+    assert_eq!(s.take(&did, T0 + 3).await.unwrap(), PollOutcome::Unknown);
 }
 
 fn r_id(id: &str) -> AuthReqId {
@@ -166,61 +188,73 @@ async fn held_poll_paces_the_client<S: PendingStore>(s: S) {
 
 /// The wake-up held polls wait on: pending until the request is decided (or removed), then
 /// complete; at once for a request that is not pending. `resolve` hands back the request.
+/// (A shared backend reads the state over the network, so "complete" is awaited with a
+/// generous deadline and "still waiting" is checked for a moment: neither can pass wrongly.)
 async fn decided_wakes_the_held_polls<S: PendingStore>(s: S) {
-    use futures_util::FutureExt as _;
+    use std::time::Duration;
+    async fn completes(f: impl Future<Output = ()>) -> bool {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .is_ok()
+    }
+    async fn waits(f: &mut (impl Future<Output = ()> + Unpin)) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), f)
+            .await
+            .is_err()
+    }
     let r = sample("c1");
     let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
     s.create(r.clone()).await.unwrap();
     let mut first = Box::pin(s.decided(&id, T0));
     let mut second = Box::pin(s.decided(&id, T0));
-    assert!(
-        (&mut first).now_or_never().is_none(),
-        "woken before a decision"
-    );
-    assert!((&mut second).now_or_never().is_none());
+    assert!(waits(&mut first).await, "woken before a decision");
+    assert!(waits(&mut second).await);
     let decided = s.resolve(&handle, Decision::Denied, T0 + 1).await.unwrap();
     assert_eq!(
         (decided.id.as_str(), decided.client_id.as_str()),
         (id.as_str(), "c1")
     );
-    assert!(first.now_or_never().is_some(), "not woken by the decision");
-    assert!(second.now_or_never().is_some());
+    assert_eq!(decided, r, "resolve hands back the request as created");
+    assert!(completes(first).await, "not woken by the decision");
+    assert!(completes(second).await);
     // Decided already, unknown: at once.
-    assert!(s.decided(&id, T0).now_or_never().is_some());
-    assert!(s.decided("unknown", T0).now_or_never().is_some());
+    assert!(completes(s.decided(&id, T0)).await);
+    assert!(completes(s.decided("unknown", T0)).await);
     // Removed: woken too.
     let c = sample("c1");
     s.create(c.clone()).await.unwrap();
     let mut waiting = Box::pin(s.decided(c.id.as_str(), T0));
-    assert!((&mut waiting).now_or_never().is_none());
-    s.cancel(&c.id).await;
-    assert!(waiting.now_or_never().is_some(), "not woken by the removal");
+    assert!(waits(&mut waiting).await);
+    s.cancel(&c.id).await.unwrap();
+    assert!(completes(waiting).await, "not woken by the removal");
     // Expired while waiting: released at the expiry (the sample lives 60 s; this one is
     // asked 1 ms before it ends).
     let e = sample("c1");
     s.create(e.clone()).await.unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        s.decided(e.id.as_str(), e.expires_at_ms - 1),
-    )
-    .await
-    .expect("released at the expiry");
+    assert!(
+        completes(s.decided(e.id.as_str(), e.expires_at_ms - 1)).await,
+        "released at the expiry"
+    );
 }
 
 /// A request's notification state starts pending, is recorded, and goes with the request.
 async fn delivery_state_is_part_of_the_request<S: PendingStore>(s: S) {
     let r = sample("c1");
     s.create(r.clone()).await.unwrap();
-    assert_eq!(s.delivery(r.id.as_str()).await, Some(Delivery::Pending));
-    s.record_delivery(&r.id, Delivery::Delivered { attempts: 2 })
-        .await;
     assert_eq!(
-        s.delivery(r.id.as_str()).await,
+        s.delivery(r.id.as_str()).await.unwrap(),
+        Some(Delivery::Pending)
+    );
+    s.record_delivery(&r.id, Delivery::Delivered { attempts: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        s.delivery(r.id.as_str()).await.unwrap(),
         Some(Delivery::Delivered { attempts: 2 })
     );
-    s.cancel(&r.id).await;
-    assert_eq!(s.delivery(r.id.as_str()).await, None);
-    assert_eq!(s.delivery("unknown").await, None);
+    s.cancel(&r.id).await.unwrap();
+    assert_eq!(s.delivery(r.id.as_str()).await.unwrap(), None);
+    assert_eq!(s.delivery("unknown").await.unwrap(), None);
 }
 
 /// TOK-05, GW-05: pending; a poll inside the interval is `slow_down` and raises it by 5 s; the
@@ -315,8 +349,8 @@ async fn expiry<S: PendingStore>(s: S) {
     let r = sample("c1");
     let (id, handle) = (r.id.as_str().to_owned(), r.handle.clone());
     s.create(r).await.unwrap();
-    assert!(s.view(&handle, T0 + 59_999).await.is_some());
-    assert!(s.view(&handle, T0 + 60_000).await.is_none());
+    assert!(s.view(&handle, T0 + 59_999).await.unwrap().is_some());
+    assert!(s.view(&handle, T0 + 60_000).await.unwrap().is_none());
     assert_eq!(
         s.resolve(&handle, Decision::Approved(approval()), T0 + 60_000)
             .await,
@@ -342,7 +376,7 @@ async fn resolve_once<S: PendingStore>(s: S) {
         s.resolve(&handle, Decision::Denied, T0 + 2).await,
         Err(ResolveError::NotFound)
     );
-    assert!(s.view(&handle, T0 + 3).await.is_none());
+    assert!(s.view(&handle, T0 + 3).await.unwrap().is_none());
     assert_eq!(
         s.resolve("unknown", Decision::Denied, T0).await,
         Err(ResolveError::NotFound)
@@ -374,14 +408,14 @@ async fn capacity_refuses_without_evicting<S: PendingStore>(s: S) {
 async fn cancel_removes<S: PendingStore>(s: S) {
     let r = sample("c1");
     s.create(r.clone()).await.unwrap();
-    s.cancel(&r.id).await;
+    s.cancel(&r.id).await.unwrap();
     assert_eq!(
         s.poll(r.id.as_str(), "c1", T0, Pacing::Checked)
             .await
             .unwrap(),
         PollOutcome::Unknown
     );
-    assert!(s.view(&r.handle, T0).await.is_none());
+    assert!(s.view(&r.handle, T0).await.unwrap().is_none());
 }
 
 /// TOK-03: 50 concurrent polls of an approved request: exactly one takes it.

@@ -200,23 +200,29 @@ impl RefreshStore for MemoryStore {
         Ok(())
     }
 
-    async fn rotate(&self, family: &str, presented: &str, next: &str, now_ms: u64) -> Rotation {
+    async fn rotate(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError> {
         let Some(entry) = self.families.get(family) else {
-            return Rotation::Gone;
+            return Ok(Rotation::Gone);
         };
         let mut f = entry.lock().unwrap_or_else(|p| p.into_inner());
         if f.revoked || now_ms.saturating_sub(f.last_used_ms) > f.idle_ms {
             f.revoked = true;
-            return Rotation::Gone;
+            return Ok(Rotation::Gone);
         }
         if f.current != presented {
             // A token of the family that is no longer current: the family is compromised.
             f.revoked = true;
-            return Rotation::Reused;
+            return Ok(Rotation::Reused);
         }
         f.current = next.to_owned();
         f.last_used_ms = now_ms;
-        Rotation::Rotated
+        Ok(Rotation::Rotated)
     }
 }
 
@@ -307,12 +313,12 @@ impl PendingStore for MemoryStore {
         Ok(outcome)
     }
 
-    async fn take(&self, id: &str, now_ms: u64) -> PollOutcome {
+    async fn take(&self, id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
         let Some(entry) = key(id).and_then(|k| self.requests.get(&k)) else {
-            return PollOutcome::Unknown;
+            return Ok(PollOutcome::Unknown);
         };
         let mut st = Self::lock(&entry);
-        match std::mem::replace(&mut st.status, Status::Done) {
+        Ok(match std::mem::replace(&mut st.status, Status::Done) {
             Status::Approved(a) => PollOutcome::Approved(Box::new(entry.req.clone()), a),
             Status::Denied => PollOutcome::Denied,
             Status::Pending => {
@@ -324,7 +330,7 @@ impl PendingStore for MemoryStore {
                 }
             }
             Status::Done => PollOutcome::Unknown,
-        }
+        })
     }
 
     async fn resolve(
@@ -371,34 +377,40 @@ impl PendingStore for MemoryStore {
         }
     }
 
-    async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {
-        let (id, _) = self.handles.get(&key(handle)?)?;
-        let entry = self.requests.get(&id)?;
-        let st = Self::lock(&entry);
-        (matches!(st.status, Status::Pending) && now_ms < entry.req.expires_at_ms)
-            .then(|| entry.req.clone())
+    async fn view(&self, handle: &str, now_ms: u64) -> Result<Option<PendingRequest>, StoreError> {
+        let entry = key(handle)
+            .and_then(|h| self.handles.get(&h))
+            .and_then(|(id, _)| self.requests.get(&id));
+        Ok(entry.and_then(|entry| {
+            let st = Self::lock(&entry);
+            (matches!(st.status, Status::Pending) && now_ms < entry.req.expires_at_ms)
+                .then(|| entry.req.clone())
+        }))
     }
 
-    async fn cancel(&self, id: &AuthReqId) {
-        let Some(id) = key(id.as_str()) else { return };
+    async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
+        let Some(id) = key(id.as_str()) else {
+            return Ok(());
+        };
         if let Some(entry) = self.requests.remove(&id) {
             entry.decided.notify_waiters();
             if let Some(h) = key(&entry.req.handle) {
                 self.handles.invalidate(&h);
             }
         }
+        Ok(())
     }
 
-    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) {
+    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) -> Result<(), StoreError> {
         if let Some(entry) = key(id.as_str()).and_then(|k| self.requests.get(&k)) {
             Self::lock(&entry).delivery = delivery;
         }
+        Ok(())
     }
 
-    async fn delivery(&self, id: &str) -> Option<Delivery> {
-        let entry = self.requests.get(&key(id)?)?;
-        let st = Self::lock(&entry);
-        Some(st.delivery.clone())
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let entry = key(id).and_then(|k| self.requests.get(&k));
+        Ok(entry.map(|e| Self::lock(&e).delivery.clone()))
     }
 }
 

@@ -4,10 +4,14 @@
 
 pub mod contract;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis_store;
 
 use std::future::Future;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis_store::RedisStore;
 
 use crate::protocol::{AuthReqId, NotificationToken, Scope};
 
@@ -41,7 +45,7 @@ pub struct PendingRequest {
 }
 
 /// The user's positive decision, with what the ID token needs to say about it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Approval {
     /// When the user authenticated, Unix seconds.
     pub auth_time: u64,
@@ -84,7 +88,7 @@ impl std::fmt::Debug for IssuedTokens {
 
 /// How far the notification of one request got (visible through
 /// [`crate::Engine::delivery`]): the user's, and once the user has decided, a ping client's.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Delivery {
     /// Being delivered (or retried).
     Pending,
@@ -150,6 +154,9 @@ pub enum ResolveError {
     /// The request has expired.
     #[error("the request has expired")]
     Expired,
+    /// The store could not be asked.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Why a request could not be stored.
@@ -158,7 +165,8 @@ pub enum StoreError {
     /// The store holds as many live requests as it may; nothing was evicted.
     #[error("the pending-request store is full")]
     Full,
-    /// The backend failed.
+    /// The backend failed or could not be reached in time: the CIBA endpoints answer
+    /// `503 temporarily_unavailable` with `Retry-After`.
     #[error("store backend error: {0}")]
     Backend(String),
 }
@@ -183,7 +191,11 @@ pub trait PendingStore: Send + Sync + 'static {
     /// Takes the decision of request `id` for delivery by push, at `now_ms`: `Approved` or
     /// `Denied` exactly once (like a poll, atomically), `Unknown` afterwards; the request stays
     /// behind (never redeemable) so that its delivery can still be recorded and read.
-    fn take(&self, id: &str, now_ms: u64) -> impl Future<Output = PollOutcome> + Send;
+    fn take(
+        &self,
+        id: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<PollOutcome, StoreError>> + Send;
 
     /// Resolves the request behind `handle`, once; the handle dies with it. Returns the request
     /// that was decided (what must follow the decision — a ping, a push — needs it).
@@ -197,7 +209,8 @@ pub trait PendingStore: Send + Sync + 'static {
     /// Completes when the request `id` is decided, removed or expired (its expiry measured from
     /// `now_ms`); at once if it is not pending (or unknown). The wake-up a held poll waits on:
     /// no thread and no busy loop per waiter, only the future's memory. A shared backend feeds
-    /// it from the other instances' decisions.
+    /// it from the other instances' decisions. A backend that cannot tell completes at once (the
+    /// poll that follows reports the failure).
     fn decided(&self, id: &str, now_ms: u64) -> impl Future<Output = ()> + Send;
 
     /// The still-pending, unexpired request behind `handle`, for the approval page.
@@ -205,21 +218,24 @@ pub trait PendingStore: Send + Sync + 'static {
         &self,
         handle: &str,
         now_ms: u64,
-    ) -> impl Future<Output = Option<PendingRequest>> + Send;
+    ) -> impl Future<Output = Result<Option<PendingRequest>, StoreError>> + Send;
 
     /// Removes a request whose user could not be reached, so that none is left behind that can
     /// never complete.
-    fn cancel(&self, id: &AuthReqId) -> impl Future<Output = ()> + Send;
+    fn cancel(&self, id: &AuthReqId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records how far the user's notification got (a new request starts `Pending`).
     fn record_delivery(
         &self,
         id: &AuthReqId,
         delivery: Delivery,
-    ) -> impl Future<Output = ()> + Send;
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The notification state of a live request.
-    fn delivery(&self, id: &str) -> impl Future<Output = Option<Delivery>> + Send;
+    fn delivery(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Delivery>, StoreError>> + Send;
 }
 
 /// What presenting a refresh token finds (RFC 9700 §4.14: rotation with reuse detection).
@@ -254,7 +270,7 @@ pub trait RefreshStore: Send + Sync + 'static {
         presented: &str,
         next: &str,
         now_ms: u64,
-    ) -> impl Future<Output = Rotation> + Send;
+    ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
 }
 
 /// The configured store. An enum rather than a trait object: the poll path stays free of
@@ -263,6 +279,78 @@ pub trait RefreshStore: Send + Sync + 'static {
 pub enum Store {
     /// In-process moka store.
     Memory(MemoryStore),
+    /// Redis or Valkey, shared by replicas.
+    #[cfg(feature = "redis")]
+    Redis(RedisStore),
+}
+
+/// Runs `$e` with `$s` bound to whichever backend `$store` is.
+macro_rules! each {
+    ($store:expr, $s:ident => $e:expr) => {
+        match $store {
+            Store::Memory($s) => $e,
+            #[cfg(feature = "redis")]
+            Store::Redis($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// The store `cfg` describes (nothing is connected yet).
+    pub fn from_config(
+        cfg: &crate::config::StoreConfig,
+    ) -> Result<Self, crate::config::ConfigErrors> {
+        use crate::config::StoreConfig;
+        match cfg {
+            StoreConfig::Memory {
+                capacity,
+                expired_grace_secs,
+            } => Ok(Self::Memory(MemoryStore::new(
+                *capacity,
+                std::time::Duration::from_secs(*expired_grace_secs),
+            ))),
+            #[cfg(feature = "redis")]
+            StoreConfig::Redis(r) => RedisStore::from_config(r).map(Self::Redis),
+            #[cfg(not(feature = "redis"))]
+            StoreConfig::Redis(_) => Err(crate::config::ConfigErrors(vec![
+                crate::config::ConfigError::new(
+                    "store.type",
+                    "redis needs the `redis` feature of ciba-gateway",
+                ),
+            ])),
+        }
+    }
+
+    /// Whether the store can be used now (readiness, `/healthz`): always for the memory store;
+    /// a `PING` for Redis.
+    pub async fn health(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(_) => Ok(()),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// A rate limit shared by every replica, when the store is shared: `None` for the memory
+    /// store (the limiter keeps its own state), else whether one request for `key` is allowed
+    /// (`Err(secs)`: retry after).
+    pub async fn shared_gcra(
+        &self,
+        limit: &str,
+        key: &str,
+        now_ms: u64,
+        interval_ms: u64,
+        tolerance_ms: u64,
+    ) -> Option<Result<Result<(), u64>, StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = (limit, key, now_ms, interval_ms, tolerance_ms);
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.gcra(limit, key, now_ms, interval_ms, tolerance_ms).await),
+        }
+    }
 }
 
 impl RefreshStore for Store {
@@ -274,25 +362,22 @@ impl RefreshStore for Store {
         expires_at_ms: u64,
         idle_ms: u64,
     ) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(s) => {
-                s.start_family(family, jti, now_ms, expires_at_ms, idle_ms)
-                    .await
-            }
-        }
+        each!(self, s => s.start_family(family, jti, now_ms, expires_at_ms, idle_ms).await)
     }
-    async fn rotate(&self, family: &str, presented: &str, next: &str, now_ms: u64) -> Rotation {
-        match self {
-            Self::Memory(s) => s.rotate(family, presented, next, now_ms).await,
-        }
+    async fn rotate(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError> {
+        each!(self, s => s.rotate(family, presented, next, now_ms).await)
     }
 }
 
 impl PendingStore for Store {
     async fn create(&self, req: PendingRequest) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(s) => s.create(req).await,
-        }
+        each!(self, s => s.create(req).await)
     }
     async fn poll(
         &self,
@@ -301,14 +386,10 @@ impl PendingStore for Store {
         now_ms: u64,
         pacing: Pacing,
     ) -> Result<PollOutcome, StoreError> {
-        match self {
-            Self::Memory(s) => s.poll(id, client_id, now_ms, pacing).await,
-        }
+        each!(self, s => s.poll(id, client_id, now_ms, pacing).await)
     }
-    async fn take(&self, id: &str, now_ms: u64) -> PollOutcome {
-        match self {
-            Self::Memory(s) => s.take(id, now_ms).await,
-        }
+    async fn take(&self, id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        each!(self, s => s.take(id, now_ms).await)
     }
     async fn resolve(
         &self,
@@ -316,33 +397,21 @@ impl PendingStore for Store {
         decision: Decision,
         now_ms: u64,
     ) -> Result<PendingRequest, ResolveError> {
-        match self {
-            Self::Memory(s) => s.resolve(handle, decision, now_ms).await,
-        }
+        each!(self, s => s.resolve(handle, decision, now_ms).await)
     }
     async fn decided(&self, id: &str, now_ms: u64) {
-        match self {
-            Self::Memory(s) => s.decided(id, now_ms).await,
-        }
+        each!(self, s => s.decided(id, now_ms).await)
     }
-    async fn view(&self, handle: &str, now_ms: u64) -> Option<PendingRequest> {
-        match self {
-            Self::Memory(s) => s.view(handle, now_ms).await,
-        }
+    async fn view(&self, handle: &str, now_ms: u64) -> Result<Option<PendingRequest>, StoreError> {
+        each!(self, s => s.view(handle, now_ms).await)
     }
-    async fn cancel(&self, id: &AuthReqId) {
-        match self {
-            Self::Memory(s) => s.cancel(id).await,
-        }
+    async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
+        each!(self, s => s.cancel(id).await)
     }
-    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) {
-        match self {
-            Self::Memory(s) => s.record_delivery(id, delivery).await,
-        }
+    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) -> Result<(), StoreError> {
+        each!(self, s => s.record_delivery(id, delivery).await)
     }
-    async fn delivery(&self, id: &str) -> Option<Delivery> {
-        match self {
-            Self::Memory(s) => s.delivery(id).await,
-        }
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        each!(self, s => s.delivery(id).await)
     }
 }

@@ -125,9 +125,8 @@ impl Upstream {
             .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
             .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
         let ca_certificates = match &cfg.ca_file {
-            Some(ca) => {
-                crate::tls::pem_certificates(ca).map_err(|m| ConfigError::new("upstream.ca_file", m))?
-            }
+            Some(ca) => crate::tls::pem_certificates(ca)
+                .map_err(|m| ConfigError::new("upstream.ca_file", m))?,
             None => Vec::new(),
         };
         for cert in &ca_certificates {

@@ -9,7 +9,8 @@
 //! - [`authenticator`]: a real HTTP server playing the external (Keycloak-style) authenticator;
 //! - [`tokens`] and [`pages`]: reading what the gateway hands out (JWTs, HTML pages);
 //! - [`pki`], [`smtp`], [`webhook`]: a test CA, an SMTP sink and a webhook receiver;
-//! - [`receiver`]: an HTTPS notification endpoint for ping clients.
+//! - [`receiver`]: an HTTPS notification endpoint for ping clients;
+//! - [`redis`]: real Redis servers (a single node, a three-master Cluster) for the shared store.
 //!
 //! It is a library crate (a dev-dependency of the gateway), so each suite uses what it needs
 //! and nothing is dead code.
@@ -20,6 +21,7 @@ pub mod pages;
 pub mod pki;
 pub mod providers;
 pub mod receiver;
+pub mod redis;
 pub mod runtimes;
 pub mod smtp;
 pub mod tokens;

@@ -1,0 +1,801 @@
+//! The shared store on Redis or Valkey: single node, Sentinel or Cluster.
+//!
+//! Keys (`P` is `store.key_prefix`; `H` is the first 16 bytes of SHA-256 of an id, base64url —
+//! ids and handles are bearer secrets, so the server's key space never shows one):
+//!
+//! - `P:r:{H}` — one request: a hash of `c` (client), `e` (expiry ms), `s` (status: `p`ending,
+//!   `a`pproved, `d`enied, `t`aken), `i` (current interval), `l` (last poll ms), `a` (the
+//!   approval), `d` (delivery state), and the fixed fields `id`, `h` (handle), `u` (subject),
+//!   `sc`, `t` (created ms), `n` (announced interval), `ac`, `bm`, `lh`, `nt` (when given) —
+//!   one short value per field, so that Redis keeps the hash in its compact listpack encoding
+//!   (values up to 64 bytes by default). Every transition touches this
+//!   one key, in one Lua script (loaded once, called by hash): `{H}` is the Cluster hash tag.
+//!   It expires by itself at the request's expiry plus `expired_grace_secs`.
+//! - `P:h:<H of the handle>` — the approval handle's index: the request's key hash. Written at
+//!   creation, never changed; it expires with the request's lifetime.
+//! - `{P}:cap` — live requests per minute of their drop time (the capacity); `{P}:fcap` the
+//!   same for refresh families.
+//! - `P:f:{<family>}` — a refresh-token family; `P:rl:<limit>:{<key>}` — a rate limit's
+//!   arrival time.
+//! - channel `P:decided` — the key hash of every decided or removed request.
+
+mod conn;
+mod wake;
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redis::{AsyncCommands as _, Script};
+use sha2::{Digest, Sha256};
+
+use self::conn::{Link, Target};
+use self::wake::{IdHash, Subscription, Waiters};
+use super::{
+    Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, RefreshStore,
+    ResolveError, Rotation, StoreError,
+};
+use crate::config::{Problems, RedisConfig, resolve_secret};
+use crate::protocol::{AuthReqId, NotificationToken, Scope};
+
+/// Width of a capacity bucket.
+const BUCKET_MS: u64 = 60_000;
+
+struct Scripts {
+    poll: Script,
+    take: Script,
+    resolve: Script,
+    cancel: Script,
+    delivery: Script,
+    reserve: Script,
+    release: Script,
+    rotate: Script,
+    gcra: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    poll: Script::new(include_str!("lua/poll.lua")),
+    take: Script::new(include_str!("lua/take.lua")),
+    resolve: Script::new(include_str!("lua/resolve.lua")),
+    cancel: Script::new(include_str!("lua/cancel.lua")),
+    delivery: Script::new(include_str!("lua/delivery.lua")),
+    reserve: Script::new(include_str!("lua/reserve.lua")),
+    release: Script::new(include_str!("lua/release.lua")),
+    rotate: Script::new(include_str!("lua/rotate.lua")),
+    gcra: Script::new(include_str!("lua/gcra.lua")),
+});
+
+/// Pending requests, refresh families and rate limits in Redis, shared by every replica.
+pub struct RedisStore {
+    link: Arc<Link>,
+    sub: Arc<Subscription>,
+    prefix: String,
+    capacity: u64,
+    grace_ms: u64,
+    listening: std::sync::OnceLock<()>,
+    /// Dropped with the store: ends the subscription task.
+    stop: tokio::sync::watch::Sender<()>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+fn hash16(s: &str) -> IdHash {
+    let d = Sha256::digest(s.as_bytes());
+    let mut h = [0u8; 16];
+    h.copy_from_slice(&d[..16]);
+    h
+}
+
+fn b64(h: &IdHash) -> String {
+    URL_SAFE_NO_PAD.encode(h)
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Backend(format!("unexpected Redis reply ({what})"))
+}
+
+impl RedisStore {
+    /// A store for `store: {type: redis}`; nothing is connected until the first operation
+    /// (a server that is down at start-up is waited for, not fatal). Problems (secrets, CA
+    /// file, URLs) are reported under their `store.*` paths.
+    pub fn from_config(cfg: &RedisConfig) -> Result<Self, crate::config::ConfigErrors> {
+        crate::install_crypto_provider();
+        let mut problems = Problems::new();
+        let password = cfg
+            .password
+            .as_ref()
+            .and_then(|r| problems.take("store.password", resolve_secret(r)).flatten());
+        let sentinel_password = cfg
+            .sentinel
+            .as_ref()
+            .and_then(|s| s.password.as_ref())
+            .and_then(|r| {
+                problems
+                    .take("store.sentinel.password", resolve_secret(r))
+                    .flatten()
+            });
+        let root = cfg.ca_file.as_ref().and_then(|p| {
+            problems.take(
+                "store.ca_file",
+                std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display())),
+            )
+        });
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: root.clone(),
+        };
+        let info = |u: &url::Url| -> Result<redis::ConnectionInfo, String> {
+            let mut info = redis::IntoConnectionInfo::into_connection_info(u.as_str())
+                .map_err(|e| e.to_string())?;
+            let mut r = info.redis_settings().clone();
+            if let Some(user) = &cfg.username {
+                r = r.set_username(user);
+            }
+            if let Some(p) = &password {
+                r = r.set_password(p.expose());
+            }
+            info = info.set_redis_settings(r);
+            Ok(info)
+        };
+        let client = |u: &url::Url| -> Result<redis::Client, String> {
+            let i = info(u)?;
+            if root.is_some() {
+                redis::Client::build_with_tls(i, certs()).map_err(|e| e.to_string())
+            } else {
+                redis::Client::open(i).map_err(|e| e.to_string())
+            }
+        };
+        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let target = if let Some(u) = &cfg.url {
+            problems.take("store.url", client(u)).map(Target::Node)
+        } else if let Some(s) = &cfg.sentinel {
+            // The master is reached as the Sentinels are: over TLS when they are.
+            let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
+                .set_redis_connection_info(node_settings(&cfg.username, password.as_ref()));
+            if s.urls.first().is_some_and(|u| u.scheme() == "rediss") {
+                node = node.set_tls_mode(redis::TlsMode::Secure);
+            }
+            let sentinels: Vec<_> = s
+                .urls
+                .iter()
+                .map(|u| {
+                    let mut i = redis::IntoConnectionInfo::into_connection_info(u.as_str())
+                        .map_err(|e| e.to_string())?;
+                    if let Some(p) = &sentinel_password {
+                        let r = i.redis_settings().clone().set_password(p.expose());
+                        i = i.set_redis_settings(r);
+                    }
+                    Ok::<_, String>(i)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| problems.push("store.sentinel.urls", e))
+                .unwrap_or_default();
+            problems
+                .take(
+                    "store.sentinel",
+                    redis::sentinel::SentinelClient::build(
+                        sentinels,
+                        s.master.clone(),
+                        Some(node),
+                        redis::sentinel::SentinelServerType::Master,
+                    )
+                    .map_err(|e| e.to_string()),
+                )
+                .map(|c| Target::Sentinel(tokio::sync::Mutex::new(c)))
+        } else {
+            let mut seeds = Vec::new();
+            let mut infos = Vec::new();
+            for (i, u) in cfg.cluster.iter().enumerate() {
+                let path = format!("store.cluster[{i}]");
+                if let (Some(c), Some(inf)) = (
+                    problems.take(path.clone(), client(u)),
+                    problems.take(path, info(u)),
+                ) {
+                    seeds.push(c);
+                    infos.push(inf);
+                }
+            }
+            let mut b = redis::cluster::ClusterClientBuilder::new(infos)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2);
+            if let Some(user) = &cfg.username {
+                b = b.username(user);
+            }
+            if let Some(p) = &password {
+                b = b.password(p.expose());
+            }
+            if root.is_some() {
+                b = b.certs(certs());
+            }
+            problems
+                .take("store.cluster", b.build().map_err(|e| e.to_string()))
+                .map(|client| Target::Cluster { client, seeds })
+        };
+        let prefix = cfg.key_prefix.clone();
+        problems.finish(|| {
+            let link = Arc::new(Link::new(target.expect("reported otherwise"), timeout));
+            Self {
+                sub: Arc::new(Subscription {
+                    link: Arc::clone(&link),
+                    waiters: Arc::default(),
+                    channel: format!("{prefix}:decided"),
+                    ready: tokio::sync::watch::channel(false).0,
+                }),
+                link,
+                capacity: cfg.capacity,
+                grace_ms: cfg.expired_grace_secs * 1000,
+                prefix,
+                listening: std::sync::OnceLock::new(),
+                stop: tokio::sync::watch::channel(()).0,
+            }
+        })
+    }
+
+    fn request_key(&self, h: &IdHash) -> String {
+        format!("{}:r:{{{}}}", self.prefix, b64(h))
+    }
+
+    fn handle_key(&self, handle: &str) -> String {
+        format!("{}:h:{}", self.prefix, b64(&hash16(handle)))
+    }
+
+    fn cap_key(&self, families: bool) -> String {
+        let which = if families { "fcap" } else { "cap" };
+        format!("{{{}}}:{which}", self.prefix)
+    }
+
+    fn waiters(&self) -> &Waiters {
+        &self.sub.waiters
+    }
+
+    /// Subscribes this instance to the decisions of the others, once, from inside the runtime.
+    fn ensure_listening(&self) {
+        self.listening.get_or_init(|| {
+            tokio::spawn(wake::listen(
+                Arc::downgrade(&self.sub),
+                self.stop.subscribe(),
+            ));
+        });
+    }
+
+    /// Whether the server answers (readiness: `/healthz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.link
+            .run(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+
+    /// The server's `maxmemory-policy`, where `CONFIG GET` is allowed (managed services often
+    /// refuse it): `Ok(None)` then.
+    pub async fn eviction_policy(&self) -> Result<Option<String>, StoreError> {
+        let r = self
+            .link
+            .once(|mut c| async move {
+                Ok(redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async::<Vec<String>>(&mut c)
+                    .await)
+            })
+            .await?;
+        Ok(r.ok().and_then(|v| v.into_iter().nth(1)))
+    }
+
+    async fn reserve(
+        &self,
+        families: bool,
+        now_ms: u64,
+        drop_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.cap_key(families);
+        let cap = self.capacity;
+        let ok: i64 = self
+            .link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .reserve
+                    .key(key)
+                    .arg(now_ms)
+                    .arg(drop_at_ms)
+                    .arg(cap)
+                    .arg(BUCKET_MS)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Full)
+        }
+    }
+
+    /// Gives back a request's place, in the background: it is bookkeeping, not the answer.
+    fn release(&self, expires_at_ms: u64) {
+        let (link, key, drop_at) = (
+            Arc::clone(&self.link),
+            self.cap_key(false),
+            expires_at_ms + self.grace_ms,
+        );
+        tokio::spawn(async move {
+            let r = link
+                .run(|mut c| async move {
+                    SCRIPTS
+                        .release
+                        .key(key)
+                        .arg(drop_at)
+                        .arg(BUCKET_MS)
+                        .invoke_async::<i64>(&mut c)
+                        .await
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "a request's place could not be given back; it frees at its expiry");
+            }
+        });
+    }
+
+    /// One request against a GCRA limit shared by every replica: `Ok(Err(secs))` when refused.
+    pub async fn gcra(
+        &self,
+        limit: &str,
+        key: &str,
+        now_ms: u64,
+        interval_ms: u64,
+        tolerance_ms: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        let k = format!("{}:rl:{limit}:{{{}}}", self.prefix, b64(&hash16(key)));
+        let wait: i64 = self
+            .link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .gcra
+                    .key(k)
+                    .arg(now_ms)
+                    .arg(interval_ms)
+                    .arg(tolerance_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match u64::try_from(wait) {
+            Ok(ms) => Err(ms.div_ceil(1000).max(1)),
+            Err(_) => Ok(()),
+        })
+    }
+
+    /// The request from its hash's fields (as `HGETALL` lists them, from `from` on).
+    fn rebuild(v: &[String], from: usize) -> Result<PendingRequest, StoreError> {
+        let get = |name: &str| {
+            v.get(from..)
+                .unwrap_or_default()
+                .chunks_exact(2)
+                .find(|kv| kv[0] == name)
+                .map(|kv| kv[1].clone())
+        };
+        let need = |name: &str| get(name).ok_or_else(|| corrupt(name));
+        let num = |name: &str| need(name)?.parse::<u64>().map_err(|_| corrupt(name));
+        Ok(PendingRequest {
+            id: AuthReqId::from_wire(&need("id")?),
+            handle: need("h")?,
+            client_id: need("c")?,
+            subject: need("u")?,
+            scope: Scope::parse(&need("sc")?).ok_or_else(|| corrupt("scope"))?,
+            acr_values: get("ac"),
+            binding_message: get("bm"),
+            login_hint: get("lh"),
+            created_at_ms: num("t")?,
+            expires_at_ms: num("e")?,
+            interval_secs: u32::try_from(num("n")?).map_err(|_| corrupt("interval"))?,
+            notification_token: get("nt").as_deref().and_then(NotificationToken::parse),
+        })
+    }
+
+    /// The approval stored with a request (listed as by `HGETALL`, from `from` on).
+    fn approval_of(v: &[String], from: usize) -> Result<Approval, StoreError> {
+        let a = v
+            .get(from..)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .find(|kv| kv[0] == "a")
+            .ok_or_else(|| corrupt("approval"))?;
+        serde_json::from_str(&a[1]).map_err(|_| corrupt("approval"))
+    }
+
+    /// The id behind a handle (the index), or `None`.
+    async fn handle_target(&self, handle: &str) -> Result<Option<IdHash>, StoreError> {
+        let key = self.handle_key(handle);
+        let v: Option<Vec<u8>> = self
+            .link
+            .run(|mut c| async move { c.get(key).await })
+            .await?;
+        Ok(v.and_then(|v| IdHash::try_from(v.as_slice()).ok()))
+    }
+}
+
+fn node_settings(
+    user: &Option<String>,
+    password: Option<&crate::secret::Secret>,
+) -> redis::RedisConnectionInfo {
+    let mut s = redis::RedisConnectionInfo::default();
+    if let Some(u) = user {
+        s = s.set_username(u);
+    }
+    if let Some(p) = password {
+        s = s.set_password(p.expose());
+    }
+    s
+}
+
+fn word(v: &[String], i: usize) -> Result<&str, StoreError> {
+    v.get(i)
+        .map(String::as_str)
+        .ok_or_else(|| corrupt("short reply"))
+}
+
+fn number(v: &[String], i: usize) -> Result<u64, StoreError> {
+    word(v, i)?.parse().map_err(|_| corrupt("number"))
+}
+
+impl PendingStore for RedisStore {
+    async fn create(&self, req: PendingRequest) -> Result<(), StoreError> {
+        let lifetime = req.expires_at_ms.saturating_sub(req.created_at_ms);
+        self.reserve(false, req.created_at_ms, req.expires_at_ms + self.grace_ms)
+            .await?;
+        let h = hash16(req.id.as_str());
+        let (key, hkey) = (self.request_key(&h), self.handle_key(&req.handle));
+        let ttl = lifetime + self.grace_ms;
+        let mut fields: Vec<(&str, String)> = vec![
+            ("c", req.client_id.clone()),
+            ("e", req.expires_at_ms.to_string()),
+            ("s", "p".to_owned()),
+            ("i", req.interval_secs.to_string()),
+            ("id", req.id.as_str().to_owned()),
+            ("h", req.handle.clone()),
+            ("u", req.subject.clone()),
+            ("sc", req.scope.as_str().to_owned()),
+            ("t", req.created_at_ms.to_string()),
+            ("n", req.interval_secs.to_string()),
+        ];
+        for (name, value) in [
+            ("ac", &req.acr_values),
+            ("bm", &req.binding_message),
+            ("lh", &req.login_hint),
+        ] {
+            if let Some(v) = value {
+                fields.push((name, v.clone()));
+            }
+        }
+        if let Some(t) = &req.notification_token {
+            fields.push(("nt", t.as_str().to_owned()));
+        }
+        // The request first, its handle after: a request without a handle cannot be approved
+        // and expires; a handle without a request is never written.
+        self.link
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .hset_multiple(&key, &fields)
+                    .ignore()
+                    .pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await?;
+        self.link
+            .run(|mut c| async move {
+                c.pset_ex::<_, _, ()>(hkey, h.as_slice(), lifetime.max(1))
+                    .await
+            })
+            .await
+    }
+
+    async fn poll(
+        &self,
+        id: &str,
+        client_id: &str,
+        now_ms: u64,
+        pacing: Pacing,
+    ) -> Result<PollOutcome, StoreError> {
+        let key = self.request_key(&hash16(id));
+        let pacing = match pacing {
+            Pacing::Checked => "c",
+            Pacing::Held => "h",
+        };
+        let v: Vec<String> = self
+            .link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .poll
+                    .key(key)
+                    .arg(client_id)
+                    .arg(now_ms)
+                    .arg(pacing)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match word(&v, 0)? {
+            "p" => PollOutcome::Pending,
+            "s" => PollOutcome::SlowDown {
+                interval_secs: u32::try_from(number(&v, 1)?).map_err(|_| corrupt("interval"))?,
+            },
+            "x" => {
+                self.release(number(&v, 1)?);
+                PollOutcome::Expired
+            }
+            "d" => {
+                self.release(number(&v, 1)?);
+                PollOutcome::Denied
+            }
+            "a" => {
+                let req = Self::rebuild(&v, 1)?;
+                self.release(req.expires_at_ms);
+                PollOutcome::Approved(Box::new(req), Self::approval_of(&v, 1)?)
+            }
+            _ => PollOutcome::Unknown,
+        })
+    }
+
+    async fn take(&self, id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
+        let key = self.request_key(&hash16(id));
+        let v: Vec<String> = self
+            .link
+            .run(
+                |mut c| async move { SCRIPTS.take.key(key).arg(now_ms).invoke_async(&mut c).await },
+            )
+            .await?;
+        Ok(match word(&v, 0)? {
+            "p" => PollOutcome::Pending,
+            "x" => PollOutcome::Expired,
+            "d" => PollOutcome::Denied,
+            "a" => {
+                PollOutcome::Approved(Box::new(Self::rebuild(&v, 1)?), Self::approval_of(&v, 1)?)
+            }
+            _ => PollOutcome::Unknown,
+        })
+    }
+
+    async fn resolve(
+        &self,
+        handle: &str,
+        decision: Decision,
+        now_ms: u64,
+    ) -> Result<PendingRequest, ResolveError> {
+        let h = self
+            .handle_target(handle)
+            .await?
+            .ok_or(ResolveError::NotFound)?;
+        let key = self.request_key(&h);
+        let (status, approval) = match &decision {
+            Decision::Approved(a) => (
+                "a",
+                serde_json::to_string(a).map_err(|e| StoreError::Backend(e.to_string()))?,
+            ),
+            Decision::Denied => ("d", String::new()),
+        };
+        let channel = self.sub.channel.clone();
+        let v: Vec<String> = self
+            .link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .resolve
+                    .key(key)
+                    .arg(now_ms)
+                    .arg(status)
+                    .arg(approval)
+                    .arg(channel)
+                    .arg(h.as_slice())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        match word(&v, 0)? {
+            "ok" => {}
+            "x" => return Err(ResolveError::Expired),
+            _ => return Err(ResolveError::NotFound),
+        }
+        // The polls held here wake now; the other instances' through the channel.
+        self.waiters().wake(&h);
+        let hkey = self.handle_key(handle);
+        if let Err(e) = self
+            .link
+            .run(|mut c| async move { c.del::<_, ()>(hkey).await })
+            .await
+        {
+            tracing::debug!(error = %e, "a used handle's index stays until it expires");
+        }
+        Ok(Self::rebuild(&v, 1)?)
+    }
+
+    async fn decided(&self, id: &str, now_ms: u64) {
+        self.ensure_listening();
+        let h = hash16(id);
+        let waiter = self.waiters().register(h);
+        // Registered before the state is read, so a decision in between is not missed.
+        let woken = waiter.notify().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        self.sub.established().await;
+        let key = self.request_key(&h);
+        let state: Result<(Option<String>, Option<u64>), _> = self
+            .link
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("s")
+                    .arg("e")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        let Ok((Some(s), Some(expires))) = state else {
+            return;
+        };
+        if s != "p" {
+            return;
+        }
+        let left = Duration::from_millis(expires.saturating_sub(now_ms));
+        tokio::select! {
+            () = woken => {}
+            () = tokio::time::sleep(left) => {}
+        }
+    }
+
+    async fn view(&self, handle: &str, now_ms: u64) -> Result<Option<PendingRequest>, StoreError> {
+        let Some(h) = self.handle_target(handle).await? else {
+            return Ok(None);
+        };
+        let key = self.request_key(&h);
+        let v: Vec<String> = self
+            .link
+            .run(|mut conn| async move { conn.hgetall(key).await })
+            .await
+            .map(|m: Vec<(String, String)>| m.into_iter().flat_map(|(k, v)| [k, v]).collect())?;
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let req = Self::rebuild(&v, 0)?;
+        let pending = v.chunks_exact(2).any(|kv| kv[0] == "s" && kv[1] == "p");
+        Ok((pending && now_ms < req.expires_at_ms).then_some(req))
+    }
+
+    async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
+        let h = hash16(id.as_str());
+        let (key, channel) = (self.request_key(&h), self.sub.channel.clone());
+        let handle: Option<String> = self
+            .link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .cancel
+                    .key(key)
+                    .arg(channel)
+                    .arg(h.as_slice())
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        self.waiters().wake(&h);
+        if let Some(handle) = handle {
+            let hkey = self.handle_key(&handle);
+            self.link
+                .run(|mut c| async move { c.del::<_, ()>(hkey).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) -> Result<(), StoreError> {
+        let key = self.request_key(&hash16(id.as_str()));
+        let state = match &delivery {
+            Delivery::Pending => String::new(),
+            d => serde_json::to_string(d).map_err(|e| StoreError::Backend(e.to_string()))?,
+        };
+        self.link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .delivery
+                    .key(key)
+                    .arg(state)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
+        let key = self.request_key(&hash16(id));
+        let (s, d): (Option<String>, Option<String>) = self
+            .link
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg("s")
+                    .arg("d")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        match (s, d) {
+            (None, _) => Ok(None),
+            (Some(_), None) => Ok(Some(Delivery::Pending)),
+            (Some(_), Some(d)) => serde_json::from_str(&d)
+                .map(Some)
+                .map_err(|_| corrupt("delivery")),
+        }
+    }
+}
+
+impl RefreshStore for RedisStore {
+    async fn start_family(
+        &self,
+        family: &str,
+        jti: &str,
+        now_ms: u64,
+        expires_at_ms: u64,
+        idle_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.reserve(true, now_ms, expires_at_ms).await?;
+        let key = format!("{}:f:{{{}}}", self.prefix, b64(&hash16(family)));
+        let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
+        let jti = jti.to_owned();
+        self.link
+            .run(|mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .hset_multiple(
+                        &key,
+                        &[
+                            ("c", jti),
+                            ("u", now_ms.to_string()),
+                            ("i", idle_ms.to_string()),
+                        ],
+                    )
+                    .ignore()
+                    .pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
+
+    async fn rotate(
+        &self,
+        family: &str,
+        presented: &str,
+        next: &str,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError> {
+        let key = format!("{}:f:{{{}}}", self.prefix, b64(&hash16(family)));
+        let r: String = self
+            .link
+            .run(|mut c| async move {
+                SCRIPTS
+                    .rotate
+                    .key(key)
+                    .arg(presented)
+                    .arg(next)
+                    .arg(now_ms)
+                    .invoke_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(match r.as_str() {
+            "o" => Rotation::Rotated,
+            "r" => Rotation::Reused,
+            _ => Rotation::Gone,
+        })
+    }
+}

@@ -1,0 +1,336 @@
+//! Issue 12: three `ciba-gateway` processes sharing one real Redis, with no sticky routing.
+//! bc-authorize on one, approval on another, polls anywhere; a poll held on one replica is
+//! answered when the user approves on another; 1 000 concurrent polls spread over the three
+//! get exactly one token response (TOK-03); the per-user rate limit is one budget for all
+//! (GW-07); Redis killed mid-flow → 503 with `Retry-After` on the CIBA endpoints, discovery
+//! unaffected, and the flow completes once Redis is back; a replica killed mid-flow → its
+//! request completes through the others, and the restarted replica serves it too.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ciba_test_support::redis::RedisServer;
+use ciba_test_support::upstream::free_port;
+use ciba_test_support::{csrf_field, http_client, reply};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
+const CSRF_KEY: &str = "a-csrf-key-every-replica-shares-0123456789";
+
+struct Replica {
+    port: u16,
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The quickstart file turned into a replica's: its own port, one public URL, the shared Redis,
+/// one signing key and CSRF key for all, and a small per-user budget.
+fn replica_config(
+    dir: &std::path::Path,
+    port: u16,
+    public_port: u16,
+    redis: &str,
+) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/quickstart.yaml"
+    ))
+    .unwrap();
+    let text = text
+        .replace(
+            "listen: 127.0.0.1:8080",
+            &format!("listen: 127.0.0.1:{port}"),
+        )
+        .replace(
+            "public_url: http://127.0.0.1:8080",
+            &format!("public_url: http://127.0.0.1:{public_port}"),
+        );
+    let key = dir.join("signing.pem");
+    let text = format!(
+        "{text}\nstore:\n  type: redis\n  url: {redis}\n  timeout_ms: 500\n\
+         tokens:\n  keys:\n    - kid: shared-1\n      alg: ES256\n      private_key: file:{}\n\
+         approval:\n  csrf_key: ${{REPLICA_CSRF_KEY}}\n\
+         limits:\n  bc_per_user:\n    requests: 4\n    per_secs: 3600\n",
+        key.display()
+    );
+    let path = dir.join(format!("replica-{port}.yaml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(cfg: &std::path::Path, port: u16) -> Replica {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("REPLICA_CSRF_KEY", CSRF_KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let r = Replica {
+        port,
+        child,
+        lines: rx,
+    };
+    r.wait_line(|l| l.contains("listening"));
+    r
+}
+
+impl Replica {
+    fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the expected log line");
+            assert!(
+                !line.contains("maxmemory-policy noeviction\"") || !line.contains("ERROR"),
+                "{line}"
+            );
+            if pred(&line) {
+                return line;
+            }
+        }
+    }
+
+    /// The approval link this replica logged next, as a path (any replica serves it).
+    fn next_link_path(&self) -> String {
+        let line = self.wait_line(|l| l.contains("/approve/"));
+        let link = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://") && w.contains("/approve/"))
+            .unwrap();
+        link.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap()
+    }
+}
+
+async fn bc_authorize(
+    http: &reqwest::Client,
+    on: &Replica,
+    user: &str,
+) -> ciba_test_support::Reply {
+    let r = http
+        .post(format!("{}/bc-authorize", on.base()))
+        .form(&[
+            ("client_id", "my-client"),
+            ("client_secret", "supersecret"),
+            ("scope", "openid profile"),
+            ("login_hint", user),
+        ])
+        .send()
+        .await
+        .unwrap();
+    reply(r).await
+}
+
+async fn poll(http: &reqwest::Client, on: &Replica, id: &str) -> ciba_test_support::Reply {
+    reply(poll_at(http, &on.base(), id).await).await
+}
+
+/// A CIBA token request of `my-client` at the replica at `base`.
+async fn poll_at(http: &reqwest::Client, base: &str, id: &str) -> reqwest::Response {
+    http.post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "urn:openid:params:grant-type:ciba"),
+            ("client_id", "my-client"),
+            ("client_secret", "supersecret"),
+            ("auth_req_id", id),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Approves through replica `on` the request whose link path is `path`.
+async fn approve(http: &reqwest::Client, on: &Replica, path: &str) -> u16 {
+    let page = http
+        .get(format!("{}{path}", on.base()))
+        .send()
+        .await
+        .unwrap();
+    if page.status() != 200 {
+        return page.status().as_u16();
+    }
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let csrf = csrf_field(&page.text().await.unwrap());
+    http.post(format!("{}{path}", on.base()))
+        .header("cookie", cookie)
+        .form(&[("csrf", csrf.as_str()), ("decision", "approve")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_sharing_redis_behave_like_one() {
+    let mut redis = RedisServer::start();
+    let dir = std::env::temp_dir().join(format!("ciba-replicas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("signing.pem"),
+        ciba_gateway::tokens::generate_pem(ciba_gateway::config::SigningAlg::ES256).unwrap(),
+    )
+    .unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let cfgs: Vec<_> = ports
+        .iter()
+        .map(|p| replica_config(&dir, *p, ports[0], &redis.url()))
+        .collect();
+    let mut g: Vec<Replica> = ports.iter().zip(&cfgs).map(|(p, c)| start(c, *p)).collect();
+    let http = http_client();
+
+    // bc-authorize on 0; a poll held on 2 (long polling); the user approves on 1: the held
+    // poll is answered with the tokens (woken across instances).
+    let r = bc_authorize(&http, &g[0], "alice").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let link = g[0].next_link_path();
+    let held = {
+        let (http, base, id) = (http.clone(), g[2].base(), id.clone());
+        tokio::spawn(async move { reply(poll_at(&http, &base, &id).await).await })
+    };
+    assert_eq!(approve(&http, &g[1], &link).await, 200);
+    let tokens = held.await.unwrap();
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    assert!(tokens.json["id_token"].is_string());
+    // Redeemed once: anywhere afterwards it is unknown.
+    poll(&http, &g[0], &id)
+        .await
+        .assert_error(400, "invalid_grant");
+
+    // 1 000 concurrent polls over the three replicas after approval: one token response.
+    let r = bc_authorize(&http, &g[1], "alice").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let link = g[1].next_link_path();
+    assert_eq!(approve(&http, &g[2], &link).await, 200);
+    let mut polls = Vec::new();
+    for i in 0..1000 {
+        let (http, base, id) = (http.clone(), g[i % 3].base(), id.clone());
+        polls.push(tokio::spawn(async move {
+            poll_at(&http, &base, &id).await.status().as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for p in polls {
+        match p.await.unwrap() {
+            200 => ok += 1,
+            400 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one token response across the replicas");
+
+    // GW-07 / SEC-04: bob's budget (4 per hour) is one budget, whichever replica is asked.
+    for i in 0..4 {
+        let r = bc_authorize(&http, &g[i % 3], "bob").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.json);
+        // Its link is logged by that replica; read past it.
+        g[i % 3].next_link_path();
+    }
+    for replica in &g {
+        // The per-user limit answers as the gateway does for one replica (access_denied).
+        bc_authorize(&http, replica, "bob")
+            .await
+            .assert_error(403, "access_denied");
+    }
+
+    // Redis dies mid-flow: CIBA endpoints answer 503 + Retry-After quickly, readiness says
+    // so, discovery does not care; once Redis is back the same flow completes.
+    let r = bc_authorize(&http, &g[0], "alice").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let link = g[0].next_link_path();
+    redis.kill();
+    let down = poll(&http, &g[1], &id).await;
+    down.assert_error(503, "temporarily_unavailable");
+    assert!(down.headers.contains_key("retry-after"));
+    bc_authorize(&http, &g[2], "alice")
+        .await
+        .assert_error(503, "temporarily_unavailable");
+    let health = http
+        .get(format!("{}/healthz", g[2].base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let disc = http
+        .get(format!("{}/.well-known/openid-configuration", g[0].base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disc.status(), 200);
+    assert_eq!(
+        approve(&http, &g[2], &link).await,
+        503,
+        "the page says: try again"
+    );
+    redis.restart();
+    // Readiness turns back on every replica, none restarted.
+    let mut ready = false;
+    for _ in 0..100 {
+        let mut all = true;
+        for r in &g {
+            let h = http
+                .get(format!("{}/healthz", r.base()))
+                .send()
+                .await
+                .unwrap();
+            all &= h.status() == 200;
+        }
+        if all {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the replicas use Redis again once it is back");
+    assert_eq!(approve(&http, &g[2], &link).await, 200);
+    let tokens = poll(&http, &g[0], &id).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+
+    // A replica dies mid-flow: its request is approved and redeemed through the others; the
+    // restarted replica serves it too.
+    let r = bc_authorize(&http, &g[2], "alice").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let link = g[2].next_link_path();
+    g.pop();
+    assert_eq!(approve(&http, &g[0], &link).await, 200);
+    g.push(start(&cfgs[2], ports[2]));
+    let tokens = poll(&http, &g[2], &id).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    poll(&http, &g[1], &id)
+        .await
+        .assert_error(400, "invalid_grant");
+    let _ = std::fs::remove_dir_all(&dir);
+}
