@@ -1,7 +1,7 @@
 //! What a pending request costs in Redis, and what a poll and a bc-authorize cost through it:
 //! a real `redis-server` started here (single node, loopback), 100 000 requests accepted
 //! through the engine, then `INFO memory`'s `used_memory` growth per request and `MEMORY
-//! USAGE` of one request's keys; then the latency of polls (one script call each) and of
+//! USAGE` of one request's hash (its only key); then the latency of polls (one script call each) and of
 //! bc-authorize (rate limits, capacity, request, handle).
 //!
 //! cargo bench --bench store_redis        (under `cargo test` it runs 2 000 requests)
@@ -92,11 +92,10 @@ fn main() {
             let key = keys.lines().next().unwrap().to_owned();
             cli(&["MEMORY", "USAGE", &key]).trim().parse::<i64>().unwrap()
         };
-        let (req_bytes, handle_bytes) = (sample("ciba:r:*"), sample("ciba:h:*"));
+        let req_bytes = sample("ciba:r:*");
         println!(
-            "{requests} pending requests (redis store): used_memory {} bytes each; MEMORY USAGE request hash {req_bytes} + handle index {handle_bytes} = {} bytes",
+            "{requests} pending requests (redis store): used_memory {} bytes each; MEMORY USAGE of a request's hash {req_bytes} bytes",
             (after - before) / requests as i64,
-            req_bytes + handle_bytes
         );
         let mut poll_lat = Vec::with_capacity(ids.len());
         for id in &ids {

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use ciba_gateway::config::{RedisConfig, StoreConfig};
 use ciba_gateway::store::{
-    Decision, PendingStore as _, PollOutcome, RedisStore, Store, StoreError, contract,
+    Decision, Pacing, PendingStore as _, PollOutcome, RedisStore, Store, StoreError, contract,
 };
-use ciba_test_support::redis::{RedisCluster, RedisServer};
+use ciba_test_support::redis::{RedisCluster, RedisSentinel, RedisServer, ask};
 
 static PREFIX: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -226,4 +226,204 @@ async fn a_dead_server_fails_fast_and_a_restarted_one_is_used_again() {
         .unwrap(),
         PollOutcome::Denied
     );
+}
+
+/// Issue 12, item 2: what else replicas share — a login session kept by one instance is taken
+/// by another, once; a counter (the user-code lockout) counts every instance's increments and
+/// ends with its window.
+#[tokio::test]
+async fn sessions_and_counters_are_shared_and_taken_once() {
+    let redis = RedisServer::start();
+    let yaml = format!(
+        "type: redis\nurl: {}\nkey_prefix: kv-{}\n",
+        redis.url(),
+        std::process::id()
+    );
+    let a = Store::Redis(RedisStore::from_config(&config(&yaml)).unwrap());
+    let b = Store::Redis(RedisStore::from_config(&config(&yaml)).unwrap());
+    a.shared_put("login", "state-1", "{\"x\":1}".into(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b.shared_take("login", "state-1")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_deref(),
+        Some("{\"x\":1}")
+    );
+    assert_eq!(
+        a.shared_take("login", "state-1").await.unwrap().unwrap(),
+        None
+    );
+    for i in 1..=3u64 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            s.shared_count("uc", "alice", Some(60_000))
+                .await
+                .unwrap()
+                .unwrap(),
+            i
+        );
+    }
+    assert_eq!(
+        a.shared_count("uc", "alice", None).await.unwrap().unwrap(),
+        3
+    );
+    assert_eq!(b.shared_count("uc", "bob", None).await.unwrap().unwrap(), 0);
+    // A 1 ms window: gone once it has passed (waited for, not slept).
+    a.shared_count("uc", "carol", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..1000 {
+        if a.shared_count("uc", "carol", None).await.unwrap().unwrap() == 0 {
+            gone = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(gone, "the window ended the count");
+}
+
+/// Retries a store operation that fails while the store reconnects (a failover, a restart):
+/// the first answer that is not a store failure, within 20 s.
+async fn eventually<T, E: std::fmt::Debug, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut last = None;
+    for _ in 0..200 {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the store did not come back: {last:?}")
+}
+
+/// Issue 12, item 4: a Sentinel failover is followed without rebuilding the store — the
+/// request the old master acknowledged (and replicated) is there, and decided and redeemed on
+/// the new master.
+#[tokio::test]
+async fn a_sentinel_failover_is_followed() {
+    let mut sentinel = RedisSentinel::start();
+    let yaml = format!(
+        "type: redis\nsentinel:\n  urls: [redis://127.0.0.1:{}]\n  master: mymaster\nkey_prefix: sf-{}\ntimeout_ms: 500\n",
+        sentinel.sentinel_port,
+        std::process::id()
+    );
+    let s = RedisStore::from_config(&config(&yaml)).unwrap();
+    let r = contract::sample("c1");
+    let now = r.created_at_ms;
+    s.create(r.clone()).await.unwrap();
+    assert_eq!(
+        s.poll(r.id.as_str(), "c1", now, Pacing::Checked)
+            .await
+            .unwrap(),
+        PollOutcome::Pending
+    );
+    sentinel.wait_replicated();
+    sentinel.fail_over();
+    let seen = eventually(|| s.view(&r.handle, now)).await;
+    assert_eq!(seen, Some(r.clone()), "the request survived the failover");
+    eventually(|| s.resolve(&r.handle, Decision::Denied, now + 1)).await;
+    assert_eq!(
+        s.poll(r.id.as_str(), "c1", now + 10_000, Pacing::Checked)
+            .await
+            .unwrap(),
+        PollOutcome::Denied
+    );
+}
+
+/// Issue 12, item 4: a Cluster slot move under a live request — while the slot migrates (ASK)
+/// and after (MOVED) — is followed; the request's one key moves whole.
+#[tokio::test]
+async fn a_cluster_slot_move_is_followed() {
+    use base64::Engine as _;
+    let cluster = RedisCluster::start();
+    let prefix = format!("mv-{}", std::process::id());
+    let yaml = format!(
+        "type: redis\ncluster: [{}]\nkey_prefix: {prefix}\n",
+        cluster.urls().join(", ")
+    );
+    let s = RedisStore::from_config(&config(&yaml)).unwrap();
+    let r = contract::sample("c1");
+    let now = r.created_at_ms;
+    s.create(r.clone()).await.unwrap();
+    let key = format!(
+        "{prefix}:r:{{{}}}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(ciba_gateway::protocol::digest16(r.id.as_str()))
+    );
+    let port0 = cluster.nodes[0].port;
+    let slot: u16 = ask(port0, &format!("CLUSTER KEYSLOT {key}"))
+        .unwrap()
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .unwrap();
+    let holds = |port: u16| {
+        ask(port, &format!("CLUSTER COUNTKEYSINSLOT {slot}")).is_some_and(|r| r.trim() == ":1")
+    };
+    let id_of = |port: u16| {
+        ask(port, "CLUSTER MYID")
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let src = cluster
+        .nodes
+        .iter()
+        .find(|n| holds(n.port))
+        .expect("a node holds the key");
+    let dst = cluster.nodes.iter().find(|n| n.port != src.port).unwrap();
+    let (src_id, dst_id) = (id_of(src.port), id_of(dst.port));
+    let ok = |port: u16, cmd: String| {
+        let r = ask(port, &cmd).unwrap();
+        assert!(r.starts_with("+OK"), "{cmd}: {r}");
+    };
+    ok(
+        dst.port,
+        format!("CLUSTER SETSLOT {slot} IMPORTING {src_id}"),
+    );
+    ok(
+        src.port,
+        format!("CLUSTER SETSLOT {slot} MIGRATING {dst_id}"),
+    );
+    ok(
+        src.port,
+        format!("MIGRATE 127.0.0.1 {} \"\" 0 5000 KEYS {key}", dst.port),
+    );
+    // Mid-migration: the source answers ASK for the moved key.
+    assert_eq!(
+        s.poll(r.id.as_str(), "c1", now, Pacing::Checked)
+            .await
+            .unwrap(),
+        PollOutcome::Pending
+    );
+    for n in &cluster.nodes {
+        ok(n.port, format!("CLUSTER SETSLOT {slot} NODE {dst_id}"));
+    }
+    assert!(holds(dst.port) && !holds(src.port), "the key moved");
+    // After: MOVED, and the slot map is refreshed.
+    s.resolve(
+        &r.handle,
+        Decision::Approved(ciba_gateway::store::Approval::default()),
+        now + 1,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.poll(r.id.as_str(), "c1", now + 10_000, Pacing::Checked)
+            .await
+            .unwrap(),
+        PollOutcome::Approved(..)
+    ));
 }

@@ -2,7 +2,7 @@
 //! bc-authorize on one, approval on another, polls anywhere; a poll held on one replica is
 //! answered when the user approves on another; 1 000 concurrent polls spread over the three
 //! get exactly one token response (TOK-03); the per-user rate limit is one budget for all
-//! (GW-07); Redis killed mid-flow → 503 with `Retry-After` on the CIBA endpoints, discovery
+//! (GW-07), and so is the user-code lockout (BC-UC-02); Redis killed mid-flow → 503 with `Retry-After` on the CIBA endpoints, discovery
 //! unaffected, and the flow completes once Redis is back; a replica killed mid-flow → its
 //! request completes through the others, and the restarted replica serves it too.
 
@@ -332,5 +332,33 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     poll(&http, &g[1], &id)
         .await
         .assert_error(400, "invalid_grant");
+
+    // BC-UC-02 across replicas: five wrong user codes for alice, spread over the three, lock
+    // her out on every replica (the right code included).
+    let with_code = |on: &Replica, code: &str| {
+        http.post(format!("{}/bc-authorize", on.base())).form(&[
+            ("client_id", "my-client"),
+            ("client_secret", "supersecret"),
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+            ("user_code", code),
+        ])
+    };
+    for i in 0..5 {
+        reply(with_code(&g[i % 3], "wrong").send().await.unwrap())
+            .await
+            .assert_error(400, "invalid_user_code");
+    }
+    for replica in &g {
+        let r = reply(with_code(replica, "abc123").send().await.unwrap()).await;
+        r.assert_error(403, "access_denied");
+        assert!(
+            r.json["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("user code")),
+            "{}",
+            r.json
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,9 +17,7 @@ use crate::clock::Clock;
 use crate::config::{Charset, CibaPolicy, DeliveryMode};
 use crate::log_throttle::LogThrottle;
 use crate::protocol::form::require_form_content_type;
-use crate::protocol::{
-    AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope, random_token,
-};
+use crate::protocol::{AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope};
 use crate::ratelimit::RateLimiter;
 use crate::store::{Delivery, PendingRequest, PendingStore, Store};
 use crate::tokens::Minter;
@@ -74,7 +72,7 @@ impl Backchannel {
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
             users: Arc::clone(&shared.users),
-            user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code),
+            user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code, Arc::clone(&shared.store)),
             per_client: limiter(&limits.bc_per_client, "client"),
             per_user: limiter(&limits.bc_per_user, "user"),
             store: Arc::clone(&shared.store),
@@ -216,9 +214,10 @@ impl Backchannel {
         }
 
         let now = self.clock.now_ms();
+        let id = AuthReqId::generate();
         let pending = PendingRequest {
-            id: AuthReqId::generate(),
-            handle: random_token(),
+            handle: crate::protocol::approval_handle(&id),
+            id,
             client_id: client.id.clone(),
             subject: user.subject.clone(),
             scope,
@@ -380,7 +379,12 @@ impl Backchannel {
             OAuthError::bad_request(ErrorCode::MissingUserCode)
                 .describe("this client must send a user_code")
         })?;
-        if self.user_codes.locked(&user.subject) {
+        if self
+            .user_codes
+            .locked(&user.subject)
+            .await
+            .map_err(super::store_unavailable)?
+        {
             return Err(
                 OAuthError::new(ErrorCode::AccessDenied, StatusCode::FORBIDDEN)
                     .describe("too many wrong user codes for this user; try again later"),
@@ -391,7 +395,10 @@ impl Backchannel {
             None => false,
         };
         if !ok {
-            self.user_codes.record_failure(&user.subject);
+            self.user_codes
+                .record_failure(&user.subject)
+                .await
+                .map_err(super::store_unavailable)?;
             return Err(OAuthError::bad_request(ErrorCode::InvalidUserCode)
                 .describe("the user code is wrong"));
         }

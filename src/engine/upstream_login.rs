@@ -23,14 +23,14 @@ use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::config::IdentityClaim;
 use crate::protocol::random_token;
-use crate::store::{Approval, PendingRequest, PendingStore, Store};
+use crate::store::{Approval, PendingRequest, PendingStore, Store, StoreError};
 use crate::upstream::{LoginRequest, LoginSecrets, Upstream};
 use crate::users::UserDirectory;
 
 pub(super) const LOGIN_COOKIE: &str = "ciba_login";
 
 /// One login attempt at the upstream, keyed by its `state`.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct LoginAttempt {
     sid: String,
     handle: String,
@@ -38,30 +38,69 @@ struct LoginAttempt {
 }
 
 /// A successful login waiting for the user's decision, keyed by the session id.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct PendingConsent {
     handle: String,
     approval: Approval,
 }
 
-/// The short-lived state of the upstream login flow.
+/// The short-lived state of the upstream login flow: in the shared store when there is one
+/// (the provider may send the browser back to another replica), in this process otherwise.
+/// Each entry is taken once.
 struct LoginSessions {
     attempts: moka::sync::Cache<String, LoginAttempt>,
     consents: moka::sync::Cache<String, PendingConsent>,
+    store: Arc<Store>,
 }
 
+/// How long a login attempt or a consent waits.
+const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
+
 impl LoginSessions {
-    fn new() -> Self {
-        let ttl = Duration::from_secs(15 * 60);
+    fn new(store: Arc<Store>) -> Self {
         Self {
             attempts: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(ttl)
+                .time_to_live(SESSION_TTL)
                 .build(),
             consents: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(ttl)
+                .time_to_live(SESSION_TTL)
                 .build(),
+            store,
+        }
+    }
+
+    async fn put<T: serde::Serialize + Clone + Send + Sync + 'static>(
+        &self,
+        local: &moka::sync::Cache<String, T>,
+        kind: &str,
+        key: String,
+        value: T,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(&value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        match self
+            .store
+            .shared_put(kind, &key, text, SESSION_TTL.as_millis() as u64)
+            .await
+        {
+            Some(r) => r,
+            None => {
+                local.insert(key, value);
+                Ok(())
+            }
+        }
+    }
+
+    async fn take<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(
+        &self,
+        local: &moka::sync::Cache<String, T>,
+        kind: &str,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match self.store.shared_take(kind, key).await {
+            Some(r) => Ok(r?.and_then(|t| serde_json::from_str(&t).ok())),
+            None => Ok(local.remove(key)),
         }
     }
 }
@@ -143,7 +182,7 @@ impl UpstreamLogin {
         let approval = &shared.paths.approval;
         Self {
             upstream: Arc::clone(upstream),
-            sessions: LoginSessions::new(),
+            sessions: LoginSessions::new(Arc::clone(&shared.store)),
             clock: Arc::clone(&shared.clock),
             store: Arc::clone(&shared.store),
             clients: Arc::clone(&shared.clients),
@@ -196,14 +235,22 @@ impl UpstreamLogin {
             }
         };
         let sid = random_token();
-        self.sessions.attempts.insert(
-            secrets.state.clone(),
-            LoginAttempt {
-                sid: sid.clone(),
-                handle: pending.handle.clone(),
-                secrets,
-            },
-        );
+        let stored = self
+            .sessions
+            .put(
+                &self.sessions.attempts,
+                "login",
+                secrets.state.clone(),
+                LoginAttempt {
+                    sid: sid.clone(),
+                    handle: pending.handle.clone(),
+                    secrets,
+                },
+            )
+            .await;
+        if let Err(e) = stored {
+            return self.pages.unavailable(&e);
+        }
         let mut resp = Response::new(Bytes::new());
         *resp.status_mut() = StatusCode::SEE_OTHER;
         let h = resp.headers_mut();
@@ -240,7 +287,18 @@ impl UpstreamLogin {
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         let pages = &self.pages;
         // State and session are single-use.
-        let Some(attempt) = get("state").and_then(|s| self.sessions.attempts.remove(s)) else {
+        let attempt = match get("state") {
+            Some(s) => match self
+                .sessions
+                .take(&self.sessions.attempts, "login", s)
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => return pages.unavailable(&e),
+            },
+            None => None,
+        };
+        let Some(attempt) = attempt else {
             return pages.message(
                 StatusCode::BAD_REQUEST,
                 "This sign-in has expired",
@@ -344,13 +402,21 @@ impl UpstreamLogin {
             );
         }
         let approval = approval_from_claims(&claims, tokens, now);
-        self.sessions.consents.insert(
-            attempt.sid.clone(),
-            PendingConsent {
-                handle: attempt.handle,
-                approval,
-            },
-        );
+        let stored = self
+            .sessions
+            .put(
+                &self.sessions.consents,
+                "consent",
+                attempt.sid.clone(),
+                PendingConsent {
+                    handle: attempt.handle,
+                    approval,
+                },
+            )
+            .await;
+        if let Err(e) = stored {
+            return pages.unavailable(&e);
+        }
         let csrf = pages.csrf_token("consent", &attempt.sid);
         let shown = Shown {
             csrf: &csrf,
@@ -375,7 +441,15 @@ impl UpstreamLogin {
                 "Open the link you received again.",
             );
         }
-        let Some(consent) = self.sessions.consents.remove(sid) else {
+        let consent = match self
+            .sessions
+            .take(&self.sessions.consents, "consent", sid)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return pages.unavailable(&e),
+        };
+        let Some(consent) = consent else {
             return pages.gone();
         };
         record_choice(

@@ -9,7 +9,8 @@ pub mod types;
 pub use error::{ErrorCode, OAuthError};
 pub use form::Form;
 pub use types::{
-    AuthReqId, GRANT_TYPE_CIBA, GRANT_TYPE_CIBA_IETF_ALIAS, NotificationToken, Scope, random_token,
+    AuthReqId, GRANT_TYPE_CIBA, GRANT_TYPE_CIBA_IETF_ALIAS, NotificationToken, Scope,
+    approval_handle, digest16, handle_target, random_token,
 };
 
 /// A JSON response that must not be cached (OA-04, TOK-08).

@@ -21,6 +21,38 @@ pub fn random_token() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// The first 16 bytes of SHA-256 of `s`: what a store files a request under. Ids and handles
+/// are bearer secrets; their digest reveals nothing of them (a preimage of 256 random bits).
+pub fn digest16(s: &str) -> [u8; 16] {
+    use sha2::{Digest as _, Sha256};
+    let d = Sha256::digest(s.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
+/// The one-time approval handle of request `id`: the request's [`digest16`] followed by 16
+/// CSPRNG bytes (128 bits of secret), unpadded base64url (43 characters). A store finds the
+/// request from the handle itself, without an index, and checks the whole handle against the
+/// one it stored; knowing a request's digest does not help forge its handle.
+pub fn approval_handle(id: &AuthReqId) -> String {
+    let mut bytes = [0u8; 32];
+    bytes[..16].copy_from_slice(&digest16(id.as_str()));
+    rand::rng().fill_bytes(&mut bytes[16..]);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The request digest an approval handle names, if `handle` has the shape of one.
+pub fn handle_target(handle: &str) -> Option<[u8; 16]> {
+    let mut bytes = [0u8; 32];
+    if handle.len() != 43 || URL_SAFE_NO_PAD.decode_slice(handle, &mut bytes) != Ok(32) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&bytes[..16]);
+    Some(out)
+}
+
 /// A ping or push client's `client_notification_token` (BC-REQ-03): the bearer the gateway
 /// presents at the client's notification endpoint. `Debug` is redacted (SEC-01).
 #[derive(Clone, PartialEq, Eq)]

@@ -8,15 +8,16 @@ use super::{
     Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, ResolveError,
     StoreError,
 };
-use crate::protocol::{AuthReqId, Scope, random_token};
+use crate::protocol::{AuthReqId, Scope};
 
 const T0: u64 = 1_700_000_000_000;
 
 /// A pending request for `client`, created at `T0`, living 60 s, polled every 5 s.
 pub fn sample(client: &str) -> PendingRequest {
+    let id = AuthReqId::generate();
     PendingRequest {
-        id: AuthReqId::generate(),
-        handle: random_token(),
+        handle: crate::protocol::approval_handle(&id),
+        id,
         client_id: client.to_owned(),
         subject: "user-1".into(),
         scope: Scope::parse("openid profile").expect("valid scope"),
@@ -381,6 +382,18 @@ async fn resolve_once<S: PendingStore>(s: S) {
         s.resolve("unknown", Decision::Denied, T0).await,
         Err(ResolveError::NotFound)
     );
+    // A forged handle naming a live request (its digest is not secret) with another secret
+    // part opens nothing and decides nothing.
+    let r = sample("c1");
+    s.create(r.clone()).await.unwrap();
+    let forged = crate::protocol::approval_handle(&r.id);
+    assert_ne!(forged, r.handle);
+    assert!(s.view(&forged, T0).await.unwrap().is_none());
+    assert_eq!(
+        s.resolve(&forged, Decision::Denied, T0 + 1).await,
+        Err(ResolveError::NotFound)
+    );
+    assert_eq!(s.view(&r.handle, T0).await.unwrap(), Some(r));
 }
 
 /// A full store refuses new requests and keeps every live one.

@@ -1,8 +1,13 @@
-//! The in-process store on moka. Each entry carries its own lifetime (plus a short tombstone
+//! The in-process store on moka, compact: one table entry per request (keyed by the first 16
+//! bytes of SHA-256 of its id — the approval handle names that key too, so no handle index is
+//! kept), ids and handles as raw bytes, client ids and scopes shared, the optional fields in one
+//! box that is absent when they are. Each entry carries its own lifetime (plus a short tombstone
 //! period so that late polls learn `expired_token`), and a counter of live entries enforces the
 //! capacity by refusing new requests: moka's own size-based eviction is never used, because it
-//! would silently drop live requests.
+//! would silently drop live requests. Held polls wait in [`Waiters`], which costs nothing for a
+//! request nobody waits on.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,16 +16,17 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
 
+use super::waiters::{IdHash, Waiters};
 use super::{
     Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, RefreshStore,
     ResolveError, Rotation, StoreError,
 };
-use crate::protocol::AuthReqId;
+use crate::protocol::{AuthReqId, NotificationToken, Scope, digest16, handle_target};
 
 #[derive(Debug)]
 enum Status {
     Pending,
-    Approved(Approval),
+    Approved(Box<Approval>),
     Denied,
     /// Taken by a poll; kept only until the entry is invalidated.
     Done,
@@ -29,52 +35,84 @@ enum Status {
 #[derive(Debug)]
 struct State {
     status: Status,
-    delivery: Delivery,
+    /// `None` while the user's notification is pending (the common case costs no box).
+    delivery: Option<Box<Delivery>>,
     last_poll_ms: Option<u64>,
     interval_secs: u32,
 }
 
-#[derive(Debug)]
-struct Entry {
-    req: PendingRequest,
-    state: Mutex<State>,
-    ttl: Duration,
-    /// Wakes the polls held on this request when it is decided or removed.
-    decided: tokio::sync::Notify,
+/// The optional request fields, boxed together: most requests have few or none.
+#[derive(Debug, Default)]
+struct Extras {
+    acr_values: Option<Box<str>>,
+    binding_message: Option<Box<str>>,
+    login_hint: Option<Box<str>>,
+    notification_token: Option<NotificationToken>,
 }
 
-/// Ids and handles are 32 CSPRNG bytes in base64url; the store keys on the raw bytes: no key
-/// allocation, and cheap re-hashing when moka's table resizes under churn.
-type Key = [u8; 32];
+#[derive(Debug)]
+struct Entry {
+    id: [u8; 32],
+    handle: [u8; 32],
+    client_id: Arc<str>,
+    subject: Box<str>,
+    scope: Arc<str>,
+    extras: Option<Box<Extras>>,
+    created_at_ms: u64,
+    expires_at_ms: u64,
+    interval_secs: u32,
+    state: Mutex<State>,
+}
 
-fn key(s: &str) -> Option<Key> {
+impl Entry {
+    /// The request as the engine knows it (built only when one is handed out).
+    fn request(&self) -> PendingRequest {
+        let extras = self.extras.as_deref();
+        let text = |f: fn(&Extras) -> &Option<Box<str>>| {
+            extras.and_then(|e| f(e).as_deref().map(str::to_owned))
+        };
+        PendingRequest {
+            id: AuthReqId::from_wire(&URL_SAFE_NO_PAD.encode(self.id)),
+            handle: URL_SAFE_NO_PAD.encode(self.handle),
+            client_id: self.client_id.to_string(),
+            subject: self.subject.to_string(),
+            scope: Scope::parse(&self.scope).expect("stored from a parsed scope"),
+            acr_values: text(|e| &e.acr_values),
+            binding_message: text(|e| &e.binding_message),
+            login_hint: text(|e| &e.login_hint),
+            created_at_ms: self.created_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            interval_secs: self.interval_secs,
+            notification_token: extras.and_then(|e| e.notification_token.clone()),
+        }
+    }
+
+    /// Whether `presented` is this request's handle, compared in constant time.
+    fn handle_is(&self, presented: &str) -> bool {
+        let mut raw = [0u8; 32];
+        presented.len() == 43
+            && URL_SAFE_NO_PAD.decode_slice(presented, &mut raw) == Ok(32)
+            && bool::from(subtle::ConstantTimeEq::ct_eq(&raw[..], &self.handle[..]))
+    }
+}
+
+fn raw32(s: &str) -> Option<[u8; 32]> {
     let mut k = [0u8; 32];
     (s.len() == 43 && URL_SAFE_NO_PAD.decode_slice(s, &mut k) == Ok(32)).then_some(k)
 }
 
-struct PerEntryExpiry;
+struct PerEntryExpiry {
+    grace: Duration,
+}
 
-impl moka::Expiry<Key, Arc<Entry>> for PerEntryExpiry {
-    fn expire_after_create(&self, _k: &Key, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
-        Some(v.ttl)
+impl moka::Expiry<IdHash, Arc<Entry>> for PerEntryExpiry {
+    fn expire_after_create(&self, _k: &IdHash, v: &Arc<Entry>, _now: Instant) -> Option<Duration> {
+        Some(Duration::from_millis(v.expires_at_ms.saturating_sub(v.created_at_ms)) + self.grace)
     }
 }
 
-struct HandleExpiry;
-
-impl moka::Expiry<Key, (Key, Duration)> for HandleExpiry {
-    fn expire_after_create(
-        &self,
-        _k: &Key,
-        v: &(Key, Duration),
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(v.1)
-    }
-}
-
-/// Keys are ids the gateway generates from a CSPRNG, never chosen by clients, so a fast seeded
-/// hasher is safe here.
+/// Keys are digests of ids the gateway generates from a CSPRNG, never chosen by clients, so a
+/// fast seeded hasher is safe here.
 type Hasher = foldhash::fast::RandomState;
 
 /// One refresh-token family.
@@ -100,15 +138,36 @@ impl moka::Expiry<String, Arc<Mutex<Family>>> for FamilyExpiry {
     }
 }
 
+/// Shared copies of the few distinct client ids and scopes (bounded: past the limit a value is
+/// simply not shared).
+#[derive(Default)]
+struct Interner(Mutex<HashSet<Arc<str>, Hasher>>);
+
+impl Interner {
+    const MAX: usize = 4096;
+
+    fn get(&self, s: &str) -> Arc<str> {
+        let mut set = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = set.get(s) {
+            return Arc::clone(a);
+        }
+        let a: Arc<str> = Arc::from(s);
+        if set.len() < Self::MAX {
+            set.insert(Arc::clone(&a));
+        }
+        a
+    }
+}
+
 /// Pending requests and refresh-token families in process memory.
 pub struct MemoryStore {
-    requests: Cache<Key, Arc<Entry>, Hasher>,
+    requests: Cache<IdHash, Arc<Entry>, Hasher>,
     families: Cache<String, Arc<Mutex<Family>>>,
     live_families: Arc<AtomicU64>,
-    handles: Cache<Key, (Key, Duration), Hasher>,
     live: Arc<AtomicU64>,
     capacity: u64,
-    grace: Duration,
+    interned: Interner,
+    waiters: Waiters,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -126,13 +185,10 @@ impl MemoryStore {
         let live = Arc::new(AtomicU64::new(0));
         let live_l = Arc::clone(&live);
         let requests = Cache::builder()
-            .expire_after(PerEntryExpiry)
+            .expire_after(PerEntryExpiry { grace })
             .eviction_listener(move |_k, _v, _cause| {
                 live_l.fetch_sub(1, Ordering::Relaxed);
             })
-            .build_with_hasher(Hasher::default());
-        let handles = Cache::builder()
-            .expire_after(HandleExpiry)
             .build_with_hasher(Hasher::default());
         let live_families = Arc::new(AtomicU64::new(0));
         let live_f = Arc::clone(&live_families);
@@ -146,10 +202,10 @@ impl MemoryStore {
             families,
             live_families,
             requests,
-            handles,
             live,
             capacity,
-            grace,
+            interned: Interner::default(),
+            waiters: Waiters::default(),
         }
     }
 
@@ -163,6 +219,13 @@ impl MemoryStore {
 
     fn lock(e: &Entry) -> std::sync::MutexGuard<'_, State> {
         e.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The live request a handle names, if the handle is its own.
+    fn by_handle(&self, handle: &str) -> Option<(IdHash, Arc<Entry>)> {
+        let key = handle_target(handle)?;
+        let entry = self.requests.get(&key)?;
+        entry.handle_is(handle).then_some((key, entry))
     }
 }
 
@@ -228,6 +291,11 @@ impl RefreshStore for MemoryStore {
 
 impl PendingStore for MemoryStore {
     async fn create(&self, req: PendingRequest) -> Result<(), StoreError> {
+        let (Some(id), Some(handle)) = (raw32(req.id.as_str()), raw32(&req.handle)) else {
+            return Err(StoreError::Backend(
+                "ids must be 32 random bytes in base64url".into(),
+            ));
+        };
         if !self.reserve_slot() {
             // Expired entries may still be counted until moka's housekeeping runs.
             self.requests.run_pending_tasks();
@@ -235,25 +303,36 @@ impl PendingStore for MemoryStore {
                 return Err(StoreError::Full);
             }
         }
-        let (Some(id), Some(handle)) = (key(req.id.as_str()), key(&req.handle)) else {
-            return Err(StoreError::Backend(
-                "ids must be 32 random bytes in base64url".into(),
-            ));
-        };
-        let lifetime = Duration::from_millis(req.expires_at_ms.saturating_sub(req.created_at_ms));
+        let has_extras = req.acr_values.is_some()
+            || req.binding_message.is_some()
+            || req.login_hint.is_some()
+            || req.notification_token.is_some();
+        let extras = has_extras.then(|| {
+            Box::new(Extras {
+                acr_values: req.acr_values.map(String::into_boxed_str),
+                binding_message: req.binding_message.map(String::into_boxed_str),
+                login_hint: req.login_hint.map(String::into_boxed_str),
+                notification_token: req.notification_token,
+            })
+        });
         let entry = Arc::new(Entry {
+            id,
+            handle,
+            client_id: self.interned.get(&req.client_id),
+            subject: req.subject.into_boxed_str(),
+            scope: self.interned.get(req.scope.as_str()),
+            extras,
+            created_at_ms: req.created_at_ms,
+            expires_at_ms: req.expires_at_ms,
+            interval_secs: req.interval_secs,
             state: Mutex::new(State {
                 status: Status::Pending,
-                delivery: Delivery::Pending,
+                delivery: None,
                 last_poll_ms: None,
                 interval_secs: req.interval_secs,
             }),
-            ttl: lifetime + self.grace,
-            decided: tokio::sync::Notify::new(),
-            req,
         });
-        self.handles.insert(handle, (id, lifetime));
-        self.requests.insert(id, entry);
+        self.requests.insert(digest16(req.id.as_str()), entry);
         Ok(())
     }
 
@@ -264,23 +343,21 @@ impl PendingStore for MemoryStore {
         now_ms: u64,
         pacing: Pacing,
     ) -> Result<PollOutcome, StoreError> {
-        let Some(id) = key(id) else {
-            return Ok(PollOutcome::Unknown);
-        };
-        let Some(entry) = self.requests.get(&id) else {
+        let key = digest16(id);
+        let Some(entry) = self.requests.get(&key) else {
             return Ok(PollOutcome::Unknown);
         };
         // TOK-02: another client's id is indistinguishable from an unknown one, and its poll
         // leaves no trace on the request.
-        if entry.req.client_id != client_id {
+        if *entry.client_id != *client_id {
             return Ok(PollOutcome::Unknown);
         }
         let mut st = Self::lock(&entry);
         let outcome = match std::mem::replace(&mut st.status, Status::Done) {
             // Taken already (by a poll, or for a push whose delivery state stays readable).
             Status::Done => return Ok(PollOutcome::Unknown),
-            _ if now_ms >= entry.req.expires_at_ms => PollOutcome::Expired,
-            Status::Approved(a) => PollOutcome::Approved(Box::new(entry.req.clone()), a),
+            _ if now_ms >= entry.expires_at_ms => PollOutcome::Expired,
+            Status::Approved(a) => PollOutcome::Approved(Box::new(entry.request()), *a),
             Status::Denied => PollOutcome::Denied,
             Status::Pending => {
                 st.status = Status::Pending;
@@ -305,25 +382,22 @@ impl PendingStore for MemoryStore {
         };
         drop(st);
         if !matches!(outcome, PollOutcome::Pending | PollOutcome::SlowDown { .. }) {
-            self.requests.invalidate(&id);
-            if let Some(h) = key(&entry.req.handle) {
-                self.handles.invalidate(&h);
-            }
+            self.requests.invalidate(&key);
         }
         Ok(outcome)
     }
 
     async fn take(&self, id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
-        let Some(entry) = key(id).and_then(|k| self.requests.get(&k)) else {
+        let Some(entry) = self.requests.get(&digest16(id)) else {
             return Ok(PollOutcome::Unknown);
         };
         let mut st = Self::lock(&entry);
         Ok(match std::mem::replace(&mut st.status, Status::Done) {
-            Status::Approved(a) => PollOutcome::Approved(Box::new(entry.req.clone()), a),
+            Status::Approved(a) => PollOutcome::Approved(Box::new(entry.request()), *a),
             Status::Denied => PollOutcome::Denied,
             Status::Pending => {
                 st.status = Status::Pending;
-                if now_ms >= entry.req.expires_at_ms {
+                if now_ms >= entry.expires_at_ms {
                     PollOutcome::Expired
                 } else {
                     PollOutcome::Pending
@@ -339,78 +413,67 @@ impl PendingStore for MemoryStore {
         decision: Decision,
         now_ms: u64,
     ) -> Result<PendingRequest, ResolveError> {
-        let handle = key(handle).ok_or(ResolveError::NotFound)?;
-        let (id, _) = self.handles.get(&handle).ok_or(ResolveError::NotFound)?;
-        let entry = self.requests.get(&id).ok_or(ResolveError::NotFound)?;
+        let (key, entry) = self.by_handle(handle).ok_or(ResolveError::NotFound)?;
         let mut st = Self::lock(&entry);
         if !matches!(st.status, Status::Pending) {
             return Err(ResolveError::NotFound);
         }
-        if now_ms >= entry.req.expires_at_ms {
+        if now_ms >= entry.expires_at_ms {
             return Err(ResolveError::Expired);
         }
         st.status = match decision {
-            Decision::Approved(a) => Status::Approved(a),
+            Decision::Approved(a) => Status::Approved(Box::new(a)),
             Decision::Denied => Status::Denied,
         };
         drop(st);
-        entry.decided.notify_waiters();
-        self.handles.invalidate(&handle);
-        Ok(entry.req.clone())
+        self.waiters.wake(&key);
+        Ok(entry.request())
     }
 
     async fn decided(&self, id: &str, now_ms: u64) {
-        let Some(entry) = key(id).and_then(|k| self.requests.get(&k)) else {
-            return;
+        let key = digest16(id);
+        let pending = async {
+            let entry = self.requests.get(&key)?;
+            matches!(Self::lock(&entry).status, Status::Pending).then_some(entry.expires_at_ms)
         };
-        // Registered before the state is read, so a decision in between is not missed.
-        let woken = entry.decided.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if !matches!(Self::lock(&entry).status, Status::Pending) {
-            return;
-        }
-        let left = Duration::from_millis(entry.req.expires_at_ms.saturating_sub(now_ms));
-        tokio::select! {
-            () = woken => {}
-            () = tokio::time::sleep(left) => {}
-        }
+        self.waiters.until_decided(key, now_ms, pending).await;
     }
 
     async fn view(&self, handle: &str, now_ms: u64) -> Result<Option<PendingRequest>, StoreError> {
-        let entry = key(handle)
-            .and_then(|h| self.handles.get(&h))
-            .and_then(|(id, _)| self.requests.get(&id));
-        Ok(entry.and_then(|entry| {
+        Ok(self.by_handle(handle).and_then(|(_, entry)| {
             let st = Self::lock(&entry);
-            (matches!(st.status, Status::Pending) && now_ms < entry.req.expires_at_ms)
-                .then(|| entry.req.clone())
+            (matches!(st.status, Status::Pending) && now_ms < entry.expires_at_ms)
+                .then(|| entry.request())
         }))
     }
 
     async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
-        let Some(id) = key(id.as_str()) else {
-            return Ok(());
-        };
-        if let Some(entry) = self.requests.remove(&id) {
-            entry.decided.notify_waiters();
-            if let Some(h) = key(&entry.req.handle) {
-                self.handles.invalidate(&h);
-            }
+        let key = digest16(id.as_str());
+        if self.requests.remove(&key).is_some() {
+            self.waiters.wake(&key);
         }
         Ok(())
     }
 
     async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) -> Result<(), StoreError> {
-        if let Some(entry) = key(id.as_str()).and_then(|k| self.requests.get(&k)) {
-            Self::lock(&entry).delivery = delivery;
+        if let Some(entry) = self.requests.get(&digest16(id.as_str())) {
+            Self::lock(&entry).delivery = match delivery {
+                Delivery::Pending => None,
+                d => Some(Box::new(d)),
+            };
         }
         Ok(())
     }
 
     async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let entry = key(id).and_then(|k| self.requests.get(&k));
-        Ok(entry.map(|e| Self::lock(&e).delivery.clone()))
+        let entry = self.requests.get(&digest16(id));
+        Ok(entry.map(|e| {
+            Self::lock(&e)
+                .delivery
+                .as_deref()
+                .cloned()
+                .unwrap_or(Delivery::Pending)
+        }))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod contract;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod waiters;
 
 use std::future::Future;
 
@@ -328,6 +329,60 @@ impl Store {
             Self::Memory(_) => Ok(()),
             #[cfg(feature = "redis")]
             Self::Redis(r) => r.ping().await,
+        }
+    }
+
+    /// Keeps `value` under `key` for `ttl_ms` in the shared store (a login session): `None`
+    /// for the memory store (the caller keeps it in process).
+    pub async fn shared_put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: String,
+        ttl_ms: u64,
+    ) -> Option<Result<(), StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = (kind, key, value, ttl_ms);
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.put(kind, key, value, ttl_ms).await),
+        }
+    }
+
+    /// Takes (reads and deletes, atomically) what [`Store::shared_put`] kept: once.
+    pub async fn shared_take(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> Option<Result<Option<String>, StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = (kind, key);
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.take_value(kind, key).await),
+        }
+    }
+
+    /// A counter shared by every replica (the user-code lockout), when the store is shared:
+    /// `None` for the memory store. With `add_window_ms`, adds one (the count lives that long
+    /// from its first increment); without, reads it. Keyed by a digest of `key`.
+    pub async fn shared_count(
+        &self,
+        name: &str,
+        key: &str,
+        add_window_ms: Option<u64>,
+    ) -> Option<Result<u64, StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = (name, key, add_window_ms);
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.count(name, key, add_window_ms).await),
         }
     }
 

@@ -31,7 +31,7 @@ const ID_TOKEN_ALGS: &[Algorithm] = &[
 ];
 
 /// The secrets of one login attempt, kept by the gateway until the upstream redirects back.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct LoginSecrets {
     /// `state`, binding the callback to this attempt.
     pub state: String,

@@ -11,12 +11,14 @@
 //!   (values up to 64 bytes by default). Every transition touches this
 //!   one key, in one Lua script (loaded once, called by hash): `{H}` is the Cluster hash tag.
 //!   It expires by itself at the request's expiry plus `expired_grace_secs`.
-//! - `P:h:<H of the handle>` — the approval handle's index: the request's key hash. Written at
-//!   creation, never changed; it expires with the request's lifetime.
+//! - No handle index: an approval handle names its request's `H` itself
+//!   ([`crate::protocol::approval_handle`]); the stored `h` is compared with the one presented
+//!   (through SHA-1 digests in the script, so the comparison's timing reveals nothing).
 //! - `{P}:cap` — live requests per minute of their drop time (the capacity); `{P}:fcap` the
 //!   same for refresh families.
 //! - `P:f:{<family>}` — a refresh-token family; `P:rl:<limit>:{<key>}` — a rate limit's
-//!   arrival time.
+//!   arrival time; `P:n:uc:{<subject>}` — a user's wrong user codes in the lockout window;
+//!   `P:s:login:{<state>}`, `P:s:consent:{<session>}` — the upstream-login sessions.
 //! - channel `P:decided` — the key hash of every decided or removed request.
 
 mod conn;
@@ -28,7 +30,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use redis::{AsyncCommands as _, Script};
-use sha2::{Digest, Sha256};
 
 use self::conn::{Link, Target};
 use self::wake::{IdHash, Subscription, Waiters};
@@ -52,6 +53,7 @@ struct Scripts {
     release: Script,
     rotate: Script,
     gcra: Script,
+    count: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -64,6 +66,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: Script::new(include_str!("lua/release.lua")),
     rotate: Script::new(include_str!("lua/rotate.lua")),
     gcra: Script::new(include_str!("lua/gcra.lua")),
+    count: Script::new(include_str!("lua/count.lua")),
 });
 
 /// Pending requests, refresh families and rate limits in Redis, shared by every replica.
@@ -88,10 +91,7 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn hash16(s: &str) -> IdHash {
-    let d = Sha256::digest(s.as_bytes());
-    let mut h = [0u8; 16];
-    h.copy_from_slice(&d[..16]);
-    h
+    crate::protocol::digest16(s)
 }
 
 fn b64(h: &IdHash) -> String {
@@ -244,10 +244,6 @@ impl RedisStore {
         format!("{}:r:{{{}}}", self.prefix, b64(h))
     }
 
-    fn handle_key(&self, handle: &str) -> String {
-        format!("{}:h:{}", self.prefix, b64(&hash16(handle)))
-    }
-
     fn cap_key(&self, families: bool) -> String {
         let which = if families { "fcap" } else { "cap" };
         format!("{{{}}}:{which}", self.prefix)
@@ -374,6 +370,57 @@ impl RedisStore {
     }
 
     /// The request from its hash's fields (as `HGETALL` lists them, from `from` on).
+    /// Keeps a short-lived value (`Store::shared_put`), keyed by a digest of `key`.
+    pub async fn put(
+        &self,
+        kind: &str,
+        key: &str,
+        value: String,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&hash16(key)));
+        self.link
+            .run(|mut c| async move { c.pset_ex::<_, _, ()>(k, value, ttl_ms.max(1)).await })
+            .await
+    }
+
+    /// Takes a value kept by [`RedisStore::put`], once (`GETDEL`).
+    pub async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&hash16(key)));
+        self.link
+            .run(|mut c| async move { c.get_del(k).await })
+            .await
+    }
+
+    /// A counter (`Store::shared_count`): read, or incremented with its window set by the first
+    /// increment.
+    pub async fn count(
+        &self,
+        name: &str,
+        key: &str,
+        add_window_ms: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let k = format!("{}:n:{name}:{{{}}}", self.prefix, b64(&hash16(key)));
+        match add_window_ms {
+            None => {
+                let n: Option<u64> = self.link.run(|mut c| async move { c.get(k).await }).await?;
+                Ok(n.unwrap_or(0))
+            }
+            Some(window) => {
+                self.link
+                    .run(|mut c| async move {
+                        SCRIPTS
+                            .count
+                            .key(k)
+                            .arg(window.max(1))
+                            .invoke_async(&mut c)
+                            .await
+                    })
+                    .await
+            }
+        }
+    }
+
     fn rebuild(v: &[String], from: usize) -> Result<PendingRequest, StoreError> {
         let get = |name: &str| {
             v.get(from..)
@@ -410,16 +457,6 @@ impl RedisStore {
             .ok_or_else(|| corrupt("approval"))?;
         serde_json::from_str(&a[1]).map_err(|_| corrupt("approval"))
     }
-
-    /// The id behind a handle (the index), or `None`.
-    async fn handle_target(&self, handle: &str) -> Result<Option<IdHash>, StoreError> {
-        let key = self.handle_key(handle);
-        let v: Option<Vec<u8>> = self
-            .link
-            .run(|mut c| async move { c.get(key).await })
-            .await?;
-        Ok(v.and_then(|v| IdHash::try_from(v.as_slice()).ok()))
-    }
 }
 
 fn node_settings(
@@ -452,7 +489,7 @@ impl PendingStore for RedisStore {
         self.reserve(false, req.created_at_ms, req.expires_at_ms + self.grace_ms)
             .await?;
         let h = hash16(req.id.as_str());
-        let (key, hkey) = (self.request_key(&h), self.handle_key(&req.handle));
+        let key = self.request_key(&h);
         let ttl = lifetime + self.grace_ms;
         let mut fields: Vec<(&str, String)> = vec![
             ("c", req.client_id.clone()),
@@ -478,8 +515,6 @@ impl PendingStore for RedisStore {
         if let Some(t) = &req.notification_token {
             fields.push(("nt", t.as_str().to_owned()));
         }
-        // The request first, its handle after: a request without a handle cannot be approved
-        // and expires; a handle without a request is never written.
         self.link
             .run(|mut c| async move {
                 redis::pipe()
@@ -489,12 +524,6 @@ impl PendingStore for RedisStore {
                     .pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
                     .ignore()
                     .query_async::<()>(&mut c)
-                    .await
-            })
-            .await?;
-        self.link
-            .run(|mut c| async move {
-                c.pset_ex::<_, _, ()>(hkey, h.as_slice(), lifetime.max(1))
                     .await
             })
             .await
@@ -572,10 +601,7 @@ impl PendingStore for RedisStore {
         decision: Decision,
         now_ms: u64,
     ) -> Result<PendingRequest, ResolveError> {
-        let h = self
-            .handle_target(handle)
-            .await?
-            .ok_or(ResolveError::NotFound)?;
+        let h = crate::protocol::handle_target(handle).ok_or(ResolveError::NotFound)?;
         let key = self.request_key(&h);
         let (status, approval) = match &decision {
             Decision::Approved(a) => (
@@ -596,6 +622,7 @@ impl PendingStore for RedisStore {
                     .arg(approval)
                     .arg(channel)
                     .arg(h.as_slice())
+                    .arg(handle)
                     .invoke_async(&mut c)
                     .await
             })
@@ -607,53 +634,37 @@ impl PendingStore for RedisStore {
         }
         // The polls held here wake now; the other instances' through the channel.
         self.waiters().wake(&h);
-        let hkey = self.handle_key(handle);
-        if let Err(e) = self
-            .link
-            .run(|mut c| async move { c.del::<_, ()>(hkey).await })
-            .await
-        {
-            tracing::debug!(error = %e, "a used handle's index stays until it expires");
-        }
         Ok(Self::rebuild(&v, 1)?)
     }
 
     async fn decided(&self, id: &str, now_ms: u64) {
         self.ensure_listening();
         let h = hash16(id);
-        let waiter = self.waiters().register(h);
-        // Registered before the state is read, so a decision in between is not missed.
-        let woken = waiter.notify().notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        self.sub.established().await;
         let key = self.request_key(&h);
-        let state: Result<(Option<String>, Option<u64>), _> = self
-            .link
-            .run(|mut c| async move {
-                redis::cmd("HMGET")
-                    .arg(key)
-                    .arg("s")
-                    .arg("e")
-                    .query_async(&mut c)
-                    .await
-            })
-            .await;
-        let Ok((Some(s), Some(expires))) = state else {
-            return;
+        let pending = async {
+            // Decisions published from now on reach this instance; earlier ones are read.
+            self.sub.established().await;
+            let state: Result<(Option<String>, Option<u64>), _> = self
+                .link
+                .run(|mut c| async move {
+                    redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("s")
+                        .arg("e")
+                        .query_async(&mut c)
+                        .await
+                })
+                .await;
+            match state {
+                Ok((Some(s), Some(expires))) if s == "p" => Some(expires),
+                _ => None,
+            }
         };
-        if s != "p" {
-            return;
-        }
-        let left = Duration::from_millis(expires.saturating_sub(now_ms));
-        tokio::select! {
-            () = woken => {}
-            () = tokio::time::sleep(left) => {}
-        }
+        self.waiters().until_decided(h, now_ms, pending).await;
     }
 
     async fn view(&self, handle: &str, now_ms: u64) -> Result<Option<PendingRequest>, StoreError> {
-        let Some(h) = self.handle_target(handle).await? else {
+        let Some(h) = crate::protocol::handle_target(handle) else {
             return Ok(None);
         };
         let key = self.request_key(&h);
@@ -666,14 +677,17 @@ impl PendingStore for RedisStore {
             return Ok(None);
         }
         let req = Self::rebuild(&v, 0)?;
+        // The whole handle, its secret half included, compared in constant time.
+        let genuine: bool =
+            subtle::ConstantTimeEq::ct_eq(req.handle.as_bytes(), handle.as_bytes()).into();
         let pending = v.chunks_exact(2).any(|kv| kv[0] == "s" && kv[1] == "p");
-        Ok((pending && now_ms < req.expires_at_ms).then_some(req))
+        Ok((genuine && pending && now_ms < req.expires_at_ms).then_some(req))
     }
 
     async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
         let h = hash16(id.as_str());
         let (key, channel) = (self.request_key(&h), self.sub.channel.clone());
-        let handle: Option<String> = self
+        let expires: Option<u64> = self
             .link
             .run(|mut c| async move {
                 SCRIPTS
@@ -686,11 +700,8 @@ impl PendingStore for RedisStore {
             })
             .await?;
         self.waiters().wake(&h);
-        if let Some(handle) = handle {
-            let hkey = self.handle_key(&handle);
-            self.link
-                .run(|mut c| async move { c.del::<_, ()>(hkey).await })
-                .await?;
+        if let Some(e) = expires {
+            self.release(e);
         }
         Ok(())
     }

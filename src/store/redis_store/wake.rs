@@ -4,87 +4,13 @@
 //! away): then every local waiter is woken to poll again, and a poll whose wake-up never came
 //! is still answered when its hold ends — late, never wrong.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt as _;
-use tokio::sync::Notify;
 
 use super::conn::{Link, Target};
-
-/// A request's key hash: what the channel carries and what waiters are filed under.
-pub(super) type IdHash = [u8; 16];
-
-/// The polls this instance holds, by request.
-#[derive(Default)]
-pub(super) struct Waiters {
-    by_id: Mutex<HashMap<IdHash, Weak<Notify>>>,
-}
-
-/// One held poll's registration; removed from the table when the last one for a request ends.
-pub(super) struct Waiter<'a> {
-    table: &'a Waiters,
-    id: IdHash,
-    notify: Arc<Notify>,
-}
-
-impl Waiter<'_> {
-    pub(super) fn notify(&self) -> &Notify {
-        &self.notify
-    }
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        let mut map = self.table.lock();
-        // Ours is the last strong reference: nobody else waits on this request here.
-        if Arc::strong_count(&self.notify) == 1 {
-            map.remove(&self.id);
-        }
-    }
-}
-
-impl Waiters {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IdHash, Weak<Notify>>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Files a waiter for request `id`.
-    pub(super) fn register(&self, id: IdHash) -> Waiter<'_> {
-        let mut map = self.lock();
-        let notify = match map.get(&id).and_then(Weak::upgrade) {
-            Some(n) => n,
-            None => {
-                let n = Arc::new(Notify::new());
-                map.insert(id, Arc::downgrade(&n));
-                n
-            }
-        };
-        Waiter {
-            table: self,
-            id,
-            notify,
-        }
-    }
-
-    /// Wakes the polls held on request `id` (a message of the channel, or a local decision).
-    pub(super) fn wake(&self, id: &[u8]) {
-        let Ok(id) = IdHash::try_from(id) else { return };
-        let n = self.lock().get(&id).and_then(Weak::upgrade);
-        if let Some(n) = n {
-            n.notify_waiters();
-        }
-    }
-
-    /// Wakes every held poll: messages may have been lost.
-    fn wake_all(&self) {
-        let all: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
-        for n in all {
-            n.notify_waiters();
-        }
-    }
-}
+pub(super) use crate::store::waiters::{IdHash, Waiters};
 
 /// What the subscription needs; held weakly so that the task ends with the store.
 pub(super) struct Subscription {

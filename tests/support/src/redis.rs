@@ -22,22 +22,24 @@ fn binary(name: &str) -> String {
     panic!("{name} is not installed: scripts/test installs Debian's redis-server package")
 }
 
-/// Sends one inline command and returns the reply's first line (enough for PING, INFO fields
-/// and CLUSTER INFO through `contains`).
+/// Sends one inline command and returns the reply as text (an array reply is whatever arrived
+/// before a moment of quiet; enough to search with `contains`).
 pub fn ask(port: u16, command: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(format!("{command}\r\n").as_bytes()).ok()?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut got = Vec::new();
-    // Bulk replies may arrive in pieces; read until the reply is complete enough to judge.
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            break;
+        // Quiet for 200 ms after the first bytes: the reply is complete.
+        let quiet = if got.is_empty() { 2000 } else { 200 };
+        s.set_read_timeout(Some(Duration::from_millis(quiet)))
+            .ok()?;
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break,
         }
-        got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got);
         if text.starts_with('+') || text.starts_with('-') || text.starts_with(':') {
             break;
@@ -49,7 +51,7 @@ pub fn ask(port: u16, command: &str) -> Option<String> {
             break;
         }
     }
-    Some(String::from_utf8_lossy(&got).into_owned())
+    (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned())
 }
 
 /// Waits until `check` holds, up to 30 s.
@@ -194,5 +196,96 @@ impl RedisCluster {
     /// The seed URLs.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// A master, one replica and one Sentinel watching them (quorum 1, a second of silence before
+/// the master is judged down) — a failover in a few seconds.
+pub struct RedisSentinel {
+    /// The master as started (it is the one killed in a failover test).
+    pub master: RedisServer,
+    /// Its replica (the master after a failover).
+    pub replica: RedisServer,
+    sentinel: Child,
+    /// The Sentinel's port.
+    pub sentinel_port: u16,
+    dir: PathBuf,
+}
+
+impl RedisSentinel {
+    /// Starts the three and waits until the Sentinel knows the master and its replica.
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let replica =
+            RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("ciba-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 10000\n",
+                dir.display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new(binary("redis-server"))
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        let (rport, mport) = (replica.port, master.port);
+        wait_for("the replica to sync", || {
+            ask(rport, "INFO replication").is_some_and(|r| r.contains("master_link_status:up"))
+        });
+        wait_for("the Sentinel to see the replica", || {
+            ask(port, "SENTINEL replicas mymaster").is_some_and(|r| r.contains(&rport.to_string()))
+                && ask(port, "SENTINEL get-master-addr-by-name mymaster")
+                    .is_some_and(|r| r.contains(&mport.to_string()))
+        });
+        Self {
+            master,
+            replica,
+            sentinel,
+            sentinel_port: port,
+            dir,
+        }
+    }
+
+    /// Waits until the replica has everything the master acknowledged.
+    pub fn wait_replicated(&self) {
+        let offset = |port: u16, field: &str| {
+            ask(port, "INFO replication").and_then(|r| {
+                r.lines()
+                    .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_owned()))
+            })
+        };
+        let (m, r) = (self.master.port, self.replica.port);
+        wait_for("the replica to catch up", || {
+            let mo = offset(m, "master_repl_offset:");
+            mo.is_some() && mo == offset(r, "slave_repl_offset:")
+        });
+    }
+
+    /// Kills the master and waits until the Sentinel names the replica instead.
+    pub fn fail_over(&mut self) {
+        self.master.kill();
+        let (s, r) = (self.sentinel_port, self.replica.port);
+        wait_for("the Sentinel to promote the replica", || {
+            ask(s, "SENTINEL get-master-addr-by-name mymaster")
+                .is_some_and(|a| a.contains(&r.to_string()))
+        });
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
