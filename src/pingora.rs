@@ -165,6 +165,9 @@ impl ProxyHttp for CibaProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<bool> {
+        if !self.engine.is_warm() {
+            self.engine.warm_up().await;
+        }
         let Some(route) = self.engine.route(session.req_header().uri.path()) else {
             return Ok(false);
         };

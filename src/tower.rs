@@ -103,6 +103,19 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if !self.engine.is_warm() {
+            // The first requests wait for the provider's discovery (the paths it names), then
+            // are routed as usual; the readied service goes with them.
+            let clone = self.inner.clone();
+            let mut warmed = Self {
+                engine: Arc::clone(&self.engine),
+                inner: std::mem::replace(&mut self.inner, clone),
+            };
+            return Box::pin(async move {
+                warmed.engine.warm_up().await;
+                warmed.call(req).await
+            });
+        }
         let Some(route) = self.engine.route(req.uri().path()) else {
             let fut = self.inner.call(req.map(Either::Right));
             return Box::pin(async move { fut.await.map(|r| r.map(Either::Right)) });

@@ -140,12 +140,25 @@ impl Engine {
     }
 
     /// Reads the provider's discovery once, so that the token and userinfo paths it names are
-    /// known before the first client arrives (a runtime calls it as it starts listening; a
-    /// provider that is down is logged and read again on the next discovery request).
+    /// known before the first client is routed (a runtime calls it as it starts listening; a
+    /// provider that is down is logged and read again on the next discovery request). Every
+    /// caller waits for the one read.
     pub async fn warm_up(&self) {
-        if let Some(Err(e)) = self.upstream_discovery_document().await {
-            tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
-        }
+        self.warmed
+            .get_or_init(|| async {
+                if let Some(Err(e)) = self.upstream_discovery_document().await {
+                    tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
+                }
+            })
+            .await;
+    }
+
+    /// Whether [`Engine::warm_up`] has completed (or nothing needs it: no upstream). Until then
+    /// an adapter awaits `warm_up` before [`Engine::route`]: a token request that reaches a
+    /// replica before it has read the provider's discovery must not be forwarded to the
+    /// provider because its token path is not known yet.
+    pub fn is_warm(&self) -> bool {
+        self.warmed.initialized()
     }
 
     /// Lets every poll held for long polling go now (each is answered from the store as it

@@ -124,6 +124,8 @@ pub struct Engine {
     discovery: discovery::Discovery,
     /// The address of the provider's discovery copy last audited.
     audited: std::sync::atomic::AtomicUsize,
+    /// Set once the provider's discovery was first read (or failed); set at once without one.
+    warmed: tokio::sync::OnceCell<()>,
     backchannel: backchannel::Backchannel,
     token: token::CibaGrant,
     approval: approval::ApprovalPages,
@@ -230,6 +232,11 @@ impl Engine {
             tls,
             discovery,
             audited: std::sync::atomic::AtomicUsize::new(0),
+            warmed: if shared.upstream.is_some() {
+                tokio::sync::OnceCell::new()
+            } else {
+                tokio::sync::OnceCell::new_with(Some(()))
+            },
             release: Arc::clone(&shared.release),
             store: shared.store,
             minter: shared.minter,
