@@ -350,7 +350,7 @@ async fn delivery_long_poll_ping_and_push_in_front_of_the_provider(kind: Kind, r
     let held = tokio::spawn(redeem(POST_CLIENT, id));
     let call = auth.next_call().await;
     tokio::time::timeout(std::time::Duration::from_secs(20), async {
-        while gw.engine.held_polls() != 1 {
+        while gw.held_polls() != 1 {
             tokio::task::yield_now().await;
         }
     })

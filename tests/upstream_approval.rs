@@ -230,7 +230,7 @@ async fn minted_tokens_carry_the_upstream_authenticated_subject(kind: RuntimeKin
         .await;
     assert_eq!(t.status, 200, "{}", t.json);
     let (h, claims) = decode_jwt(t.json["id_token"].as_str().unwrap());
-    assert_eq!(h["kid"], "ephemeral-es256", "signed by the gateway");
+    assert_eq!(h["kid"], gw.own_kid().as_str(), "signed by the gateway");
     assert_eq!(claims["sub"], "sub-alice");
     assert_eq!(claims["aud"], "basic-client");
     assert!(claims["auth_time"].is_u64());

@@ -1,5 +1,11 @@
 //! The gateway on a real socket (127.0.0.1, ephemeral port) with a manual clock, the base
 //! configuration every suite starts from, and a real HTTP client.
+//!
+//! With `CIBA_TEST_REPLICAS` set to a Redis URL (as `scripts/test` does for a second run of the
+//! protocol suites), every gateway [`start`] makes is **three engines sharing that Redis** (a
+//! fresh key prefix per gateway; one signing key and CSRF key for the three), each on its own
+//! socket, behind one address that hands each connection to the next replica in turn; the test
+//! client opens a connection per request, so consecutive requests land on different replicas.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -80,27 +86,48 @@ clients:
 /// A running gateway.
 pub struct Gateway {
     pub url: String,
+    /// The engine (the first replica's, with `CIBA_TEST_REPLICAS`).
     pub engine: Arc<Engine>,
+    /// Every replica's engine (one without `CIBA_TEST_REPLICAS`).
+    pub engines: Vec<Arc<Engine>>,
     pub clock: ManualClock,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
 impl Gateway {
-    pub fn new(
+    /// A gateway served by `engines` (one, or the replicas of [`serve_replicas`]).
+    pub fn serving(
         url: String,
-        engine: Arc<Engine>,
+        engines: Vec<Arc<Engine>>,
         clock: ManualClock,
         http: reqwest::Client,
         shutdown: oneshot::Sender<()>,
     ) -> Self {
         Self {
             url,
-            engine,
+            engine: Arc::clone(&engines[0]),
+            engines,
             clock,
             http,
             shutdown: Some(shutdown),
         }
+    }
+
+    /// The `kid` the gateway signs with: its first configured key's, or the ephemeral key's
+    /// when none is configured.
+    pub fn own_kid(&self) -> String {
+        self.engine
+            .config()
+            .tokens
+            .keys
+            .first()
+            .map_or_else(|| "ephemeral-es256".to_owned(), |k| k.kid.clone())
+    }
+
+    /// How many token requests the replicas hold now (long polling).
+    pub fn held_polls(&self) -> usize {
+        self.engines.iter().map(|e| e.held_polls()).sum()
     }
 }
 
@@ -114,8 +141,12 @@ impl Drop for Gateway {
 
 pub fn http_client() -> reqwest::Client {
     ciba_gateway::install_crypto_provider();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
+    let mut b = reqwest::Client::builder();
+    if replicas().is_some() {
+        // A connection per request: the round-robin front spreads requests, not clients.
+        b = b.pool_max_idle_per_host(0);
+    }
+    b.redirect(reqwest::redirect::Policy::none())
         // The wire as it is: no Accept-Encoding added, nothing decoded behind the test's back.
         .no_gzip()
         .no_deflate()
@@ -151,21 +182,125 @@ async fn start_with_clock(
     let addr = listener.local_addr().unwrap();
     let mut cfg = base_config(addr);
     edit(&mut cfg);
-    let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid test config"));
-    let (tx, rx) = oneshot::channel();
-    tokio::spawn(ciba_gateway::serve::tower::serve(
-        listener,
-        Arc::clone(&engine),
-        async {
+    let (engines, tx) = serve_replicas(cfg, engine_clock, listener, |l, engine| {
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(ciba_gateway::serve::tower::serve(l, engine, async {
             let _ = rx.await;
-        },
-    ));
-    Gateway {
-        url: format!("http://{addr}"),
-        engine,
-        clock,
-        http: http_client(),
-        shutdown: Some(tx),
+        }));
+        tx
+    })
+    .await;
+    Gateway::serving(format!("http://{addr}"), engines, clock, http_client(), tx)
+}
+
+/// Serves `cfg` on `listener`: one engine, or — with `CIBA_TEST_REPLICAS` — three sharing Redis
+/// behind a round-robin front. `spawn` serves one engine on one listener (either runtime) and
+/// returns its shutdown; the returned sender shuts them all down.
+pub async fn serve_replicas(
+    mut cfg: Config,
+    engine_clock: Arc<dyn ciba_gateway::clock::Clock>,
+    listener: TcpListener,
+    spawn: impl Fn(TcpListener, Arc<Engine>) -> oneshot::Sender<()>,
+) -> (Vec<Arc<Engine>>, oneshot::Sender<()>) {
+    let Some(url) = replicas() else {
+        let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid test config"));
+        let tx = spawn(listener, Arc::clone(&engine));
+        return (vec![engine], tx);
+    };
+    share_store(&mut cfg, &url);
+    let (mut engines, mut backends, mut stops) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let engine = Arc::new(
+            Engine::with_clock(cfg.clone(), Arc::clone(&engine_clock)).expect("valid test config"),
+        );
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        backends.push(l.local_addr().unwrap());
+        stops.push(spawn(l, Arc::clone(&engine)));
+        engines.push(engine);
+    }
+    let (tx, rx) = oneshot::channel::<()>();
+    let (stop_tx, stop) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        let _ = rx.await;
+        for s in stops {
+            let _ = s.send(());
+        }
+        drop(stop_tx);
+    });
+    tokio::spawn(round_robin(listener, backends, stop));
+    (engines, tx)
+}
+
+/// The Redis URL of a replicated run, if this is one.
+fn replicas() -> Option<String> {
+    std::env::var("CIBA_TEST_REPLICAS")
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
+/// Moves a test's configuration onto the shared Redis (keeping its capacity and grace), with
+/// the settings replicas must share.
+fn share_store(cfg: &mut Config, url: &str) {
+    use ciba_gateway::config::{KeyConfig, SecretRef, SigningAlg, StoreConfig};
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static PEM: OnceLock<String> = OnceLock::new();
+    let pem = PEM.get_or_init(|| ciba_gateway::tokens::generate_pem(SigningAlg::ES256).unwrap());
+    let (capacity, grace) = match &cfg.store {
+        StoreConfig::Memory {
+            capacity,
+            expired_grace_secs,
+        } => (*capacity, *expired_grace_secs),
+        StoreConfig::Redis(r) => (r.capacity, r.expired_grace_secs),
+    };
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // This gateway's replicas share a key; another gateway of the same test has its own.
+    let csrf = std::env::temp_dir().join(format!("ciba-replicas-key-{}-{n}", std::process::id()));
+    std::fs::write(&csrf, ciba_gateway::protocol::random_token()).unwrap();
+    let yaml = format!(
+        "type: redis\nurl: {url}\nkey_prefix: rr{}-{n}\ncapacity: {capacity}\nexpired_grace_secs: {grace}\n",
+        std::process::id()
+    );
+    cfg.store = serde_saphyr::from_str(&yaml).expect("a redis store section");
+    if cfg.tokens.keys.is_empty() {
+        cfg.tokens.keys.push(KeyConfig {
+            kid: "replicas".into(),
+            alg: SigningAlg::ES256,
+            private_key: SecretRef::new(pem.clone()),
+        });
+    }
+    let key_file = || SecretRef::new(format!("file:{}", csrf.display()));
+    if cfg.approval.csrf_key.is_none() {
+        cfg.approval.csrf_key = Some(key_file());
+    }
+    if let ciba_gateway::config::ChannelConfig::Http { bearer_secret, .. } = &mut cfg.channel
+        && bearer_secret.is_none()
+    {
+        *bearer_secret = Some(key_file());
+    }
+}
+
+/// Hands each connection accepted on `front` to the next of `backends`.
+async fn round_robin(
+    front: TcpListener,
+    backends: Vec<SocketAddr>,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    let mut next = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => return,
+            a = front.accept() => a,
+        };
+        let Ok((mut inbound, _)) = accepted else {
+            continue;
+        };
+        let to = backends[next % backends.len()];
+        next += 1;
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
 

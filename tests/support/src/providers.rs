@@ -8,11 +8,11 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ciba_gateway::Config;
 use ciba_gateway::config::RuntimeKind;
-use ciba_gateway::{Config, Engine};
 use tokio::net::TcpListener;
 
-use crate::gateway::{Gateway, base_config, http_client};
+use crate::gateway::{Gateway, base_config, http_client, serve_replicas};
 use crate::upstream::{Provider, free_port, spawn_engine, upstream_config};
 
 /// Which real provider.
@@ -176,10 +176,12 @@ async fn gateway_before_on(
     cfg.upstream = Some(up);
     cfg.runtime = Some(runtime);
     edit(&mut cfg);
-    let engine = Arc::new(Engine::with_clock(cfg, engine_clock).expect("valid config"));
-    let tx = spawn_engine(runtime, listener, Arc::clone(&engine));
+    let (engines, tx) = serve_replicas(cfg, engine_clock, listener, |l, e| {
+        spawn_engine(runtime, l, e)
+    })
+    .await;
     (
-        Gateway::new(origin, engine, clock, http_client(), tx),
+        Gateway::serving(origin, engines, clock, http_client(), tx),
         provider,
     )
 }

@@ -136,9 +136,12 @@ pub async fn gateway_in_front(
     cfg.runtime = Some(kind);
     edit(&mut cfg);
     let clock = ciba_gateway::clock::ManualClock::new();
-    let engine = Arc::new(Engine::with_clock(cfg, Arc::new(clock.clone())).expect("valid config"));
-    let tx = spawn_engine(kind, listener, Arc::clone(&engine));
-    Gateway::new(format!("http://{addr}"), engine, clock, http_client(), tx)
+    let (engines, tx) =
+        crate::gateway::serve_replicas(cfg, Arc::new(clock.clone()), listener, |l, e| {
+            spawn_engine(kind, l, e)
+        })
+        .await;
+    Gateway::serving(format!("http://{addr}"), engines, clock, http_client(), tx)
 }
 
 /// oidc-provider behind the gateway (engine `kind`); the provider's issuer is the gateway's URL.
