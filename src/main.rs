@@ -222,7 +222,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cfg_store_shared(&engine) {
+    if engine.config().store.is_shared() {
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -251,8 +251,4 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn cfg_store_shared(engine: &Engine) -> bool {
-    engine.config().store.is_shared()
 }

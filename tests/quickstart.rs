@@ -49,24 +49,8 @@ async fn approve_next_link(http: &reqwest::Client, rx: &mpsc::Receiver<String>) 
         .find(|w| w.starts_with("http://") && w.contains("/approve/"))
         .unwrap()
         .to_owned();
-    let page = http.get(&link).send().await.unwrap();
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let html = page.text().await.unwrap();
-    let csrf = csrf_field(&html);
-    let done = http
-        .post(&link)
-        .header("cookie", cookie)
-        .form(&[("csrf", csrf.as_str()), ("decision", "approve")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 200);
+    let (status, html) = approve_at(http, &link).await;
+    assert_eq!(status, 200);
     html
 }
 

@@ -11,9 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ciba_test_support::pages::approve_at;
 use ciba_test_support::redis::RedisServer;
 use ciba_test_support::upstream::free_port;
-use ciba_test_support::{csrf_field, http_client, reply};
+use ciba_test_support::{http_client, reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
 const CSRF_KEY: &str = "a-csrf-key-every-replica-shares-0123456789";
@@ -164,30 +165,7 @@ async fn poll_at(http: &reqwest::Client, base: &str, id: &str) -> reqwest::Respo
 
 /// Approves through replica `on` the request whose link path is `path`.
 async fn approve(http: &reqwest::Client, on: &Replica, path: &str) -> u16 {
-    let page = http
-        .get(format!("{}{path}", on.base()))
-        .send()
-        .await
-        .unwrap();
-    if page.status() != 200 {
-        return page.status().as_u16();
-    }
-    let cookie = page.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let csrf = csrf_field(&page.text().await.unwrap());
-    http.post(format!("{}{path}", on.base()))
-        .header("cookie", cookie)
-        .form(&[("csrf", csrf.as_str()), ("decision", "approve")])
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    approve_at(http, &format!("{}{path}", on.base())).await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,7 +38,7 @@ use super::{
     ResolveError, Rotation, StoreError,
 };
 use crate::config::{Problems, RedisConfig, resolve_secret};
-use crate::protocol::{AuthReqId, NotificationToken, Scope};
+use crate::protocol::{AuthReqId, NotificationToken, Scope, digest16};
 
 /// Width of a capacity bucket.
 const BUCKET_MS: u64 = 60_000;
@@ -88,10 +88,6 @@ impl std::fmt::Debug for RedisStore {
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
-}
-
-fn hash16(s: &str) -> IdHash {
-    crate::protocol::digest16(s)
 }
 
 fn b64(h: &IdHash) -> String {
@@ -263,6 +259,16 @@ impl RedisStore {
         });
     }
 
+    /// Runs a script invocation within the link's deadline.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'static>,
+    ) -> Result<T, StoreError> {
+        self.link
+            .run(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+
     /// Whether the server answers (readiness: `/healthz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         self.link
@@ -295,17 +301,10 @@ impl RedisStore {
         let key = self.cap_key(families);
         let cap = self.capacity;
         let ok: i64 = self
-            .link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .reserve
-                    .key(key)
-                    .arg(now_ms)
-                    .arg(drop_at_ms)
-                    .arg(cap)
-                    .arg(BUCKET_MS)
-                    .invoke_async(&mut c)
-                    .await
+            .invoke({
+                let mut i = SCRIPTS.reserve.key(key);
+                i.arg(now_ms).arg(drop_at_ms).arg(cap).arg(BUCKET_MS);
+                i
             })
             .await?;
         if ok == 1 {
@@ -349,18 +348,12 @@ impl RedisStore {
         interval_ms: u64,
         tolerance_ms: u64,
     ) -> Result<Result<(), u64>, StoreError> {
-        let k = format!("{}:rl:{limit}:{{{}}}", self.prefix, b64(&hash16(key)));
+        let k = format!("{}:rl:{limit}:{{{}}}", self.prefix, b64(&digest16(key)));
         let wait: i64 = self
-            .link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .gcra
-                    .key(k)
-                    .arg(now_ms)
-                    .arg(interval_ms)
-                    .arg(tolerance_ms)
-                    .invoke_async(&mut c)
-                    .await
+            .invoke({
+                let mut i = SCRIPTS.gcra.key(k);
+                i.arg(now_ms).arg(interval_ms).arg(tolerance_ms);
+                i
             })
             .await?;
         Ok(match u64::try_from(wait) {
@@ -378,7 +371,7 @@ impl RedisStore {
         value: String,
         ttl_ms: u64,
     ) -> Result<(), StoreError> {
-        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&hash16(key)));
+        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&digest16(key)));
         self.link
             .run(|mut c| async move { c.pset_ex::<_, _, ()>(k, value, ttl_ms.max(1)).await })
             .await
@@ -386,7 +379,7 @@ impl RedisStore {
 
     /// Takes a value kept by [`RedisStore::put`], once (`GETDEL`).
     pub async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&hash16(key)));
+        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&digest16(key)));
         self.link
             .run(|mut c| async move { c.get_del(k).await })
             .await
@@ -400,23 +393,19 @@ impl RedisStore {
         key: &str,
         add_window_ms: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let k = format!("{}:n:{name}:{{{}}}", self.prefix, b64(&hash16(key)));
+        let k = format!("{}:n:{name}:{{{}}}", self.prefix, b64(&digest16(key)));
         match add_window_ms {
             None => {
                 let n: Option<u64> = self.link.run(|mut c| async move { c.get(k).await }).await?;
                 Ok(n.unwrap_or(0))
             }
             Some(window) => {
-                self.link
-                    .run(|mut c| async move {
-                        SCRIPTS
-                            .count
-                            .key(k)
-                            .arg(window.max(1))
-                            .invoke_async(&mut c)
-                            .await
-                    })
-                    .await
+                self.invoke({
+                    let mut i = SCRIPTS.count.key(k);
+                    i.arg(window.max(1));
+                    i
+                })
+                .await
             }
         }
     }
@@ -488,7 +477,7 @@ impl PendingStore for RedisStore {
         let lifetime = req.expires_at_ms.saturating_sub(req.created_at_ms);
         self.reserve(false, req.created_at_ms, req.expires_at_ms + self.grace_ms)
             .await?;
-        let h = hash16(req.id.as_str());
+        let h = digest16(req.id.as_str());
         let key = self.request_key(&h);
         let ttl = lifetime + self.grace_ms;
         let mut fields: Vec<(&str, String)> = vec![
@@ -536,22 +525,16 @@ impl PendingStore for RedisStore {
         now_ms: u64,
         pacing: Pacing,
     ) -> Result<PollOutcome, StoreError> {
-        let key = self.request_key(&hash16(id));
+        let key = self.request_key(&digest16(id));
         let pacing = match pacing {
             Pacing::Checked => "c",
             Pacing::Held => "h",
         };
         let v: Vec<String> = self
-            .link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .poll
-                    .key(key)
-                    .arg(client_id)
-                    .arg(now_ms)
-                    .arg(pacing)
-                    .invoke_async(&mut c)
-                    .await
+            .invoke({
+                let mut i = SCRIPTS.poll.key(key);
+                i.arg(client_id).arg(now_ms).arg(pacing);
+                i
             })
             .await?;
         Ok(match word(&v, 0)? {
@@ -577,12 +560,13 @@ impl PendingStore for RedisStore {
     }
 
     async fn take(&self, id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
-        let key = self.request_key(&hash16(id));
+        let key = self.request_key(&digest16(id));
         let v: Vec<String> = self
-            .link
-            .run(
-                |mut c| async move { SCRIPTS.take.key(key).arg(now_ms).invoke_async(&mut c).await },
-            )
+            .invoke({
+                let mut i = SCRIPTS.take.key(key);
+                i.arg(now_ms);
+                i
+            })
             .await?;
         Ok(match word(&v, 0)? {
             "p" => PollOutcome::Pending,
@@ -612,19 +596,15 @@ impl PendingStore for RedisStore {
         };
         let channel = self.sub.channel.clone();
         let v: Vec<String> = self
-            .link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .resolve
-                    .key(key)
-                    .arg(now_ms)
+            .invoke({
+                let mut i = SCRIPTS.resolve.key(key);
+                i.arg(now_ms)
                     .arg(status)
                     .arg(approval)
                     .arg(channel)
                     .arg(h.as_slice())
-                    .arg(handle)
-                    .invoke_async(&mut c)
-                    .await
+                    .arg(handle);
+                i
             })
             .await?;
         match word(&v, 0)? {
@@ -639,7 +619,7 @@ impl PendingStore for RedisStore {
 
     async fn decided(&self, id: &str, now_ms: u64) {
         self.ensure_listening();
-        let h = hash16(id);
+        let h = digest16(id);
         let key = self.request_key(&h);
         let pending = async {
             // Decisions published from now on reach this instance; earlier ones are read.
@@ -685,18 +665,13 @@ impl PendingStore for RedisStore {
     }
 
     async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
-        let h = hash16(id.as_str());
+        let h = digest16(id.as_str());
         let (key, channel) = (self.request_key(&h), self.sub.channel.clone());
         let expires: Option<u64> = self
-            .link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .cancel
-                    .key(key)
-                    .arg(channel)
-                    .arg(h.as_slice())
-                    .invoke_async(&mut c)
-                    .await
+            .invoke({
+                let mut i = SCRIPTS.cancel.key(key);
+                i.arg(channel).arg(h.as_slice());
+                i
             })
             .await?;
         self.waiters().wake(&h);
@@ -707,26 +682,22 @@ impl PendingStore for RedisStore {
     }
 
     async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) -> Result<(), StoreError> {
-        let key = self.request_key(&hash16(id.as_str()));
+        let key = self.request_key(&digest16(id.as_str()));
         let state = match &delivery {
             Delivery::Pending => String::new(),
             d => serde_json::to_string(d).map_err(|e| StoreError::Backend(e.to_string()))?,
         };
-        self.link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .delivery
-                    .key(key)
-                    .arg(state)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await
-            .map(drop)
+        self.invoke::<i64>({
+            let mut i = SCRIPTS.delivery.key(key);
+            i.arg(state);
+            i
+        })
+        .await
+        .map(drop)
     }
 
     async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let key = self.request_key(&hash16(id));
+        let key = self.request_key(&digest16(id));
         let (s, d): (Option<String>, Option<String>) = self
             .link
             .run(|mut c| async move {
@@ -758,7 +729,7 @@ impl RefreshStore for RedisStore {
         idle_ms: u64,
     ) -> Result<(), StoreError> {
         self.reserve(true, now_ms, expires_at_ms).await?;
-        let key = format!("{}:f:{{{}}}", self.prefix, b64(&hash16(family)));
+        let key = format!("{}:f:{{{}}}", self.prefix, b64(&digest16(family)));
         let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
         let jti = jti.to_owned();
         self.link
@@ -789,18 +760,12 @@ impl RefreshStore for RedisStore {
         next: &str,
         now_ms: u64,
     ) -> Result<Rotation, StoreError> {
-        let key = format!("{}:f:{{{}}}", self.prefix, b64(&hash16(family)));
+        let key = format!("{}:f:{{{}}}", self.prefix, b64(&digest16(family)));
         let r: String = self
-            .link
-            .run(|mut c| async move {
-                SCRIPTS
-                    .rotate
-                    .key(key)
-                    .arg(presented)
-                    .arg(next)
-                    .arg(now_ms)
-                    .invoke_async(&mut c)
-                    .await
+            .invoke({
+                let mut i = SCRIPTS.rotate.key(key);
+                i.arg(presented).arg(next).arg(now_ms);
+                i
             })
             .await?;
         Ok(match r.as_str() {
