@@ -1,10 +1,15 @@
 //! What a pending request costs the embedded store: 100 000 requests accepted through the
 //! engine (bc-authorize in process, log channel), then the heap bytes (counted by this
-//! benchmark's allocator) and the resident-set growth per request.
+//! benchmark's allocator) and the resident-set growth per request. Then moka's own floor: the
+//! same 100 000 keys in a moka cache configured as the store's table (per-entry expiry, an
+//! eviction listener, the same hasher) whose value is one shared pointer, with and without the
+//! per-entry expiry.
 //!
 //! cargo bench --bench store_memory
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ciba_gateway::clock::ManualClock;
@@ -92,4 +97,47 @@ fn main() {
             rss1.saturating_sub(rss0) / REQUESTS as u64
         );
     });
+    moka_floor(true);
+    moka_floor(false);
+}
+
+struct Lifetime;
+
+impl moka::Expiry<[u8; 16], Arc<u64>> for Lifetime {
+    fn expire_after_create(&self, _k: &[u8; 16], v: &Arc<u64>, _now: Instant) -> Option<Duration> {
+        Some(Duration::from_secs(**v))
+    }
+}
+
+/// What moka spends per entry before any request data: the value is one pointer to a shared
+/// `u64`, so the bytes counted are the table's bookkeeping alone.
+fn moka_floor(per_entry_expiry: bool) {
+    let builder = moka::sync::Cache::builder().eviction_listener(|_k, _v, _cause| {});
+    let cache: moka::sync::Cache<[u8; 16], Arc<u64>, foldhash::fast::RandomState> =
+        if per_entry_expiry {
+            builder.expire_after(Lifetime)
+        } else {
+            builder
+        }
+        .build_with_hasher(foldhash::fast::RandomState::default());
+    let value = Arc::new(300u64);
+    let (heap0, rss0) = (LIVE.load(Ordering::Relaxed), rss());
+    for i in 0..REQUESTS as u128 {
+        cache.insert(i.to_le_bytes(), Arc::clone(&value));
+    }
+    cache.run_pending_tasks();
+    let (heap1, rss1) = (LIVE.load(Ordering::Relaxed), rss());
+    assert_eq!(cache.entry_count(), REQUESTS as u64);
+    println!(
+        "moka floor ({}): {} heap bytes each, {} RSS bytes each",
+        if per_entry_expiry {
+            "per-entry expiry, as the store"
+        } else {
+            "no expiry"
+        },
+        (heap1 - heap0) / REQUESTS as isize,
+        rss1.saturating_sub(rss0) / REQUESTS as u64
+    );
+    // Kept: freed pages would be reused by the next measurement and hide its growth.
+    std::mem::forget(cache);
 }

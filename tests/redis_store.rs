@@ -3,10 +3,12 @@
 //! on one wakes the polls held on the other), the shared rate limit, and a server that dies and
 //! comes back.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ciba_gateway::config::{RedisConfig, StoreConfig};
+use ciba_gateway::protocol::AuthReqId;
 use ciba_gateway::store::{
     Decision, Pacing, PendingStore as _, PollOutcome, RedisStore, Store, StoreError, contract,
 };
@@ -122,6 +124,116 @@ async fn a_decision_on_one_instance_wakes_the_poll_held_on_another() {
 }
 
 /// GW-07 across replicas: two instances draw from one bucket.
+/// The ids of up to `max` expiries due at `now` that `s` claims (for `lease` ms).
+async fn claim(s: &Store, now: u64, max: usize, lease: u64) -> Vec<String> {
+    s.shared_claim_expired(now, max, lease)
+        .await
+        .expect("a shared store")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.as_str().to_owned())
+        .collect()
+}
+
+/// Issue 12, items 2–3: a push request's expiry is kept in Redis for every
+/// replica's sweep. Two instances sweeping at once claim every due expiry, each exactly once;
+/// a claim not settled within its lease (its replica died) is claimed again, a settled one
+/// never; a request gone from the store is skipped; and `take` hands an expiry out once.
+#[tokio::test]
+async fn push_err_01_expiries_are_claimed_once_across_instances() {
+    const LEASE: u64 = 10_000;
+    let redis = RedisServer::start();
+    let yaml = format!(
+        "type: redis\nurl: {}\nkey_prefix: due-{}\n",
+        redis.url(),
+        std::process::id()
+    );
+    let a = Arc::new(Store::Redis(
+        RedisStore::from_config(&config(&yaml)).unwrap(),
+    ));
+    let b = Arc::new(Store::Redis(
+        RedisStore::from_config(&config(&yaml)).unwrap(),
+    ));
+    let mut ids = HashSet::new();
+    let (mut first, mut last) = (u64::MAX, 0);
+    for i in 0..40 {
+        let mut r = contract::sample("c1");
+        r.expires_at_ms = r.created_at_ms + 1_000 + i;
+        (first, last) = (first.min(r.expires_at_ms), r.expires_at_ms);
+        a.create(r.clone()).await.unwrap();
+        b.shared_watch_expiry(&r.id, r.expires_at_ms)
+            .await
+            .unwrap()
+            .unwrap();
+        ids.insert(r.id.as_str().to_owned());
+    }
+    // One more, removed before it expires (its user could not be reached).
+    let mut gone = contract::sample("c1");
+    gone.expires_at_ms = first;
+    a.create(gone.clone()).await.unwrap();
+    a.shared_watch_expiry(&gone.id, first)
+        .await
+        .unwrap()
+        .unwrap();
+    a.cancel(&gone.id).await.unwrap();
+
+    assert!(
+        claim(&a, first - 1, 100, LEASE).await.is_empty(),
+        "nothing is due yet"
+    );
+    // Both sweep at once, in small batches.
+    let sweep = |s: Arc<Store>| async move {
+        let mut got = Vec::new();
+        // 40 expiries in batches of 7: a sweep that keeps finding some claims twice.
+        for _ in 0..7 {
+            let batch = claim(&s, last, 7, LEASE).await;
+            if batch.is_empty() {
+                return got;
+            }
+            got.extend(batch);
+        }
+        panic!("claimed again and again: {got:?}");
+    };
+    let (by_a, by_b) = tokio::join!(sweep(Arc::clone(&a)), sweep(Arc::clone(&b)));
+    let (set_a, set_b): (HashSet<_>, HashSet<_>) = (
+        by_a.iter().cloned().collect(),
+        by_b.iter().cloned().collect(),
+    );
+    assert_eq!(
+        set_a.len() + set_b.len(),
+        40,
+        "each claimed once: {by_a:?} {by_b:?}"
+    );
+    assert!(set_a.is_disjoint(&set_b));
+    assert_eq!(
+        &set_a | &set_b,
+        ids,
+        "every expiry claimed, the removed request skipped"
+    );
+
+    // A settles its claims; B "dies" with its own unsettled. Within the lease nobody claims
+    // again; after it, B's come back (to A), A's never do.
+    for id in &by_a {
+        let id = AuthReqId::from_wire(id);
+        assert_eq!(
+            a.take(id.as_str(), last).await.unwrap(),
+            PollOutcome::Expired
+        );
+        a.shared_expired_handled(&id).await.unwrap().unwrap();
+    }
+    assert!(claim(&a, last + LEASE - 1, 100, LEASE).await.is_empty());
+    let again: HashSet<_> = claim(&a, last + LEASE, 100, LEASE)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(again, set_b);
+    // The expiry is handed out once, whichever instance asks.
+    for id in &by_b {
+        assert_eq!(a.take(id, last).await.unwrap(), PollOutcome::Expired);
+        assert_eq!(b.take(id, last).await.unwrap(), PollOutcome::Unknown);
+    }
+}
+
 #[tokio::test]
 async fn a_shared_rate_limit_counts_every_instance() {
     let redis = RedisServer::start();
@@ -426,4 +538,164 @@ async fn a_cluster_slot_move_is_followed() {
             .unwrap(),
         PollOutcome::Approved(..)
     ));
+}
+
+/// What an ACL user needs (the README's "Server settings" lists the same): these commands, on
+/// keys `<prefix>:*` and `{<prefix>}:*`, and the channel `<prefix>:decided`.
+const ACL_COMMANDS: &[&str] = &[
+    "ping",
+    "auth",
+    "multi",
+    "exec",
+    "evalsha",
+    "script|load",
+    "hset",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hdel",
+    "hincrby",
+    "get",
+    "set",
+    "getdel",
+    "psetex",
+    "incr",
+    "del",
+    "exists",
+    "pexpire",
+    "pttl",
+    "zadd",
+    "zrem",
+    "zrangebyscore",
+    "publish",
+    "subscribe",
+    "config|get",
+];
+
+/// Issue 12, item 1: `rediss://` checked against the server's CA (`store.ca_file`), as an ACL
+/// user (`store.username` / `store.password`) granted only what the README documents: the
+/// whole contract suite passes through it, and so do the shared rate limit, counters, sessions
+/// and expiry queue; a wrong password, or TLS without the CA, is refused.
+#[tokio::test]
+async fn tls_and_an_acl_user_with_only_the_documented_permissions() {
+    let pki = ciba_test_support::pki::Pki::new();
+    let tls_port = ciba_test_support::upstream::free_port().to_string();
+    let (cert, key, ca) = (
+        pki.path("cert.pem"),
+        pki.path("key.pem"),
+        pki.path("ca.pem"),
+    );
+    // Every key prefix this suite's `store()` makes starts with `t`.
+    let mut args = vec![
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &ca,
+        "--tls-auth-clients",
+        "no",
+        "--user",
+        "gateway",
+        "on",
+        ">gw-secret-1",
+        "resetchannels",
+        "&t*",
+        "~t*",
+        "~{t*",
+        "-@all",
+    ];
+    let grants: Vec<String> = ACL_COMMANDS.iter().map(|c| format!("+{c}")).collect();
+    args.extend(grants.iter().map(String::as_str));
+    let _redis = RedisServer::start_with(&args);
+    let secret_file = pki.dir.join("redis-password");
+    std::fs::write(&secret_file, "gw-secret-1").unwrap();
+    let target = |password: &str, ca_file: bool| {
+        let ca_line = if ca_file {
+            format!("\nca_file: {ca}")
+        } else {
+            String::new()
+        };
+        format!(
+            "url: rediss://localhost:{tls_port}{ca_line}\nusername: gateway\npassword: {password}"
+        )
+    };
+    let good = target(&format!("file:{}", secret_file.display()), true);
+
+    run_contract(&good).await;
+
+    let s = Store::Redis(store(&good, 10));
+    s.health().await.expect("PING over TLS as the ACL user");
+    if let Store::Redis(r) = &s {
+        assert_eq!(
+            r.eviction_policy().await.unwrap().as_deref(),
+            Some("noeviction")
+        );
+    }
+    assert_eq!(
+        s.shared_gcra("bc", "alice", 1_000, 60_000, 0)
+            .await
+            .unwrap()
+            .unwrap(),
+        Ok(())
+    );
+    assert!(
+        s.shared_gcra("bc", "alice", 1_001, 60_000, 0)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_err()
+    );
+    assert_eq!(
+        s.shared_count("uc", "alice", Some(60_000))
+            .await
+            .unwrap()
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.shared_count("uc", "alice", None).await.unwrap().unwrap(),
+        1
+    );
+    s.shared_put("login", "state", "v".into(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.shared_take("login", "state")
+            .await
+            .unwrap()
+            .unwrap()
+            .as_deref(),
+        Some("v")
+    );
+    let r = contract::sample("c1");
+    s.create(r.clone()).await.unwrap();
+    s.shared_watch_expiry(&r.id, r.expires_at_ms)
+        .await
+        .unwrap()
+        .unwrap();
+    let due = s
+        .shared_claim_expired(r.expires_at_ms, 10, 10_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    s.shared_expired_handled(&r.id).await.unwrap().unwrap();
+
+    // Refused: a wrong password; TLS with a certificate the system roots do not know.
+    let wrong_file = pki.dir.join("wrong-password");
+    std::fs::write(&wrong_file, "not-the-secret").unwrap();
+    let wrong = Store::Redis(store(
+        &target(&format!("file:{}", wrong_file.display()), true),
+        10,
+    ));
+    assert!(wrong.health().await.is_err(), "a wrong password is refused");
+    let unverified = Store::Redis(store(&good.replace(&format!("\nca_file: {ca}"), ""), 10));
+    assert!(
+        unverified.health().await.is_err(),
+        "the server's certificate is checked"
+    );
 }

@@ -4,7 +4,8 @@
 //! get exactly one token response (TOK-03); the per-user rate limit is one budget for all
 //! (GW-07), and so is the user-code lockout (BC-UC-02); Redis killed mid-flow → 503 with `Retry-After` on the CIBA endpoints, discovery
 //! unaffected, and the flow completes once Redis is back; a replica killed mid-flow → its
-//! request completes through the others, and the restarted replica serves it too.
+//! request completes through the others, and the restarted replica serves it too; a push
+//! request whose replica died is told `expired_token` by another, once (PUSH-ERR-01).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -12,12 +13,14 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use ciba_test_support::pages::approve_at;
+use ciba_test_support::receiver::Receiver;
 use ciba_test_support::redis::RedisServer;
 use ciba_test_support::upstream::free_port;
 use ciba_test_support::{http_client, reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
 const CSRF_KEY: &str = "a-csrf-key-every-replica-shares-0123456789";
+const PUSH_TOKEN: &str = "8d67dc78-7faa-4d41-aabd-67707b374255";
 
 struct Replica {
     port: u16,
@@ -39,6 +42,7 @@ fn replica_config(
     port: u16,
     public_port: u16,
     redis: &str,
+    push_endpoint: &str,
 ) -> std::path::PathBuf {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -53,6 +57,11 @@ fn replica_config(
         .replace(
             "public_url: http://127.0.0.1:8080",
             &format!("public_url: http://127.0.0.1:{public_port}"),
+        )
+        .replace("http://127.0.0.1:9091/cb", push_endpoint)
+        .replace(
+            "      name: Bob Brown\n",
+            "      name: Bob Brown\n    - subject: \"248289761003\"\n      username: carol\n",
         );
     let key = dir.join("signing.pem");
     let text = format!(
@@ -178,10 +187,17 @@ async fn three_replicas_sharing_redis_behave_like_one() {
         ciba_gateway::tokens::generate_pem(ciba_gateway::config::SigningAlg::ES256).unwrap(),
     )
     .unwrap();
+    // The push client's notification endpoint (plain HTTP, as the quickstart allows).
+    let push_client = Receiver::start_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        &[204],
+        false,
+    )
+    .await;
     let ports = [free_port(), free_port(), free_port()];
     let cfgs: Vec<_> = ports
         .iter()
-        .map(|p| replica_config(&dir, *p, ports[0], &redis.url()))
+        .map(|p| replica_config(&dir, *p, ports[0], &redis.url(), &push_client.url))
         .collect();
     let mut g: Vec<Replica> = ports.iter().zip(&cfgs).map(|(p, c)| start(c, *p)).collect();
     let http = http_client();
@@ -302,6 +318,25 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     assert_eq!(r.status, 200, "{}", r.json);
     let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
     let link = g[2].next_link_path();
+    // PUSH-ERR-01: a push request accepted by the same replica, which dies before it expires
+    // undecided: another replica tells the client, once.
+    let r = reply(
+        http.post(format!("{}/bc-authorize", g[2].base()))
+            .form(&[
+                ("client_id", "push-client"),
+                ("client_secret", "supersecret"),
+                ("scope", "openid"),
+                ("login_hint", "carol"),
+                ("requested_expiry", "2"),
+                ("client_notification_token", PUSH_TOKEN),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let push_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
     g.pop();
     assert_eq!(approve(&http, &g[0], &link).await, 200);
     g.push(start(&cfgs[2], ports[2]));
@@ -310,6 +345,12 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     poll(&http, &g[1], &id)
         .await
         .assert_error(400, "invalid_grant");
+    let told = push_client.next_call().await;
+    assert_eq!(
+        told.body,
+        serde_json::json!({ "error": "expired_token", "auth_req_id": push_id })
+    );
+    assert_eq!(told.bearer, PUSH_TOKEN);
 
     // BC-UC-02 across replicas: five wrong user codes for alice, spread over the three, lock
     // her out on every replica (the right code included).
@@ -338,5 +379,7 @@ async fn three_replicas_sharing_redis_behave_like_one() {
             r.json
         );
     }
+    // Every replica has swept many times since: the expiry was told once.
+    assert_eq!(push_client.calls_so_far(), 1);
     let _ = std::fs::remove_dir_all(&dir);
 }

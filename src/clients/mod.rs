@@ -164,6 +164,11 @@ impl ClientRegistry {
         problems.finish(|| Self { clients })
     }
 
+    /// Whether any client satisfies `pred`.
+    pub fn any(&self, pred: impl Fn(&Client) -> bool) -> bool {
+        self.clients.values().any(|c| pred(c))
+    }
+
     /// A client by id.
     pub fn get(&self, id: &str) -> Option<&Arc<Client>> {
         self.clients.get(id)

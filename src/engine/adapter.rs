@@ -139,13 +139,18 @@ impl Engine {
         resp
     }
 
-    /// Reads the provider's discovery once, so that the token and userinfo paths it names are
-    /// known before the first client is routed (a runtime calls it as it starts listening; a
-    /// provider that is down is logged and read again on the next discovery request). Every
-    /// caller waits for the one read.
+    /// The engine's first run-time work, done once (a runtime calls it as it starts listening;
+    /// an adapter before routing its first request): reads the provider's discovery, so that
+    /// the token and userinfo paths it names are known before the first client is routed (a
+    /// provider that is down is logged and read again on the next discovery request); with a
+    /// shared store and push clients, starts this replica's sweep for expired push requests
+    /// (PUSH-ERR-01). Every caller waits for the one run.
     pub async fn warm_up(&self) {
         self.warmed
             .get_or_init(|| async {
+                if self.cfg.store.is_shared() && self.decisions.has_push_clients() {
+                    self.decisions.sweep_expired();
+                }
                 if let Some(Err(e)) = self.upstream_discovery_document().await {
                     tracing::warn!(error = %e, "the provider's discovery could not be read at start-up; the token and userinfo paths are the defaults until it can");
                 }
@@ -153,7 +158,7 @@ impl Engine {
             .await;
     }
 
-    /// Whether [`Engine::warm_up`] has completed (or nothing needs it: no upstream). Until then
+    /// Whether [`Engine::warm_up`] has completed. Until then
     /// an adapter awaits `warm_up` before [`Engine::route`]: a token request that reaches a
     /// replica before it has read the provider's discovery must not be forwarded to the
     /// provider because its token path is not known yet.

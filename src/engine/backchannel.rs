@@ -267,7 +267,7 @@ impl Backchannel {
                 });
             }
         }
-        self.decisions.push_expiry(&pending);
+        self.decisions.push_expiry(&pending).await;
         tracing::info!(client_id = %client.id, subject = %user.subject, expires_in = lifetime, "backchannel authentication request accepted");
 
         // BC-ACK-01..04

@@ -11,7 +11,10 @@ use crate::channel::{ClientNotifier, Delivery, Notify, PushBody};
 use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::config::DeliveryMode;
-use crate::store::{Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, Store};
+use crate::log_throttle::LogThrottle;
+use crate::store::{
+    Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, Store, StoreError,
+};
 use crate::tokens::{Minter, Recipient};
 
 use super::issue::{Family, Issuer};
@@ -24,7 +27,14 @@ pub(super) struct Decisions {
     notifier: Arc<ClientNotifier>,
     minter: Arc<Minter>,
     issuer: Arc<Issuer>,
+    log: Arc<LogThrottle>,
 }
+
+/// How often each replica sweeps a shared store for push requests that expired undecided.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a claimed expiry is kept from the other replicas' sweeps.
+const CLAIM_LEASE_MS: u64 = 10_000;
 
 impl Decisions {
     pub(super) fn new(shared: &Shared, issuer: &Arc<Issuer>) -> Self {
@@ -35,6 +45,7 @@ impl Decisions {
             notifier: Arc::clone(&shared.notifier),
             minter: Arc::clone(&shared.minter),
             issuer: Arc::clone(issuer),
+            log: Arc::clone(&shared.log),
         }
     }
 
@@ -104,48 +115,133 @@ impl Decisions {
     }
 
     /// For a push client's request: when it expires undecided, the client is told
-    /// `expired_token` (PUSH-ERR-01). A timer per pending push request; the store's `take`
-    /// makes sure a decision and the expiry never both reach the client.
-    pub(super) fn push_expiry(&self, pending: &PendingRequest) {
-        let Some(client) = self.clients.get(&pending.client_id).cloned() else {
+    /// `expired_token` (PUSH-ERR-01), once — the store's `take` hands an expiry out once, and
+    /// never after a decision. A shared store keeps the expiry for every replica's sweep
+    /// ([`Decisions::sweep_expired`]), so the client is told even if this replica is gone by
+    /// then; otherwise (or if the store cannot be asked) a timer here tells it.
+    pub(super) async fn push_expiry(self: &Arc<Self>, pending: &PendingRequest) {
+        if self.push_target(pending).is_none() {
             return;
-        };
+        }
+        match self
+            .store
+            .shared_watch_expiry(&pending.id, pending.expires_at_ms)
+            .await
+        {
+            Some(Ok(())) => return,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "a push request's expiry could not be shared; this replica's timer tells the client");
+            }
+            None => {}
+        }
+        let left = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
+        let (this, pending) = (Arc::clone(self), pending.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+            if let Err(e) = this.tell_expired(pending).await {
+                tracing::error!(error = %e, "a push request's expiry could not be taken; its client is not told");
+            }
+        });
+    }
+
+    /// Sweeps the shared store for push requests that expired undecided, every
+    /// [`SWEEP_EVERY`], for as long as these decisions live: every replica does, and each
+    /// expiry is claimed by one (for [`CLAIM_LEASE_MS`]; settled once its client was told, or
+    /// claimed again by another replica if this one died first).
+    pub(super) fn sweep_expired(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tick.tick().await;
+                let Some(d) = this.upgrade() else { return };
+                d.sweep_once().await;
+            }
+        });
+    }
+
+    async fn sweep_once(&self) {
+        const BATCH: usize = 64;
+        loop {
+            let claimed = match self
+                .store
+                .shared_claim_expired(self.clock.now_ms(), BATCH, CLAIM_LEASE_MS)
+                .await
+            {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => {
+                    if let Some(suppressed) = self.log.allow("expiry-sweep") {
+                        tracing::warn!(error = %e, suppressed, "expired push requests could not be swept; retried");
+                    }
+                    return;
+                }
+                None => return,
+            };
+            let more = claimed.len() == BATCH;
+            for pending in claimed {
+                let id = pending.id.clone();
+                // Left claimed on failure: the sweep after the lease tries again.
+                if self.tell_expired(pending).await.is_ok()
+                    && let Some(Err(e)) = self.store.shared_expired_handled(&id).await
+                {
+                    tracing::debug!(error = %e, "a handled expiry could not be settled; its next claim finds it taken");
+                }
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// The push client of `pending` and where it is told, if it is one.
+    fn push_target(&self, pending: &PendingRequest) -> Option<(Arc<Client>, Notify)> {
+        let client = self.clients.get(&pending.client_id)?;
         let (DeliveryMode::Push, Some(endpoint), Some(token)) = (
             client.delivery,
             client.notification_endpoint.clone(),
             pending.notification_token.clone(),
         ) else {
-            return;
+            return None;
         };
-        let to = Notify {
-            endpoint,
-            token,
-            auth_req_id: pending.id.clone(),
-            expires_at_ms: pending.expires_at_ms,
+        Some((
+            Arc::clone(client),
+            Notify {
+                endpoint,
+                token,
+                auth_req_id: pending.id.clone(),
+                expires_at_ms: pending.expires_at_ms,
+            },
+        ))
+    }
+
+    /// Tells the client of push request `pending` that it expired, if the store hands its
+    /// expiry to this caller (once, and never after a decision).
+    async fn tell_expired(&self, pending: PendingRequest) -> Result<(), StoreError> {
+        let Some((client, to)) = self.push_target(&pending) else {
+            return Ok(());
         };
-        let left = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
-        let (store, clock, notifier) = (
-            Arc::clone(&self.store),
-            Arc::clone(&self.clock),
-            Arc::clone(&self.notifier),
-        );
-        let decided = pending.clone();
-        let spawner = Spawner {
+        let now_ms = self.clock.now_ms();
+        if self.store.take(pending.id.as_str(), now_ms).await? != PollOutcome::Expired {
+            return Ok(());
+        }
+        super::record_delivery(&self.store, &pending.id, Delivery::Pending).await;
+        let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
+        // Sent once, right away: the request is over, so no retry would be in time.
+        Spawner {
             store: Arc::clone(&self.store),
-        };
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(left)).await;
-            if store.take(decided.id.as_str(), clock.now_ms()).await != Ok(PollOutcome::Expired) {
-                return;
-            }
-            super::record_delivery(&store, &decided.id, Delivery::Pending).await;
-            // Sent once, right away: the request is over, so no retry would be in time.
-            spawner.spawn(client, decided, async move {
-                notifier
-                    .push(to, PushBody::Error("expired_token"), clock)
-                    .await
-            });
+        }
+        .spawn(client, pending, async move {
+            notifier
+                .push(to, PushBody::Error("expired_token"), clock)
+                .await
         });
+        Ok(())
+    }
+
+    /// Whether any configured client is a push client (only then is there anything to sweep).
+    pub(super) fn has_push_clients(&self) -> bool {
+        self.clients.any(|c| c.delivery == DeliveryMode::Push)
     }
 
     /// Takes the decision from the store (once: nothing is redeemable afterwards) and makes

@@ -124,8 +124,10 @@ pub struct Engine {
     discovery: discovery::Discovery,
     /// The address of the provider's discovery copy last audited.
     audited: std::sync::atomic::AtomicUsize,
-    /// Set once the provider's discovery was first read (or failed); set at once without one.
+    /// Set once the engine's first run-time work was done: the provider's discovery read (or
+    /// failed), the shared store's expiry sweep started.
     warmed: tokio::sync::OnceCell<()>,
+    decisions: Arc<decide::Decisions>,
     backchannel: backchannel::Backchannel,
     token: token::CibaGrant,
     approval: approval::ApprovalPages,
@@ -232,11 +234,8 @@ impl Engine {
             tls,
             discovery,
             audited: std::sync::atomic::AtomicUsize::new(0),
-            warmed: if shared.upstream.is_some() {
-                tokio::sync::OnceCell::new()
-            } else {
-                tokio::sync::OnceCell::new_with(Some(()))
-            },
+            warmed: tokio::sync::OnceCell::new(),
+            decisions,
             release: Arc::clone(&shared.release),
             store: shared.store,
             minter: shared.minter,

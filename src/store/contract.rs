@@ -155,6 +155,24 @@ async fn push_takes_the_decision_once<S: PendingStore>(s: S) {
     s.resolve(&dh, Decision::Denied, T0 + 1).await.unwrap();
     assert_eq!(s.take(&did, T0 + 2).await.unwrap(), PollOutcome::Denied);
     assert_eq!(s.take(&did, T0 + 3).await.unwrap(), PollOutcome::Unknown);
+    // PUSH-ERR-01: an undecided request's expiry is taken once too (one `expired_token` push,
+    // however many replicas ask), and no decision follows it.
+    let x = sample("c1");
+    let (xid, xh, expiry) = (x.id.as_str().to_owned(), x.handle.clone(), x.expires_at_ms);
+    s.create(x).await.unwrap();
+    assert_eq!(
+        s.take(&xid, expiry - 1).await.unwrap(),
+        PollOutcome::Pending
+    );
+    assert_eq!(s.take(&xid, expiry).await.unwrap(), PollOutcome::Expired);
+    assert_eq!(
+        s.take(&xid, expiry + 1).await.unwrap(),
+        PollOutcome::Unknown
+    );
+    assert!(
+        s.resolve(&xh, Decision::Denied, expiry + 2).await.is_err(),
+        "nothing decides a request whose expiry was taken"
+    );
 }
 
 fn r_id(id: &str) -> AuthReqId {

@@ -395,13 +395,11 @@ impl PendingStore for MemoryStore {
         Ok(match std::mem::replace(&mut st.status, Status::Done) {
             Status::Approved(a) => PollOutcome::Approved(Box::new(entry.request()), *a),
             Status::Denied => PollOutcome::Denied,
+            // The expiry is taken once too (it stays `Done`): one `expired_token` push.
+            Status::Pending if now_ms >= entry.expires_at_ms => PollOutcome::Expired,
             Status::Pending => {
                 st.status = Status::Pending;
-                if now_ms >= entry.expires_at_ms {
-                    PollOutcome::Expired
-                } else {
-                    PollOutcome::Pending
-                }
+                PollOutcome::Pending
             }
             Status::Done => PollOutcome::Unknown,
         })

@@ -190,8 +190,9 @@ pub trait PendingStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<PollOutcome, StoreError>> + Send;
 
     /// Takes the decision of request `id` for delivery by push, at `now_ms`: `Approved` or
-    /// `Denied` exactly once (like a poll, atomically), `Unknown` afterwards; the request stays
-    /// behind (never redeemable) so that its delivery can still be recorded and read.
+    /// `Denied` exactly once (like a poll, atomically) — or `Expired` once, if it expired
+    /// undecided — and `Unknown` afterwards; the request stays behind (never redeemable) so
+    /// that its delivery can still be recorded and read.
     fn take(
         &self,
         id: &str,
@@ -364,6 +365,56 @@ impl Store {
             }
             #[cfg(feature = "redis")]
             Self::Redis(r) => Some(r.take_value(kind, key).await),
+        }
+    }
+
+    /// Files push request `id` so that its client is told of its expiry by whichever replica
+    /// sweeps first ([`Store::shared_claim_expired`]), even if this one is gone by then. `None`
+    /// for the memory store (the caller keeps a timer).
+    pub async fn shared_watch_expiry(
+        &self,
+        id: &AuthReqId,
+        expires_at_ms: u64,
+    ) -> Option<Result<(), StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = (id, expires_at_ms);
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.watch_expiry(id, expires_at_ms).await),
+        }
+    }
+
+    /// Up to `max` watched requests whose expiry is past at `now_ms`, claimed by this caller
+    /// for `lease_ms`: each goes to one replica, and back to the others if it is not settled
+    /// ([`Store::shared_expired_handled`]) within the lease. `None` for the memory store.
+    pub async fn shared_claim_expired(
+        &self,
+        now_ms: u64,
+        max: usize,
+        lease_ms: u64,
+    ) -> Option<Result<Vec<PendingRequest>, StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = (now_ms, max, lease_ms);
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.claim_expired(now_ms, max, lease_ms).await),
+        }
+    }
+
+    /// Settles a claimed expiry: it was handled (told, or found decided). `None` for the
+    /// memory store.
+    pub async fn shared_expired_handled(&self, id: &AuthReqId) -> Option<Result<(), StoreError>> {
+        match self {
+            Self::Memory(_) => {
+                let _ = id;
+                None
+            }
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => Some(r.settle_expired(id).await),
         }
     }
 

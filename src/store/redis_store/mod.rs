@@ -15,7 +15,9 @@
 //!   ([`crate::protocol::approval_handle`]); the stored `h` is compared with the one presented
 //!   (through SHA-1 digests in the script, so the comparison's timing reveals nothing).
 //! - `{P}:cap` — live requests per minute of their drop time (the capacity); `{P}:fcap` the
-//!   same for refresh families.
+//!   same for refresh families; `{P}:due` — the push requests whose expiry must be told to
+//!   their client (sorted by expiry, members are key hashes), claimed by whichever replica
+//!   sweeps first.
 //! - `P:f:{<family>}` — a refresh-token family; `P:rl:<limit>:{<key>}` — a rate limit's
 //!   arrival time; `P:n:uc:{<subject>}` — a user's wrong user codes in the lockout window;
 //!   `P:s:login:{<state>}`, `P:s:consent:{<session>}` — the upstream-login sessions.
@@ -54,6 +56,7 @@ struct Scripts {
     rotate: Script,
     gcra: Script,
     count: Script,
+    due: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -67,6 +70,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     rotate: Script::new(include_str!("lua/rotate.lua")),
     gcra: Script::new(include_str!("lua/gcra.lua")),
     count: Script::new(include_str!("lua/count.lua")),
+    due: Script::new(include_str!("lua/due.lua")),
 });
 
 /// Pending requests, refresh families and rate limits in Redis, shared by every replica.
@@ -238,6 +242,72 @@ impl RedisStore {
 
     fn request_key(&self, h: &IdHash) -> String {
         format!("{}:r:{{{}}}", self.prefix, b64(h))
+    }
+
+    fn due_key(&self) -> String {
+        format!("{{{}}}:due", self.prefix)
+    }
+
+    /// Files request `id` to be claimed by [`RedisStore::claim_expired`] from `expires_at_ms`
+    /// on (`Store::shared_watch_expiry`).
+    pub async fn watch_expiry(&self, id: &AuthReqId, expires_at_ms: u64) -> Result<(), StoreError> {
+        let (key, member) = (self.due_key(), digest16(id.as_str()));
+        self.link
+            .run(|mut c| async move {
+                c.zadd::<_, _, _, ()>(key, member.as_slice(), expires_at_ms)
+                    .await
+            })
+            .await
+    }
+
+    /// Claims up to `max` watched requests whose expiry is past at `now_ms`, for `lease_ms`
+    /// (no other replica claims them meanwhile), and reads them. Each is handed back with its
+    /// key hash, for [`RedisStore::settle_expired`] once handled; one that is gone already is
+    /// settled here.
+    pub async fn claim_expired(
+        &self,
+        now_ms: u64,
+        max: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<PendingRequest>, StoreError> {
+        let claimed: Vec<Vec<u8>> = self
+            .invoke({
+                let mut i = SCRIPTS.due.key(self.due_key());
+                i.arg(now_ms).arg(max).arg(lease_ms);
+                i
+            })
+            .await?;
+        let mut out = Vec::with_capacity(claimed.len());
+        for member in claimed {
+            let Ok(h) = IdHash::try_from(member.as_slice()) else {
+                self.unwatch(member).await?;
+                continue;
+            };
+            let key = self.request_key(&h);
+            let v: Vec<(String, String)> = self
+                .link
+                .run(|mut c| async move { c.hgetall(key).await })
+                .await?;
+            if v.is_empty() {
+                self.unwatch(member).await?;
+                continue;
+            }
+            let v: Vec<String> = v.into_iter().flat_map(|(k, v)| [k, v]).collect();
+            out.push(Self::rebuild(&v, 0)?);
+        }
+        Ok(out)
+    }
+
+    /// Forgets a watched request whose expiry was handled (`Store::shared_expired_handled`).
+    pub async fn settle_expired(&self, id: &AuthReqId) -> Result<(), StoreError> {
+        self.unwatch(digest16(id.as_str()).to_vec()).await
+    }
+
+    async fn unwatch(&self, member: Vec<u8>) -> Result<(), StoreError> {
+        let key = self.due_key();
+        self.link
+            .run(|mut c| async move { c.zrem::<_, _, ()>(key, member).await })
+            .await
     }
 
     fn cap_key(&self, families: bool) -> String {
@@ -508,7 +578,11 @@ impl PendingStore for RedisStore {
             .run(|mut c| async move {
                 redis::pipe()
                     .atomic()
-                    .hset_multiple(&key, &fields)
+                    // HSET with several fields (HMSET, what `hset_multiple` sends, is deprecated
+                    // and not among the documented commands an ACL user is granted).
+                    .cmd("HSET")
+                    .arg(&key)
+                    .arg(&fields)
                     .ignore()
                     .pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
                     .ignore()
@@ -736,14 +810,13 @@ impl RefreshStore for RedisStore {
             .run(|mut c| async move {
                 redis::pipe()
                     .atomic()
-                    .hset_multiple(
-                        &key,
-                        &[
-                            ("c", jti),
-                            ("u", now_ms.to_string()),
-                            ("i", idle_ms.to_string()),
-                        ],
-                    )
+                    .cmd("HSET")
+                    .arg(&key)
+                    .arg(&[
+                        ("c", jti),
+                        ("u", now_ms.to_string()),
+                        ("i", idle_ms.to_string()),
+                    ])
                     .ignore()
                     .pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
                     .ignore()

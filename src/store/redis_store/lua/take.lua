@@ -1,4 +1,4 @@
--- Takes a push request's decision, once (PUSH-01): the request stays (never redeemable) to carry
+-- Takes a push request's decision or expiry, once (PUSH-01, PUSH-ERR-01): the request stays (never redeemable) to carry
 -- its delivery state.
 -- KEYS[1] the request's hash.  ARGV: now_ms.
 -- Returns {'u'} | {'p'} | {'x'} | {'d'} | {'a', field, value, ...} (every field).
@@ -9,6 +9,8 @@ if not f[1] or f[1] == 't' then
 end
 if f[1] == 'p' then
   if tonumber(ARGV[1]) >= tonumber(f[2]) then
+    -- The expiry is taken once too: one `expired_token` push, whichever replica asks.
+    redis.call('HSET', r, 's', 't')
     return {'x'}
   end
   return {'p'}
