@@ -2,7 +2,8 @@
 //! flood of connections above the cap. In every case a fresh client still gets `/healthz` and a
 //! real CIBA request served. Both runtimes close idle and silent connections, refuse slow
 //! bodies and make room above the cap; slow headers are cut by hyper on tower and by the idle
-//! watchdog on pingora (whose own reads are timed one by one).
+//! watchdog on pingora (whose own reads are timed one by one). Against replicas
+//! (`CIBA_TEST_REPLICAS`), the connection cap is each replica's.
 
 use ciba_test_support as common;
 
@@ -188,7 +189,9 @@ async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind
         flood.push(TcpStream::connect(addr(&gw)).await.unwrap());
     }
     still_served(&gw).await;
-    // Silent connections were closed to make room: all but about the cap's worth.
+    // Silent connections were closed to make room: all but about the cap's worth — each
+    // replica's cap, when the gateway is several behind a round-robin front.
+    let kept = 20 * gw.engines.len();
     let checks = flood
         .iter_mut()
         .map(|s| closed_within(s, Duration::from_secs(10)));
@@ -198,8 +201,8 @@ async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind
         .filter(Result::is_ok)
         .count();
     assert!(
-        closed >= 70,
-        "only {closed} of 100 silent connections were closed"
+        closed + kept >= 90,
+        "only {closed} of 100 silent connections were closed ({kept} may be kept)"
     );
 }
 
