@@ -15,7 +15,7 @@ use std::time::Duration;
 use ciba_test_support::pages::approve_at;
 use ciba_test_support::receiver::Receiver;
 use ciba_test_support::redis::RedisServer;
-use ciba_test_support::upstream::free_port;
+use ciba_test_support::upstream::{Provider, free_port};
 use ciba_test_support::{http_client, reply};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
@@ -77,12 +77,17 @@ fn replica_config(
 }
 
 fn start(cfg: &std::path::Path, port: u16) -> Replica {
+    start_with_env(cfg, port, &[("REPLICA_CSRF_KEY", CSRF_KEY)])
+}
+
+/// A replica whose configuration reads `env`.
+fn start_with_env(cfg: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Replica {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(cfg)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
-        .env("REPLICA_CSRF_KEY", CSRF_KEY)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -170,6 +175,12 @@ async fn poll_at(http: &reqwest::Client, base: &str, id: &str) -> reqwest::Respo
         .send()
         .await
         .unwrap()
+}
+
+/// The status of replica `on`'s readiness check.
+async fn healthz(http: &reqwest::Client, on: &Replica) -> u16 {
+    let r = http.get(format!("{}/healthz", on.base())).send().await;
+    r.unwrap().status().as_u16()
 }
 
 /// Approves through replica `on` the request whose link path is `path`.
@@ -271,12 +282,7 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     bc_authorize(&http, &g[2], "alice")
         .await
         .assert_error(503, "temporarily_unavailable");
-    let health = http
-        .get(format!("{}/healthz", g[2].base()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 503);
+    assert_eq!(healthz(&http, &g[2]).await, 503);
     let disc = http
         .get(format!("{}/.well-known/openid-configuration", g[0].base()))
         .send()
@@ -294,12 +300,7 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     for _ in 0..100 {
         let mut all = true;
         for r in &g {
-            let h = http
-                .get(format!("{}/healthz", r.base()))
-                .send()
-                .await
-                .unwrap();
-            all &= h.status() == 200;
+            all &= healthz(&http, r).await == 200;
         }
         if all {
             ready = true;
@@ -381,5 +382,105 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     }
     // Every replica has swept many times since: the expiry was told once.
     assert_eq!(push_client.calls_so_far(), 1);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 12, item 7: the deploy example as `deploy/compose.yaml` runs it — `deploy/gateway.yaml`
+/// on two gateways, Redis with the compose file's password and `noeviction`, oidc-provider at
+/// its defaults in front — with the compose host names swapped for loopback ports (no Docker
+/// here) and the secrets the compose file sets: both replicas report ready, discovery merges
+/// the provider's, and a CIBA flow started on one completes on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_example_serves_a_flow_across_its_replicas() {
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let compose: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(deploy.join("compose.yaml")).unwrap())
+            .expect("compose.yaml parses");
+    let env = &compose["x-gateway"]["environment"];
+    let (redis_password, csrf_key) = (
+        env["CIBA_REDIS_PASSWORD"].as_str().unwrap(),
+        env["CIBA_CSRF_KEY"].as_str().unwrap(),
+    );
+    let redis_args: Vec<&str> = compose["services"]["redis"]["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    // Redis with the compose file's arguments: its password, `noeviction`, append-only.
+    let redis = RedisServer::start_with(&redis_args);
+    let provider_port = free_port();
+    let _provider =
+        Provider::start(&format!("http://127.0.0.1:{provider_port}"), provider_port).await;
+    let ports = [free_port(), free_port()];
+    let signing_key =
+        ciba_gateway::tokens::generate_pem(ciba_gateway::config::SigningAlg::ES256).unwrap();
+    let dir = std::env::temp_dir().join(format!("ciba-deploy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = std::fs::read_to_string(deploy.join("gateway.yaml")).unwrap();
+    let g: Vec<Replica> = ports
+        .iter()
+        .map(|port| {
+            let cfg = dir.join(format!("gateway-{port}.yaml"));
+            let local = text
+                .replace("listen: 0.0.0.0:8080", &format!("listen: 127.0.0.1:{port}"))
+                .replace(
+                    "http://127.0.0.1:8081",
+                    &format!("http://127.0.0.1:{}", ports[0]),
+                )
+                .replace(
+                    "http://provider:3000",
+                    &format!("http://127.0.0.1:{provider_port}"),
+                )
+                .replace("redis://redis:6379", &redis.url());
+            std::fs::write(&cfg, local).unwrap();
+            start_with_env(
+                &cfg,
+                *port,
+                &[
+                    ("CIBA_REDIS_PASSWORD", redis_password),
+                    ("CIBA_CSRF_KEY", csrf_key),
+                    ("CIBA_SIGNING_KEY", &signing_key),
+                ],
+            )
+        })
+        .collect();
+    let http = http_client();
+    for r in &g {
+        assert_eq!(
+            healthz(&http, r).await,
+            200,
+            "ready: Redis answers the configured password"
+        );
+    }
+    let disc = reply(
+        http.get(format!("{}/.well-known/openid-configuration", g[1].base()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(disc.status, 200, "{}", disc.json);
+    assert!(disc.json["backchannel_authentication_endpoint"].is_string());
+    assert!(
+        disc.json["authorization_endpoint"]
+            .as_str()
+            .is_some_and(|a| a.contains("/auth")),
+        "the provider's own endpoints: {}",
+        disc.json
+    );
+
+    let r = bc_authorize(&http, &g[0], "alice").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let link = g[0].next_link_path();
+    assert_eq!(approve(&http, &g[1], &link).await, 200);
+    let tokens = poll(&http, &g[1], &id).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    assert!(tokens.json["id_token"].is_string());
+    poll(&http, &g[0], &id)
+        .await
+        .assert_error(400, "invalid_grant");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -117,8 +117,9 @@ impl RedisServer {
             .stderr(Stdio::null());
         self.child = Some(cmd.spawn().expect("redis-server starts"));
         let port = self.port;
+        // A server with `requirepass` answers NOAUTH: up all the same.
         wait_for("redis-server to answer PING", || {
-            ask(port, "PING").is_some_and(|r| r.starts_with("+PONG"))
+            ask(port, "PING").is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
         });
     }
 
