@@ -12,7 +12,14 @@ use std::time::{Duration, Instant};
 
 use crate::upstream::free_port;
 
+/// `redis-server`, `redis-cli`: Debian's, or (`CIBA_REDIS_SERVER`) another server binary that
+/// speaks the same options, such as `valkey-server`.
 fn binary(name: &str) -> String {
+    if name == "redis-server"
+        && let Ok(server) = std::env::var("CIBA_REDIS_SERVER")
+    {
+        return server;
+    }
     for dir in ["/usr/bin", "/usr/local/bin"] {
         let p = format!("{dir}/{name}");
         if std::path::Path::new(&p).exists() {
