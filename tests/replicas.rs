@@ -177,6 +177,28 @@ async fn poll_at(http: &reqwest::Client, base: &str, id: &str) -> reqwest::Respo
         .unwrap()
 }
 
+/// A push client's request for `user` at replica `on`, expiring in `expiry` seconds.
+async fn push_request(
+    http: &reqwest::Client,
+    on: &Replica,
+    user: &str,
+    expiry: &str,
+) -> ciba_test_support::Reply {
+    let r = http
+        .post(format!("{}/bc-authorize", on.base()))
+        .form(&[
+            ("client_id", "push-client"),
+            ("client_secret", "supersecret"),
+            ("scope", "openid"),
+            ("login_hint", user),
+            ("requested_expiry", expiry),
+            ("client_notification_token", PUSH_TOKEN),
+        ])
+        .send()
+        .await;
+    reply(r.unwrap()).await
+}
+
 /// The status of replica `on`'s readiness check.
 async fn healthz(http: &reqwest::Client, on: &Replica) -> u16 {
     let r = http.get(format!("{}/healthz", on.base())).send().await;
@@ -321,21 +343,7 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     let link = g[2].next_link_path();
     // PUSH-ERR-01: a push request accepted by the same replica, which dies before it expires
     // undecided: another replica tells the client, once.
-    let r = reply(
-        http.post(format!("{}/bc-authorize", g[2].base()))
-            .form(&[
-                ("client_id", "push-client"),
-                ("client_secret", "supersecret"),
-                ("scope", "openid"),
-                ("login_hint", "carol"),
-                ("requested_expiry", "2"),
-                ("client_notification_token", PUSH_TOKEN),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = push_request(&http, &g[2], "carol", "2").await;
     assert_eq!(r.status, 200, "{}", r.json);
     let push_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
     g.pop();
@@ -388,8 +396,10 @@ async fn three_replicas_sharing_redis_behave_like_one() {
 /// Issue 12, item 7: the deploy example as `deploy/compose.yaml` runs it — `deploy/gateway.yaml`
 /// on two gateways, Redis with the compose file's password and `noeviction`, oidc-provider at
 /// its defaults in front — with the compose host names swapped for loopback ports (no Docker
-/// here) and the secrets the compose file sets: both replicas report ready, discovery merges
-/// the provider's, and a CIBA flow started on one completes on the other.
+/// here) and the secrets the compose file sets, one replica on each runtime: both report
+/// ready, discovery merges the provider's, a CIBA flow started on one completes on the other,
+/// and (with a push client added) the expiry of a push request whose replica died is told by
+/// the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deploy_example_serves_a_flow_across_its_replicas() {
     let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
@@ -419,11 +429,28 @@ async fn the_deploy_example_serves_a_flow_across_its_replicas() {
     let dir = std::env::temp_dir().join(format!("ciba-deploy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let text = std::fs::read_to_string(deploy.join("gateway.yaml")).unwrap();
+    // Plus, for this test, a push client (its endpoint on loopback, plain HTTP allowed); the
+    // second replica runs on pingora, the first on tower.
+    let push_client = Receiver::start_on(
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        &[204],
+        false,
+    )
+    .await;
+    let text = text.replace(
+        "ciba:\n",
+        "ciba:\n  client_notifications:\n    allow_plain_http: true\n    outbound:\n      allow_private_networks: true\n",
+    ) + &format!(
+        "  - client_id: push-client\n    secret: \"$argon2id$v=19$m=19456,t=2,p=1$iC3gOvlNGMU+N/1tiaagug$i4yO1+B2mKlzGXZ7nUouZ5l9cAYEn8mUlnLVHuuFDQo\"\n    token_endpoint_auth_method: client_secret_post\n    backchannel_token_delivery_mode: push\n    backchannel_client_notification_endpoint: {}\n    scopes: [openid]\n",
+        push_client.url
+    );
     let g: Vec<Replica> = ports
         .iter()
-        .map(|port| {
+        .enumerate()
+        .map(|(i, port)| {
             let cfg = dir.join(format!("gateway-{port}.yaml"));
-            let local = text
+            let runtime = if i == 1 { "\nruntime: pingora\n" } else { "" };
+            let local = (text.clone() + runtime)
                 .replace("listen: 0.0.0.0:8080", &format!("listen: 127.0.0.1:{port}"))
                 .replace(
                     "http://127.0.0.1:8081",
@@ -482,5 +509,18 @@ async fn the_deploy_example_serves_a_flow_across_its_replicas() {
     poll(&http, &g[0], &id)
         .await
         .assert_error(400, "invalid_grant");
+
+    // PUSH-ERR-01: a push request accepted by the tower replica, which dies before it expires
+    // undecided: the pingora replica tells the client.
+    let r = push_request(&http, &g[0], "alice", "1").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let push_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let mut g = g;
+    g.remove(0);
+    let told = push_client.next_call().await;
+    assert_eq!(
+        told.body,
+        serde_json::json!({ "error": "expired_token", "auth_req_id": push_id })
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
