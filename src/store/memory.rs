@@ -1,7 +1,7 @@
 //! The in-process store on moka, compact: one table entry per request (keyed by the first 16
 //! bytes of SHA-256 of its id — the approval handle names that key too, so no handle index is
-//! kept), ids and handles as raw bytes, client ids and scopes shared, the optional fields in one
-//! box that is absent when they are. Each entry carries its own lifetime (plus a short tombstone
+//! kept), ids and handles as raw bytes, client ids and scopes shared, the subject and the
+//! optional fields in one string allocation. Each entry carries its own lifetime (plus a short tombstone
 //! period so that late polls learn `expired_token`), and a counter of live entries enforces the
 //! capacity by refusing new requests: moka's own size-based eviction is never used, because it
 //! would silently drop live requests. Held polls wait in [`Waiters`], which costs nothing for a
@@ -37,17 +37,57 @@ struct State {
     status: Status,
     /// `None` while the user's notification is pending (the common case costs no box).
     delivery: Option<Box<Delivery>>,
-    last_poll_ms: Option<u64>,
+    /// The last counted poll, Unix ms (`NonZero`: the option costs no extra word).
+    last_poll_ms: Option<std::num::NonZeroU64>,
     interval_secs: u32,
 }
 
-/// The optional request fields, boxed together: most requests have few or none.
-#[derive(Debug, Default)]
-struct Extras {
-    acr_values: Option<Box<str>>,
-    binding_message: Option<Box<str>>,
-    login_hint: Option<Box<str>>,
-    notification_token: Option<NotificationToken>,
+/// The request's own strings in one allocation: the subject, then the optional fields
+/// (`acr_values`, `binding_message`, `login_hint`, the notification token), field `i` starting
+/// at `starts[i]` and running to the next one's start (the last to the end).
+#[derive(Debug)]
+struct Texts {
+    buf: Box<str>,
+    starts: [u32; 4],
+    /// Bit `i` set: optional field `i` is present (an absent one is empty).
+    present: u8,
+}
+
+impl Texts {
+    /// `None` past 4 GiB (far beyond any request body the gateway reads).
+    fn new(subject: &str, optional: [Option<&str>; 4]) -> Option<Self> {
+        let len = subject.len() + optional.iter().flatten().map(|t| t.len()).sum::<usize>();
+        let mut buf = String::with_capacity(len);
+        buf.push_str(subject);
+        let (mut starts, mut present) = ([0u32; 4], 0u8);
+        for (i, field) in optional.into_iter().enumerate() {
+            starts[i] = u32::try_from(buf.len()).ok()?;
+            if let Some(t) = field {
+                buf.push_str(t);
+                present |= 1 << i;
+            }
+        }
+        Some(Self {
+            buf: buf.into_boxed_str(),
+            starts,
+            present,
+        })
+    }
+
+    fn subject(&self) -> &str {
+        &self.buf[..self.starts[0] as usize]
+    }
+
+    /// Optional field `i`.
+    fn optional(&self, i: usize) -> Option<&str> {
+        (self.present & (1 << i) != 0).then(|| {
+            let end = self
+                .starts
+                .get(i + 1)
+                .map_or(self.buf.len(), |e| *e as usize);
+            &self.buf[self.starts[i] as usize..end]
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -55,9 +95,8 @@ struct Entry {
     id: [u8; 32],
     handle: [u8; 32],
     client_id: Arc<str>,
-    subject: Box<str>,
     scope: Arc<str>,
-    extras: Option<Box<Extras>>,
+    texts: Texts,
     created_at_ms: u64,
     expires_at_ms: u64,
     interval_secs: u32,
@@ -67,23 +106,20 @@ struct Entry {
 impl Entry {
     /// The request as the engine knows it (built only when one is handed out).
     fn request(&self) -> PendingRequest {
-        let extras = self.extras.as_deref();
-        let text = |f: fn(&Extras) -> &Option<Box<str>>| {
-            extras.and_then(|e| f(e).as_deref().map(str::to_owned))
-        };
+        let text = |i| self.texts.optional(i).map(str::to_owned);
         PendingRequest {
             id: AuthReqId::from_wire(&URL_SAFE_NO_PAD.encode(self.id)),
             handle: URL_SAFE_NO_PAD.encode(self.handle),
             client_id: self.client_id.to_string(),
-            subject: self.subject.to_string(),
+            subject: self.texts.subject().to_owned(),
             scope: Scope::parse(&self.scope).expect("stored from a parsed scope"),
-            acr_values: text(|e| &e.acr_values),
-            binding_message: text(|e| &e.binding_message),
-            login_hint: text(|e| &e.login_hint),
+            acr_values: text(0),
+            binding_message: text(1),
+            login_hint: text(2),
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
             interval_secs: self.interval_secs,
-            notification_token: extras.and_then(|e| e.notification_token.clone()),
+            notification_token: self.texts.optional(3).and_then(NotificationToken::parse),
         }
     }
 
@@ -296,6 +332,18 @@ impl PendingStore for MemoryStore {
                 "ids must be 32 random bytes in base64url".into(),
             ));
         };
+        let texts = Texts::new(
+            &req.subject,
+            [
+                req.acr_values.as_deref(),
+                req.binding_message.as_deref(),
+                req.login_hint.as_deref(),
+                req.notification_token
+                    .as_ref()
+                    .map(NotificationToken::as_str),
+            ],
+        )
+        .ok_or_else(|| StoreError::Backend("request too large".into()))?;
         if !self.reserve_slot() {
             // Expired entries may still be counted until moka's housekeeping runs.
             self.requests.run_pending_tasks();
@@ -303,25 +351,12 @@ impl PendingStore for MemoryStore {
                 return Err(StoreError::Full);
             }
         }
-        let has_extras = req.acr_values.is_some()
-            || req.binding_message.is_some()
-            || req.login_hint.is_some()
-            || req.notification_token.is_some();
-        let extras = has_extras.then(|| {
-            Box::new(Extras {
-                acr_values: req.acr_values.map(String::into_boxed_str),
-                binding_message: req.binding_message.map(String::into_boxed_str),
-                login_hint: req.login_hint.map(String::into_boxed_str),
-                notification_token: req.notification_token,
-            })
-        });
         let entry = Arc::new(Entry {
             id,
             handle,
             client_id: self.interned.get(&req.client_id),
-            subject: req.subject.into_boxed_str(),
             scope: self.interned.get(req.scope.as_str()),
-            extras,
+            texts,
             created_at_ms: req.created_at_ms,
             expires_at_ms: req.expires_at_ms,
             interval_secs: req.interval_secs,
@@ -362,11 +397,11 @@ impl PendingStore for MemoryStore {
             Status::Pending => {
                 st.status = Status::Pending;
                 let too_fast = pacing == Pacing::Checked
-                    && st.last_poll_ms.is_some_and(|last| {
+                    && st.last_poll_ms.map(u64::from).is_some_and(|last| {
                         now_ms.saturating_sub(last) < u64::from(st.interval_secs) * 1000
                     });
                 st.last_poll_ms = match pacing {
-                    Pacing::Checked => Some(now_ms),
+                    Pacing::Checked => std::num::NonZeroU64::new(now_ms),
                     Pacing::Held => None,
                 };
                 if too_fast {
@@ -481,6 +516,22 @@ mod tests {
 
     fn store(capacity: u64) -> MemoryStore {
         MemoryStore::new(capacity, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn texts_keep_every_field_apart() {
+        let fields = [Some("loa2 loa3"), Some("1234"), Some(""), Some("tök-€n")];
+        for mask in 0..16u8 {
+            let pick: [Option<&str>; 4] =
+                std::array::from_fn(|i| fields[i].filter(|_| mask & (1 << i) != 0));
+            for subject in ["", "248289761001", "ü"] {
+                let t = Texts::new(subject, pick).unwrap();
+                assert_eq!(t.subject(), subject);
+                for (i, want) in pick.iter().enumerate() {
+                    assert_eq!(t.optional(i), *want, "mask {mask:04b}, field {i}");
+                }
+            }
+        }
     }
 
     #[tokio::test]
