@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use ciba_gateway::config::StoreConfig;
+use ciba_gateway::store::{Approval, Decision, PendingStore as _, RedisStore};
 use ciba_test_support::pages::approve_at;
 use ciba_test_support::receiver::Receiver;
 use ciba_test_support::redis::RedisServer;
@@ -390,6 +392,40 @@ async fn three_replicas_sharing_redis_behave_like_one() {
     }
     // Every replica has swept many times since: the expiry was told once.
     assert_eq!(push_client.calls_so_far(), 1);
+
+    // PUSH-01: a push decision recorded by a replica that died before taking it (played here
+    // by recording it straight into Redis) is delivered by a sweep once the request's expiry
+    // is due: the tokens, once.
+    let r = push_request(&http, &g[0], "carol", "2").await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let push_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let link = g[0].next_link_path();
+    let handle = link.rsplit('/').next().unwrap();
+    let yaml = format!("type: redis\nurl: {}\n", redis.url());
+    let StoreConfig::Redis(cfg) = serde_saphyr::from_str::<StoreConfig>(&yaml).unwrap() else {
+        panic!("a redis store")
+    };
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let approval = Approval {
+        auth_time: now_ms / 1000,
+        ..Approval::default()
+    };
+    RedisStore::from_config(&cfg)
+        .unwrap()
+        .resolve(handle, Decision::Approved(approval), now_ms)
+        .await
+        .unwrap();
+    let told = push_client.next_call().await;
+    assert_eq!(told.body["auth_req_id"], push_id.as_str(), "{}", told.body);
+    assert!(told.body["access_token"].is_string(), "{}", told.body);
+    assert!(told.body["id_token"].is_string(), "{}", told.body);
+    assert_eq!(push_client.calls_so_far(), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

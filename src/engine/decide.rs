@@ -215,16 +215,18 @@ impl Decisions {
         ))
     }
 
-    /// Tells the client of push request `pending` that it expired, if the store hands its
-    /// expiry to this caller (once, and never after a decision).
+    /// Tells the client of push request `pending` what the store hands this caller once its
+    /// expiry is due: `expired_token` if it was never decided — or the decision itself, if the
+    /// replica that recorded it was gone before taking it (PUSH-01). Nothing if it was taken.
     async fn tell_expired(&self, pending: PendingRequest) -> Result<(), StoreError> {
         let Some((client, to)) = self.push_target(&pending) else {
             return Ok(());
         };
         let now_ms = self.clock.now_ms();
-        if self.store.take(pending.id.as_str(), now_ms).await? != PollOutcome::Expired {
+        let taken = self.store.take(pending.id.as_str(), now_ms).await?;
+        let Some(body) = self.body_for(&client, taken, now_ms).await else {
             return Ok(());
-        }
+        };
         super::record_delivery(&self.store, &pending.id, Delivery::Pending).await;
         let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
         // Sent once, right away: the request is over, so no retry would be in time.
@@ -232,9 +234,7 @@ impl Decisions {
             store: Arc::clone(&self.store),
         }
         .spawn(client, pending, async move {
-            notifier
-                .push(to, PushBody::Error("expired_token"), clock)
-                .await
+            notifier.push(to, body, clock).await
         });
         Ok(())
     }
@@ -250,12 +250,20 @@ impl Decisions {
         let now_ms = self.clock.now_ms();
         match self.store.take(decided.id.as_str(), now_ms).await {
             // Whether the decision was taken is unknown: the client is told the transaction
-            // failed rather than left waiting (nothing else would ever deliver it).
+            // failed rather than left waiting.
             Err(e) => {
                 tracing::error!(client_id = %client.id, error = %e, "the decision could not be taken for a push");
                 Some(PushBody::Error("transaction_failed"))
             }
-            Ok(PollOutcome::Approved(pending, approval)) => {
+            Ok(taken) => self.body_for(client, taken, now_ms).await,
+        }
+    }
+
+    /// What is pushed for what `take` handed out: the tokens (minted here), or the error;
+    /// nothing if there was nothing to take.
+    async fn body_for(&self, client: &Client, taken: PollOutcome, now_ms: u64) -> Option<PushBody> {
+        match taken {
+            PollOutcome::Approved(pending, approval) => {
                 let grant = self.minter.grant_for(&pending, &approval);
                 let minted = self
                     .issuer
@@ -269,9 +277,9 @@ impl Decisions {
                     }
                 })
             }
-            Ok(PollOutcome::Denied) => Some(PushBody::Error("access_denied")),
-            Ok(PollOutcome::Expired) => Some(PushBody::Error("expired_token")),
-            Ok(PollOutcome::Pending | PollOutcome::SlowDown { .. } | PollOutcome::Unknown) => None,
+            PollOutcome::Denied => Some(PushBody::Error("access_denied")),
+            PollOutcome::Expired => Some(PushBody::Error("expired_token")),
+            PollOutcome::Pending | PollOutcome::SlowDown { .. } | PollOutcome::Unknown => None,
         }
     }
 }
