@@ -23,14 +23,20 @@ fn config(yaml: &str) -> Box<RedisConfig> {
     }
 }
 
-/// A fresh, empty store on `target` (a YAML fragment): its own key prefix.
-fn store(target: &str, capacity: u64) -> RedisStore {
+/// Instances of one fresh, empty store on `target` (a YAML fragment, settings included): each
+/// call of the maker is one more instance sharing its key prefix, as replicas do.
+fn shared(target: &str) -> impl Fn() -> RedisStore + use<> {
     let n = PREFIX.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let yaml = format!(
-        "type: redis\n{target}\nkey_prefix: t{}-{n}\ncapacity: {capacity}\n",
+        "type: redis\n{target}\nkey_prefix: t{}-{n}\n",
         std::process::id()
     );
-    RedisStore::from_config(&config(&yaml)).expect("store builds")
+    move || RedisStore::from_config(&config(&yaml)).expect("store builds")
+}
+
+/// A fresh, empty store on `target`: its own key prefix.
+fn store(target: &str, capacity: u64) -> RedisStore {
+    shared(&format!("{target}\ncapacity: {capacity}"))()
 }
 
 /// Both contract suites on `target`, a fresh key prefix per store.
@@ -64,13 +70,8 @@ async fn contract_on_a_three_master_redis_cluster() {
 #[tokio::test]
 async fn a_decision_on_one_instance_wakes_the_poll_held_on_another() {
     let redis = RedisServer::start();
-    let yaml = format!(
-        "type: redis\nurl: {}\nkey_prefix: shared-{}\n",
-        redis.url(),
-        std::process::id()
-    );
-    let a = Arc::new(RedisStore::from_config(&config(&yaml)).unwrap());
-    let b = Arc::new(RedisStore::from_config(&config(&yaml)).unwrap());
+    let instance = shared(&format!("url: {}", redis.url()));
+    let (a, b) = (Arc::new(instance()), Arc::new(instance()));
     let r = contract::sample("c1");
     let now = r.created_at_ms;
     a.create(r.clone()).await.unwrap();
@@ -143,17 +144,9 @@ async fn claim(s: &Store, now: u64, max: usize, lease: u64) -> Vec<String> {
 async fn push_err_01_expiries_are_claimed_once_across_instances() {
     const LEASE: u64 = 10_000;
     let redis = RedisServer::start();
-    let yaml = format!(
-        "type: redis\nurl: {}\nkey_prefix: due-{}\n",
-        redis.url(),
-        std::process::id()
-    );
-    let a = Arc::new(Store::Redis(
-        RedisStore::from_config(&config(&yaml)).unwrap(),
-    ));
-    let b = Arc::new(Store::Redis(
-        RedisStore::from_config(&config(&yaml)).unwrap(),
-    ));
+    let instance = shared(&format!("url: {}", redis.url()));
+    let a = Arc::new(Store::Redis(instance()));
+    let b = Arc::new(Store::Redis(instance()));
     let mut ids = HashSet::new();
     let (mut first, mut last) = (u64::MAX, 0);
     for i in 0..40 {
@@ -237,13 +230,8 @@ async fn push_err_01_expiries_are_claimed_once_across_instances() {
 #[tokio::test]
 async fn a_shared_rate_limit_counts_every_instance() {
     let redis = RedisServer::start();
-    let yaml = format!(
-        "type: redis\nurl: {}\nkey_prefix: rl-{}\n",
-        redis.url(),
-        std::process::id()
-    );
-    let a = Store::Redis(RedisStore::from_config(&config(&yaml)).unwrap());
-    let b = Store::Redis(RedisStore::from_config(&config(&yaml)).unwrap());
+    let instance = shared(&format!("url: {}", redis.url()));
+    let (a, b) = (Store::Redis(instance()), Store::Redis(instance()));
     // 5 per 60 s: 12 s a request, a burst of 5.
     let (interval, tolerance, t0) = (12_000, 48_000, 1_700_000_000_000u64);
     for i in 0..5 {
@@ -275,12 +263,7 @@ async fn a_shared_rate_limit_counts_every_instance() {
 #[tokio::test]
 async fn a_dead_server_fails_fast_and_a_restarted_one_is_used_again() {
     let mut redis = RedisServer::start();
-    let yaml = format!(
-        "type: redis\nurl: {}\nkey_prefix: f-{}\ntimeout_ms: 500\n",
-        redis.url(),
-        std::process::id()
-    );
-    let s = RedisStore::from_config(&config(&yaml)).unwrap();
+    let s = shared(&format!("url: {}\ntimeout_ms: 500", redis.url()))();
     let r = contract::sample("c1");
     let now = r.created_at_ms;
     s.create(r.clone()).await.unwrap();
@@ -346,13 +329,8 @@ async fn a_dead_server_fails_fast_and_a_restarted_one_is_used_again() {
 #[tokio::test]
 async fn sessions_and_counters_are_shared_and_taken_once() {
     let redis = RedisServer::start();
-    let yaml = format!(
-        "type: redis\nurl: {}\nkey_prefix: kv-{}\n",
-        redis.url(),
-        std::process::id()
-    );
-    let a = Store::Redis(RedisStore::from_config(&config(&yaml)).unwrap());
-    let b = Store::Redis(RedisStore::from_config(&config(&yaml)).unwrap());
+    let instance = shared(&format!("url: {}", redis.url()));
+    let (a, b) = (Store::Redis(instance()), Store::Redis(instance()));
     a.shared_put("login", "state-1", "{\"x\":1}".into(), 60_000)
         .await
         .unwrap()
@@ -424,12 +402,10 @@ where
 #[tokio::test]
 async fn a_sentinel_failover_is_followed() {
     let mut sentinel = RedisSentinel::start();
-    let yaml = format!(
-        "type: redis\nsentinel:\n  urls: [redis://127.0.0.1:{}]\n  master: mymaster\nkey_prefix: sf-{}\ntimeout_ms: 500\n",
-        sentinel.sentinel_port,
-        std::process::id()
-    );
-    let s = RedisStore::from_config(&config(&yaml)).unwrap();
+    let s = shared(&format!(
+        "sentinel:\n  urls: [redis://127.0.0.1:{}]\n  master: mymaster\ntimeout_ms: 500",
+        sentinel.sentinel_port
+    ))();
     let r = contract::sample("c1");
     let now = r.created_at_ms;
     s.create(r.clone()).await.unwrap();
