@@ -331,51 +331,7 @@ async fn sessions_and_counters_are_shared_and_taken_once() {
     let redis = RedisServer::start();
     let instance = shared(&format!("url: {}", redis.url()));
     let (a, b) = (Store::Redis(instance()), Store::Redis(instance()));
-    a.shared_put("login", "state-1", "{\"x\":1}".into(), 60_000)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        b.shared_take("login", "state-1")
-            .await
-            .unwrap()
-            .unwrap()
-            .as_deref(),
-        Some("{\"x\":1}")
-    );
-    assert_eq!(
-        a.shared_take("login", "state-1").await.unwrap().unwrap(),
-        None
-    );
-    for i in 1..=3u64 {
-        let s = if i % 2 == 0 { &a } else { &b };
-        assert_eq!(
-            s.shared_count("uc", "alice", Some(60_000))
-                .await
-                .unwrap()
-                .unwrap(),
-            i
-        );
-    }
-    assert_eq!(
-        a.shared_count("uc", "alice", None).await.unwrap().unwrap(),
-        3
-    );
-    assert_eq!(b.shared_count("uc", "bob", None).await.unwrap().unwrap(), 0);
-    // A 1 ms window: gone once it has passed (waited for, not slept).
-    a.shared_count("uc", "carol", Some(1))
-        .await
-        .unwrap()
-        .unwrap();
-    let mut gone = false;
-    for _ in 0..1000 {
-        if a.shared_count("uc", "carol", None).await.unwrap().unwrap() == 0 {
-            gone = true;
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    assert!(gone, "the window ended the count");
+    contract::kept_values(&a, &b).await;
 }
 
 /// Retries a store operation that fails while the store reconnects (a failover, a restart):
@@ -624,27 +580,13 @@ async fn tls_and_an_acl_user_with_only_the_documented_permissions() {
             .unwrap()
             .is_err()
     );
-    assert_eq!(
-        s.shared_count("uc", "alice", Some(60_000))
-            .await
-            .unwrap()
-            .unwrap(),
-        1
-    );
-    assert_eq!(
-        s.shared_count("uc", "alice", None).await.unwrap().unwrap(),
-        1
-    );
-    s.shared_put("login", "state", "v".into(), 60_000)
+    assert_eq!(s.count("uc", "alice", Some(60_000)).await.unwrap(), 1);
+    assert_eq!(s.count("uc", "alice", None).await.unwrap(), 1);
+    s.put_value("login", "state", "v".into(), 60_000)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(
-        s.shared_take("login", "state")
-            .await
-            .unwrap()
-            .unwrap()
-            .as_deref(),
+        s.take_value("login", "state").await.unwrap().as_deref(),
         Some("v")
     );
     let r = contract::sample("c1");

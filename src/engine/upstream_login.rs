@@ -30,7 +30,7 @@ use crate::users::UserDirectory;
 pub(super) const LOGIN_COOKIE: &str = "ciba_login";
 
 /// One login attempt at the upstream, keyed by its `state`.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct LoginAttempt {
     sid: String,
     handle: String,
@@ -38,18 +38,15 @@ struct LoginAttempt {
 }
 
 /// A successful login waiting for the user's decision, keyed by the session id.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 struct PendingConsent {
     handle: String,
     approval: Approval,
 }
 
-/// The short-lived state of the upstream login flow: in the shared store when there is one
-/// (the provider may send the browser back to another replica), in this process otherwise.
-/// Each entry is taken once.
+/// The short-lived state of the upstream login flow, in the store (with a shared store any
+/// replica may receive the browser back from the provider). Each entry is taken once.
 struct LoginSessions {
-    attempts: moka::sync::Cache<String, LoginAttempt>,
-    consents: moka::sync::Cache<String, PendingConsent>,
     store: Arc<Store>,
 }
 
@@ -57,51 +54,24 @@ struct LoginSessions {
 const SESSION_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl LoginSessions {
-    fn new(store: Arc<Store>) -> Self {
-        Self {
-            attempts: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(SESSION_TTL)
-                .build(),
-            consents: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(SESSION_TTL)
-                .build(),
-            store,
-        }
-    }
-
-    async fn put<T: serde::Serialize + Clone + Send + Sync + 'static>(
+    async fn put<T: serde::Serialize>(
         &self,
-        local: &moka::sync::Cache<String, T>,
         kind: &str,
-        key: String,
-        value: T,
+        key: &str,
+        value: &T,
     ) -> Result<(), StoreError> {
-        let text = serde_json::to_string(&value).map_err(|e| StoreError::Backend(e.to_string()))?;
-        match self
-            .store
-            .shared_put(kind, &key, text, SESSION_TTL.as_millis() as u64)
-            .await
-        {
-            Some(r) => r,
-            None => {
-                local.insert(key, value);
-                Ok(())
-            }
-        }
+        let text = serde_json::to_string(value).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let ttl_ms = u64::try_from(SESSION_TTL.as_millis()).unwrap_or(u64::MAX);
+        self.store.put_value(kind, key, text, ttl_ms).await
     }
 
-    async fn take<T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static>(
+    async fn take<T: serde::de::DeserializeOwned>(
         &self,
-        local: &moka::sync::Cache<String, T>,
         kind: &str,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        match self.store.shared_take(kind, key).await {
-            Some(r) => Ok(r?.and_then(|t| serde_json::from_str(&t).ok())),
-            None => Ok(local.remove(key)),
-        }
+        let text = self.store.take_value(kind, key).await?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 }
 
@@ -182,7 +152,9 @@ impl UpstreamLogin {
         let approval = &shared.paths.approval;
         Self {
             upstream: Arc::clone(upstream),
-            sessions: LoginSessions::new(Arc::clone(&shared.store)),
+            sessions: LoginSessions {
+                store: Arc::clone(&shared.store),
+            },
             clock: Arc::clone(&shared.clock),
             store: Arc::clone(&shared.store),
             clients: Arc::clone(&shared.clients),
@@ -235,18 +207,14 @@ impl UpstreamLogin {
             }
         };
         let sid = random_token();
+        let attempt = LoginAttempt {
+            sid: sid.clone(),
+            handle: pending.handle.clone(),
+            secrets,
+        };
         let stored = self
             .sessions
-            .put(
-                &self.sessions.attempts,
-                "login",
-                secrets.state.clone(),
-                LoginAttempt {
-                    sid: sid.clone(),
-                    handle: pending.handle.clone(),
-                    secrets,
-                },
-            )
+            .put("login", &attempt.secrets.state, &attempt)
             .await;
         if let Err(e) = stored {
             return self.pages.unavailable(&e);
@@ -288,11 +256,7 @@ impl UpstreamLogin {
         let pages = &self.pages;
         // State and session are single-use.
         let attempt = match get("state") {
-            Some(s) => match self
-                .sessions
-                .take(&self.sessions.attempts, "login", s)
-                .await
-            {
+            Some(s) => match self.sessions.take::<LoginAttempt>("login", s).await {
                 Ok(a) => a,
                 Err(e) => return pages.unavailable(&e),
             },
@@ -405,10 +369,9 @@ impl UpstreamLogin {
         let stored = self
             .sessions
             .put(
-                &self.sessions.consents,
                 "consent",
-                attempt.sid.clone(),
-                PendingConsent {
+                &attempt.sid,
+                &PendingConsent {
                     handle: attempt.handle,
                     approval,
                 },
@@ -441,11 +404,7 @@ impl UpstreamLogin {
                 "Open the link you received again.",
             );
         }
-        let consent = match self
-            .sessions
-            .take(&self.sessions.consents, "consent", sid)
-            .await
-        {
+        let consent = match self.sessions.take::<PendingConsent>("consent", sid).await {
             Ok(c) => c,
             Err(e) => return pages.unavailable(&e),
         };

@@ -474,3 +474,33 @@ async fn concurrent_polls_take_once<S: PendingStore>(s: Arc<S>) {
     }
     assert_eq!(taken, 1);
 }
+
+/// Issue 12, item 2: the store's short-lived values and counters, through two handles on one
+/// store (two replicas' instances of a shared one; the same memory store twice): a login
+/// session kept through one is taken through the other, once; a counter (the user-code
+/// lockout) counts every handle's increments and ends with its window.
+pub async fn kept_values(a: &super::Store, b: &super::Store) {
+    a.put_value("login", "state-1", "{\"x\":1}".into(), 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.take_value("login", "state-1").await.unwrap().as_deref(),
+        Some("{\"x\":1}")
+    );
+    assert_eq!(a.take_value("login", "state-1").await.unwrap(), None);
+    for i in 1..=3u64 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(s.count("uc", "alice", Some(60_000)).await.unwrap(), i);
+    }
+    assert_eq!(a.count("uc", "alice", None).await.unwrap(), 3);
+    assert_eq!(b.count("uc", "bob", None).await.unwrap(), 0);
+    // A 1 ms window: gone once it has passed (waited for, not slept).
+    a.count("uc", "carol", Some(1)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut gone = false;
+    while !gone && std::time::Instant::now() < deadline {
+        gone = a.count("uc", "carol", None).await.unwrap() == 0;
+        tokio::task::yield_now().await;
+    }
+    assert!(gone, "the window ended the count");
+}

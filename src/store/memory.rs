@@ -158,21 +158,37 @@ struct Family {
     last_used_ms: u64,
     idle_ms: u64,
     revoked: bool,
+}
+
+/// A value and how long it lives (a refresh family, a login session, a counter).
+struct Kept<T> {
+    value: T,
     ttl: Duration,
 }
 
-struct FamilyExpiry;
+struct KeptExpiry;
 
-impl moka::Expiry<String, Arc<Mutex<Family>>> for FamilyExpiry {
+impl<T> moka::Expiry<String, Arc<Kept<T>>> for KeptExpiry {
     fn expire_after_create(
         &self,
         _k: &String,
-        v: &Arc<Mutex<Family>>,
+        v: &Arc<Kept<T>>,
         _now: Instant,
     ) -> Option<Duration> {
-        Some(v.lock().unwrap_or_else(|p| p.into_inner()).ttl)
+        Some(v.ttl)
     }
 }
+
+/// Short-lived values (the upstream-login sessions), taken once; counters with a window from
+/// their first increment (the user-code lockout).
+struct KeptTables {
+    values: Cache<String, Arc<Kept<String>>>,
+    counts: Cache<String, Arc<Kept<AtomicU64>>>,
+}
+
+/// How many kept values and counters each: past it the least used go (sessions and lockout
+/// counts, not requests).
+const KEPT_MAX: u64 = 100_000;
 
 /// Shared copies of the few distinct client ids and scopes (bounded: past the limit a value is
 /// simply not shared).
@@ -198,7 +214,9 @@ impl Interner {
 /// Pending requests and refresh-token families in process memory.
 pub struct MemoryStore {
     requests: Cache<IdHash, Arc<Entry>, Hasher>,
-    families: Cache<String, Arc<Mutex<Family>>>,
+    /// Off the request path, so boxed.
+    kept: Box<KeptTables>,
+    families: Cache<String, Arc<Kept<Mutex<Family>>>>,
     live_families: Arc<AtomicU64>,
     live: Arc<AtomicU64>,
     capacity: u64,
@@ -229,12 +247,22 @@ impl MemoryStore {
         let live_families = Arc::new(AtomicU64::new(0));
         let live_f = Arc::clone(&live_families);
         let families = Cache::builder()
-            .expire_after(FamilyExpiry)
+            .expire_after(KeptExpiry)
             .eviction_listener(move |_k, _v, _cause| {
                 live_f.fetch_sub(1, Ordering::Relaxed);
             })
             .build();
         Self {
+            kept: Box::new(KeptTables {
+                values: Cache::builder()
+                    .max_capacity(KEPT_MAX)
+                    .expire_after(KeptExpiry)
+                    .build(),
+                counts: Cache::builder()
+                    .max_capacity(KEPT_MAX)
+                    .expire_after(KeptExpiry)
+                    .build(),
+            }),
             families,
             live_families,
             requests,
@@ -242,6 +270,42 @@ impl MemoryStore {
             capacity,
             interned: Interner::default(),
             waiters: Waiters::default(),
+        }
+    }
+
+    /// Keeps `value` under `kind`/`key` for `ttl_ms` (`Store::put_value`).
+    pub fn put_value(&self, kind: &str, key: &str, value: String, ttl_ms: u64) {
+        let ttl = Duration::from_millis(ttl_ms.max(1));
+        self.kept
+            .values
+            .insert(format!("{kind}:{key}"), Arc::new(Kept { value, ttl }));
+    }
+
+    /// Takes what [`MemoryStore::put_value`] kept, once.
+    pub fn take_value(&self, kind: &str, key: &str) -> Option<String> {
+        let kept = self.kept.values.remove(&format!("{kind}:{key}"))?;
+        Some(Arc::try_unwrap(kept).map_or_else(|k| k.value.clone(), |k| k.value))
+    }
+
+    /// A counter (`Store::count`): read, or incremented, its window starting at its first
+    /// increment.
+    pub fn count(&self, name: &str, key: &str, add_window_ms: Option<u64>) -> u64 {
+        let key = format!("{name}:{key}");
+        match add_window_ms {
+            None => self
+                .kept
+                .counts
+                .get(&key)
+                .map_or(0, |n| n.value.load(Ordering::Relaxed)),
+            Some(window) => {
+                let n = self.kept.counts.get_with(key, || {
+                    Arc::new(Kept {
+                        value: AtomicU64::new(0),
+                        ttl: Duration::from_millis(window.max(1)),
+                    })
+                });
+                n.value.fetch_add(1, Ordering::Relaxed) + 1
+            }
         }
     }
 
@@ -292,10 +356,15 @@ impl RefreshStore for MemoryStore {
             last_used_ms: now_ms,
             idle_ms,
             revoked: false,
-            ttl: Duration::from_millis(expires_at_ms.saturating_sub(now_ms)),
         };
-        self.families
-            .insert(family.to_owned(), Arc::new(Mutex::new(f)));
+        let ttl = Duration::from_millis(expires_at_ms.saturating_sub(now_ms));
+        self.families.insert(
+            family.to_owned(),
+            Arc::new(Kept {
+                value: Mutex::new(f),
+                ttl,
+            }),
+        );
         Ok(())
     }
 
@@ -309,7 +378,7 @@ impl RefreshStore for MemoryStore {
         let Some(entry) = self.families.get(family) else {
             return Ok(Rotation::Gone);
         };
-        let mut f = entry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = entry.value.lock().unwrap_or_else(|p| p.into_inner());
         if f.revoked || now_ms.saturating_sub(f.last_used_ms) > f.idle_ms {
             f.revoked = true;
             return Ok(Rotation::Gone);
@@ -532,6 +601,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[tokio::test]
+    async fn kept_values_on_the_memory_store() {
+        let s = super::super::Store::Memory(store(10));
+        super::super::contract::kept_values(&s, &s).await;
     }
 
     #[tokio::test]

@@ -333,38 +333,47 @@ impl Store {
         }
     }
 
-    /// Keeps `value` under `key` for `ttl_ms` in the shared store (a login session): `None`
-    /// for the memory store (the caller keeps it in process).
-    pub async fn shared_put(
+    /// Keeps `value` under `kind`/`key` for `ttl_ms` (an upstream-login session): in the
+    /// shared store, so that any replica can take it.
+    pub async fn put_value(
         &self,
         kind: &str,
         key: &str,
         value: String,
         ttl_ms: u64,
-    ) -> Option<Result<(), StoreError>> {
+    ) -> Result<(), StoreError> {
         match self {
-            Self::Memory(_) => {
-                let _ = (kind, key, value, ttl_ms);
-                None
+            Self::Memory(m) => {
+                m.put_value(kind, key, value, ttl_ms);
+                Ok(())
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.put(kind, key, value, ttl_ms).await),
+            Self::Redis(r) => r.put(kind, key, value, ttl_ms).await,
         }
     }
 
-    /// Takes (reads and deletes, atomically) what [`Store::shared_put`] kept: once.
-    pub async fn shared_take(
-        &self,
-        kind: &str,
-        key: &str,
-    ) -> Option<Result<Option<String>, StoreError>> {
+    /// Takes (reads and removes, atomically) what [`Store::put_value`] kept: once.
+    pub async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
         match self {
-            Self::Memory(_) => {
-                let _ = (kind, key);
-                None
-            }
+            Self::Memory(m) => Ok(m.take_value(kind, key)),
             #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.take_value(kind, key).await),
+            Self::Redis(r) => r.take_value(kind, key).await,
+        }
+    }
+
+    /// A counter every replica counts in (the user-code lockout). With `add_window_ms`, adds
+    /// one (the count lives that long from its first increment) and returns the new count;
+    /// without, reads it.
+    pub async fn count(
+        &self,
+        name: &str,
+        key: &str,
+        add_window_ms: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.count(name, key, add_window_ms)),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => r.count(name, key, add_window_ms).await,
         }
     }
 
@@ -415,25 +424,6 @@ impl Store {
             }
             #[cfg(feature = "redis")]
             Self::Redis(r) => Some(r.settle_expired(id).await),
-        }
-    }
-
-    /// A counter shared by every replica (the user-code lockout), when the store is shared:
-    /// `None` for the memory store. With `add_window_ms`, adds one (the count lives that long
-    /// from its first increment); without, reads it. Keyed by a digest of `key`.
-    pub async fn shared_count(
-        &self,
-        name: &str,
-        key: &str,
-        add_window_ms: Option<u64>,
-    ) -> Option<Result<u64, StoreError>> {
-        match self {
-            Self::Memory(_) => {
-                let _ = (name, key, add_window_ms);
-                None
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.count(name, key, add_window_ms).await),
         }
     }
 

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -207,24 +206,19 @@ impl UserDirectory {
 }
 
 /// Counts wrong `user_code`s per user in a window (from the first failure) and locks the user
-/// out of new requests past the limit (BC-UC-02, SEC-04). With a shared store the count is one
-/// for all replicas (kept in the store); in this process otherwise.
+/// out of new requests past the limit (BC-UC-02, SEC-04). The count is kept in the store: one
+/// for all replicas when it is shared.
 #[derive(Debug)]
 pub struct UserCodeGuard {
-    failures: moka::sync::Cache<String, Arc<AtomicU32>>,
     max_failures: u32,
     window_ms: u64,
     store: Arc<crate::store::Store>,
 }
 
 impl UserCodeGuard {
-    /// A guard with the configured policy, counting in `store` when it is shared.
+    /// A guard with the configured policy, counting in `store`.
     pub fn new(policy: &UserCodePolicy, store: Arc<crate::store::Store>) -> Self {
         Self {
-            failures: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(policy.lockout_secs))
-                .build(),
             max_failures: policy.max_failures,
             window_ms: policy.lockout_secs * 1000,
             store,
@@ -233,28 +227,15 @@ impl UserCodeGuard {
 
     /// Whether the user has run out of attempts.
     pub async fn locked(&self, subject: &str) -> Result<bool, crate::store::StoreError> {
-        let n = match self.store.shared_count("uc", subject, None).await {
-            Some(n) => n?,
-            None => self
-                .failures
-                .get(subject)
-                .map_or(0, |n| u64::from(n.load(Ordering::Relaxed))),
-        };
+        let n = self.store.count("uc", subject, None).await?;
         Ok(n >= u64::from(self.max_failures))
     }
 
     /// Records a wrong code.
     pub async fn record_failure(&self, subject: &str) -> Result<(), crate::store::StoreError> {
-        if let Some(r) = self
-            .store
-            .shared_count("uc", subject, Some(self.window_ms))
+        self.store
+            .count("uc", subject, Some(self.window_ms))
             .await
-        {
-            return r.map(drop);
-        }
-        self.failures
-            .get_with(subject.to_owned(), || Arc::new(AtomicU32::new(0)))
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(())
+            .map(drop)
     }
 }

@@ -433,7 +433,7 @@ impl RedisStore {
     }
 
     /// The request from its hash's fields (as `HGETALL` lists them, from `from` on).
-    /// Keeps a short-lived value (`Store::shared_put`), keyed by a digest of `key`.
+    /// Keeps a short-lived value (`Store::put_value`), keyed by a digest of `key`.
     pub async fn put(
         &self,
         kind: &str,
@@ -455,7 +455,7 @@ impl RedisStore {
             .await
     }
 
-    /// A counter (`Store::shared_count`): read, or incremented with its window set by the first
+    /// A counter (`Store::count`): read, or incremented with its window set by the first
     /// increment.
     pub async fn count(
         &self,
