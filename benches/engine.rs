@@ -39,7 +39,7 @@ fn engine(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let secret = ciba_gateway::secret::hash_secret("bench-secret");
+    let secret = ciba_gateway::hash_secret("bench-secret");
     let yaml = format!(
         r#"
 public_url: http://127.0.0.1:8080

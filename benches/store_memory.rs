@@ -49,7 +49,7 @@ fn rss() -> u64 {
 
 fn main() {
     ciba_gateway::install_crypto_provider();
-    let hash = ciba_gateway::secret::hash_secret("s3cret");
+    let hash = ciba_gateway::hash_secret("s3cret");
     let yaml = format!(
         "public_url: http://127.0.0.1:9\nchannel: {{ type: log }}\nlimits: {{ bc_per_user: null, bc_per_client: null }}\nstore: {{ type: memory, capacity: 200000 }}\nusers: {{ type: static, users: [{{ subject: u1, username: alice }}] }}\nclients:\n  - {{ client_id: c1, secret: \"{hash}\", token_endpoint_auth_method: client_secret_post }}\n"
     );

@@ -36,7 +36,7 @@ fn main() {
     let requests = if full { 100_000 } else { 2_000 };
     ciba_gateway::install_crypto_provider();
     let redis = RedisServer::start_with(&["--appendonly", "no"]);
-    let hash = ciba_gateway::secret::hash_secret("s3cret");
+    let hash = ciba_gateway::hash_secret("s3cret");
     let yaml = format!(
         "public_url: http://127.0.0.1:9\nchannel: {{ type: log }}\nlimits: {{ bc_per_user: null, bc_per_client: null }}\nstore: {{ type: redis, url: \"{}\", capacity: 1000000 }}\nusers: {{ type: static, users: [{{ subject: u1, username: alice }}] }}\nclients:\n  - {{ client_id: c1, secret: \"{hash}\", token_endpoint_auth_method: client_secret_post }}\n",
         redis.url()

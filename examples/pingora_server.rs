@@ -1,5 +1,6 @@
-//! A pingora `Server` built in user code, with `CibaProxy` as one of its services: the same
-//! gateway the `ciba-gateway` binary runs, for deployments that assemble their own pingora.
+//! A pingora `Server` built in user code, with the ready-made `CibaProxy` as one of its
+//! services: the same gateway the `ciba-gateway` binary runs, for deployments that assemble
+//! their own pingora. (To add CIBA to a `ProxyHttp` of your own, see `pingora_module.rs`.)
 //!
 //! ```text
 //! ISSUER=http://127.0.0.1:8080 PORT=3000 node tests/upstream/provider.mjs &   # any OpenID provider
@@ -9,13 +10,13 @@
 
 use std::sync::Arc;
 
-use ciba_gateway::pingora::CibaProxy;
+use ciba_gateway::proxy::CibaProxy;
 use ciba_gateway::{Config, Engine};
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
+use pingora::services::background::GenBackgroundService;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    ciba_gateway::install_crypto_provider();
     tracing_subscriber::fmt().init();
     let config = Config::load(concat!(env!("CARGO_MANIFEST_DIR"), "/config/upstream.yaml"))?;
     let listen = config.listen.to_string();
@@ -30,9 +31,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
     );
     server.bootstrap();
-    let mut ciba =
-        pingora::proxy::http_proxy_service(&server.configuration, CibaProxy::new(engine));
+    let proxy = CibaProxy::try_new(engine)?;
+    // The provider's nodes (`upstream.nodes`, or `upstream.url` alone), health-checked.
+    let health = GenBackgroundService::new("health checks".into(), Arc::clone(proxy.nodes()));
+    let mut ciba = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     ciba.add_tcp(&listen);
     server.add_service(ciba);
+    server.add_service(health);
     server.run_forever()
 }

@@ -1,61 +1,91 @@
 //! # ciba-gateway
 //!
-//! Adds OpenID Connect **CIBA** (Client-Initiated Backchannel Authentication, poll mode) in
-//! front of an OpenID provider that has none, without touching it.
+//! Adds OpenID Connect **CIBA** (Client-Initiated Backchannel Authentication: poll, ping and
+//! push) in front of an OpenID provider that has none, without touching it.
 //!
-//! The protocol lives in one transport-agnostic [`Engine`]; adapters only convert types and
-//! decide "is this request mine?":
+//! The protocol lives in one transport-agnostic [`Engine`], built from a [`Config`] (YAML, or
+//! [`Config::builder`] in code). Two adapters put it in front of your service:
 //!
-//! - [`tower::CibaLayer`] composes into any tower / axum / hyper stack;
-//! - the `ciba-gateway` binary (feature `server`) runs the layer standalone from one YAML file.
+//! - [`CibaLayer`] ([`layer`]) composes into any tower / axum / hyper stack, next to
+//!   tower-http's middleware;
+//! - [`proxy::CibaModule`] (feature `pingora`) is called from the phases of a pingora
+//!   `ProxyHttp` you own; [`proxy::CibaProxy`] is the ready-made proxy.
+//!
+//! The `ciba-gateway` binary (feature `server`) runs either standalone from one YAML file
+//! ([`serve`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use ciba_gateway::{Config, Engine, tower::CibaLayer};
+//! use axum::{Router, routing::get};
+//! use ciba_gateway::{CibaLayer, Config, Engine};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = Config::load("config/quickstart.yaml")?;   // typed
-//! let engine = Arc::new(Engine::new(config)?);             // validated; keys, secrets loaded
-//! let app = axum::Router::new()
-//!     .route("/", axum::routing::get(|| async { "your provider's routes" }))
-//!     .layer(CibaLayer::new(engine));                      // CIBA endpoints added
+//! let config = Config::builder("http://127.0.0.1:8080")
+//!     .client("my-client", "supersecret")
+//!     .user("alice", "248289761001")
+//!     .build()?;
+//! let engine = Arc::new(Engine::new(config)?);                   // validated; keys loaded
+//! let app = Router::new()
+//!     .route("/", get(|| async { "your provider's routes" }))
+//!     .layer(CibaLayer::new(Arc::clone(&engine)));               // CIBA endpoints added
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! axum::serve(listener, app).await?;
+//! axum::serve(listener, app)
+//!     .with_graceful_shutdown(engine.shutdown_on(async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     }))
+//!     .await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The rest of the public surface: [`OAuthError`] (the errors the endpoints answer, in the
+//! OAuth JSON format), [`store`] (the storage interfaces, for writing a backend), [`clock`]
+//! (time as a dependency, for tests), [`hash_secret`] and [`generate_signing_key`] (what the
+//! binary's `hash-secret` and `keygen` print).
 //!
 //! Requirement ids (BC-REQ-02, TOK-03, …) in the docs and tests refer to the project's CIBA
 //! requirements checklist.
 
-#![warn(missing_docs)]
+#![warn(missing_docs, unnameable_types)]
 
-pub mod channel;
-pub mod clients;
+mod channel;
+mod clients;
 pub mod clock;
 pub mod config;
-pub mod conn_limit;
-pub mod engine;
-pub mod log_throttle;
-pub mod outbound;
+mod conn_limit;
+mod engine;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod layer;
+mod log_throttle;
+mod outbound;
+mod protocol;
 #[cfg(feature = "pingora")]
-pub mod pingora;
-pub mod protocol;
-pub mod ratelimit;
-pub mod secret;
+pub mod proxy;
+mod ratelimit;
+mod secret;
 #[cfg(any(feature = "server", feature = "pingora"))]
 pub mod serve;
 pub mod store;
-pub mod tls;
-pub mod tokens;
-pub mod tower;
-pub mod upstream;
-pub mod users;
+mod tls;
+mod tokens;
+mod upstream;
+mod users;
 
-pub use config::Config;
-pub use engine::{Engine, EngineRequest, Finding, Outcome, Route};
+pub use channel::webhook_signature;
+pub use config::{Config, ConfigBuilder, ConfigError, ConfigErrors};
+pub use engine::{
+    Engine, EngineRequest, Finding, Outcome, Paths, Route, SharedPaths, WrappedDiscovery,
+};
+pub use layer::{CibaBody, CibaLayer, CibaService};
+pub use protocol::{ErrorCode, OAuthError};
+pub use secret::hash_secret;
+pub use tokens::generate_pem as generate_signing_key;
+pub use upstream::HeaderEdits;
 
-/// Installs ring as the process-wide rustls crypto provider. Call once at start-up, before any
-/// outbound client is built; calling it again is harmless.
+/// Installs ring as the process-wide rustls crypto provider, unless one is installed already
+/// (then it is left alone). [`Engine::new`] calls it, so there is no need to; an application
+/// that builds its own rustls clients before the engine may call it first.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

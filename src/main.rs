@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve { config, json_logs } => serve(config, json_logs),
         Command::Check { config, online } => check(&config, online),
-        Command::Keygen { alg, out } => match ciba_gateway::tokens::generate_pem(alg.into()) {
+        Command::Keygen { alg, out } => match ciba_gateway::generate_signing_key(alg.into()) {
             Ok(pem) => match out {
                 None => {
                     print!("{pem}");
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
                 eprintln!("the secret is empty");
                 return ExitCode::FAILURE;
             }
-            println!("{}", ciba_gateway::secret::hash_secret(secret));
+            println!("{}", ciba_gateway::hash_secret(secret));
             ExitCode::SUCCESS
         }
     }
@@ -135,7 +135,7 @@ fn check(config: &std::path::Path, online: bool) -> ExitCode {
         }
     };
     let findings = if online {
-        if engine.upstream().is_none() {
+        if engine.config().upstream.is_none() {
             eprintln!("--online: no upstream is configured; nothing to fetch");
         }
         match tokio::runtime::Builder::new_current_thread()

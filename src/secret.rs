@@ -2,7 +2,7 @@
 //! against argon2id hashes with a cache so that a poll never pays a password hash twice.
 
 use std::fmt;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHashString, PasswordVerifier};
 use argon2::{Argon2, PasswordHasher};
@@ -96,14 +96,25 @@ impl Expected {
     }
 }
 
+/// One argon2 verification under way, shared by every presentation of the same value.
+type Run = Arc<tokio::sync::OnceCell<bool>>;
+
 /// Verifies presented secrets against an expected one. A successful verification is remembered
 /// as a salted digest of what was presented; later presentations of the same value are
 /// accepted after a constant-time comparison of digests, without re-running argon2.
+/// Presentations of one value that arrive while it is being verified wait for that one run: a
+/// client's burst of polls against a cold cache (a restart under load) costs one argon2
+/// verification, not one per request queued behind the CPU-bound pool.
 #[derive(Debug)]
 pub struct SecretVerifier {
     expected: Expected,
     salt: [u8; 16],
     verified: RwLock<Option<[u8; 32]>>,
+    /// The argon2 verifications under way, by digest of what was presented.
+    running: Mutex<Vec<([u8; 32], Run)>>,
+    /// Test instrumentation: argon2 verifications this verifier ran.
+    #[cfg(test)]
+    ran: std::sync::atomic::AtomicUsize,
 }
 
 impl SecretVerifier {
@@ -115,6 +126,9 @@ impl SecretVerifier {
             expected,
             salt,
             verified: RwLock::new(None),
+            running: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            ran: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -141,29 +155,29 @@ impl SecretVerifier {
                 bool::from(a.ct_eq(&b))
             }
             Expected::Argon2(phc) => {
-                let phc = Arc::clone(phc);
-                let presented = presented.to_owned();
-                let Ok(slot) = HASH_SLOTS.acquire().await else {
-                    return false; // never closed
-                };
-                tokio::task::spawn_blocking(move || {
-                    let _slot = slot;
-                    #[cfg(test)]
-                    {
-                        use std::sync::atomic::Ordering::SeqCst;
-                        let now = HASHING.fetch_add(1, SeqCst) + 1;
-                        MOST_HASHING.fetch_max(now, SeqCst);
-                        HASHED.fetch_add(1, SeqCst);
+                let run = {
+                    let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+                    match running.iter().find(|(d, _)| bool::from(d.ct_eq(&digest))) {
+                        Some((_, run)) => Arc::clone(run),
+                        None => {
+                            let run = Arc::new(tokio::sync::OnceCell::new());
+                            running.push((digest, Arc::clone(&run)));
+                            run
+                        }
                     }
-                    let ok = Argon2::default()
-                        .verify_password(presented.as_bytes(), &phc.password_hash())
-                        .is_ok();
-                    #[cfg(test)]
-                    HASHING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                    ok
-                })
-                .await
-                .unwrap_or(false)
+                };
+                let ok = *run
+                    .get_or_init(|| {
+                        #[cfg(test)]
+                        self.ran.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        argon2_verify(Arc::clone(phc), presented.to_owned())
+                    })
+                    .await;
+                self.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(_, r)| !Arc::ptr_eq(r, &run));
+                ok
             }
         };
         if ok {
@@ -171,6 +185,31 @@ impl SecretVerifier {
         }
         ok
     }
+}
+
+/// One argon2 verification on the blocking pool, within [`HASH_SLOTS`].
+async fn argon2_verify(phc: Arc<PasswordHashString>, presented: String) -> bool {
+    let Ok(slot) = HASH_SLOTS.acquire().await else {
+        return false; // never closed
+    };
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        #[cfg(test)]
+        {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = HASHING.fetch_add(1, SeqCst) + 1;
+            MOST_HASHING.fetch_max(now, SeqCst);
+            HASHED.fetch_add(1, SeqCst);
+        }
+        let ok = Argon2::default()
+            .verify_password(presented.as_bytes(), &phc.password_hash())
+            .is_ok();
+        #[cfg(test)]
+        HASHING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        ok
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// A verifier of an argon2id hash of a random secret nobody knows: verifying against it costs
@@ -216,6 +255,28 @@ mod tests {
         let most = MOST_HASHING.load(std::sync::atomic::Ordering::SeqCst);
         assert!(most >= 1 && most <= cpus, "{most} at once on {cpus} CPUs");
         assert!(v.verify("right").await);
+    }
+
+    // A burst presenting one secret against a cold cache runs argon2 once; a different value
+    // arriving at the same time still gets its own verification.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_burst_of_one_secret_verifies_once() {
+        let v = Arc::new(SecretVerifier::new(
+            Expected::argon2(&hash_secret("right")).unwrap(),
+        ));
+        let runs = |v: &Arc<SecretVerifier>, s: &'static str| {
+            let v = Arc::clone(v);
+            tokio::spawn(async move { v.verify(s).await })
+        };
+        let burst: Vec<_> = (0..16).map(|_| runs(&v, "right")).collect();
+        let other = runs(&v, "wrong");
+        for b in burst {
+            assert!(b.await.unwrap());
+        }
+        assert!(!other.await.unwrap());
+        // One for the burst, one for the other value; not seventeen.
+        assert_eq!(v.ran.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert!(v.running.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

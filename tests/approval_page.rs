@@ -159,10 +159,7 @@ async fn unknown_link_is_404() {
 /// the form as expired.
 #[tokio::test]
 async fn a_shared_csrf_key_lets_another_replica_accept_the_form() {
-    let key = std::env::temp_dir().join(format!(
-        "ciba-csrf-{}",
-        ciba_gateway::protocol::random_token()
-    ));
+    let key = std::env::temp_dir().join(format!("ciba-csrf-{}", ciba_test_support::random_token()));
     std::fs::write(&key, "a-csrf-key-shared-by-every-replica-0123456789").unwrap();
     let shared = |c: &mut ciba_gateway::Config| {
         c.approval.csrf_key = Some(ciba_gateway::config::SecretRef::new(format!(

@@ -31,7 +31,7 @@ impl Drop for Running {
 fn run(port: u16, yaml: &str) -> Running {
     let cfg = std::env::temp_dir().join(format!(
         "ciba-gw-{}.yaml",
-        ciba_gateway::protocol::random_token()
+        ciba_test_support::random_token()
     ));
     std::fs::write(&cfg, yaml).unwrap();
     let check = Command::new(BIN)
@@ -52,19 +52,15 @@ fn run(port: u16, yaml: &str) -> Running {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Running {
-                child,
-                port,
-                _cfg: cfg,
-            };
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    ciba_test_support::eventually_blocking("the gateway listens", || {
+        assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    Running {
+        child,
+        port,
+        _cfg: cfg,
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the gateway did not start listening on {port}");
 }
 
 fn gateway_yaml(port: u16, public: &str, engine: &str, upstream: &str, extra: &str) -> String {

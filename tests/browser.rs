@@ -29,7 +29,7 @@ struct Journey {
 fn secret(value: &str) -> SecretRef {
     let p = std::env::temp_dir().join(format!(
         "ciba-browser-secret-{}",
-        ciba_gateway::protocol::random_token()
+        ciba_test_support::random_token()
     ));
     std::fs::write(&p, value).unwrap();
     SecretRef::new(format!("file:{}", p.display()))
@@ -108,24 +108,20 @@ async fn link_from_mail(j: &mut Journey) -> String {
 
 /// The approval link from the latest webhook event.
 async fn link_from_webhook(j: &Journey) -> String {
-    for _ in 0..200 {
-        if let Some(r) = j.hook.got.lock().unwrap().last() {
-            let v: Value = serde_json::from_str(&r.body).unwrap();
-            return v["data"]["approval_url"].as_str().unwrap().to_owned();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("no webhook event arrived");
+    let body = eventually_some("a webhook event arrives", || async {
+        j.hook.got.lock().unwrap().last().map(|r| r.body.clone())
+    })
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["data"]["approval_url"].as_str().unwrap().to_owned()
 }
 
 fn screenshots() -> PathBuf {
     std::env::var_os("CIBA_SCREENSHOTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let d = std::env::temp_dir().join(format!(
-                "ciba-shots-{}",
-                ciba_gateway::protocol::random_token()
-            ));
+            let d = std::env::temp_dir()
+                .join(format!("ciba-shots-{}", ciba_test_support::random_token()));
             std::fs::create_dir_all(&d).unwrap();
             d
         })

@@ -169,10 +169,8 @@ async fn openid_client_gets_the_providers_tokens_after_a_login_there(kind: Kind,
         ApprovalMode, AuthMethod, IdentityClaim, SecretRef, TokenSource, UpstreamClient,
     };
     let auth = Authenticator::start().await;
-    let secret = std::env::temp_dir().join(format!(
-        "ciba-up-{}",
-        ciba_gateway::protocol::random_token()
-    ));
+    let secret =
+        std::env::temp_dir().join(format!("ciba-up-{}", ciba_test_support::random_token()));
     let (gw, p) = gateway_before_real_time(kind, rt, |c| {
         c.channel = auth.channel_config();
         c.ciba.interval_secs = 1;

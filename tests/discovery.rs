@@ -9,8 +9,8 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use ciba_gateway::CibaLayer;
 use ciba_gateway::Engine;
-use ciba_gateway::tower::CibaLayer;
 use common::*;
 use serde_json::{Value, json};
 

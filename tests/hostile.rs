@@ -184,14 +184,18 @@ async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind
         c.server.idle_timeout_secs = 300;
     })
     .await;
+    // A hundred silent connections per replica (the cap is each replica's, when the gateway is
+    // several behind a round-robin front), so that the bound below means the same for any
+    // number of replicas.
+    let replicas = gw.engines.len();
+    let sent = 100 * replicas;
     let mut flood = Vec::new();
-    for _ in 0..100 {
+    for _ in 0..sent {
         flood.push(TcpStream::connect(addr(&gw)).await.unwrap());
     }
     still_served(&gw).await;
-    // Silent connections were closed to make room: all but about the cap's worth — each
-    // replica's cap, when the gateway is several behind a round-robin front.
-    let kept = 20 * gw.engines.len();
+    // Silent connections were closed to make room: all but about the caps' worth.
+    let kept = 20 * replicas;
     let checks = flood
         .iter_mut()
         .map(|s| closed_within(s, Duration::from_secs(10)));
@@ -201,8 +205,8 @@ async fn a_flood_of_silent_connections_above_the_cap_leaves_room_for_others(kind
         .filter(Result::is_ok)
         .count();
     assert!(
-        closed + kept >= 90,
-        "only {closed} of 100 silent connections were closed ({kept} may be kept)"
+        closed + kept + 10 >= sent,
+        "only {closed} of {sent} silent connections were closed ({kept} may be kept)"
     );
 }
 

@@ -125,7 +125,7 @@ fn ten_thousand_held_polls_cost_only_memory_and_are_all_released() {
         assert_eq!(threads_held, threads_before, "a thread per held poll");
         // A held poll is a task and a registration on the store's wake-up: a few KB at most.
         assert!(per_poll < 16 * 1024, "{per_poll} bytes per held poll");
-        engine.release_held_polls();
+        engine.shutdown();
         for p in polls {
             let (status, body) = p.await.unwrap();
             assert_eq!(

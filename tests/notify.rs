@@ -7,10 +7,11 @@ use ciba_test_support as common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use ciba_gateway::channel::{Delivery, webhook_signature};
 use ciba_gateway::config::{
     ChannelConfig, NotifierKind, Outbound, SecretRef, SmtpTls, UsersConfig, WebhookConfig,
 };
+use ciba_gateway::store::Delivery;
+use ciba_gateway::webhook_signature;
 use common::webhook::receiver;
 use common::*;
 use serde_json::Value;
@@ -18,10 +19,7 @@ use serde_json::Value;
 const KEY_B64: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
 
 fn secret_file() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join(format!(
-        "ciba-whsec-{}",
-        ciba_gateway::protocol::random_token()
-    ));
+    let p = std::env::temp_dir().join(format!("ciba-whsec-{}", ciba_test_support::random_token()));
     std::fs::write(&p, format!("whsec_{KEY_B64}\n")).unwrap();
     p
 }
@@ -50,13 +48,13 @@ fn channel(
 
 /// Waits until the request's delivery is no longer pending.
 async fn settled(gw: &Gateway, id: &str) -> Delivery {
-    for _ in 0..200 {
-        match gw.engine.delivery(id).await {
-            Some(Delivery::Pending) | None => tokio::time::sleep(Duration::from_millis(20)).await,
-            Some(d) => return d,
-        }
-    }
-    panic!("the delivery did not settle");
+    eventually_some("the delivery settles", || async {
+        gw.engine
+            .delivery(id)
+            .await
+            .filter(|d| *d != Delivery::Pending)
+    })
+    .await
 }
 
 #[tokio::test]

@@ -123,7 +123,7 @@ async fn gw_01_code_pkce_login_and_provider_userinfo_pass_through(kind: Kind, rt
     let d = discovery(&gw, &p).await;
     let client = p.web_client();
     let (login, password, email) = p.user();
-    let verifier = ciba_gateway::protocol::random_token();
+    let verifier = ciba_test_support::random_token();
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let mut url = reqwest::Url::parse(s(&d, "authorization_endpoint")).unwrap();
     url.query_pairs_mut()
@@ -281,7 +281,7 @@ async fn delivery_long_poll_ping_and_push_in_front_of_the_provider(kind: Kind, r
     // Both receivers' CAs in one bundle (loaded when the gateway starts).
     let bundle = std::env::temp_dir().join(format!(
         "ciba-gw-cas-{}.pem",
-        ciba_gateway::protocol::random_token()
+        ciba_test_support::random_token()
     ));
     let pem =
         std::fs::read_to_string(&ca).unwrap() + &std::fs::read_to_string(&push_rx.ca_file).unwrap();
@@ -407,7 +407,7 @@ async fn check_online_explains_what_will_not_work() {
         );
         let file = std::env::temp_dir().join(format!(
             "ciba-check-{}.yaml",
-            ciba_gateway::protocol::random_token()
+            ciba_test_support::random_token()
         ));
         std::fs::write(&file, yaml).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ciba-gateway"))
@@ -461,14 +461,10 @@ async fn check_online_explains_what_will_not_work() {
 async fn shared_paths_are_learned_at_start_up() {
     for rt in [RuntimeKind::Pingora, RuntimeKind::Tower] {
         let (gw, _p) = gateway_before(Kind::Django, rt, |_| {}).await;
-        let learned = async {
-            while gw.engine.paths().shared().token != "/o/token/" {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(20), learned)
-            .await
-            .unwrap_or_else(|_| panic!("{rt:?}: the token path was not learned"));
+        eventually(&format!("{rt:?}: the token path is learned"), || async {
+            gw.engine.paths().shared().token == "/o/token/"
+        })
+        .await;
         assert_eq!(gw.engine.paths().shared().userinfo, "/o/userinfo/");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ciba_gateway::config::{RedisConfig, StoreConfig};
-use ciba_gateway::protocol::AuthReqId;
+use ciba_gateway::store::AuthReqId;
 use ciba_gateway::store::{
     Decision, Pacing, PendingStore as _, PollOutcome, RedisStore, Store, StoreError, contract,
 };
@@ -284,27 +284,18 @@ async fn a_dead_server_fails_fast_and_a_restarted_one_is_used_again() {
     }
     redis.restart();
     // Reconnected on demand (the back-off after a failed connect is short).
-    let mut outcome = None;
-    for _ in 0..200 {
-        match s
-            .poll(
-                r.id.as_str(),
-                "c1",
-                now,
-                ciba_gateway::store::Pacing::Checked,
-            )
-            .await
-        {
-            Ok(o) => {
-                outcome = Some(o);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let outcome = eventually(|| {
+        s.poll(
+            r.id.as_str(),
+            "c1",
+            now,
+            ciba_gateway::store::Pacing::Checked,
+        )
+    })
+    .await;
     assert_eq!(
         outcome,
-        Some(PollOutcome::Pending),
+        PollOutcome::Pending,
         "the request survived the restart"
     );
     s.resolve(&r.handle, Decision::Denied, now + 1)
@@ -335,21 +326,17 @@ async fn sessions_and_counters_are_shared_and_taken_once() {
 }
 
 /// Retries a store operation that fails while the store reconnects (a failover, a restart):
-/// the first answer that is not a store failure, within 20 s.
-async fn eventually<T, E: std::fmt::Debug, F, Fut>(mut op: F) -> T
+/// the first answer that is not a store failure.
+async fn eventually<T, E, F, Fut>(mut op: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
 {
-    let mut last = None;
-    for _ in 0..200 {
-        match op().await {
-            Ok(v) => return v,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the store did not come back: {last:?}")
+    ciba_test_support::eventually_some("the store answers again", || {
+        let attempt = op();
+        async move { attempt.await.ok() }
+    })
+    .await
 }
 
 /// Issue 12, item 4: a Sentinel failover is followed without rebuilding the store — the
@@ -402,7 +389,7 @@ async fn a_cluster_slot_move_is_followed() {
     let key = format!(
         "{prefix}:r:{{{}}}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(ciba_gateway::protocol::digest16(r.id.as_str()))
+            .encode(&<sha2::Sha256 as sha2::Digest>::digest(r.id.as_str())[..16])
     );
     let port0 = cluster.nodes[0].port;
     let slot: u16 = ask(port0, &format!("CLUSTER KEYSLOT {key}"))

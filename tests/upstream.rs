@@ -115,7 +115,7 @@ async fn tok_11_client_credentials_passes_through(kind: RuntimeKind) {
 
 async fn gw_01_authorization_code_pkce_login_is_transparent(kind: RuntimeKind) {
     let (gw, _p) = provider_behind(kind, |_| {}).await;
-    let verifier = ciba_gateway::protocol::random_token();
+    let verifier = ciba_test_support::random_token();
     let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
     let redirect_uri = "http://127.0.0.1:9/cb";
     let mut url = reqwest::Url::parse(&format!("{}/auth", gw.url)).unwrap();
@@ -205,16 +205,10 @@ async fn upstream_down_then_back(kind: RuntimeKind) {
         .assert_error(400, "authorization_pending");
 
     p.restart().await;
-    let mut recovered = false;
-    for _ in 0..50 {
-        let (s, _) = get_json(&gw, "/.well-known/openid-configuration").await;
-        if s == 200 {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(recovered, "discovery recovers");
+    eventually("discovery recovers", || async {
+        get_json(&gw, "/.well-known/openid-configuration").await.0 == 200
+    })
+    .await;
     let r = gw
         .post_form(
             "/token",

@@ -27,7 +27,7 @@ both_runtimes!(
 fn secret_file(value: &str) -> SecretRef {
     let p = std::env::temp_dir().join(format!(
         "ciba-up-secret-{}",
-        ciba_gateway::protocol::random_token()
+        ciba_test_support::random_token()
     ));
     std::fs::write(&p, value).unwrap();
     SecretRef::new(format!("file:{}", p.display()))

@@ -48,7 +48,7 @@ async fn directory(user_code_hash: String) -> Directory {
 fn token_file() -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!(
         "ciba-dir-token-{}",
-        ciba_gateway::protocol::random_token()
+        ciba_test_support::random_token()
     ));
     std::fs::write(&p, "dir-token\n").unwrap();
     p
@@ -56,7 +56,7 @@ fn token_file() -> std::path::PathBuf {
 
 #[tokio::test]
 async fn bc_req_09_http_directory_resolves_hints_and_caches_them() {
-    let dir = directory(ciba_gateway::secret::hash_secret("2468")).await;
+    let dir = directory(ciba_gateway::hash_secret("2468")).await;
     let token = token_file();
     let gw = start(|c| {
         c.users = UsersConfig::Http {

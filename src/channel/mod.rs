@@ -21,8 +21,7 @@ use bytes::Bytes;
 pub use client_notify::{ClientNotifier, Notify, PushBody};
 pub use email::{ApprovalEmail, Email};
 pub use http::{CallbackStatus, HttpChannel};
-pub use retry::{AttemptError, RetryPolicy};
-pub use webhook::{Webhook, signature as webhook_signature, webhook_key};
+pub use webhook::{Webhook, signature as webhook_signature};
 
 use crate::clock::Clock;
 use crate::config::NotifierKind;

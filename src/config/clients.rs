@@ -212,8 +212,11 @@ impl ClientConfig {
                 "ciba.user_code.supported is false",
             ));
         }
-        // Only a client that can start CIBA requests logs users in at the upstream.
-        if cfg.approval.mode == ApprovalMode::Upstream && self.upstream.is_none() && ciba {
+        // Only a client that can start CIBA requests logs users in at the upstream: one with
+        // the grant, or a push client (which starts requests without it, CM-03).
+        let starts_requests = ciba || mode == DeliveryMode::Push;
+        if cfg.approval.mode == ApprovalMode::Upstream && self.upstream.is_none() && starts_requests
+        {
             errs.push(ConfigError::new(
                 format!("{p}.upstream"),
                 "is required with approval.mode: upstream",
@@ -223,6 +226,14 @@ impl ClientConfig {
             errs.push(ConfigError::new(
                 format!("{p}.tokens"),
                 "`upstream` needs approval.mode: upstream",
+            ));
+        }
+        // A push is minted by the gateway as the decision is recorded (PUSH-01); the provider's
+        // tokens reach a client only through the token endpoint.
+        if self.tokens == TokenSource::Upstream && mode == DeliveryMode::Push {
+            errs.push(ConfigError::new(
+                format!("{p}.tokens"),
+                "`upstream` works with `poll` and `ping` clients only: a push carries tokens the gateway mints",
             ));
         }
     }

@@ -6,13 +6,14 @@
 //! `endpoints`), `limits.rs`, `ciba.rs`, `store.rs`, `approval.rs`, `upstream.rs`,
 //! `channel.rs`, `users.rs`, `clients.rs`, `tokens.rs`. Those checks are about shape only: keys
 //! and secrets are loaded once, by the component that owns them, when [`crate::Engine::new`]
-//! builds it, and reported through [`Problems`] with the same path convention. Building the
+//! builds it, and reported with the same path convention. Building the
 //! engine is therefore the one validation: `ciba-gateway check` and `serve` refuse exactly the
 //! same files.
 //!
 //! The full reference, with every key and default, is in the README.
 
 mod approval;
+mod builder;
 mod channel;
 mod ciba;
 mod clients;
@@ -29,13 +30,15 @@ use std::fmt;
 use std::path::Path;
 
 pub use approval::*;
+pub use builder::ConfigBuilder;
 pub use channel::*;
 pub use ciba::*;
 pub use clients::*;
 pub use file::*;
 pub use limits::*;
 pub use listener::*;
-pub use secret_ref::{SecretRef, required_reference, resolve_secret, resolve_verifier};
+pub use secret_ref::SecretRef;
+pub(crate) use secret_ref::{required_reference, resolve_secret, resolve_verifier};
 pub use store::*;
 pub use tokens::*;
 pub use upstream::*;
@@ -97,7 +100,7 @@ impl From<ConfigError> for ConfigErrors {
 /// Problems found while a component loads its part of the configuration (keys, secrets, CA
 /// files), collected so that every one is reported, not just the first.
 #[derive(Debug, Default)]
-pub struct Problems(Vec<ConfigError>);
+pub(crate) struct Problems(Vec<ConfigError>);
 
 impl Problems {
     /// No problems yet.
@@ -181,6 +184,33 @@ mod tests {
         assert!(problems("authorization_code").is_empty());
         let e = problems("\"urn:openid:params:grant-type:ciba\"");
         assert_eq!(e[0].path, "clients[0].upstream");
+    }
+
+    // A push client starts requests without the CIBA grant (CM-03): with upstream approval it
+    // needs credentials at the provider like any client that starts requests, and it cannot
+    // take the provider's tokens (a push carries tokens the gateway mints).
+    #[test]
+    fn push_clients_and_upstream_approval() {
+        let yaml = |client: &str| {
+            format!(
+                "public_url: http://gw\nupstream: {{ url: \"http://127.0.0.1:1\" }}\napproval: {{ mode: upstream }}\nclients:\n  - {{ client_id: p, secret: \"${{HOME}}\", grant_types: [], backchannel_token_delivery_mode: push, backchannel_client_notification_endpoint: \"https://c.example/cb\"{client} }}\n"
+            )
+        };
+        let paths = |client| {
+            Config::from_yaml(&yaml(client))
+                .unwrap()
+                .validate()
+                .into_iter()
+                .map(|e| e.path)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(paths(""), ["clients[0].upstream"]);
+        let creds = ", upstream: { client_secret: \"${HOME}\" }";
+        assert!(paths(creds).is_empty());
+        assert_eq!(
+            paths(&format!("{creds}, tokens: upstream")),
+            ["clients[0].tokens"]
+        );
     }
 
     // `runtime:` names the proxy runtime; `engine:`, its old name, keeps existing files working.

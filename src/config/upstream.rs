@@ -21,8 +21,16 @@ pub enum ForwardingHeaders {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// Base URL of the provider (`http` or `https`).
+    /// Base URL of the provider (`http` or `https`): its scheme, and the host name every
+    /// request to it carries (`Host`, the TLS server name).
     pub url: Url,
+    /// The provider's nodes as `host:port` addresses, when it runs on several behind `url`'s
+    /// name. Forwarded requests are spread over them (round robin, pingora runtime) and move
+    /// to the others when one cannot be reached (both runtimes, and the gateway's own
+    /// requests: discovery, JWKS, code exchange). Resolved once at start. Default: `url`'s
+    /// host and port alone.
+    #[serde(default)]
+    pub nodes: Vec<String>,
     /// PEM file of CA certificates to verify an https upstream with. Default: the system's.
     #[serde(default)]
     pub ca_file: Option<std::path::PathBuf>,
@@ -76,6 +84,31 @@ impl UpstreamConfig {
                 "upstream.url",
                 "must be an http or https URL with a host",
             ));
+        }
+        if !self.nodes.is_empty()
+            && matches!(
+                self.url.host(),
+                Some(url::Host::Ipv4(_) | url::Host::Ipv6(_))
+            )
+        {
+            errs.push(ConfigError::new(
+                "upstream.url",
+                "with `upstream.nodes`, must name the provider by a host name (the name every node answers for), not an IP address",
+            ));
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            let port = n
+                .rsplit_once(':')
+                .and_then(|(h, p)| (!h.is_empty()).then_some(p));
+            if port
+                .and_then(|p| p.parse::<u16>().ok())
+                .is_none_or(|p| p == 0)
+            {
+                errs.push(ConfigError::new(
+                    format!("upstream.nodes[{i}]"),
+                    "must be a host:port address",
+                ));
+            }
         }
         if self.url.path() != "/" || self.url.query().is_some() {
             errs.push(ConfigError::new(

@@ -3,7 +3,7 @@
 //! if a protocol rule appears in an adapter, it belongs here instead.
 //!
 //! A request's life in an adapter:
-//! 1. [`Engine::route`]: `None` → pass the request through untouched, with
+//! 1. [`Engine::route`] (method, path, headers): `None` → pass the request through untouched, with
 //!    [`Engine::header_edits`] applied (BCP-05);
 //! 2. `Some(route)` → buffer the body: at most [`Engine::max_body_bytes`], within
 //!    [`Engine::body_read_timeout`]; failures answered with [`Engine::body_too_large`],
@@ -16,7 +16,7 @@
 //! document when [`Engine::discovery_from_wrapped`] says so and lets
 //! [`Engine::wrapped_discovery`] decide what to answer; a standalone runtime answers what the
 //! gateway does not serve with [`Engine::not_served`]. A runtime calls [`Engine::warm_up`] as it
-//! starts listening and [`Engine::release_held_polls`] as it starts shutting down.
+//! starts listening and [`Engine::shutdown`] as it starts shutting down.
 
 use std::time::Duration;
 
@@ -46,8 +46,15 @@ impl WrappedDiscovery {
 }
 
 impl Engine {
-    /// Which of the gateway's endpoints a path is, if any. Everything else passes through.
-    pub fn route(&self, path: &str) -> Option<Route> {
+    /// Which of the gateway's endpoints a request is for, if any; everything else passes
+    /// through. A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`) is never the
+    /// gateway's: the gateway has no cross-origin policy of its own, so the preflight goes to
+    /// whatever answers CORS behind or around it (a tower-http `CorsLayer`, the provider).
+    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<Route> {
+        if method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return None;
+        }
         self.paths.route(path, self.http_channel)
     }
 
@@ -166,11 +173,44 @@ impl Engine {
         self.warmed.initialized()
     }
 
-    /// Lets every poll held for long polling go now (each is answered from the store as it
-    /// stands). A runtime calls it when it starts shutting down, so that held polls do not
-    /// hold the shutdown up.
-    pub fn release_held_polls(&self) {
-        self.release.release();
+    /// Shuts the engine down: every poll held for long polling is answered now (from the
+    /// store as it stands: `authorization_pending` unless the user has decided), and so is
+    /// every later one; the shared store's expiry sweep and the push-expiry timers end.
+    /// Pending requests stay in the store. Call it when the server starts shutting down, so
+    /// that held polls do not hold the shutdown up; calling it again does nothing.
+    ///
+    /// With axum or hyper-util, [`Engine::shutdown_on`] wraps the shutdown signal for you.
+    pub fn shutdown(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Wraps a server's shutdown signal: the returned future completes when `signal` does,
+    /// after [`Engine::shutdown`]. Hand it to the server's graceful shutdown, so that the
+    /// connections it waits for are not held polls:
+    ///
+    /// ```no_run
+    /// # use std::sync::Arc;
+    /// # async fn run(engine: Arc<ciba_gateway::Engine>, app: axum::Router) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// axum::serve(listener, app)
+    ///     .with_graceful_shutdown(engine.shutdown_on(async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     }))
+    ///     .await
+    /// # }
+    /// ```
+    pub fn shutdown_on<F>(
+        self: &std::sync::Arc<Self>,
+        signal: F,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        F: std::future::Future + Send + 'static,
+    {
+        let engine = std::sync::Arc::clone(self);
+        async move {
+            signal.await;
+            engine.shutdown();
+        }
     }
 
     /// Whether a warning that a flood could repeat may be logged now: `Some(suppressed)` at most
@@ -226,8 +266,14 @@ impl Engine {
 
     /// The standalone gateway's answer for what it does not serve: a token request with another
     /// grant type is `unsupported_grant_type`; a userinfo request with a token not its own is
-    /// `invalid_token`; anything else is 404.
+    /// `invalid_token`; a CORS preflight for one of the gateway's endpoints is 405 (it has no
+    /// cross-origin policy); anything else is 404.
     pub fn not_served(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Bytes> {
+        if method == Method::OPTIONS && self.paths.route(path, self.http_channel).is_some() {
+            return OAuthError::new(ErrorCode::InvalidRequest, StatusCode::METHOD_NOT_ALLOWED)
+                .describe("this gateway answers no CORS preflight")
+                .into_response();
+        }
         let shared = self.paths.shared();
         if path == shared.token {
             let e = if method != Method::POST {

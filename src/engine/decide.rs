@@ -17,7 +17,7 @@ use crate::store::{
 };
 use crate::tokens::{Minter, Recipient};
 
-use super::issue::{Family, Issuer};
+use super::issue::{Family, TokenIssuance};
 
 /// Decides pending requests, once each, and tells ping and push clients.
 pub(super) struct Decisions {
@@ -26,8 +26,9 @@ pub(super) struct Decisions {
     clients: Arc<ClientRegistry>,
     notifier: Arc<ClientNotifier>,
     minter: Arc<Minter>,
-    issuer: Arc<Issuer>,
+    issuance: Arc<TokenIssuance>,
     log: Arc<LogThrottle>,
+    shutdown: Arc<super::shutdown::Shutdown>,
 }
 
 /// How often each replica sweeps a shared store for push requests that expired undecided.
@@ -37,15 +38,16 @@ const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 const CLAIM_LEASE_MS: u64 = 10_000;
 
 impl Decisions {
-    pub(super) fn new(shared: &Shared, issuer: &Arc<Issuer>) -> Self {
+    pub(super) fn new(shared: &Shared, issuance: &Arc<TokenIssuance>) -> Self {
         Self {
             store: Arc::clone(&shared.store),
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
             notifier: Arc::clone(&shared.notifier),
             minter: Arc::clone(&shared.minter),
-            issuer: Arc::clone(issuer),
+            issuance: Arc::clone(issuance),
             log: Arc::clone(&shared.log),
+            shutdown: Arc::clone(&shared.shutdown),
         }
     }
 
@@ -137,7 +139,11 @@ impl Decisions {
         let left = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
         let (this, pending) = (Arc::clone(self), pending.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(left)) => {}
+                // A process that stops takes its timers with it; the engine says so first.
+                () = this.shutdown.wait() => return,
+            }
             if let Err(e) = this.tell_expired(pending).await {
                 tracing::error!(error = %e, "a push request's expiry could not be taken; its client is not told");
             }
@@ -150,11 +156,15 @@ impl Decisions {
     /// claimed again by another replica if this one died first).
     pub(super) fn sweep_expired(self: &Arc<Self>) {
         let this = Arc::downgrade(self);
+        let shutdown = Arc::clone(&self.shutdown);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = shutdown.wait() => return,
+                }
                 let Some(d) = this.upgrade() else { return };
                 d.sweep_once().await;
             }
@@ -266,7 +276,7 @@ impl Decisions {
             PollOutcome::Approved(pending, approval) => {
                 let grant = self.minter.grant_for(&pending, &approval);
                 let minted = self
-                    .issuer
+                    .issuance
                     .issue(client, &grant, now_ms, Recipient::Push, Family::New)
                     .await;
                 Some(match minted.map(|t| serde_json::to_value(&t)) {

@@ -16,7 +16,7 @@ use crate::users::UserDirectory;
 const OFFLINE_ACCESS: &str = "offline_access";
 
 /// Mints tokens and starts or continues refresh-token families.
-pub(super) struct Issuer {
+pub(super) struct TokenIssuance {
     minter: Arc<Minter>,
     store: Arc<Store>,
     users: Arc<UserDirectory>,
@@ -32,7 +32,7 @@ pub(super) enum Family {
     Continue(RefreshIssue),
 }
 
-impl Issuer {
+impl TokenIssuance {
     pub(super) fn new(shared: &Shared) -> Self {
         Self {
             minter: Arc::clone(&shared.minter),

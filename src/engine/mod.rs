@@ -12,7 +12,9 @@ mod callback;
 mod decide;
 mod discovery;
 mod issue;
+mod pages;
 mod paths;
+mod shutdown;
 mod token;
 mod upstream_login;
 mod userinfo;
@@ -35,8 +37,8 @@ use crate::users::UserDirectory;
 
 pub use crate::protocol::json_response;
 pub use adapter::WrappedDiscovery;
-pub use approval::Pages;
 pub use discovery::Finding;
+pub(crate) use pages::Pages;
 pub use paths::{Paths, SharedPaths};
 
 /// A buffered request, as an adapter hands it to the engine.
@@ -104,8 +106,8 @@ struct Shared {
     paths: Arc<Paths>,
     log: Arc<LogThrottle>,
     notifier: Arc<crate::channel::ClientNotifier>,
-    /// Released when the runtime shuts down: polls held for long polling answer at once.
-    release: Arc<token::Release>,
+    /// Set when the engine shuts down: held polls answer at once, background loops end.
+    shutdown: Arc<shutdown::Shutdown>,
 }
 
 /// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`. What an adapter may ask of it
@@ -117,7 +119,7 @@ pub struct Engine {
     upstream: Option<Arc<Upstream>>,
     http_channel: bool,
     tls: Option<crate::tls::ListenerTls>,
-    release: Arc<token::Release>,
+    shutdown: Arc<shutdown::Shutdown>,
     store: Arc<Store>,
     minter: Arc<Minter>,
     log: Arc<LogThrottle>,
@@ -129,7 +131,7 @@ pub struct Engine {
     warmed: tokio::sync::OnceCell<()>,
     decisions: Arc<decide::Decisions>,
     backchannel: backchannel::Backchannel,
-    token: token::CibaGrant,
+    token: token::TokenEndpoint,
     approval: approval::ApprovalPages,
     login: Option<Arc<upstream_login::UpstreamLogin>>,
     channel_callback: callback::ChannelCallback,
@@ -154,6 +156,8 @@ impl Engine {
     /// problem is reported at once: the configuration's rules, then whatever the components
     /// find loading their keys and secrets (each loaded once, by the component that owns it).
     pub fn with_clock(cfg: Config, clock: Arc<dyn Clock>) -> Result<Self, ConfigErrors> {
+        // The outbound clients need a rustls provider: ring, unless the application chose one.
+        crate::install_crypto_provider();
         // Shape first, then what the components load; both kinds are reported together.
         let mut problems = cfg.validate();
         let keys = take(&mut problems, KeySet::from_config(&cfg.tokens));
@@ -212,20 +216,20 @@ impl Engine {
             upstream,
             paths,
             notifier: Arc::new(notifier),
-            release: Arc::new(token::Release::default()),
+            shutdown: Arc::new(shutdown::Shutdown::default()),
             clock,
             issuer,
             cfg,
         };
-        let issuer = Arc::new(issue::Issuer::new(&shared));
-        let decisions = Arc::new(decide::Decisions::new(&shared, &issuer));
+        let issuance = Arc::new(issue::TokenIssuance::new(&shared));
+        let decisions = Arc::new(decide::Decisions::new(&shared, &issuance));
         let login = (shared.cfg.approval.mode == ApprovalMode::Upstream)
             .then_some(shared.upstream.as_ref())
             .flatten()
             .map(|u| Arc::new(upstream_login::UpstreamLogin::new(&shared, u, &decisions)));
         Ok(Self {
             backchannel: backchannel::Backchannel::new(&shared, &decisions),
-            token: token::CibaGrant::new(&shared, &issuer),
+            token: token::TokenEndpoint::new(&shared, &issuance),
             approval: approval::ApprovalPages::new(&shared, &decisions, login.clone()),
             channel_callback: callback::ChannelCallback::new(&shared, &decisions),
             userinfo: userinfo::Userinfo::new(&shared),
@@ -236,7 +240,7 @@ impl Engine {
             audited: std::sync::atomic::AtomicUsize::new(0),
             warmed: tokio::sync::OnceCell::new(),
             decisions,
-            release: Arc::clone(&shared.release),
+            shutdown: Arc::clone(&shared.shutdown),
             store: shared.store,
             minter: shared.minter,
             log: shared.log,
@@ -263,12 +267,12 @@ impl Engine {
     }
 
     /// TLS for the listener (`tls:`), loaded when the engine was built; `None` for plain TCP.
-    pub fn listener_tls(&self) -> Option<&crate::tls::ListenerTls> {
+    pub(crate) fn listener_tls(&self) -> Option<&crate::tls::ListenerTls> {
         self.tls.as_ref()
     }
 
     /// The upstream provider, if configured (the runtimes take its address and TLS roots).
-    pub fn upstream(&self) -> Option<&Upstream> {
+    pub(crate) fn upstream(&self) -> Option<&Upstream> {
         self.upstream.as_deref()
     }
 
@@ -325,7 +329,7 @@ impl Engine {
     /// The provider's discovery document, fetched as the gateway fetches it (public `Host`,
     /// forwarding headers); every fresh copy updates the shared paths and is audited, and what
     /// will not work is logged. `None` without an upstream.
-    pub async fn upstream_discovery_document(
+    pub(crate) async fn upstream_discovery_document(
         &self,
     ) -> Option<Result<Arc<serde_json::Map<String, serde_json::Value>>, UpstreamError>> {
         let u = self.upstream.as_ref()?;
@@ -514,7 +518,11 @@ fn shared_store_findings(cfg: &Config) -> Vec<Finding> {
             fix: "give every replica the same `tokens.keys` (`ciba-gateway keygen`)".into(),
         });
     }
-    if cfg.approval.csrf_key.is_none() {
+    // The pages' forms carry the CSRF token: only where pages are shown (the approval page of
+    // the `log` and `notify` channels, the consent page after an upstream login).
+    let pages = !matches!(cfg.channel, crate::config::ChannelConfig::Http { .. })
+        || cfg.approval.mode == ApprovalMode::Upstream;
+    if pages && cfg.approval.csrf_key.is_none() {
         found.push(Finding {
             problem: "the store is shared, and `approval.csrf_key` is not set: an approval page rendered by one replica is refused by another".into(),
             fix: "set `approval.csrf_key` (32+ characters, `${ENV}` or `file:`) identically on every replica".into(),
@@ -531,4 +539,31 @@ fn shared_store_findings(cfg: &Config) -> Vec<Finding> {
         });
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Replicas sharing a store need one CSRF key only where pages with forms are shown: not
+    // with the HTTP authentication channel, whose authenticator decides.
+    #[test]
+    fn a_shared_csrf_key_only_where_pages_are_shown() {
+        let findings = |channel: &str| {
+            let cfg = Config::from_yaml(&format!(
+                "public_url: http://gw\nstore: {{ type: redis, url: \"redis://127.0.0.1:1\" }}\nchannel: {channel}\n"
+            ))
+            .unwrap();
+            shared_store_findings(&cfg)
+                .into_iter()
+                .map(|f| f.fix)
+                .collect::<Vec<_>>()
+        };
+        let csrf = |f: &[String]| f.iter().any(|f| f.contains("approval.csrf_key"));
+        assert!(csrf(&findings("{ type: log }")));
+        let http = findings(
+            "{ type: http, url: \"https://auth.example/authn\", bearer_secret: \"${HOME}\" }",
+        );
+        assert!(!csrf(&http), "{http:?}");
+    }
 }

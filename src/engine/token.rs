@@ -10,10 +10,10 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::issue::{Family, Issuer};
+use super::issue::{Family, TokenIssuance};
 use super::{Engine, EngineRequest, Outcome, Shared, json_response};
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
@@ -38,56 +38,33 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Lets every held poll go at once (the runtime is shutting down).
-#[derive(Debug, Default)]
-pub(super) struct Release {
-    released: AtomicBool,
-    notify: tokio::sync::Notify,
-}
-
-impl Release {
-    pub(super) fn release(&self) {
-        self.released.store(true, Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    async fn released(&self) {
-        let woken = self.notify.notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        if !self.released.load(Ordering::Acquire) {
-            woken.await;
-        }
-    }
-}
-
 /// The CIBA grant's dependencies: client authentication, the store it redeems from (and waits
 /// on, when long polling), and what it mints tokens with.
-pub(super) struct CibaGrant {
+pub(super) struct TokenEndpoint {
     accept_ietf_alias: bool,
     long_poll: Duration,
-    release: Arc<Release>,
+    shutdown: Arc<super::shutdown::Shutdown>,
     /// Polls being held now.
     pub(super) held: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
     clients: Arc<ClientRegistry>,
     store: Arc<Store>,
     minter: Arc<Minter>,
-    issuer: Arc<Issuer>,
+    issuance: Arc<TokenIssuance>,
 }
 
-impl CibaGrant {
-    pub(super) fn new(shared: &Shared, issuer: &Arc<Issuer>) -> Self {
+impl TokenEndpoint {
+    pub(super) fn new(shared: &Shared, issuance: &Arc<TokenIssuance>) -> Self {
         Self {
             accept_ietf_alias: shared.cfg.ciba.accept_ietf_grant_type_alias,
             long_poll: Duration::from_secs(shared.cfg.ciba.long_poll_secs.into()),
-            release: Arc::clone(&shared.release),
+            shutdown: Arc::clone(&shared.shutdown),
             held: std::sync::atomic::AtomicUsize::new(0),
             clock: Arc::clone(&shared.clock),
             clients: Arc::clone(&shared.clients),
             store: Arc::clone(&shared.store),
             minter: Arc::clone(&shared.minter),
-            issuer: Arc::clone(issuer),
+            issuance: Arc::clone(issuance),
         }
     }
 
@@ -111,10 +88,11 @@ impl CibaGrant {
     /// shuts down.
     async fn hold(&self, id: &str, now_ms: u64) {
         let _held = Held::count(&self.held);
+        tracing::debug!("poll held until the user decides");
         tokio::select! {
             () = self.store.decided(id, now_ms) => {}
             () = tokio::time::sleep(self.long_poll) => {}
-            () = self.release.released() => {}
+            () = self.shutdown.wait() => {}
         }
     }
 
@@ -196,7 +174,7 @@ impl CibaGrant {
             expires_at: claims.exp,
         });
         let tokens = self
-            .issuer
+            .issuance
             .issue(client, &grant, now_ms, Recipient::TokenEndpoint, family)
             .await?;
         tracing::info!(client_id = %client.id, "tokens refreshed");
@@ -253,7 +231,7 @@ impl CibaGrant {
                 }
                 let grant = self.minter.grant_for(&pending, &approval);
                 let tokens = self
-                    .issuer
+                    .issuance
                     .issue(
                         client,
                         &grant,

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Map, Value};
 
-use super::approval::{Pages, Shown, cookie_value, record_choice};
 use super::decide::Decisions;
+use super::pages::{Pages, Shown, cookie_value, record_choice};
 use super::{EngineRequest, Shared};
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;

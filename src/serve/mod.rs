@@ -6,10 +6,10 @@
 //! - `run(engine)`: the whole process as the `ciba-gateway` binary runs it (its own threads,
 //!   signals, TLS from `tls:`, the listener from `listen:`), returning when it shuts down.
 //!
-//! [`tower`] is hyper with the tower layer ([`crate::tower::CibaLayer`]) over a forwarding
+//! [`tower`] is hyper with the tower layer ([`crate::layer::CibaLayer`]) over a forwarding
 //! service; [`pingora`] is pingora's server with the pingora module
-//! ([`crate::pingora::CibaProxy`]). Both hold connections to the `server.*` limits with the
-//! bookkeeping in [`crate::conn_limit`]. `runtime:` in the configuration chooses one.
+//! ([`crate::proxy::CibaProxy`]). Both hold connections to the `server.*` limits with the
+//! bookkeeping. `runtime:` in the configuration chooses one.
 
 #[cfg(feature = "pingora")]
 pub mod pingora;

@@ -1,6 +1,7 @@
-//! The pingora runtime: pingora's `Server` running [`CibaProxy`] behind [`Guarded`] (the
-//! gateway's connection limits, which pingora 0.9 lacks), and [`WarmUp`], which reads the
-//! provider's discovery as the server starts.
+//! The pingora runtime: pingora's `Server` running [`CibaProxy`] behind `Guarded` (the
+//! gateway's connection limits, which pingora 0.9 lacks), with the provider's nodes'
+//! health checks and `WarmUp` (the provider's discovery read at start, the engine's shutdown)
+//! beside it.
 
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use pingora::apps::ServerApp;
 use super::ServeError;
 use crate::conn_limit::{Connections, PRESSURE_QUIET};
 use crate::engine::Engine;
-use crate::pingora::CibaProxy;
+use crate::proxy::CibaProxy;
 
 /// The pingora proxy with the gateway's connection limits around it: pingora 0.9 has no
 /// connection cap and times single reads only, so this [`ServerApp`] watches each connection:
@@ -19,7 +20,7 @@ use crate::pingora::CibaProxy;
 /// the ones quiet for [`PRESSURE_QUIET`] are closed to make room. Keep `max_connections` below
 /// the open-file limit: pingora's accept loop cannot wait for room the way the tower runtime
 /// does. Build it with [`Guarded::service`].
-pub struct Guarded {
+pub(crate) struct Guarded {
     inner: Arc<pingora::proxy::HttpProxy<CibaProxy>>,
     conns: Arc<Connections>,
 }
@@ -100,19 +101,18 @@ impl ServerApp for Guarded {
     }
 }
 
-/// Reads the provider's discovery as the pingora server starts ([`Engine::warm_up`]) and
-/// releases held polls as it stops ([`Engine::release_held_polls`]): add it to a `Server` with
-/// `pingora::services::background::background_service`.
+/// Reads the provider's discovery as the pingora server starts ([`Engine::warm_up`]) and shuts
+/// the engine down as it stops ([`Engine::shutdown`]: held polls are answered): added to a
+/// `Server` with `pingora::services::background::background_service`.
 #[derive(Debug)]
-pub struct WarmUp(pub Arc<Engine>);
+pub(crate) struct WarmUp(pub(crate) Arc<Engine>);
 
 #[async_trait]
 impl pingora::services::background::BackgroundService for WarmUp {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         self.0.warm_up().await;
-        // Held polls (long polling) are answered as the shutdown starts.
         let _ = shutdown.changed().await;
-        self.0.release_held_polls();
+        self.0.shutdown();
     }
 }
 
@@ -129,10 +129,18 @@ pub async fn serve(
 
     let proxy = CibaProxy::try_new(Arc::clone(&engine)).map_err(ServeError::Setup)?;
     let conf = Arc::new(pingora::server::configuration::ServerConf::default());
-    let engine_for_release = Arc::clone(&engine);
-    tokio::spawn(async move { engine.warm_up().await });
+    let nodes = Arc::clone(proxy.nodes());
     let app = Arc::new(Guarded::new(&conf, proxy));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The same background work as `run`'s services: the nodes' health checks (pingora's own
+    // loop) and the engine's warm-up and shutdown.
+    {
+        use pingora::services::background::BackgroundService as _;
+        let watch = stop_rx.clone();
+        tokio::spawn(async move { nodes.start(watch).await });
+        let watch = stop_rx.clone();
+        tokio::spawn(async move { WarmUp(engine).start(watch).await });
+    }
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -149,7 +157,6 @@ pub async fn serve(
             () = &mut shutdown => break,
         }
     }
-    engine_for_release.release_held_polls();
     let _ = stop_tx.send(true);
     Ok(())
 }
@@ -176,6 +183,7 @@ pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let proxy = CibaProxy::try_new(Arc::clone(&engine)).map_err(ServeError::Setup)?;
+    let nodes = Arc::clone(proxy.nodes());
     let mut service = Guarded::service(&server.configuration, proxy);
     let addr = listen.to_string();
     match engine.listener_tls() {
@@ -193,6 +201,10 @@ pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
     server.add_service(pingora::services::background::background_service(
         "upstream discovery",
         WarmUp(Arc::clone(&engine)),
+    ));
+    server.add_service(pingora::services::background::GenBackgroundService::new(
+        "upstream health checks".into(),
+        nodes,
     ));
     tracing::info!(%listen, issuer = engine.issuer(), runtime = "pingora", "ciba-gateway listening");
     server.run(RunArgs::default());

@@ -21,11 +21,11 @@ use tower_service::Service;
 
 use super::ServeError;
 use crate::engine::Engine;
-use crate::tower::CibaService;
+use crate::layer::CibaService;
 
 /// What the server knows about the client connection, attached to each request.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientConnection {
+pub(crate) struct ClientConnection {
     /// The peer's address.
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
@@ -46,41 +46,37 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// The response body of the binary's inner service: its own JSON, or the upstream's stream.
-pub type InnerBody = Either<Full<Bytes>, reqwest::Body>;
+pub(crate) type InnerBody = Either<Full<Bytes>, reqwest::Body>;
 
 /// The inner service of the tower engine: forwards to the upstream provider (a hyper-based
 /// client with connection reuse), or, standalone, gives the engine's "not served" answer.
 #[derive(Debug, Clone)]
-pub struct Inner {
+pub(crate) struct Inner {
     engine: Arc<Engine>,
-    client: Option<reqwest::Client>,
+    client: Option<Arc<crate::upstream::Nodes>>,
 }
 
 impl Inner {
     /// The inner service for `engine`: forwarding when it has an upstream.
-    pub fn new(engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>) -> Self {
         let client = engine.upstream().map(|u| {
             let c = u.config();
-            let mut b = reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                // HTTP/1.1 upstream, as pingora does: the client's Host header is forwarded as is,
-                // which HTTP/2 would carry as a conflicting :authority.
-                .http1_only()
-                // Pass-through is byte for byte: bodies keep their Content-Encoding.
-                .no_gzip()
-                .no_deflate()
-                .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
-                .read_timeout(Duration::from_millis(c.read_timeout_ms))
-                .pool_idle_timeout(Duration::from_secs(60));
-            for cert in u.ca_certificates() {
-                // Parsed when the upstream was built; DER that parsed once converts again.
-                if let Ok(cert) = reqwest::Certificate::from_der(cert) {
-                    b = b.add_root_certificate(cert);
-                }
-            }
-            b.build()
-                .expect("a reqwest client with rustls and ring builds")
+            u.clients(|| {
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .no_proxy()
+                    // HTTP/1.1 upstream, as pingora does: the client's Host header is forwarded
+                    // as is, which HTTP/2 would carry as a conflicting :authority.
+                    .http1_only()
+                    // Pass-through is byte for byte: bodies keep their Content-Encoding.
+                    .no_gzip()
+                    .no_deflate()
+                    .connect_timeout(Duration::from_millis(c.connect_timeout_ms))
+                    .read_timeout(Duration::from_millis(c.read_timeout_ms))
+                    .pool_idle_timeout(Duration::from_secs(60))
+            })
+            .map(Arc::new)
+            .expect("a reqwest client with rustls and ring builds")
         });
         Self { engine, client }
     }
@@ -114,21 +110,16 @@ where
 
 async fn forward<B>(
     engine: &Engine,
-    client: &reqwest::Client,
+    client: &crate::upstream::Nodes,
     req: Request<B>,
 ) -> Response<InnerBody>
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let upstream = engine
-        .upstream()
-        .expect("a forwarding client implies an upstream");
     let conn = req.extensions().get::<ClientConnection>().copied();
     let (parts, body) = req.into_parts();
-    let mut url = upstream.url().clone();
-    url.set_path(parts.uri.path());
-    url.set_query(parts.uri.query());
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut headers = parts.headers;
     for h in HOP_BY_HOP {
         headers.remove(*h);
@@ -147,11 +138,16 @@ where
     // The client's body streams to the provider; it must arrive in full in time.
     let deadline = tokio::time::Instant::now() + engine.body_read_timeout();
     let body = guard::DeadlineBody::new(body, deadline);
+    // The headers move into the request; a copy is kept only if another node may be tried.
+    let spare = client.several().then(|| headers.clone());
+    let mut headers = Some(headers);
     let sent = client
-        .request(parts.method, url)
-        .headers(headers)
-        .body(reqwest::Body::wrap(body))
-        .send()
+        .send_once(path_and_query, body, |c, url, body| {
+            let headers = headers.take().or_else(|| spare.clone()).unwrap_or_default();
+            c.request(parts.method.clone(), url)
+                .headers(headers)
+                .body(reqwest::Body::wrap(body))
+        })
         .await;
     match sent {
         Ok(resp) => {
@@ -189,7 +185,7 @@ pub async fn serve(
     Ok(serve_with(listener, engine, None, shutdown).await?)
 }
 
-/// Like [`serve`], with TLS on the listener (the engine's [`Engine::listener_tls`] offers HTTP/2
+/// Like [`serve`], with TLS on the listener (the configuration's `tls` offers HTTP/2
 /// and HTTP/1.1 by ALPN).
 pub async fn serve_tls(
     listener: TcpListener,
@@ -286,7 +282,7 @@ async fn serve_with(
     let releasing = Arc::clone(&engine);
     let shutdown = async move {
         shutdown.await;
-        releasing.release_held_polls();
+        releasing.shutdown();
     };
     tokio::pin!(shutdown);
     loop {

@@ -1,7 +1,9 @@
 //! Pending CIBA requests. The interface speaks the protocol — create a request, record a poll
 //! (deciding `slow_down`), resolve it once, take the result once — so that every backend
-//! enforces the same state machine, and [`contract`] runs the same tests against each.
+//! enforces the same state machine, and `contract` (feature `store-contract`) runs the same
+//! tests against each.
 
+#[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
 mod memory;
 #[cfg(feature = "redis")]
@@ -14,7 +16,7 @@ pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 
-use crate::protocol::{AuthReqId, NotificationToken, Scope};
+pub use crate::protocol::{AuthReqId, NotificationToken, Scope};
 
 /// What the gateway remembers about an accepted request (BC-ACK-05).
 #[derive(Debug, Clone, PartialEq, Eq)]

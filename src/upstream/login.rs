@@ -138,32 +138,37 @@ impl Upstream {
         if let Some(q) = endpoint.query() {
             path = format!("{path}?{q}");
         }
-        let url = self.cfg.url.join(&path).map_err(|e| e.to_string())?;
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ];
-        let mut req = self.client.post(url).headers(self.own_headers().clone());
-        match creds.auth_method {
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = match creds.auth_method {
             AuthMethod::ClientSecretBasic => {
-                let enc =
-                    |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-                req = req.basic_auth(enc(&creds.client_id), Some(enc(creds.secret.expose())));
+                Some((enc(&creds.client_id), enc(creds.secret.expose())))
             }
             AuthMethod::ClientSecretPost => {
                 form.push(("client_id", &creds.client_id));
                 form.push(("client_secret", creds.secret.expose()));
+                None
             }
-        }
+        };
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
             .finish();
-        let resp = req
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
+        let resp = self
+            .client
+            .send(&path, |c, url| {
+                let req = c.post(url).headers(self.own_headers().clone());
+                let req = match &basic {
+                    Some((id, secret)) => req.basic_auth(id, Some(secret)),
+                    None => req,
+                };
+                req.header("content-type", "application/x-www-form-urlencoded")
+                    .body(body.clone())
+            })
             .await
             .map_err(|e| e.without_url().to_string())?;
         let status = resp.status();

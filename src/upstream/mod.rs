@@ -13,6 +13,9 @@ use url::Url;
 use crate::config::{ConfigError, ForwardingHeaders, UpstreamConfig};
 
 mod login;
+mod nodes;
+
+pub(crate) use nodes::Nodes;
 
 pub use login::{LoginRequest, LoginSecrets};
 
@@ -53,7 +56,7 @@ pub enum UpstreamError {
 /// What to change on a request before it goes upstream.
 #[derive(Debug, Default)]
 pub struct HeaderEdits {
-    /// Headers to remove: the [`UNTRUSTED_INBOUND`] headers this request carries (usually
+    /// Headers to remove: the forwarding and client-certificate headers this request carries (usually
     /// none, so usually no allocation).
     pub remove: Vec<HeaderName>,
     /// Headers to set (replacing any value).
@@ -96,13 +99,16 @@ impl<T> Cached<T> {
 /// The upstream provider.
 pub struct Upstream {
     cfg: UpstreamConfig,
-    client: reqwest::Client,
+    /// The gateway's own requests to the provider, over its nodes.
+    client: Nodes,
     /// The headers of the gateway's own requests to the provider: the `Host` and forwarding
     /// headers a client reaching the provider through the public URL would cause.
     own_headers: HeaderMap,
     /// `upstream.ca_file`, read and parsed once: every client that talks to the provider (the
     /// gateway's own requests, the tower runtime's forwarding, pingora's peer) trusts these.
     ca_certificates: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// `upstream.nodes`, resolved at start (empty: `url`'s host, resolved per connection).
+    nodes: Vec<std::net::SocketAddr>,
     discovery: Cached<Map<String, Value>>,
     jwks: Cached<Vec<Value>>,
 }
@@ -120,19 +126,26 @@ impl Upstream {
     pub fn new(cfg: &UpstreamConfig, public_url: &Url) -> Result<Self, ConfigError> {
         // gzip and deflate are decoded: the gateway asks for `identity`, but a provider behind
         // a compressing proxy or CDN may answer compressed all the same.
-        let mut b = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)));
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+                .timeout(Duration::from_millis(cfg.read_timeout_ms.min(10_000)))
+        };
         let ca_certificates = match &cfg.ca_file {
             Some(ca) => crate::tls::pem_certificates(ca)
                 .map_err(|m| ConfigError::new("upstream.ca_file", m))?,
             None => Vec::new(),
         };
         for cert in &ca_certificates {
-            let cert = reqwest::Certificate::from_der(cert)
+            reqwest::Certificate::from_der(cert)
                 .map_err(|e| ConfigError::new("upstream.ca_file", e.to_string()))?;
-            b = b.add_root_certificate(cert);
+        }
+        let mut nodes = Vec::new();
+        for (i, n) in cfg.nodes.iter().enumerate() {
+            let found = std::net::ToSocketAddrs::to_socket_addrs(n.as_str())
+                .map_err(|e| ConfigError::new(format!("upstream.nodes[{i}]"), e.to_string()))?;
+            nodes.extend(found);
         }
         let host = match public_url.port() {
             Some(p) => format!("{}:{p}", public_url.host_str().unwrap_or_default()),
@@ -150,16 +163,44 @@ impl Upstream {
         ) {
             own_headers.insert(name, value);
         }
-        Ok(Self {
-            client: b
-                .build()
+        let mut this = Self {
+            client: Nodes::new(&cfg.url, &[], reqwest::Client::builder)
                 .map_err(|e| ConfigError::new("upstream", e.to_string()))?,
             own_headers,
             ca_certificates,
+            nodes,
             discovery: Cached::new(cfg.discovery_cache_secs),
             jwks: Cached::new(cfg.jwks_cache_secs),
             cfg: cfg.clone(),
+        };
+        this.client = this
+            .clients(builder)
+            .map_err(|e| ConfigError::new("upstream", e.to_string()))?;
+        Ok(this)
+    }
+
+    /// HTTP clients for the provider's nodes (see [`Nodes`]), each from `builder()` with the
+    /// provider's CA certificates trusted: every client that talks to the provider is built
+    /// through this (the gateway's own requests, the tower runtime's forwarding).
+    pub(crate) fn clients(
+        &self,
+        builder: impl Fn() -> reqwest::ClientBuilder,
+    ) -> reqwest::Result<Nodes> {
+        Nodes::new(&self.cfg.url, &self.nodes, || {
+            let mut b = builder();
+            for cert in &self.ca_certificates {
+                // Parsed when the upstream was built; DER that parsed once converts again.
+                if let Ok(cert) = reqwest::Certificate::from_der(cert) {
+                    b = b.add_root_certificate(cert);
+                }
+            }
+            b
         })
+    }
+
+    /// `upstream.nodes`, resolved at start; empty when only `url` is configured.
+    pub(crate) fn nodes(&self) -> &[std::net::SocketAddr] {
+        &self.nodes
     }
 
     /// The extra CA certificates (DER) to verify an https provider with (`upstream.ca_file`),
@@ -192,21 +233,17 @@ impl Upstream {
     }
 
     async fn get_json(&self, path_and_query: &str) -> Result<Value, UpstreamError> {
-        let url = self
-            .cfg
-            .url
-            .join(path_and_query)
-            .map_err(|e| UpstreamError::Unavailable(e.to_string()))?;
         // Ask as a client of the public URL would, so that a provider that builds its URLs from
         // `Host` (or from trusted forwarding headers) describes itself at the public URLs.
         let resp = self
             .client
-            .get(url)
-            .headers(self.own_headers.clone())
-            .header(header::ACCEPT, "application/json")
-            // The document is parsed and re-serialised: never ask for it compressed.
-            .header(header::ACCEPT_ENCODING, "identity")
-            .send()
+            .send(path_and_query, |c, url| {
+                c.get(url)
+                    .headers(self.own_headers.clone())
+                    .header(header::ACCEPT, "application/json")
+                    // The document is parsed and re-serialised: never ask for it compressed.
+                    .header(header::ACCEPT_ENCODING, "identity")
+            })
             .await
             .map_err(|e| {
                 if e.is_timeout() {

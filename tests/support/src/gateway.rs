@@ -36,7 +36,7 @@ struct Hashes {
 fn hashes() -> &'static Hashes {
     static H: OnceLock<Hashes> = OnceLock::new();
     H.get_or_init(|| {
-        use ciba_gateway::secret::hash_secret as h;
+        use ciba_gateway::hash_secret as h;
         Hashes {
             post: h(POST_CLIENT.1),
             basic: h(BASIC_CLIENT.1),
@@ -244,7 +244,7 @@ fn share_store(cfg: &mut Config, url: &str) {
     use ciba_gateway::config::{KeyConfig, SecretRef, SigningAlg, StoreConfig};
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     static PEM: OnceLock<String> = OnceLock::new();
-    let pem = PEM.get_or_init(|| ciba_gateway::tokens::generate_pem(SigningAlg::ES256).unwrap());
+    let pem = PEM.get_or_init(|| ciba_gateway::generate_signing_key(SigningAlg::ES256).unwrap());
     let (capacity, grace) = match &cfg.store {
         StoreConfig::Memory {
             capacity,
@@ -255,7 +255,7 @@ fn share_store(cfg: &mut Config, url: &str) {
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // This gateway's replicas share a key; another gateway of the same test has its own.
     let csrf = std::env::temp_dir().join(format!("ciba-replicas-key-{}-{n}", std::process::id()));
-    std::fs::write(&csrf, ciba_gateway::protocol::random_token()).unwrap();
+    std::fs::write(&csrf, crate::random_token()).unwrap();
     let yaml = format!(
         "type: redis\nurl: {url}\nkey_prefix: rr{}-{n}\ncapacity: {capacity}\nexpired_grace_secs: {grace}\n",
         std::process::id()

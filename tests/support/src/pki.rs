@@ -16,10 +16,7 @@ impl Default for Pki {
 
 impl Pki {
     pub fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "ciba-gw-pki-{}",
-            ciba_gateway::protocol::random_token()
-        ));
+        let dir = std::env::temp_dir().join(format!("ciba-gw-pki-{}", crate::random_token()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ciba_gateway::Config;
 use ciba_gateway::config::RuntimeKind;
@@ -189,7 +188,7 @@ async fn gateway_before_on(
 /// django-oauth-toolkit under Django's development server, with a fresh database.
 pub struct Django {
     child: tokio::process::Child,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 struct TempDir(PathBuf);
@@ -204,21 +203,30 @@ impl Django {
     /// Starts the provider on `port`; `callback` is the gateway's login callback, registered
     /// for `basic-client`.
     pub async fn start(port: u16, callback: &str) -> Django {
+        let dir = TempDir(
+            std::env::temp_dir().join(format!("ciba-django-{}-{port}", std::process::id())),
+        );
+        let mut node = Self::start_in(port, callback, &dir.0).await;
+        node._dir = Some(dir);
+        node
+    }
+
+    /// Starts a node of the provider on `port` with its database and signing key in `dir`:
+    /// nodes started in one directory (one after the other) are one provider, sharing its
+    /// clients, tokens and keys, as the nodes of a real deployment share a database.
+    pub async fn start_in(port: u16, callback: &str, dir: &std::path::Path) -> Django {
         let root = crate::repo_root().join("tests/django");
         let python = root.join(".venv/bin/python");
         assert!(
             python.exists(),
             "django-oauth-toolkit is not installed: run scripts/test (it creates tests/django/.venv)"
         );
-        let dir = TempDir(
-            std::env::temp_dir().join(format!("ciba-django-{}-{port}", std::process::id())),
-        );
-        std::fs::create_dir_all(&dir.0).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
         let child = tokio::process::Command::new(python)
             .current_dir(&root)
             .args(["-u", "serve.py"])
             .env("PORT", port.to_string())
-            .env("WORKDIR", &dir.0)
+            .env("WORKDIR", dir)
             .env("GATEWAY_CALLBACK", callback)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -226,21 +234,13 @@ impl Django {
             .spawn()
             .expect("python runs");
         // Ready when it accepts connections (it migrates its database first).
-        let ready = async {
-            loop {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(60), ready)
-            .await
-            .expect("the Django provider starts");
-        Django { child, _dir: dir }
+        crate::eventually("the Django provider accepts connections", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await;
+        Django { child, _dir: None }
     }
 }
 
@@ -248,4 +248,89 @@ impl Drop for Django {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// One provider on two nodes: two django-oauth-toolkit processes sharing one database and
+/// signing key, as a deployment's nodes share them; `a` can be killed mid-test.
+pub struct TwoNodes {
+    pub a: u16,
+    pub b: u16,
+    node_a: Option<Django>,
+    _node_b: Django,
+    dir: PathBuf,
+}
+
+impl TwoNodes {
+    /// Starts both nodes; `callback` is the gateway's login callback.
+    pub async fn start(callback: &str) -> Self {
+        let (a, b) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("ciba-nodes-{}", crate::random_token()));
+        let node_a = Django::start_in(a, callback, &dir).await;
+        let node_b = Django::start_in(b, callback, &dir).await;
+        Self {
+            a,
+            b,
+            node_a: Some(node_a),
+            _node_b: node_b,
+            dir,
+        }
+    }
+
+    /// Both nodes' addresses, as `upstream.nodes` lists them.
+    pub fn addrs(&self) -> Vec<String> {
+        vec![
+            format!("127.0.0.1:{}", self.a),
+            format!("127.0.0.1:{}", self.b),
+        ]
+    }
+
+    /// Kills node `a` and waits until it refuses connections.
+    pub async fn kill_a(&mut self) {
+        drop(self.node_a.take());
+        let a = self.a;
+        crate::eventually("node a refuses connections", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", a))
+                .await
+                .is_err()
+        })
+        .await;
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a client sees of the two-node provider through the gateway at `url` (issuer path
+/// `/o`): the status of the provider's own `client_credentials` grant, passed through.
+pub async fn provider_grant(http: &reqwest::Client, url: &str) -> u16 {
+    http.post(format!("{url}/o/token/"))
+        .basic_auth("app-client", Some("app-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The gateway's own reads of the provider, as a client sees them: discovery's status and
+/// token endpoint, the JWKS's status and whether it carries the provider's RSA key.
+pub async fn own_reads(http: &reqwest::Client, url: &str) -> (u16, serde_json::Value, u16, bool) {
+    let get = |path: &'static str| async move {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            r.json::<serde_json::Value>().await.unwrap_or_default(),
+        )
+    };
+    let (ds, d) = get("/o/.well-known/openid-configuration").await;
+    let (js, j) = get("/o/jwks").await;
+    let rsa = j["keys"]
+        .as_array()
+        .is_some_and(|k| k.iter().any(|k| k["kty"] == "RSA"));
+    (ds, d["token_endpoint"].clone(), js, rsa)
 }

@@ -61,15 +61,6 @@ pub fn ask(port: u16, command: &str) -> Option<String> {
     (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned())
 }
 
-/// Waits until `check` holds, up to 30 s.
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// One `redis-server` process.
 pub struct RedisServer {
     /// Its port on 127.0.0.1.
@@ -125,7 +116,7 @@ impl RedisServer {
         self.child = Some(cmd.spawn().expect("redis-server starts"));
         let port = self.port;
         // A server with `requirepass` answers NOAUTH: up all the same.
-        wait_for("redis-server to answer PING", || {
+        crate::eventually_blocking("redis-server to answer PING", || {
             ask(port, "PING").is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
         });
     }
@@ -194,7 +185,7 @@ impl RedisCluster {
         );
         for n in &nodes {
             let port = n.port;
-            wait_for("the cluster to be ok", || {
+            crate::eventually_blocking("the cluster to be ok", || {
                 ask(port, "CLUSTER INFO").is_some_and(|r| r.contains("cluster_state:ok"))
             });
         }
@@ -247,10 +238,10 @@ impl RedisSentinel {
             .spawn()
             .expect("redis-server --sentinel starts");
         let (rport, mport) = (replica.port, master.port);
-        wait_for("the replica to sync", || {
+        crate::eventually_blocking("the replica to sync", || {
             ask(rport, "INFO replication").is_some_and(|r| r.contains("master_link_status:up"))
         });
-        wait_for("the Sentinel to see the replica", || {
+        crate::eventually_blocking("the Sentinel to see the replica", || {
             ask(port, "SENTINEL replicas mymaster").is_some_and(|r| r.contains(&rport.to_string()))
                 && ask(port, "SENTINEL get-master-addr-by-name mymaster")
                     .is_some_and(|r| r.contains(&mport.to_string()))
@@ -273,7 +264,7 @@ impl RedisSentinel {
             })
         };
         let (m, r) = (self.master.port, self.replica.port);
-        wait_for("the replica to catch up", || {
+        crate::eventually_blocking("the replica to catch up", || {
             let mo = offset(m, "master_repl_offset:");
             mo.is_some() && mo == offset(r, "slave_repl_offset:")
         });
@@ -283,7 +274,7 @@ impl RedisSentinel {
     pub fn fail_over(&mut self) {
         self.master.kill();
         let (s, r) = (self.sentinel_port, self.replica.port);
-        wait_for("the Sentinel to promote the replica", || {
+        crate::eventually_blocking("the Sentinel to promote the replica", || {
             ask(s, "SENTINEL get-master-addr-by-name mymaster")
                 .is_some_and(|a| a.contains(&r.to_string()))
         });

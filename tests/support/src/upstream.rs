@@ -110,16 +110,12 @@ pub fn spawn_engine(
 }
 
 pub fn upstream_config(port: u16) -> UpstreamConfig {
-    UpstreamConfig {
-        url: format!("http://127.0.0.1:{port}").parse().unwrap(),
-        ca_file: None,
-        host_header: None,
-        connect_timeout_ms: 2000,
-        read_timeout_ms: 10_000,
-        forwarding_headers: ForwardingHeaders::XForwarded,
-        discovery_cache_secs: 0,
-        jwks_cache_secs: 300,
-    }
+    let mut u = UpstreamConfig::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    u.connect_timeout_ms = 2000;
+    u.read_timeout_ms = 10_000;
+    u.forwarding_headers = ForwardingHeaders::XForwarded;
+    u.discovery_cache_secs = 0;
+    u
 }
 
 /// The gateway (engine `kind`) in front of an upstream on `upstream_port`.
