@@ -23,6 +23,7 @@ fn request(path: &'static str, body: &Bytes) -> EngineRequest {
         uri: http::Uri::from_static(path),
         headers,
         body: body.clone(),
+        connection: Default::default(),
     }
 }
 

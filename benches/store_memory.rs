@@ -76,6 +76,7 @@ fn main() {
             uri: http::Uri::from_static("/bc-authorize"),
             headers,
             body: body.clone(),
+            connection: Default::default(),
         }
     };
     rt.block_on(async {

@@ -24,6 +24,7 @@ fn form(path: &'static str, body: String) -> EngineRequest {
         uri: http::Uri::from_static(path),
         headers,
         body: Bytes::from(body),
+        connection: Default::default(),
     }
 }
 

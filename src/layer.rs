@@ -263,6 +263,11 @@ where
                 uri: parts.uri.clone(),
                 headers: std::mem::take(&mut parts.headers),
                 body,
+                connection: parts
+                    .extensions
+                    .get::<crate::Connection>()
+                    .cloned()
+                    .unwrap_or_default(),
             };
             match engine.handle(route, ereq).await {
                 Outcome::Respond(r) => Ok(own(r)),

@@ -56,6 +56,7 @@ mod engine;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod jwks;
 pub mod layer;
 mod log_throttle;
 mod outbound;
@@ -75,11 +76,13 @@ mod users;
 pub use channel::webhook_signature;
 pub use config::{Config, ConfigBuilder, ConfigError, ConfigErrors};
 pub use engine::{
-    Engine, EngineRequest, Finding, Outcome, Paths, Route, SharedPaths, WrappedDiscovery,
+    Connection, Engine, EngineRequest, Finding, Outcome, Paths, Route, SharedPaths,
+    WrappedDiscovery,
 };
 pub use layer::{CibaBody, CibaLayer, CibaService};
 pub use protocol::{ErrorCode, OAuthError};
 pub use secret::hash_secret;
+pub use tls::ClientCertificate;
 pub use tokens::generate_pem as generate_signing_key;
 pub use upstream::HeaderEdits;
 

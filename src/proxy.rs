@@ -163,12 +163,14 @@ impl CibaModule {
                 return Ok(true);
             }
         };
+        let connection = connection(session);
         let head = session.req_header();
         let req = EngineRequest {
             method: head.method.clone(),
             uri: head.uri.clone(),
             headers: head.headers.clone(),
             body,
+            connection,
         };
         match self.engine.handle(route, req).await {
             Outcome::Respond(resp) => {
@@ -251,6 +253,37 @@ impl CibaModule {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+}
+
+/// What the session knows of its connection: the peer, TLS, and the client certificate the
+/// TLS handshake kept ([`ClientCertificates`] on the listener).
+fn connection(session: &Session) -> crate::Connection {
+    let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
+    crate::Connection {
+        peer: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        tls: ssl.is_some(),
+        client_certificate: ssl
+            .and_then(|d| d.extension.get::<crate::ClientCertificate>())
+            .cloned(),
+    }
+}
+
+/// Keeps each TLS client's certificate chain for the module: set it as the listener's
+/// callbacks (`TlsSettings::with_callbacks`), with a client certificate verifier that asks for
+/// a certificate without requiring one (`TlsSettings::set_client_cert_verifier`), to let `tls_client_auth`, `self_signed_tls_client_auth` and
+/// certificate-bound tokens see the certificates of a pingora TLS listener.
+#[derive(Debug, Default)]
+pub struct ClientCertificates;
+
+#[async_trait]
+impl pingora::listeners::TlsAccept for ClientCertificates {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        let chain = tls.peer_cert_chain_der()?.to_vec();
+        crate::ClientCertificate::new(chain).map(|c| Arc::new(c) as _)
     }
 }
 

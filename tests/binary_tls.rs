@@ -4,63 +4,18 @@
 
 use ciba_test_support as common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::binary::Running;
 use common::pki::Pki;
 use common::upstream::{echo_upstream, free_port};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
 
-struct Running {
-    child: Child,
-    port: u16,
-    _cfg: std::path::PathBuf,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self._cfg);
-    }
-}
-
-/// Starts the binary with `yaml` (which must listen on `port`) and waits until it accepts.
 fn run(port: u16, yaml: &str) -> Running {
-    let cfg = std::env::temp_dir().join(format!(
-        "ciba-gw-{}.yaml",
-        ciba_test_support::random_token()
-    ));
-    std::fs::write(&cfg, yaml).unwrap();
-    let check = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    ciba_test_support::eventually_blocking("the gateway listens", || {
-        assert!(child.try_wait().unwrap().is_none(), "the gateway exited");
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    Running {
-        child,
-        port,
-        _cfg: cfg,
-    }
+    Running::start(BIN, port, yaml)
 }
 
 fn gateway_yaml(port: u16, public: &str, engine: &str, upstream: &str, extra: &str) -> String {
@@ -73,16 +28,6 @@ server: {{ threads: 1, shutdown_grace_secs: 1 }}
 upstream: {{ url: "{upstream}", connect_timeout_ms: 2000, read_timeout_ms: 5000 {extra} }}
 "#
     )
-}
-
-fn client(pki: &Pki) -> reqwest::Client {
-    ciba_gateway::install_crypto_provider();
-    let ca =
-        reqwest::Certificate::from_pem(&std::fs::read(pki.dir.join("ca.pem")).unwrap()).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .build()
-        .unwrap()
 }
 
 fn tls_yaml(pki: &Pki) -> String {
@@ -125,7 +70,8 @@ async fn tls_gateway_in_front_of_echo(engine: &str, pki: &Pki, echo: u16) -> Run
         (200, reqwest::Version::HTTP_11),
         "{engine}"
     );
-    let r = client(pki)
+    let r = pki
+        .https_client(None)
         .get(format!("https://localhost:{port}/echo"))
         .send()
         .await
@@ -241,7 +187,8 @@ async fn standalone_tower_gateway_serves_tls() {
         "no plaintext answer on the TLS port"
     );
 
-    let r = client(&pki)
+    let r = pki
+        .https_client(None)
         .get(format!("{public}/.well-known/openid-configuration"))
         .send()
         .await

@@ -5,9 +5,6 @@
 
 use ciba_test_support as common;
 
-use std::path::Path;
-use std::process::Stdio;
-
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use ciba_gateway::config::RuntimeKind;
@@ -88,7 +85,7 @@ async fn openid_client_completes_the_ping_flow_on_its_own_https_listener() {
             Some(format!("https://localhost:{port}/cb").parse().unwrap());
     })
     .await;
-    let child = node_client(&[
+    let child = common::node::client(&[
         "ciba-ping.mjs",
         &gw.url,
         BASIC_CLIENT.0,
@@ -115,23 +112,6 @@ async fn openid_client_completes_the_ping_flow_on_its_own_https_listener() {
     assert_eq!(result["aud"], BASIC_CLIENT.0);
     assert_eq!(result["ping_content_type"], "application/json");
     assert_eq!(result["has_access_token"], true);
-}
-
-/// The node client `args[0]` in tests/client, with its output piped.
-fn node_client(args: &[&str]) -> tokio::process::Child {
-    let client_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client");
-    assert!(
-        client_dir.join("node_modules/openid-client").exists(),
-        "openid-client is not installed: run `npm ci --prefix tests/client` (scripts/test does)"
-    );
-    tokio::process::Command::new("node")
-        .current_dir(&client_dir)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node runs")
 }
 
 every_provider!(
@@ -254,7 +234,7 @@ async fn run_client_with<F: std::future::Future<Output = ()>>(
         "1234",
     ];
     args.extend(mode);
-    let mut child = node_client(&args);
+    let mut child = common::node::client(&args);
 
     // The user is reached through the authenticator...
     let call = auth.next_call().await;

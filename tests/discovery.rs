@@ -36,10 +36,19 @@ async fn disc_01_to_05_standalone_document() {
             .contains(&json!("urn:openid:params:grant-type:ciba"))
     );
     assert!(d["backchannel_user_code_parameter_supported"].is_boolean());
-    // DISC-04: signed requests are not offered, so no algorithms are listed.
+    // DISC-04: signed requests and client assertions are offered with asymmetric algorithms
+    // only, never `none` or HMAC; refresh tokens are a grant the gateway serves.
+    for key in [
+        "backchannel_authentication_request_signing_alg_values_supported",
+        "token_endpoint_auth_signing_alg_values_supported",
+    ] {
+        assert_eq!(d[key], json!(["PS256", "ES256", "RS256", "EdDSA"]), "{key}");
+    }
     assert!(
-        d.get("backchannel_authentication_request_signing_alg_values_supported")
-            .is_none()
+        d["grant_types_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("refresh_token"))
     );
     let methods = d["token_endpoint_auth_methods_supported"]
         .as_array()
@@ -146,7 +155,8 @@ async fn gw_01_layer_merges_ciba_fields_into_the_inner_discovery() {
         json!([
             "authorization_code",
             "client_credentials",
-            "urn:openid:params:grant-type:ciba"
+            "urn:openid:params:grant-type:ciba",
+            "refresh_token"
         ])
     );
 }
@@ -259,8 +269,11 @@ async fn standalone_userinfo_answers_for_minted_tokens() {
     assert_eq!(r.json["email"], "Alice@Example.com");
     assert!(r.json.get("name").is_none(), "profile was not granted");
     assert_eq!(r.headers["cache-control"], "no-store");
-    // No token, a token that is not the gateway's, a token sent twice: refused.
-    get(None).await.assert_error(401, "invalid_token");
+    // No token: a bare challenge, no error code (RFC 6750 §3.1). A token that is not the
+    // gateway's, a token sent twice: refused.
+    let none = get(None).await;
+    assert_eq!(none.status, 401);
+    assert_eq!(none.headers["www-authenticate"], "Bearer");
     get(Some("not-a-jwt"))
         .await
         .assert_error(401, "invalid_token");

@@ -129,6 +129,7 @@ fn status(route: Route, method: Method, path: &str, headers: HeaderMap, body: Ve
         uri: path.parse().unwrap(),
         headers,
         body: Bytes::from(body),
+        connection: Default::default(),
     };
     match rt.block_on(engine.handle(route, req)) {
         Outcome::Respond(r) => r.status().as_u16(),

@@ -50,6 +50,7 @@ fn form(path: &str, params: &[(&str, &str)]) -> EngineRequest {
         uri: path.parse().unwrap(),
         headers,
         body: Bytes::from(body),
+        connection: Default::default(),
     }
 }
 

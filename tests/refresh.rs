@@ -2,7 +2,8 @@
 //! `refresh_token` grant that asked for `offline_access`; answered at the shared token endpoint
 //! only when the token is the gateway's own, rotated on every use, and a reused token revokes
 //! its whole family (RFC 9700 §4.14). A refresh token that is not the gateway's goes to the
-//! provider byte for byte. On both runtimes, over real sockets, on a manual clock.
+//! provider byte for byte (standalone: `invalid_grant`); a narrower scope is granted for one
+//! refresh (RFC 6749 §6). On both runtimes, over real sockets, on a manual clock.
 
 use ciba_test_support as common;
 
@@ -126,21 +127,38 @@ async fn refresh_token_is_bound_to_its_client_and_its_idle_time(kind: RuntimeKin
         )
         .await;
     other.assert_error(400, "invalid_grant");
-    // Narrowing is refused rather than half-done.
-    let narrow = gw
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", POST_CLIENT.0),
-                ("client_secret", POST_CLIENT.1),
-                ("refresh_token", rt1.as_str()),
-                ("scope", "openid"),
-            ],
-            None,
-        )
-        .await;
-    narrow.assert_error(400, "invalid_scope");
+    // RFC 6749 §6: a narrower scope is granted for this refresh only; a wider one is
+    // `invalid_scope`, and nothing rotates then.
+    let with_scope = |token: String, scope: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.post_form(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", POST_CLIENT.0),
+                    ("client_secret", POST_CLIENT.1),
+                    ("refresh_token", token.as_str()),
+                    ("scope", scope),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    with_scope(rt1.clone(), "openid email offline_access")
+        .await
+        .assert_error(400, "invalid_scope");
+    let narrow = with_scope(rt1.clone(), "openid").await;
+    assert_eq!(narrow.status, 200, "{}", narrow.json);
+    assert_eq!(narrow.json["scope"], "openid");
+    let (_, at) = decode_jwt(narrow.json["access_token"].as_str().unwrap());
+    assert_eq!(at["scope"], "openid");
+    // The family keeps the scope first granted: the next refresh without `scope` has it all.
+    let whole = refresh(&gw, POST_CLIENT, &rt(&narrow)).await;
+    assert_eq!(whole.status, 200, "{}", whole.json);
+    assert_eq!(whole.json["scope"], "openid offline_access");
+    let rt1 = rt(&whole);
     let rt2 = rt(&refresh(&gw, POST_CLIENT, &rt1).await);
     // Idle longer than refresh_token_idle_secs: the family ends.
     gw.clock.advance_secs(3601);
@@ -161,8 +179,27 @@ async fn a_refresh_token_that_is_not_the_gateways_is_forwarded(kind: RuntimeKind
                 "grant_type=refresh_token&client_id=post-client&client_secret=post-secret&refresh_token=the-providers-own-refresh-token"
             );
         }
-        // Standalone, nobody else serves it.
-        RuntimeKind::Tower => r.assert_error(400, "unsupported_grant_type"),
+        // Standalone, the gateway is the only authorization server: a refresh token it did not
+        // issue (foreign, tampered, unsigned) is `invalid_grant` (RFC 6749 §5.2).
+        RuntimeKind::Tower => {
+            r.assert_error(400, "invalid_grant");
+            let (gw, auth) = gateway(kind, |_| {}).await;
+            let own = rt(&tokens(&gw, &auth, "openid offline_access").await);
+            let (head, rest) = own.split_once('.').unwrap();
+            let (payload, _) = rest.split_once('.').unwrap();
+            let tampered = format!(
+                "{}.{payload}.",
+                keys::unsigned(&serde_json::json!({}))
+                    .split('.')
+                    .next()
+                    .unwrap()
+            );
+            for token in [format!("{head}.{payload}.AAAA"), tampered] {
+                refresh(&gw, POST_CLIENT, &token)
+                    .await
+                    .assert_error(400, "invalid_grant");
+            }
+        }
     }
 }
 

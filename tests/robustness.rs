@@ -36,6 +36,7 @@ fn run(
         uri: path.parse().unwrap_or_else(|_| http::Uri::from_static("/")),
         headers,
         body: Bytes::from(body),
+        connection: Default::default(),
     };
     match rt.block_on(engine.handle(route, req)) {
         Outcome::Respond(r) => r.status().as_u16(),

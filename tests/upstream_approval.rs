@@ -3,7 +3,8 @@
 //! provider's login (code + PKCE, state, nonce, login_hint, prompt=login), the provider sends the
 //! browser back, the gateway checks who logged in (identity binding), the user consents, and
 //! the waiting client receives the provider's tokens — or gateway-minted ones carrying the
-//! provider-authenticated subject. Also: deny, the wrong person logging in, links used twice.
+//! provider-authenticated subject; the provider's refresh token refreshed with the client's
+//! gateway credentials (the gateway presents its provider credentials). Also: deny, the wrong person logging in, links used twice.
 
 use ciba_test_support as common;
 
@@ -358,18 +359,34 @@ async fn offline_access_brings_the_providers_refresh_token(kind: RuntimeKind) {
     let rt = t.json["refresh_token"]
         .as_str()
         .unwrap_or_else(|| panic!("no refresh token: {}", t.json));
-    let r = gw
-        .post_form(
-            "/token",
-            &[
-                ("grant_type", "refresh_token"),
-                ("refresh_token", rt),
-                ("client_id", "post-client"),
-                ("client_secret", "post-client-upstream-secret"),
-            ],
-            None,
-        )
-        .await;
+    // Issue 19: the client refreshes with the credentials it has — its gateway secret, which
+    // differs from its secret at the provider. The gateway authenticates it and presents the
+    // client's provider credentials (`clients[].upstream`) to the provider.
+    let refresh = |secret: &'static str, token: String| {
+        let gw = &gw;
+        async move {
+            gw.post_form(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", POST_CLIENT.0),
+                    ("client_secret", secret),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    assert_ne!(POST_CLIENT.1, "post-client-upstream-secret");
+    refresh("wrong", rt.to_owned())
+        .await
+        .assert_error(401, "invalid_client");
+    let r = refresh(POST_CLIENT.1, rt.to_owned()).await;
     assert_eq!(r.status, 200, "{}", r.json);
     assert!(r.json["access_token"].is_string());
+    // The provider rotated it (oidc-provider's default): the new one works the same way.
+    let next = r.json["refresh_token"].as_str().unwrap_or(rt).to_owned();
+    let r = refresh(POST_CLIENT.1, next).await;
+    assert_eq!(r.status, 200, "{}", r.json);
 }

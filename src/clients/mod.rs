@@ -1,18 +1,30 @@
-//! The client registry and client authentication (BC-AUTH-02/05, OA-02/03). The same rules
-//! serve the backchannel and the token endpoint (TOK-01).
+//! The client registry and client authentication (BC-AUTH-02/05, OA-02/03, RFC 7523,
+//! RFC 8705). The same rules serve the backchannel and the token endpoint (TOK-01): what a
+//! request presents is read once (`credentials.rs`), then the strategy of the client's
+//! registered method verifies it (`methods.rs`). An unknown client, a method the client is not
+//! registered for and wrong credentials get the same answer after the same work.
+
+mod credentials;
+mod methods;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 
 use crate::config::{
-    AuthMethod, ClientConfig, Config, ConfigErrors, Problems, required_reference, resolve_verifier,
+    AuthMethod, ClientConfig, Config, ConfigErrors, HintType, Problems, Profile, SigningAlg,
+    required_reference, resolve_verifier,
 };
+use crate::jwks::PublicKeys;
+use crate::outbound::OutboundClient;
 use crate::protocol::{Form, GRANT_TYPE_CIBA, OAuthError};
 use crate::secret::SecretVerifier;
+use crate::store::Store;
+use crate::tls::ClientCertificate;
+
+pub(crate) use methods::single_use_key;
+use methods::{Context, Failure, Method};
 
 /// A registered client, ready to authenticate.
 #[derive(Debug)]
@@ -23,7 +35,25 @@ pub struct Client {
     pub name: String,
     /// The registered authentication method.
     pub auth_method: AuthMethod,
-    secret: SecretVerifier,
+    /// The secret's verifier (secret methods only).
+    secret: Option<SecretVerifier>,
+    /// The client's public keys (assertions, signed requests, its self-signed certificate).
+    pub(crate) keys: Option<Arc<PublicKeys>>,
+    /// `tls_client_auth`: the registered subject DN or SAN entry, `(metadata name, value)`.
+    tls_match: Option<(&'static str, String)>,
+    /// `private_key_jwt`: the registered assertion algorithm.
+    assertion_alg: Option<SigningAlg>,
+    /// The algorithm it registered for its signed requests.
+    pub request_signing_alg: Option<SigningAlg>,
+    /// Whether every request it sends must be signed (BC-JWT-09, FAPI-02).
+    pub must_sign: bool,
+    /// Whether its access tokens are bound to its certificate (and a token request without
+    /// one is refused).
+    pub bound_tokens: bool,
+    /// The hints it may name users by.
+    pub allowed_hints: Vec<HintType>,
+    /// Whether it is held to FAPI-CIBA.
+    pub fapi: bool,
     /// Whether the client may start CIBA requests (BC-AUTH-06): it has the CIBA grant, or it
     /// is a push client.
     pub ciba_allowed: bool,
@@ -58,14 +88,24 @@ pub struct UpstreamCredentials {
 }
 
 impl Client {
-    /// The client at `clients[i]`; problems with its secrets are recorded under that path.
+    /// The client at `clients[i]`; problems with its secrets and keys are recorded under that
+    /// path. `outbound` fetches its `jwks_uri`.
     fn from_config(
         i: usize,
         c: &ClientConfig,
         cfg: &Config,
+        outbound: &OutboundClient,
         problems: &mut Problems,
     ) -> Option<Self> {
-        let expected = problems.take(format!("clients[{i}].secret"), resolve_verifier(&c.secret));
+        let secret = c.secret.as_ref().map(|s| {
+            problems
+                .take(format!("clients[{i}].secret"), resolve_verifier(s))
+                .map(SecretVerifier::new)
+        });
+        let keys = problems.take(
+            format!("clients[{i}].jwks"),
+            PublicKeys::from_config(&c.keys(), outbound),
+        );
         let upstream = c.upstream.as_ref().map(|u| {
             problems
                 .take(
@@ -78,11 +118,33 @@ impl Client {
                     auth_method: u.auth_method,
                 })
         });
+        let fapi = c.profile_in(cfg) == Some(Profile::FapiCiba);
         Some(Self {
             id: c.client_id.clone(),
             name: c.name.clone().unwrap_or_else(|| c.client_id.clone()),
             auth_method: c.token_endpoint_auth_method,
-            secret: SecretVerifier::new(expected?),
+            secret: match secret {
+                Some(s) => Some(s?),
+                None => None,
+            },
+            keys: keys?.map(Arc::new),
+            tls_match: c
+                .tls_client_auth_match()
+                .first()
+                .map(|(k, v)| (*k, (*v).to_owned())),
+            assertion_alg: c.token_endpoint_auth_signing_alg,
+            request_signing_alg: c.backchannel_authentication_request_signing_alg,
+            // FAPI-02: under the profile every request is signed.
+            must_sign: c.backchannel_authentication_request_signing_alg.is_some() || fapi,
+            bound_tokens: c.tls_client_certificate_bound_access_tokens || fapi,
+            allowed_hints: c.allowed_hint_types.clone().unwrap_or_else(|| {
+                vec![
+                    HintType::LoginHint,
+                    HintType::LoginHintToken,
+                    HintType::IdTokenHint,
+                ]
+            }),
+            fapi,
             // A push client never uses the grant at the token endpoint (CM-03) but does start
             // requests.
             ciba_allowed: c.grant_types.iter().any(|g| g == GRANT_TYPE_CIBA)
@@ -103,65 +165,58 @@ impl Client {
             },
         })
     }
+
+    /// The algorithms this client's assertions may use.
+    fn assertion_algs(&self) -> Vec<SigningAlg> {
+        methods::accepted_algs(self.assertion_alg, self.fapi)
+    }
+
+    /// The algorithms this client's signed requests may use (BC-JWT-02, FAPI-03).
+    pub(crate) fn request_algs(&self) -> Vec<SigningAlg> {
+        methods::accepted_algs(self.request_signing_alg, self.fapi)
+    }
 }
 
-/// All clients, by id.
-#[derive(Debug, Default)]
+/// The credentials of one request, as the adapter and the form carry them.
+pub(crate) struct Credentials<'a> {
+    /// The request's headers (a Basic `Authorization`).
+    pub headers: &'a HeaderMap,
+    /// The form (`client_id`, `client_secret`, `client_assertion`).
+    pub form: &'a Form<'a>,
+    /// The client's TLS certificate, if its connection presented one.
+    pub certificate: Option<&'a ClientCertificate>,
+}
+
+/// All clients, by id, and what authenticating them needs.
+#[derive(Debug)]
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<Client>>,
-}
-
-/// Credentials in a Basic `Authorization` header, form-urldecoded (OA-03).
-fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
-    let Some(v) = all.next() else {
-        return Ok(None);
-    };
-    if all.next().is_some() {
-        return Err(OAuthError::invalid_request(
-            "more than one Authorization header",
-        ));
-    }
-    let v = v
-        .to_str()
-        .map_err(|_| OAuthError::invalid_client("malformed Authorization header"))?;
-    let Some((scheme, rest)) = v.split_once(' ') else {
-        return Err(OAuthError::invalid_client("malformed Authorization header"));
-    };
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(OAuthError::invalid_client(
-            "unsupported authentication scheme",
-        ));
-    }
-    let raw = STANDARD
-        .decode(rest.trim())
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-    let (id, secret) = raw
-        .split_once(':')
-        .ok_or_else(|| OAuthError::invalid_client("malformed Basic credentials"))?;
-    let decode = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
-    Ok(Some((decode(id), decode(secret))))
+    /// Verifies `tls_client_auth` chains (`mtls.ca_file`).
+    ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    skew_secs: u64,
 }
 
 impl ClientRegistry {
-    /// Builds the registry from configuration, loading every client's secrets; every problem
-    /// is reported, each under its client's path.
+    /// Builds the registry from configuration, loading every client's secrets and keys; every
+    /// problem is reported, each under its client's path.
     pub fn from_config(cfg: &Config) -> Result<Self, ConfigErrors> {
         let mut problems = Problems::new();
+        let outbound = client_outbound(cfg, &mut problems);
         let mut clients = HashMap::new();
         for (i, c) in cfg.clients.iter().enumerate() {
-            if let Some(client) = Client::from_config(i, c, cfg, &mut problems) {
+            if let Some(client) = Client::from_config(i, c, cfg, &outbound, &mut problems) {
                 clients.insert(c.client_id.clone(), Arc::new(client));
             }
         }
-        problems.finish(|| Self { clients })
+        let ca = match &cfg.mtls.ca_file {
+            Some(path) => problems.take("mtls.ca_file", ca_verifier(path)),
+            None => None,
+        };
+        problems.finish(|| Self {
+            clients,
+            ca,
+            skew_secs: cfg.ciba.clock_skew_secs,
+        })
     }
 
     /// Whether any client satisfies `pred`.
@@ -174,72 +229,112 @@ impl ClientRegistry {
         self.clients.get(id)
     }
 
-    /// Authenticates the client of a request with its registered method. Every failure is
-    /// `invalid_client` (401 with a Basic challenge), except mixing methods, which is
-    /// `invalid_request` (BC-AUTH-05).
-    pub async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        form: &Form<'_>,
-    ) -> Result<&Arc<Client>, OAuthError> {
-        let basic = basic_credentials(headers)?;
-        let post_secret = form.get("client_secret");
-        if form.has("client_assertion") || form.has("client_assertion_type") {
-            if basic.is_some() || post_secret.is_some() {
-                return Err(OAuthError::invalid_request(
-                    "more than one client authentication method",
-                ));
-            }
-            return Err(OAuthError::invalid_client(
-                "client assertions are not supported by this gateway",
-            ));
-        }
-        let (id, secret, method) = match (basic, post_secret) {
-            (Some(_), Some(_)) => {
-                return Err(OAuthError::invalid_request(
-                    "more than one client authentication method",
-                ));
-            }
-            (Some((id, secret)), None) => {
-                if form.get("client_id").is_some_and(|f| f != id) {
-                    return Err(OAuthError::invalid_client(
-                        "client_id does not match the authenticated client",
-                    ));
-                }
-                (id, secret, AuthMethod::ClientSecretBasic)
-            }
-            (None, Some(secret)) => {
-                let id = form
-                    .get("client_id")
-                    .ok_or_else(|| OAuthError::invalid_client("client_id is missing"))?;
-                (
-                    id.to_owned(),
-                    secret.to_owned(),
-                    AuthMethod::ClientSecretPost,
-                )
-            }
-            (None, None) => {
-                return Err(OAuthError::invalid_client(
-                    "client authentication is required",
-                ));
-            }
-        };
-        let Some(client) = self.clients.get(&id) else {
-            // The same argon2 work as a wrong secret, inside the same concurrency bound.
-            let _ = crate::secret::unknowable().verify(&secret).await;
-            return Err(OAuthError::invalid_client("client authentication failed"));
-        };
-        if client.auth_method != method {
-            return Err(OAuthError::invalid_client(format!(
-                "this client authenticates with {}",
-                client.auth_method.as_str()
-            )));
-        }
-        if !client.secret.verify(&secret).await {
-            return Err(OAuthError::invalid_client("client authentication failed"));
-        }
-        Ok(client)
+    /// The client the credentials claim to be, unverified.
+    pub(crate) fn claimed(&self, creds: &Credentials<'_>) -> Option<&Arc<Client>> {
+        let presented =
+            credentials::presented(creds.headers, creds.form, creds.certificate).ok()?;
+        self.clients.get(presented.client_id())
     }
+
+    /// Authenticates the client of a request with its registered method. Mixing methods is
+    /// `invalid_request` (BC-AUTH-05); every other failure is `invalid_client` (401 with a
+    /// Basic challenge), the same answer after the same work whether the client is unknown,
+    /// registered for another method, or presented wrong credentials. `audiences` are the
+    /// `aud` values an assertion may name; `store` counts used assertions.
+    pub(crate) async fn authenticate(
+        &self,
+        creds: &Credentials<'_>,
+        now_secs: u64,
+        audiences: &[String],
+        store: &Store,
+    ) -> Result<&Arc<Client>, OAuthError> {
+        let presented = credentials::presented(creds.headers, creds.form, creds.certificate)?;
+        let refused = || OAuthError::invalid_client("client authentication failed");
+        let Some(client) = self
+            .clients
+            .get(presented.client_id())
+            .filter(|c| presented.fits(c.auth_method))
+        else {
+            methods::equal_work(&presented).await;
+            return Err(refused());
+        };
+        let cx = Context {
+            now_secs,
+            audiences,
+            store,
+            skew_secs: self.skew_secs,
+            ca: self.ca.as_ref(),
+        };
+        // The key- and certificate-based methods are boxed: their futures (a JWKS fetch among
+        // them) would otherwise widen every caller's state machine — a held long poll keeps its
+        // token request's for as long as it waits — while the secret path, the common one,
+        // stays without an allocation.
+        let verified = match client.auth_method {
+            AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
+                methods::SharedSecret::verify(client, &presented, &cx).await
+            }
+            AuthMethod::PrivateKeyJwt => {
+                Box::pin(methods::PrivateKeyJwt::verify(client, &presented, &cx)).await
+            }
+            AuthMethod::TlsClientAuth => {
+                Box::pin(methods::TlsClientAuth::verify(client, &presented, &cx)).await
+            }
+            AuthMethod::SelfSignedTlsClientAuth => {
+                Box::pin(methods::SelfSignedTlsClientAuth::verify(
+                    client, &presented, &cx,
+                ))
+                .await
+            }
+        };
+        match verified {
+            Ok(()) => Ok(client),
+            Err(Failure::Refused(why)) => {
+                tracing::debug!(client_id = %client.id, method = client.auth_method.as_str(), %why, "client authentication refused");
+                Err(refused())
+            }
+            Err(Failure::Unavailable(why)) => {
+                tracing::warn!(client_id = %client.id, %why, "client authentication could not be checked");
+                Err(OAuthError::unavailable(
+                    "client authentication cannot be checked now; retry later",
+                    5,
+                ))
+            }
+        }
+    }
+}
+
+/// The client for clients' own URLs (`jwks_uri`): the notification endpoints' policy
+/// (`ciba.client_notifications`: its SSRF guard, timeout and CA).
+fn client_outbound(cfg: &Config, problems: &mut Problems) -> OutboundClient {
+    let n = &cfg.ciba.client_notifications;
+    let roots = match &n.ca_file {
+        Some(path) => problems
+            .take(
+                "ciba.client_notifications.ca_file",
+                crate::tls::pem_certificates(path),
+            )
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    OutboundClient::with_roots(&n.outbound, &roots)
+}
+
+/// A verifier of client certificate chains issued by the CAs in `path`.
+fn ca_verifier(
+    path: &std::path::Path,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in crate::tls::pem_certificates(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -247,30 +342,73 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering::SeqCst;
 
-    fn registry() -> ClientRegistry {
+    fn registry() -> (ClientRegistry, Store) {
+        crate::install_crypto_provider();
         let cfg = Config::from_yaml(&format!(
             "public_url: http://gw\nclients:\n  - {{ client_id: known, secret: \"{}\", token_endpoint_auth_method: client_secret_post }}\n",
             crate::secret::hash_secret("right")
         ))
         .unwrap();
-        ClientRegistry::from_config(&cfg).unwrap()
+        let store = Store::from_config(&cfg.store).unwrap();
+        (ClientRegistry::from_config(&cfg).unwrap(), store)
     }
 
-    // Hostile traffic, item 4: an unknown client id costs the same argon2 verification as a
-    // wrong secret, so the time taken does not tell which ids exist.
+    async fn auth(
+        r: &(ClientRegistry, Store),
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<String, OAuthError> {
+        let form = Form::parse(body).unwrap();
+        let creds = Credentials {
+            headers,
+            form: &form,
+            certificate: None,
+        };
+        r.0.authenticate(&creds, 0, &[], &r.1)
+            .await
+            .map(|c| c.id.clone())
+    }
+
+    // Hostile traffic, item 4, and issue 19: an unknown client id and a method the client is
+    // not registered for cost the same argon2 verification as a wrong secret, and get the same
+    // answer, so neither the time taken nor the words tell which ids exist.
     #[tokio::test]
-    async fn unknown_clients_pay_for_a_verification_too() {
+    async fn unknown_clients_and_wrong_methods_look_like_wrong_secrets() {
         let r = registry();
-        let form = Form::parse(b"client_id=nobody&client_secret=guess").unwrap();
-        let before = crate::secret::HASHED.load(SeqCst);
-        let e = r.authenticate(&HeaderMap::new(), &form).await.unwrap_err();
-        assert_eq!(e.code(), crate::protocol::ErrorCode::InvalidClient);
-        assert!(
-            crate::secret::HASHED.load(SeqCst) > before,
-            "no argon2 verification ran"
+        let none = HeaderMap::new();
+        let wrong_secret = auth(&r, &none, b"client_id=known&client_secret=guess")
+            .await
+            .unwrap_err();
+        for (headers, body) in [
+            (none.clone(), &b"client_id=nobody&client_secret=guess"[..]),
+            (
+                {
+                    let mut h = HeaderMap::new();
+                    // known:x as Basic, for a client_secret_post client.
+                    h.insert("authorization", "Basic a25vd246eA==".parse().unwrap());
+                    h
+                },
+                &b""[..],
+            ),
+        ] {
+            let before = crate::secret::HASHED.load(SeqCst);
+            let e = auth(&r, &headers, body).await.unwrap_err();
+            assert_eq!(e.code(), crate::protocol::ErrorCode::InvalidClient);
+            assert_eq!(
+                e.into_response().into_body(),
+                wrong_secret.clone().into_response().into_body()
+            );
+            assert!(
+                crate::secret::HASHED.load(SeqCst) > before,
+                "no argon2 verification ran"
+            );
+        }
+        assert_eq!(
+            auth(&r, &none, b"client_id=known&client_secret=right")
+                .await
+                .unwrap(),
+            "known"
         );
-        let form = Form::parse(b"client_id=known&client_secret=right").unwrap();
-        assert!(r.authenticate(&HeaderMap::new(), &form).await.is_ok());
     }
 
     #[tokio::test]
@@ -279,7 +417,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("authorization", "Basic a25vd246cmlnaHQ=".parse().unwrap());
         h.append("authorization", "Basic b3RoZXI6eA==".parse().unwrap());
-        let e = r.authenticate(&h, &Form::default()).await.unwrap_err();
+        let e = auth(&r, &h, b"").await.unwrap_err();
         assert_eq!(e.code(), crate::protocol::ErrorCode::InvalidRequest);
     }
 }

@@ -26,8 +26,13 @@ pub struct CibaPolicy {
     /// How the gateway calls ping and push clients' notification endpoints.
     pub client_notifications: ClientNotifications,
     /// Offer push mode (advertised, push clients accepted). The FAPI-CIBA profile forbids push
-    /// (PUSH-04) and will turn this off. Default true.
+    /// (PUSH-04): `check` asks for false there. Default true.
     pub offer_push: bool,
+    /// Trusted issuers of `login_hint_token`s. Default none (the hint is refused).
+    pub login_hint_token: super::LoginHintTokenPolicy,
+    /// How far a signed request's or an assertion's `iat`/`nbf` may be in the future (clocks
+    /// disagree), seconds. Default 30 (BC-JWT-10: well under 10 minutes).
+    pub clock_skew_secs: u64,
 }
 
 /// Calls to clients' `backchannel_client_notification_endpoint` (ping, push; SEC-05): HTTPS
@@ -78,6 +83,8 @@ impl Default for CibaPolicy {
             long_poll_secs: 0,
             client_notifications: ClientNotifications::default(),
             offer_push: true,
+            login_hint_token: Default::default(),
+            clock_skew_secs: 30,
         }
     }
 }
@@ -139,6 +146,13 @@ impl Default for UserCodePolicy {
 
 impl CibaPolicy {
     pub(super) fn check(&self, errs: &mut Vec<ConfigError>) {
+        self.login_hint_token.check(errs);
+        if self.clock_skew_secs >= 600 {
+            errs.push(ConfigError::new(
+                "ciba.clock_skew_secs",
+                "must be well under 10 minutes (BC-JWT-10)",
+            ));
+        }
         if self.interval_secs == 0 {
             errs.push(ConfigError::new("ciba.interval_secs", "must be positive"));
         }

@@ -63,6 +63,12 @@ pub struct Config {
     /// How the user approves on the approval page.
     #[serde(default)]
     pub approval: ApprovalConfig,
+    /// A security profile for every client (each may set its own): `fapi-ciba`. Default none.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// Client certificates (RFC 8705): the TLS listener, or a trusted load balancer's header.
+    #[serde(default)]
+    pub mtls: MtlsConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -135,6 +141,54 @@ impl Config {
             c.check(i, self, &mut errs);
         }
         self.tokens.check(&mut errs);
+        self.mtls.check(self.tls.is_some(), &mut errs);
+        if self.profile == Some(Profile::FapiCiba) {
+            self.check_fapi(&mut errs);
+        }
         errs
+    }
+
+    /// FAPI-CIBA for the whole gateway: what the configuration must say beyond each client's
+    /// registration (checked with the clients).
+    fn check_fapi(&self, errs: &mut Vec<ConfigError>) {
+        let why = |what: &str| format!("FAPI-CIBA: {what}");
+        if self.ciba.offer_push {
+            errs.push(ConfigError::new(
+                "ciba.offer_push",
+                why("push is not offered (FAPI-01): set `ciba.offer_push: false`"),
+            ));
+        }
+        if !self.ciba.binding_message.required {
+            errs.push(ConfigError::new(
+                "ciba.binding_message.required",
+                why("a binding message is required (FAPI-07): set it to true"),
+            ));
+        }
+        if self.ciba.accept_ietf_grant_type_alias {
+            errs.push(ConfigError::new(
+                "ciba.accept_ietf_grant_type_alias",
+                why("only the specified grant type (MYTH-01): set it to false"),
+            ));
+        }
+        if self.tls.is_none() && self.mtls.header.is_none() {
+            errs.push(ConfigError::new(
+                "tls",
+                why("clients connect over mutual TLS: the gateway's `tls` listener, or `mtls.header` behind a TLS-terminating load balancer"),
+            ));
+        }
+        for (i, k) in self.tokens.keys.iter().enumerate() {
+            if !FAPI_ALGS.contains(&k.alg) {
+                errs.push(ConfigError::new(
+                    format!("tokens.keys[{i}].alg"),
+                    why("ID tokens are signed with PS256 or ES256 (FAPI-10)"),
+                ));
+            }
+        }
+        if self.tokens.keys.is_empty() {
+            errs.push(ConfigError::new(
+                "tokens.keys",
+                why("give the signing keys (PS256 or ES256, FAPI-10); the ephemeral key is for development"),
+            ));
+        }
     }
 }

@@ -88,13 +88,23 @@ impl Engine {
         peer: Option<std::net::IpAddr>,
         tls: bool,
     ) -> HeaderEdits {
-        match &self.upstream {
+        let mut edits = match &self.upstream {
             Some(u) => u.header_edits(headers, peer, tls),
             None => HeaderEdits {
                 remove: crate::upstream::untrusted_present(headers),
                 set: Vec::new(),
             },
+        };
+        // The configured client-certificate header (`mtls.header`) is the gateway's to read,
+        // whatever its name: it never reaches the wrapped service or the provider.
+        if let Some(name) = &self.cfg.mtls.header
+            && headers.contains_key(name.as_str())
+            && let Ok(name) = http::HeaderName::from_bytes(name.as_bytes())
+            && !edits.remove.contains(&name)
+        {
+            edits.remove.push(name);
         }
+        edits
     }
 
     /// Whether a request on `route` is for the wrapped service's discovery document, which
@@ -287,6 +297,15 @@ impl Engine {
             return e.into_response();
         }
         if path == shared.userinfo {
+            // RFC 6750 §3.1: a request with no token at all gets a challenge, no error code.
+            let has_token = headers.contains_key(header::AUTHORIZATION) || method == Method::POST;
+            if !has_token {
+                let mut r = Response::new(Bytes::new());
+                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
             return OAuthError::invalid_token("the access token was not issued by this gateway")
                 .into_response();
         }

@@ -10,11 +10,12 @@ use http::{Method, Response, StatusCode};
 use jsonwebtoken::Validation;
 use serde::Deserialize;
 
+use super::auth_request::{AuthRequest, ObjectCheck};
 use super::{EngineRequest, Shared, json_response};
 use crate::channel::{Channel, Notification, Notified};
-use crate::clients::{Client, ClientRegistry};
+use crate::clients::Client;
 use crate::clock::Clock;
-use crate::config::{Charset, CibaPolicy, DeliveryMode};
+use crate::config::{Charset, CibaPolicy, DeliveryMode, HintType};
 use crate::log_throttle::LogThrottle;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope};
@@ -39,7 +40,8 @@ pub(super) struct Backchannel {
     policy: CibaPolicy,
     issuer: String,
     clock: Arc<dyn Clock>,
-    clients: Arc<ClientRegistry>,
+    auth: super::client_auth::ClientAuth,
+    hint_issuers: Arc<super::hint_token::HintIssuers>,
     users: Arc<UserDirectory>,
     user_codes: UserCodeGuard,
     per_client: Option<RateLimiter>,
@@ -70,7 +72,8 @@ impl Backchannel {
             policy: shared.cfg.ciba.clone(),
             issuer: shared.issuer.clone(),
             clock: Arc::clone(&shared.clock),
-            clients: Arc::clone(&shared.clients),
+            auth: super::client_auth::ClientAuth::new(shared),
+            hint_issuers: Arc::clone(&shared.hint_issuers),
             users: Arc::clone(&shared.users),
             user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code, Arc::clone(&shared.store)),
             per_client: limiter(&limits.bc_per_client, "client"),
@@ -100,7 +103,11 @@ impl Backchannel {
         let form = Form::parse(&req.body)?;
 
         // (1) client authentication, BC-AUTH-02/05/06
-        let client = self.clients.authenticate(&req.headers, &form).await?;
+        let certificate = self.auth.certificate(req);
+        let client = self
+            .auth
+            .authenticate(req, &form, certificate.as_ref())
+            .await?;
         if !client.ciba_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the CIBA grant"));
@@ -121,45 +128,56 @@ impl Backchannel {
             ));
         }
 
-        // (2) signed requests are not offered (DISC-04 absent), BC-JWT-06
-        if form.has("request") || form.has("request_uri") {
-            return Err(OAuthError::invalid_request(
-                "signed authentication requests are not supported",
-            ));
-        }
+        // (2) the signed request (C§7.1.1), BC-JWT-01…10: parsed, like a form, into one
+        // typed request that the rest validates.
+        let params = self.parameters(client, &form).await?;
 
         // (3) syntax and presence; the hint count comes before any hint is looked at (BC-REQ-02)
-        let hints = ["login_hint", "login_hint_token", "id_token_hint"].map(|h| form.get(h));
+        let hints = params.hints();
         if hints.iter().flatten().count() != 1 {
             return Err(OAuthError::invalid_request(
                 "exactly one of login_hint, login_hint_token and id_token_hint is required",
             ));
         }
-        let scope = self.check_scope(client, form.get("scope"))?;
-        let lifetime = self.check_expiry(form.get("requested_expiry"))?;
+        let hint_type = [
+            HintType::LoginHint,
+            HintType::LoginHintToken,
+            HintType::IdTokenHint,
+        ][hints.iter().position(Option::is_some).unwrap_or_default()];
+        if !client.allowed_hints.contains(&hint_type) {
+            return Err(OAuthError::invalid_request(format!(
+                "this client may not name users by {}",
+                hint_type.parameter()
+            )));
+        }
+        let scope = self.check_scope(client, params.scope.as_deref())?;
+        let lifetime = self.check_expiry(params.requested_expiry.as_deref())?;
         let notification_token =
-            check_notification_token(client, form.get("client_notification_token"))?;
-        let binding_message = form.get("binding_message");
-        if binding_message.is_none() && self.policy.binding_message.required {
-            // BC-UC-04: absent-but-required is invalid_request, not invalid_binding_message.
+            check_notification_token(client, params.client_notification_token.as_deref())?;
+        let binding_message = params.binding_message.as_deref();
+        if binding_message.is_none() && (self.policy.binding_message.required || client.fapi) {
+            // BC-UC-04: absent-but-required is invalid_request, not invalid_binding_message
+            // (FAPI-07 requires one).
             return Err(OAuthError::invalid_request("binding_message is required"));
         }
 
-        // (4) user resolution, BC-REQ-07/09
+        // (4) user resolution, BC-REQ-07/08/09
         let user = match hints {
             [Some(login_hint), None, None] => self.user_by_hint(login_hint).await?,
-            [None, Some(_), None] => {
-                return Err(OAuthError::invalid_request(
-                    "login_hint_token is not supported by this gateway",
-                ));
+            [None, Some(token), None] => {
+                let subject = self
+                    .hint_issuers
+                    .subject(token, self.clock.now_secs())
+                    .await?;
+                self.user_by_hint(&subject).await?
             }
             [None, None, Some(id_token_hint)] => {
                 self.user_by_id_token_hint(client, id_token_hint).await?
             }
             _ => unreachable!("exactly one hint was counted above"),
         };
-        // The channel is told the hint as the client sent it, or the subject for id_token_hint.
-        let hint_text = hints[0].unwrap_or(&user.subject);
+        // The channel is told the hint as the client sent it, or the subject for the tokens.
+        let hint_text = params.login_hint.as_deref().unwrap_or(&user.subject);
         self.accept(Checked {
             client,
             user: &user,
@@ -168,9 +186,40 @@ impl Backchannel {
             lifetime,
             binding_message,
             notification_token,
-            form: &form,
+            params: &params,
         })
         .await
+    }
+
+    /// The request's parameters: from its signed request object when it sends one (or must:
+    /// BC-JWT-09, FAPI-02), else from the form.
+    async fn parameters(
+        &self,
+        client: &Client,
+        form: &Form<'_>,
+    ) -> Result<AuthRequest, OAuthError> {
+        // BC-JWT-06: by value only.
+        if form.has("request_uri") {
+            return Err(OAuthError::invalid_request(
+                "request_uri is not supported: send the signed request by value (request)",
+            ));
+        }
+        match form.get("request") {
+            Some(jwt) => {
+                let check = ObjectCheck {
+                    client,
+                    issuer: &self.issuer,
+                    now_secs: self.clock.now_secs(),
+                    skew_secs: self.policy.clock_skew_secs,
+                    store: &self.store,
+                };
+                AuthRequest::from_object(jwt, form, &check).await
+            }
+            None if client.must_sign => Err(OAuthError::invalid_request(
+                "this client's authentication requests must be signed (request)",
+            )),
+            None => Ok(AuthRequest::from_form(form)),
+        }
     }
 
     /// Steps (5) and on for a request that passed (1)–(4).
@@ -183,13 +232,13 @@ impl Backchannel {
             lifetime,
             binding_message,
             notification_token,
-            form,
+            params,
         } = checked;
         // (5) user code (BC-UC-01/02) and binding message (BC-UC-03)
         // A user_code that is sent is always verified: discovery says user codes are supported,
         // so a wrong one must not reach the user just because the client is not registered to
         // require it.
-        let user_code = form.get("user_code");
+        let user_code = params.user_code.as_deref();
         if self.policy.user_code.supported && (client.user_code_required || user_code.is_some()) {
             self.check_user_code(user, user_code).await?;
         }
@@ -221,9 +270,9 @@ impl Backchannel {
             client_id: client.id.clone(),
             subject: user.subject.clone(),
             scope,
-            acr_values: form.get("acr_values").map(str::to_owned),
+            acr_values: params.acr_values.clone(),
             binding_message: binding_message.map(str::to_owned),
-            login_hint: form.get("login_hint").map(str::to_owned),
+            login_hint: params.login_hint.clone(),
             created_at_ms: now,
             expires_at_ms: now + u64::from(lifetime) * 1000,
             interval_secs: self.policy.interval_secs,
@@ -438,7 +487,7 @@ struct Checked<'a> {
     lifetime: u32,
     binding_message: Option<&'a str>,
     notification_token: Option<NotificationToken>,
-    form: &'a Form<'a>,
+    params: &'a AuthRequest,
 }
 
 /// BC-REQ-03: a ping (or push) client must send a `client_notification_token` in the RFC 6750

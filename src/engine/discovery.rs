@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::paths::{Paths, SharedPaths};
-use crate::config::Config;
+use crate::config::{AuthMethod, Config};
 use crate::protocol::GRANT_TYPE_CIBA;
 use crate::tokens::KeySet;
 
@@ -27,8 +27,30 @@ fn delivery_modes(cfg: &Config) -> &'static [&'static str] {
     }
 }
 
-/// The client authentication methods the gateway accepts (BC-AUTH-02, DISC-06).
-const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post"];
+/// The client authentication methods the gateway accepts (BC-AUTH-02, DISC-06), from the one
+/// list of methods: the certificate methods where certificates can reach the gateway, no
+/// shared secrets under FAPI-CIBA (FAPI-05).
+fn auth_methods(cfg: &Config) -> Vec<&'static str> {
+    let fapi = cfg.profile == Some(crate::config::Profile::FapiCiba);
+    AuthMethod::ALL
+        .into_iter()
+        .filter(|m| cfg.mtls.enabled() || !m.uses_certificate())
+        .filter(|m| !(fapi && m.uses_secret()))
+        .map(AuthMethod::as_str)
+        .collect()
+}
+
+/// The algorithms of client assertions and signed requests (DISC-04, DISC-06): asymmetric
+/// only, PS256 and ES256 under FAPI-CIBA (FAPI-03).
+fn client_signing_algs(cfg: &Config) -> Vec<&'static str> {
+    let algs: &[crate::config::SigningAlg] =
+        if cfg.profile == Some(crate::config::Profile::FapiCiba) {
+            crate::config::FAPI_ALGS
+        } else {
+            crate::jwks::ASYMMETRIC
+        };
+    algs.iter().map(|a| a.name()).collect()
+}
 
 /// One thing about a provider's discovery document that will not work as configured, in plain
 /// words, with the configuration change that fixes it.
@@ -48,6 +70,9 @@ pub(super) struct Discovery {
     user_code_supported: bool,
     delivery_modes: &'static [&'static str],
     signing_algs: Vec<String>,
+    auth_methods: Vec<&'static str>,
+    client_algs: Vec<&'static str>,
+    bound_tokens: bool,
     standalone: Bytes,
 }
 
@@ -64,8 +89,10 @@ impl Discovery {
             "backchannel_authentication_endpoint": url(&paths.backchannel),
             "backchannel_token_delivery_modes_supported": delivery_modes(cfg),
             "backchannel_user_code_parameter_supported": cfg.ciba.user_code.supported,
-            "grant_types_supported": [GRANT_TYPE_CIBA],
-            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "grant_types_supported": [GRANT_TYPE_CIBA, "refresh_token"],
+            "token_endpoint_auth_methods_supported": auth_methods(cfg),
+            "token_endpoint_auth_signing_alg_values_supported": client_signing_algs(cfg),
+            "backchannel_authentication_request_signing_alg_values_supported": client_signing_algs(cfg),
             "scopes_supported": cfg.scopes_supported,
             "response_types_supported": [],
             "subject_types_supported": ["public"],
@@ -76,8 +103,10 @@ impl Discovery {
         if !cfg.tokens.acr_values_supported.is_empty() {
             doc["acr_values_supported"] = json!(cfg.tokens.acr_values_supported);
         }
-        // DISC-04: no request signing algorithms are published, so signed requests are not
-        // offered.
+        // RFC 8705 §3.3: where client certificates reach the gateway, tokens can be bound.
+        if cfg.mtls.enabled() {
+            doc["tls_client_certificate_bound_access_tokens"] = json!(true);
+        }
         Self {
             public_origin: cfg.public_url.origin().ascii_serialization(),
             issuer: issuer.to_owned(),
@@ -86,6 +115,9 @@ impl Discovery {
             user_code_supported: cfg.ciba.user_code.supported,
             delivery_modes: delivery_modes(cfg),
             signing_algs,
+            auth_methods: auth_methods(cfg),
+            client_algs: client_signing_algs(cfg),
+            bound_tokens: cfg.mtls.enabled(),
             standalone: Bytes::from(doc.to_string()),
         }
     }
@@ -121,24 +153,38 @@ impl Discovery {
             "backchannel_user_code_parameter_supported".into(),
             json!(self.user_code_supported),
         );
-        // DISC-04: the provider's own request-signing algorithms are not the gateway's.
-        doc.remove("backchannel_authentication_request_signing_alg_values_supported");
+        // DISC-04: the gateway verifies signed requests, with its algorithms.
+        doc.insert(
+            "backchannel_authentication_request_signing_alg_values_supported".into(),
+            json!(self.client_algs),
+        );
+        if self.bound_tokens {
+            doc.insert(
+                "tls_client_certificate_bound_access_tokens".into(),
+                json!(true),
+            );
+        }
         // An absent grant_types_supported means the OIDC default; keep its meaning explicit.
         let grants = doc
             .entry("grant_types_supported")
             .or_insert_with(|| json!(["authorization_code", "implicit"]));
-        push_missing(grants, [GRANT_TYPE_CIBA]);
+        push_missing(grants, [GRANT_TYPE_CIBA, "refresh_token"]);
         // A client library checks an ID token's alg against this list.
         let algs = doc
             .entry("id_token_signing_alg_values_supported")
             .or_insert_with(|| json!(["RS256"]));
         push_missing(algs, self.signing_algs.iter().map(String::as_str));
-        let mut methods = common_auth_methods(&doc);
+        let mut methods = common_auth_methods(&doc, &self.auth_methods);
         if methods.is_empty() {
             // No method in common (reported by the audit): say what the CIBA endpoints take.
-            methods = AUTH_METHODS.to_vec();
+            methods = self.auth_methods.clone();
         }
-        if !methods.iter().any(|m| m.ends_with("_jwt")) {
+        if methods.iter().any(|m| m.ends_with("_jwt")) {
+            doc.insert(
+                "token_endpoint_auth_signing_alg_values_supported".into(),
+                json!(self.client_algs),
+            );
+        } else {
             doc.remove("token_endpoint_auth_signing_alg_values_supported");
         }
         doc.insert(
@@ -211,10 +257,13 @@ impl Discovery {
         let advertised = doc
             .get("token_endpoint_auth_methods_supported")
             .and_then(Value::as_array);
-        if advertised.is_some() && common_auth_methods(doc).is_empty() {
+        if advertised.is_some() && common_auth_methods(doc, &self.auth_methods).is_empty() {
             found.push(Finding {
-                problem: "the provider accepts none of client_secret_basic and client_secret_post at its token endpoint; the gateway accepts only those".into(),
-                fix: "enable client_secret_basic or client_secret_post at the provider for the clients that use CIBA".into(),
+                problem: format!(
+                    "the provider accepts none of the gateway's client authentication methods ({}) at its token endpoint",
+                    self.auth_methods.join(", ")
+                ),
+                fix: "enable one of them at the provider for the clients that use CIBA".into(),
             });
         }
         found
@@ -250,14 +299,13 @@ impl Discovery {
 
 /// The methods that work at the shared token endpoint for every grant: the provider's list
 /// (OIDC's default `client_secret_basic` when absent) limited to the gateway's.
-fn common_auth_methods(doc: &Map<String, Value>) -> Vec<&'static str> {
+fn common_auth_methods(doc: &Map<String, Value>, ours: &[&'static str]) -> Vec<&'static str> {
     let provider: Vec<&str> = doc
         .get("token_endpoint_auth_methods_supported")
         .and_then(Value::as_array)
         .map(|l| l.iter().filter_map(Value::as_str).collect())
         .unwrap_or_else(|| vec!["client_secret_basic"]);
-    AUTH_METHODS
-        .iter()
+    ours.iter()
         .copied()
         .filter(|m| provider.contains(m))
         .collect()
@@ -316,7 +364,8 @@ mod tests {
         );
     }
 
-    // DISC-06: only methods that work for the CIBA grant and the provider's grants.
+    // DISC-06: only methods that work for the CIBA grant and the provider's grants; the
+    // signing algorithms of assertions and signed requests are the gateway's (DISC-04).
     #[test]
     fn auth_methods_are_those_both_accept() {
         let (d, p, _) = discovery("public_url: http://gw\n");
@@ -326,20 +375,19 @@ mod tests {
             json!({
                 "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_post", "tls_client_auth"],
                 "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
-                "backchannel_authentication_request_signing_alg_values_supported": ["PS256"],
+                "backchannel_authentication_request_signing_alg_values_supported": ["HS256"],
             }),
         );
+        // tls_client_auth: no client certificate can reach this gateway (no `mtls`).
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
-            json!(["client_secret_post"])
+            json!(["client_secret_post", "private_key_jwt"])
         );
-        assert!(
-            m.get("token_endpoint_auth_signing_alg_values_supported")
-                .is_none()
-        );
-        assert!(
-            m.get("backchannel_authentication_request_signing_alg_values_supported")
-                .is_none()
+        let ours = json!(["PS256", "ES256", "RS256", "EdDSA"]);
+        assert_eq!(m["token_endpoint_auth_signing_alg_values_supported"], ours);
+        assert_eq!(
+            m["backchannel_authentication_request_signing_alg_values_supported"],
+            ours
         );
         let m = merged(&d, &p, json!({}));
         assert_eq!(
@@ -347,14 +395,58 @@ mod tests {
             json!(["client_secret_basic"]),
             "absent means client_secret_basic"
         );
+        assert!(
+            m.get("token_endpoint_auth_signing_alg_values_supported")
+                .is_none()
+        );
         let m = merged(
             &d,
             &p,
-            json!({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}),
+            json!({"token_endpoint_auth_methods_supported": ["client_secret_jwt"]}),
         );
         assert_eq!(
             m["token_endpoint_auth_methods_supported"],
-            json!(AUTH_METHODS)
+            json!(auth_methods(
+                &Config::from_yaml("public_url: http://gw\n").unwrap()
+            ))
+        );
+    }
+
+    // FAPI-05, DISC-06: under the profile, with certificates reaching the gateway, the
+    // standalone document lists the key and certificate methods only, PS256/ES256, and bound
+    // tokens; the refresh grant is listed.
+    #[test]
+    fn the_one_method_list_under_fapi() {
+        let cfg = Config::from_yaml(
+            "public_url: http://gw\nprofile: fapi-ciba\nmtls: { header: x-client-cert, trusted_proxies: [10.0.0.0/8] }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            auth_methods(&cfg),
+            [
+                "private_key_jwt",
+                "tls_client_auth",
+                "self_signed_tls_client_auth"
+            ]
+        );
+        assert_eq!(client_signing_algs(&cfg), ["PS256", "ES256"]);
+        let (d, _, _) = discovery(
+            "public_url: http://gw\nmtls: { header: x-client-cert, trusted_proxies: [10.0.0.0/8] }\n",
+        );
+        let doc: Value = serde_json::from_slice(d.standalone().body()).unwrap();
+        assert_eq!(doc["tls_client_certificate_bound_access_tokens"], true);
+        assert_eq!(
+            doc["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+        assert!(
+            doc["grant_types_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("refresh_token"))
         );
     }
 

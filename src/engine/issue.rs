@@ -59,6 +59,7 @@ impl TokenIssuance {
                     family: random_token(),
                     jti: random_token(),
                     expires_at: (now_ms + self.refresh_ttl_ms) / 1000,
+                    scope: grant.scope.as_str().to_owned(),
                 };
                 self.store
                     .start_family(

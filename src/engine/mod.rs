@@ -7,10 +7,13 @@
 
 mod adapter;
 mod approval;
+mod auth_request;
 mod backchannel;
 mod callback;
+mod client_auth;
 mod decide;
 mod discovery;
+mod hint_token;
 mod issue;
 mod pages;
 mod paths;
@@ -52,6 +55,21 @@ pub struct EngineRequest {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// What the adapter knows of the client's connection.
+    pub connection: Connection,
+}
+
+/// What an adapter knows of a request's connection (the tower runtime attaches one to every
+/// request as an extension, which [`crate::CibaLayer`] reads; an application's own server may
+/// attach one too).
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// The peer's address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client's TLS certificate, when its connection presented one (RFC 8705).
+    pub client_certificate: Option<crate::tls::ClientCertificate>,
 }
 
 /// The engine's answer.
@@ -108,6 +126,8 @@ struct Shared {
     notifier: Arc<crate::channel::ClientNotifier>,
     /// Set when the engine shuts down: held polls answer at once, background loops end.
     shutdown: Arc<shutdown::Shutdown>,
+    /// The trusted issuers of `login_hint_token`s.
+    hint_issuers: Arc<hint_token::HintIssuers>,
 }
 
 /// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`. What an adapter may ask of it
@@ -181,8 +201,13 @@ impl Engine {
         let paths = Arc::new(Paths::new(&cfg));
         let pages = take(&mut problems, Pages::new(&cfg, &paths));
         let store = take(&mut problems, Store::from_config(&cfg.store));
+        let hint_issuers = take(&mut problems, hint_token::HintIssuers::from_config(&cfg));
         let tls = match &cfg.tls {
-            Some(t) => take(&mut problems, crate::tls::ListenerTls::load(t)).map(Some),
+            Some(t) => take(
+                &mut problems,
+                crate::tls::ListenerTls::load(t, cfg.mtls.request_certificates),
+            )
+            .map(Some),
             None => Some(None),
         };
         let (
@@ -195,8 +220,18 @@ impl Engine {
             Some(notifier),
             Some(pages),
             Some(store),
+            Some(hint_issuers),
         ) = (
-            keys, upstream, clients, users, channel, tls, notifier, pages, store,
+            keys,
+            upstream,
+            clients,
+            users,
+            channel,
+            tls,
+            notifier,
+            pages,
+            store,
+            hint_issuers,
         )
         else {
             return Err(ConfigErrors(problems));
@@ -217,6 +252,7 @@ impl Engine {
             paths,
             notifier: Arc::new(notifier),
             shutdown: Arc::new(shutdown::Shutdown::default()),
+            hint_issuers: Arc::new(hint_issuers),
             clock,
             issuer,
             cfg,
@@ -294,28 +330,31 @@ impl Engine {
 
     /// Handles a request on one of the gateway's routes.
     pub async fn handle(&self, route: Route, req: EngineRequest) -> Outcome {
+        // Every flow but the token endpoint's is boxed: a held long poll keeps this future for
+        // as long as it waits, and an enum's size is its largest variant's, so the other
+        // flows' (larger, once-per-request) state machines stay out of every held poll.
         let resp = match route {
             Route::Token => return self.token.handle(req).await,
-            Route::Backchannel => self.backchannel.handle(&req).await,
-            Route::Discovery => self.upstream_discovery().await,
+            Route::Backchannel => Box::pin(self.backchannel.handle(&req)).await,
+            Route::Discovery => Box::pin(self.upstream_discovery()).await,
             Route::Jwks => match &self.upstream {
-                Some(u) => self.merged_jwks(u).await,
+                Some(u) => Box::pin(self.merged_jwks(u)).await,
                 None => cached_json(self.minter.keys().jwks().clone()),
             },
-            Route::Userinfo => return self.userinfo.handle(req).await,
+            Route::Userinfo => return Box::pin(self.userinfo.handle(req)).await,
             Route::LoginCallback if req.method == Method::GET && self.login.is_some() => {
-                self.login.as_ref().unwrap().callback(&req).await
+                Box::pin(self.login.as_ref().unwrap().callback(&req)).await
             }
             Route::Consent if req.method == Method::POST && self.login.is_some() => {
-                self.login.as_ref().unwrap().consent(&req).await
+                Box::pin(self.login.as_ref().unwrap().consent(&req)).await
             }
             // Otherwise these segments are handles like any other (and never valid ones).
             Route::Approval | Route::LoginCallback | Route::Consent => {
-                self.approval.handle(&req).await
+                Box::pin(self.approval.handle(&req)).await
             }
-            Route::ChannelCallback => self.channel_callback.handle(&req).await,
+            Route::ChannelCallback => Box::pin(self.channel_callback.handle(&req)).await,
             // Readiness: a replica whose store cannot be reached should get no traffic.
-            Route::Health => match self.store.health().await {
+            Route::Health => match Box::pin(self.store.health()).await {
                 Ok(()) => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),
                 Err(_) => json_response(
                     StatusCode::SERVICE_UNAVAILABLE,

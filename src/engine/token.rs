@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use super::issue::{Family, TokenIssuance};
 use super::{Engine, EngineRequest, Outcome, Shared, json_response};
-use crate::clients::ClientRegistry;
+use crate::clients::Client;
 use crate::clock::Clock;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{ErrorCode, Form, GRANT_TYPE_CIBA, OAuthError, Scope};
 use crate::store::{Pacing, PendingStore, PollOutcome, RefreshStore, Rotation, Store};
+use crate::tls::ClientCertificate;
 use crate::tokens::{Grant, Minter, Recipient, RefreshIssue, RefreshTokenClaims};
 
 /// Counts a held poll for as long as it is held (also when its connection goes away).
@@ -47,10 +48,14 @@ pub(super) struct TokenEndpoint {
     /// Polls being held now.
     pub(super) held: std::sync::atomic::AtomicUsize,
     clock: Arc<dyn Clock>,
-    clients: Arc<ClientRegistry>,
+    auth: super::client_auth::ClientAuth,
     store: Arc<Store>,
     minter: Arc<Minter>,
     issuance: Arc<TokenIssuance>,
+    /// The provider, for its clients' refreshes.
+    upstream: Option<Arc<crate::upstream::Upstream>>,
+    /// Where the provider's discovery is (its token endpoint).
+    discovery_path: String,
 }
 
 impl TokenEndpoint {
@@ -61,10 +66,12 @@ impl TokenEndpoint {
             shutdown: Arc::clone(&shared.shutdown),
             held: std::sync::atomic::AtomicUsize::new(0),
             clock: Arc::clone(&shared.clock),
-            clients: Arc::clone(&shared.clients),
+            auth: super::client_auth::ClientAuth::new(shared),
             store: Arc::clone(&shared.store),
             minter: Arc::clone(&shared.minter),
             issuance: Arc::clone(issuance),
+            upstream: shared.upstream.clone(),
+            discovery_path: shared.paths.discovery.clone(),
         }
     }
 
@@ -76,12 +83,83 @@ impl TokenEndpoint {
             self.ciba_grant(&req).await
         } else if let Some(claims) = self.own_refresh_token(&req.body) {
             Box::pin(self.refresh(&req, claims)).await
+        } else if is_refresh_grant(&req.body) {
+            match Box::pin(self.foreign_refresh(&req)).await {
+                Some(answer) => answer,
+                None => return Outcome::Forward(req),
+            }
         } else {
-            // Another grant, or a refresh token that is not the gateway's (the provider's
-            // own): forwarded byte for byte.
+            // Another grant: forwarded byte for byte.
             return Outcome::Forward(req);
         };
         Outcome::Respond(answer.unwrap_or_else(|e| e.into_response()))
+    }
+
+    /// Authenticates the client of `req` (TOK-01: as at the backchannel endpoint) and tells
+    /// what its tokens are bound to ([`binding`]).
+    async fn authenticate(
+        &self,
+        req: &EngineRequest,
+        form: &Form<'_>,
+    ) -> Result<(&Arc<Client>, Option<String>), OAuthError> {
+        let certificate = self.auth.certificate(req);
+        let client = self
+            .auth
+            .authenticate(req, form, certificate.as_ref())
+            .await?;
+        Ok((client, binding(client, certificate.as_ref())?))
+    }
+
+    /// A `refresh_token` grant whose token the gateway did not sign. Standalone, nothing else
+    /// could have issued it: `invalid_grant` for the authenticated client (RFC 6749 §5.2). In
+    /// front of a provider, a client of the gateway that holds the provider's tokens
+    /// (credentials at the provider, `upstream`) is authenticated here, and the refresh is
+    /// sent to the provider with its credentials there, whatever its gateway credentials are;
+    /// any other client's refresh is forwarded byte for byte (`None`).
+    async fn foreign_refresh(
+        &self,
+        req: &EngineRequest,
+    ) -> Option<Result<http::Response<Bytes>, OAuthError>> {
+        let Ok(form) = Form::parse(&req.body) else {
+            return self
+                .upstream
+                .is_none()
+                .then(|| Err(OAuthError::invalid_request("malformed form")));
+        };
+        let ours = self.auth.claims_gateway_client(req, &form);
+        let upstream = match (&self.upstream, ours) {
+            (None, _) => None,
+            (Some(u), Some(c)) if c.upstream.is_some() => Some(u),
+            // The provider's own client: its refresh is the provider's business.
+            (Some(_), _) => return None,
+        };
+        Some(
+            async {
+                let certificate = self.auth.certificate(req);
+                let client = self
+                    .auth
+                    .authenticate(req, &form, certificate.as_ref())
+                    .await?;
+                let (Some(upstream), Some(creds)) = (upstream, &client.upstream) else {
+                    return Err(OAuthError::bad_request(ErrorCode::InvalidGrant)
+                        .describe("the refresh token is not valid"));
+                };
+                let token = form
+                    .get("refresh_token")
+                    .ok_or_else(|| OAuthError::invalid_request("refresh_token is required"))?;
+                // Boxed: a rare path whose HTTP future would widen every token request's.
+                let (status, body) =
+                    Box::pin(upstream.refresh(&self.discovery_path, creds, token, form.get("scope")))
+                        .await
+                    .map_err(|e| {
+                        tracing::warn!(client_id = %client.id, error = %e, "a refresh at the provider failed");
+                        OAuthError::unavailable("the upstream provider is unavailable", 5)
+                    })?;
+                tracing::info!(client_id = %client.id, status = status.as_u16(), "refresh sent to the provider with the client's credentials there");
+                Ok(json_response(status, body))
+            }
+            .await,
+        )
     }
 
     /// Holds a poll until the user decides, the request expires, the hold ends or the runtime
@@ -122,7 +200,7 @@ impl TokenEndpoint {
         claims: RefreshTokenClaims,
     ) -> Result<http::Response<Bytes>, OAuthError> {
         let form = Form::parse(&req.body)?;
-        let client = self.clients.authenticate(&req.headers, &form).await?;
+        let (client, bound_to) = self.authenticate(req, &form).await?;
         if !client.refresh_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the refresh_token grant"));
@@ -131,16 +209,19 @@ impl TokenEndpoint {
             return Err(OAuthError::bad_request(ErrorCode::InvalidGrant)
                 .describe("the refresh token was issued to another client"));
         }
-        let scope = Scope::parse(&claims.scope)
+        let granted = Scope::parse(&claims.scope)
             .ok_or_else(|| OAuthError::server_error("a refresh token with no scope"))?;
-        if let Some(asked) = form.get("scope")
-            && Scope::parse(asked).is_none_or(|a| {
-                a.iter().count() != scope.iter().count() || !a.iter().all(|v| scope.contains(v))
-            })
-        {
-            return Err(OAuthError::bad_request(ErrorCode::InvalidScope)
-                .describe("a refresh keeps the granted scope (narrowing is not supported)"));
-        }
+        // RFC 6749 §6: a refresh may ask for less than was granted (for this access token;
+        // the family keeps what it was granted), never for more.
+        let scope = match form.get("scope") {
+            None => granted,
+            Some(asked) => Scope::parse(asked)
+                .filter(|a| a.iter().all(|v| granted.contains(v)))
+                .ok_or_else(|| {
+                    OAuthError::bad_request(ErrorCode::InvalidScope)
+                        .describe("a refresh may not ask for scope that was not granted")
+                })?,
+        };
         let now_ms = self.clock.now_ms();
         let next = crate::protocol::random_token();
         match self
@@ -167,11 +248,13 @@ impl TokenEndpoint {
             acr: claims.acr,
             amr: claims.amr,
             auth_req_id: None,
+            bound_to,
         };
         let family = Family::Continue(RefreshIssue {
             family: claims.fid,
             jti: next,
             expires_at: claims.exp,
+            scope: claims.scope,
         });
         let tokens = self
             .issuance
@@ -190,7 +273,7 @@ impl TokenEndpoint {
                 .describe(format!("the CIBA grant type is {GRANT_TYPE_CIBA}")));
         }
         // TOK-01: the client authenticates exactly as at the backchannel endpoint.
-        let client = self.clients.authenticate(&req.headers, &form).await?;
+        let (client, bound_to) = self.authenticate(req, &form).await?;
         if !client.ciba_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the CIBA grant"));
@@ -229,17 +312,17 @@ impl TokenEndpoint {
                     let body = serde_json::to_vec(t).expect("a token response serialises");
                     return Ok(json_response(StatusCode::OK, Bytes::from(body)));
                 }
-                let grant = self.minter.grant_for(&pending, &approval);
-                let tokens = self
-                    .issuance
-                    .issue(
-                        client,
-                        &grant,
-                        now_ms,
-                        Recipient::TokenEndpoint,
-                        Family::New,
-                    )
-                    .await?;
+                let mut grant = self.minter.grant_for(&pending, &approval);
+                grant.bound_to = bound_to;
+                // Boxed: issued once per request, its futures stay out of held polls.
+                let tokens = Box::pin(self.issuance.issue(
+                    client,
+                    &grant,
+                    now_ms,
+                    Recipient::TokenEndpoint,
+                    Family::New,
+                ))
+                .await?;
                 tracing::info!(client_id = %client.id, subject = %pending.subject, "tokens issued for an approved CIBA request");
                 let body = serde_json::to_vec(&tokens).expect("a token response serialises");
                 return Ok(json_response(StatusCode::OK, Bytes::from(body)));
@@ -252,5 +335,26 @@ impl TokenEndpoint {
         };
         // TOK-ERR-01/02: all of these are 400, never 428/429/202.
         Err(OAuthError::bad_request(code))
+    }
+}
+
+/// Whether a form body is a `refresh_token` grant.
+fn is_refresh_grant(body: &[u8]) -> bool {
+    form_urlencoded::parse(body).any(|(k, v)| k == "grant_type" && v == "refresh_token")
+}
+
+/// The thumbprint the access token is bound to (RFC 8705 §3): the certificate the client
+/// presented, if any. A client whose tokens must be bound (FAPI-06) and presented none is
+/// refused.
+fn binding(
+    client: &Client,
+    certificate: Option<&ClientCertificate>,
+) -> Result<Option<String>, OAuthError> {
+    match certificate {
+        Some(c) => Ok(Some(c.thumbprint())),
+        None if client.bound_tokens => Err(OAuthError::invalid_request(
+            "this client's tokens are bound to its TLS certificate: present it (mutual TLS)",
+        )),
+        None => Ok(None),
     }
 }

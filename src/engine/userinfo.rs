@@ -35,18 +35,28 @@ fn bearer<'a>(headers: &'a HeaderMap, form: Option<&'a Form<'a>>) -> Option<&'a 
 /// the claims come from.
 pub(super) struct Userinfo {
     issuer: String,
+    /// The `aud` of the gateway's access tokens.
+    audience: String,
     clock: Arc<dyn Clock>,
     minter: Arc<Minter>,
     users: Arc<UserDirectory>,
+    mtls: crate::config::MtlsConfig,
 }
 
 impl Userinfo {
     pub(super) fn new(shared: &Shared) -> Self {
         Self {
             issuer: shared.issuer.clone(),
+            audience: shared
+                .cfg
+                .tokens
+                .access_token_audience
+                .clone()
+                .unwrap_or_else(|| shared.issuer.clone()),
             clock: Arc::clone(&shared.clock),
             minter: Arc::clone(&shared.minter),
             users: Arc::clone(&shared.users),
+            mtls: shared.cfg.mtls.clone(),
         }
     }
 
@@ -109,8 +119,28 @@ impl Userinfo {
                 "the access token is for another issuer",
             ));
         }
-        if at.exp <= self.clock.now_ms() / 1000 {
+        let now = self.clock.now_ms() / 1000;
+        if at.exp <= now {
             return Err(OAuthError::invalid_token("the access token has expired"));
+        }
+        if at.nbf.is_some_and(|nbf| nbf > now) {
+            return Err(OAuthError::invalid_token(
+                "the access token is not valid yet",
+            ));
+        }
+        if at.aud != self.audience {
+            return Err(OAuthError::invalid_token(
+                "the access token is for another audience",
+            ));
+        }
+        // RFC 8705 §3: a bound token is used with the certificate it is bound to.
+        if let Some(cnf) = &at.cnf {
+            let presented = super::client_auth::client_certificate(req, &self.mtls);
+            if presented.is_none_or(|c| c.thumbprint() != cnf.x5t_s256) {
+                return Err(OAuthError::invalid_token(
+                    "the access token is bound to another TLS client certificate",
+                ));
+            }
         }
         let scope = Scope::parse(&at.scope)
             .filter(|s| s.contains("openid"))

@@ -189,8 +189,20 @@ pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
     match engine.listener_tls() {
         Some(t) => {
             // The engine's loaded certificate, not the files again (no paths given).
-            let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
-                .map_err(|e| ServeError::Setup(format!("tls: {e}")))?;
+            // With mutual TLS, the listener asks every client for a certificate (never
+            // requires one) and keeps the chain for the engine (`Connection`).
+            let mut settings = match t.client_verifier() {
+                Some(verifier) => {
+                    let mut s = pingora::listeners::tls::TlsSettings::with_callbacks(Box::new(
+                        crate::proxy::ClientCertificates,
+                    ))
+                    .map_err(|e| ServeError::Setup(format!("tls: {e}")))?;
+                    s.set_client_cert_verifier(verifier);
+                    s
+                }
+                None => pingora::listeners::tls::TlsSettings::intermediate("", "")
+                    .map_err(|e| ServeError::Setup(format!("tls: {e}")))?,
+            };
             settings.set_cert_resolver(t.resolver());
             settings.enable_h2();
             service.add_tls_with_settings(&addr, None, settings);

@@ -6,7 +6,6 @@ mod guard;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,15 +21,6 @@ use tower_service::Service;
 use super::ServeError;
 use crate::engine::Engine;
 use crate::layer::CibaService;
-
-/// What the server knows about the client connection, attached to each request.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ClientConnection {
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-}
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): they belong to one connection and are never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -117,18 +107,15 @@ where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let conn = req.extensions().get::<ClientConnection>().copied();
+    let conn = req.extensions().get::<crate::Connection>();
+    let (peer, tls) = (conn.and_then(|c| c.peer), conn.is_some_and(|c| c.tls));
     let (parts, body) = req.into_parts();
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut headers = parts.headers;
     for h in HOP_BY_HOP {
         headers.remove(*h);
     }
-    let edits = engine.header_edits(
-        &headers,
-        conn.map(|c| c.peer.ip()),
-        conn.is_some_and(|c| c.tls),
-    );
+    let edits = engine.header_edits(&headers, peer.map(|p| p.ip()), tls);
     for h in edits.remove {
         headers.remove(h);
     }
@@ -321,7 +308,11 @@ async fn serve_with(
                 let conn = Connection {
                     builder: Arc::clone(&builder),
                     svc: service.clone(),
-                    info: ClientConnection { peer, tls: tls.is_some() },
+                    info: crate::Connection {
+                        peer: Some(peer),
+                        tls: tls.is_some(),
+                        client_certificate: None,
+                    },
                     limits: limits.clone(),
                     stop: stop.clone(),
                 };
@@ -343,7 +334,15 @@ async fn serve_with(
                                 _ = stop.changed() => return,
                             };
                             match handshake {
-                                Ok(Ok(stream)) => conn.serve(stream).await,
+                                Ok(Ok(stream)) => {
+                                    // RFC 8705: the certificate the client showed, if any, goes
+                                    // with each of its requests.
+                                    let chain = stream.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+                                    let mut conn = conn;
+                                    conn.info.client_certificate =
+                                        chain.and_then(crate::ClientCertificate::new);
+                                    conn.serve(stream).await
+                                }
                                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             }
@@ -393,7 +392,7 @@ struct Limits {
 struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     svc: CibaService<Inner>,
-    info: ClientConnection,
+    info: crate::Connection,
     limits: Limits,
     stop: tokio::sync::watch::Receiver<()>,
 }
@@ -409,7 +408,7 @@ impl Connection {
         let (svc, info, requests) = (self.svc, self.info, Arc::clone(&activity));
         let hyper_svc =
             hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(info);
+                req.extensions_mut().insert(info.clone());
                 let mut svc = svc.clone();
                 let in_flight = requests.request();
                 async move {

@@ -335,6 +335,9 @@ pub struct AccessTokenClaims {
     pub client_id: String,
     /// Issued at.
     pub iat: u64,
+    /// Not valid before (the gateway's own tokens carry none; checked when present).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub nbf: Option<u64>,
     /// Unique id (256 random bits, FAPI-10).
     pub jti: String,
     /// Granted scope.
@@ -344,6 +347,18 @@ pub struct AccessTokenClaims {
     /// Authentication context class.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub acr: Option<String>,
+    /// The certificate the token is bound to (RFC 8705 §3).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cnf: Option<Confirmation>,
+}
+
+/// A token's confirmation (RFC 7800): the SHA-256 thumbprint of the client certificate it is
+/// bound to (RFC 8705 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// `x5t#S256`.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
 }
 
 /// The token endpoint's success body (TOK-08). `Debug` shows no token.
@@ -450,6 +465,7 @@ impl Minter {
             acr: self.acr_for(req.acr_values.as_deref(), approval.acr.as_deref()),
             amr: approval.amr.clone(),
             auth_req_id: Some(req.id.as_str().to_owned()),
+            bound_to: None,
         }
     }
 
@@ -488,10 +504,15 @@ impl Minter {
             sub: grant.subject.clone(),
             client_id: client.id.clone(),
             iat: now,
+            nbf: None,
             jti: random_token(),
             scope: grant.scope.as_str().to_owned(),
             auth_time: grant.auth_time,
             acr: grant.acr.clone(),
+            cnf: grant
+                .bound_to
+                .clone()
+                .map(|x5t_s256| Confirmation { x5t_s256 }),
         };
         let access_token = self.keys.sign("at+jwt", &at)?;
         let refresh_token = match refresh {
@@ -501,7 +522,7 @@ impl Minter {
                     iss: self.issuer.clone(),
                     sub: grant.subject.clone(),
                     client_id: client.id.clone(),
-                    scope: grant.scope.as_str().to_owned(),
+                    scope: r.scope.clone(),
                     fid: r.family.clone(),
                     jti: r.jti.clone(),
                     iat: now,
@@ -567,6 +588,8 @@ pub struct Grant {
     pub amr: Option<Vec<String>>,
     /// The CIBA request it answers (a pushed ID token names it).
     pub auth_req_id: Option<String>,
+    /// The thumbprint of the client certificate the access token is bound to.
+    pub bound_to: Option<String>,
 }
 
 /// A refresh token to issue: its family, its own id, and when the family ends.
@@ -578,6 +601,9 @@ pub struct RefreshIssue {
     pub jti: String,
     /// When the family ends, Unix seconds.
     pub expires_at: u64,
+    /// The family's scope (what it was granted; a refresh may narrow one access token, never
+    /// the family, RFC 6749 §6).
+    pub scope: String,
 }
 
 /// The claims of the gateway's refresh tokens. `Debug` shows no ids.

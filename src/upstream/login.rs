@@ -128,49 +128,14 @@ impl Upstream {
         verifier: &str,
         redirect_uri: &str,
     ) -> Result<IssuedTokens, String> {
-        let d = self
-            .discovery(discovery_path)
-            .await
-            .map_err(|e| e.to_string())?;
-        let endpoint = Url::parse(str_field(&d, "token_endpoint").map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-        let mut path = endpoint.path().to_owned();
-        if let Some(q) = endpoint.query() {
-            path = format!("{path}?{q}");
-        }
-        let mut form = vec![
+        let path = self.token_path(discovery_path).await?;
+        let form = vec![
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
             ("code_verifier", verifier),
         ];
-        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let basic = match creds.auth_method {
-            AuthMethod::ClientSecretBasic => {
-                Some((enc(&creds.client_id), enc(creds.secret.expose())))
-            }
-            AuthMethod::ClientSecretPost => {
-                form.push(("client_id", &creds.client_id));
-                form.push(("client_secret", creds.secret.expose()));
-                None
-            }
-        };
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish();
-        let resp = self
-            .client
-            .send(&path, |c, url| {
-                let req = c.post(url).headers(self.own_headers().clone());
-                let req = match &basic {
-                    Some((id, secret)) => req.basic_auth(id, Some(secret)),
-                    None => req,
-                };
-                req.header("content-type", "application/x-www-form-urlencoded")
-                    .body(body.clone())
-            })
-            .await
-            .map_err(|e| e.without_url().to_string())?;
+        let resp = self.token_request(&path, creds, form).await?;
         let status = resp.status();
         let body = super::read_capped(resp, super::MAX_METADATA_BYTES)
             .await
@@ -185,6 +150,83 @@ impl Upstream {
         }
         serde_json::from_value(json)
             .map_err(|_| "the provider's token response is malformed".to_owned())
+    }
+
+    /// The path (and query) of the provider's token endpoint, from its discovery document.
+    async fn token_path(&self, discovery_path: &str) -> Result<String, String> {
+        let d = self
+            .discovery(discovery_path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let endpoint = Url::parse(str_field(&d, "token_endpoint").map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        Ok(match endpoint.query() {
+            Some(q) => format!("{}?{q}", endpoint.path()),
+            None => endpoint.path().to_owned(),
+        })
+    }
+
+    /// A `refresh_token` grant at the provider's token endpoint (reached directly), with the
+    /// client's credentials there (`creds`): the provider's answer, status and body as it sent
+    /// them (capped at 1 MiB).
+    pub async fn refresh(
+        &self,
+        discovery_path: &str,
+        creds: &UpstreamCredentials,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), String> {
+        let path = self.token_path(discovery_path).await?;
+        let mut form = vec![
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let resp = self.token_request(&path, creds, form).await?;
+        let status = resp.status();
+        let body = super::read_capped(resp, super::MAX_METADATA_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((status, bytes::Bytes::from(body)))
+    }
+
+    /// POSTs `form` to the provider's token endpoint at `path`, authenticated with `creds` as
+    /// they say (Basic, or in the form).
+    async fn token_request(
+        &self,
+        path: &str,
+        creds: &UpstreamCredentials,
+        mut form: Vec<(&str, &str)>,
+    ) -> Result<reqwest::Response, String> {
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = match creds.auth_method {
+            AuthMethod::ClientSecretBasic => {
+                Some((enc(&creds.client_id), enc(creds.secret.expose())))
+            }
+            // The configuration allows only the two secret methods at the provider.
+            _ => {
+                form.push(("client_id", &creds.client_id));
+                form.push(("client_secret", creds.secret.expose()));
+                None
+            }
+        };
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        self.client
+            .send(path, |c, url| {
+                let req = c.post(url).headers(self.own_headers().clone());
+                let req = match &basic {
+                    Some((id, secret)) => req.basic_auth(id, Some(secret)),
+                    None => req,
+                };
+                req.header("content-type", "application/x-www-form-urlencoded")
+                    .body(body.clone())
+            })
+            .await
+            .map_err(|e| e.without_url().to_string())
     }
 
     /// Validates the upstream's ID token and returns its claims.

@@ -7,8 +7,11 @@
 //! - [`providers`] and [`upstream`]: real OpenID providers (oidc-provider, django-oauth-toolkit)
 //!   started by the tests, the gateway in front of them, and a form-filling browser;
 //! - [`authenticator`]: a real HTTP server playing the external (Keycloak-style) authenticator;
+//! - [`binary`]: the `ciba-gateway` binary run from a YAML file, as deployed;
+//! - [`node`]: openid-client, the standard CIBA client library, run by Node.js;
 //! - [`client`]: a CIBA client that knows a gateway by its URLs alone;
 //! - [`tokens`] and [`pages`]: reading what the gateway hands out (JWTs, HTML pages);
+//! - [`keys`]: a client's own signing keys (PS256, ES256, RS256) and the JWTs it signs;
 //! - [`pki`], [`smtp`], [`webhook`]: a test CA, an SMTP sink and a webhook receiver;
 //! - [`receiver`]: an HTTPS notification endpoint for ping clients;
 //! - [`redis`]: real Redis servers (a single node, a three-master Cluster) for the shared store.
@@ -17,8 +20,11 @@
 //! and nothing is dead code.
 
 pub mod authenticator;
+pub mod binary;
 pub mod client;
 pub mod gateway;
+pub mod keys;
+pub mod node;
 pub mod pages;
 pub mod pki;
 pub mod providers;
