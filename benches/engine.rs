@@ -1,5 +1,7 @@
 //! The engine in-process: a bc-authorize (log channel, no subscriber: the channel costs
 //! nothing) and polls of a pending request. Goals: a poll under 5 µs, a bc-authorize under 25 µs.
+//! And a poll by a `private_key_jwt` client (ES256, PS256): each carries a fresh assertion, so
+//! each verifies a signature and records its `jti` (signing it is outside the measurement).
 //!
 //! cargo bench --bench engine
 
@@ -7,7 +9,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ciba_gateway::clock::ManualClock;
+use ciba_gateway::clock::{Clock as _, ManualClock};
 use ciba_gateway::{Config, Engine, EngineRequest, Outcome, Route};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
@@ -41,6 +43,7 @@ fn engine(c: &mut Criterion) {
         .build()
         .unwrap();
     let secret = ciba_gateway::hash_secret("bench-secret");
+    let (es, ps) = (es256(), ps256());
     let yaml = format!(
         r#"
 public_url: http://127.0.0.1:8080
@@ -52,8 +55,13 @@ limits:
   bc_per_client: {{ requests: 4294967295, per_secs: 4294967295 }}
   bc_per_user: {{ requests: 4294967295, per_secs: 4294967295 }}
 users: {{ type: static, users: [ {{ subject: s1, username: alice }} ] }}
-clients: [ {{ client_id: bench, secret: "{secret}", token_endpoint_auth_method: client_secret_post }} ]
-"#
+clients:
+  - {{ client_id: bench, secret: "{secret}", token_endpoint_auth_method: client_secret_post }}
+  - {{ client_id: es256, token_endpoint_auth_method: private_key_jwt, jwks: {es_jwks} }}
+  - {{ client_id: ps256, token_endpoint_auth_method: private_key_jwt, jwks: {ps_jwks} }}
+"#,
+        es_jwks = serde_json::json!({ "keys": [es.1] }),
+        ps_jwks = serde_json::json!({ "keys": [ps.1] }),
     );
     let clock = ManualClock::new();
     let engine =
@@ -116,6 +124,89 @@ clients: [ {{ client_id: bench, secret: "{secret}", token_endpoint_auth_method: 
             })
         })
     });
+
+    // private_key_jwt: a fresh assertion per poll, made (outside the timing) on the engine's clock.
+    for (client, (key, _), alg) in [
+        ("es256", &es, jsonwebtoken::Algorithm::ES256),
+        ("ps256", &ps, jsonwebtoken::Algorithm::PS256),
+    ] {
+        let assertion = || {
+            let now = clock.now_ms() / 1000;
+            let mut h = jsonwebtoken::Header::new(alg);
+            h.kid = Some("k".into());
+            let claims = serde_json::json!({
+                "iss": client, "sub": client, "aud": "http://127.0.0.1:8080", "iat": now,
+                "exp": now + 60, "jti": format!("{:032x}", rand::random::<u128>()),
+            });
+            jsonwebtoken::encode(&h, &claims, key).unwrap()
+        };
+        let form = |extra: &str| {
+            Bytes::from(format!(
+                "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={}&{extra}",
+                assertion()
+            ))
+        };
+        let Outcome::Respond(ack) = rt.block_on(engine.handle(
+            Route::Backchannel,
+            request("/bc-authorize", &form("scope=openid&login_hint=alice")),
+        )) else {
+            panic!("bc-authorize answers")
+        };
+        assert_eq!(ack.status(), 200, "{:?}", ack.body());
+        let ack: serde_json::Value = serde_json::from_slice(ack.body()).unwrap();
+        let poll = format!(
+            "grant_type=urn%3Aopenid%3Aparams%3Agrant-type%3Aciba&auth_req_id={}",
+            ack["auth_req_id"].as_str().unwrap()
+        );
+        c.bench_function(&format!("poll_private_key_jwt_{client}"), |b| {
+            b.iter_batched(
+                // The clock stands still (criterion makes a batch of inputs before it runs
+                // them): the answer is `slow_down`, which costs what `authorization_pending`
+                // does (the two benches above).
+                || request("/token", &form(&poll)),
+                |req| {
+                    rt.block_on(async {
+                        let s = status(engine.handle(Route::Token, req).await);
+                        assert_eq!(s, 400);
+                        black_box(s)
+                    })
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+    }
+}
+
+/// A P-256 key for ES256: the encoding key and its public JWK.
+fn es256() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::EncodePrivateKey;
+    let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+    let point = secret.public_key().to_encoded_point(false);
+    let pem = secret.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).unwrap();
+    (
+        jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "k",
+            "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap())}),
+    )
+}
+
+/// An RSA 2048 key for PS256: the encoding key and its public JWK.
+fn ps256() -> (jsonwebtoken::EncodingKey, serde_json::Value) {
+    use rsa::pkcs8::EncodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+    let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+    (
+        jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        serde_json::json!({"kty": "RSA", "kid": "k",
+            "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be())}),
+    )
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
 criterion_group!(benches, engine);

@@ -57,6 +57,7 @@ mod engine;
 #[doc(hidden)]
 pub mod fuzzing;
 mod jwks;
+mod jws;
 pub mod layer;
 mod log_throttle;
 mod outbound;
@@ -86,9 +87,11 @@ pub use tls::ClientCertificate;
 pub use tokens::generate_pem as generate_signing_key;
 pub use upstream::HeaderEdits;
 
-/// Installs ring as the process-wide rustls crypto provider, unless one is installed already
-/// (then it is left alone). [`Engine::new`] calls it, so there is no need to; an application
-/// that builds its own rustls clients before the engine may call it first.
+/// Installs ring as the process-wide crypto provider of rustls and of jsonwebtoken (JWT
+/// signatures), for each unless one is installed already (then it is left alone).
+/// [`Engine::new`] calls it, so there is no need to; an application that builds its own rustls
+/// clients or signs JWTs before the engine may call it first.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = jsonwebtoken::crypto::CryptoProvider::install_default(&jws::RING);
 }

@@ -173,6 +173,38 @@ mod tests {
         assert_eq!(c.limits.max_body_bytes, 64 * 1024);
     }
 
+    // FAPI-CIBA (issue 19, item 6): `check` names what a configuration lacks for the profile,
+    // field by field; a complete one has no findings.
+    #[test]
+    fn fapi_05_06_profile_findings_name_every_field() {
+        let bad = Config::from_yaml(
+            "public_url: https://gw\nprofile: fapi-ciba\nclients:\n  - { client_id: a, secret: \"${HOME}\", token_endpoint_auth_method: client_secret_post, backchannel_token_delivery_mode: push, backchannel_client_notification_endpoint: \"https://c.example/cb\", backchannel_authentication_request_signing_alg: RS256 }\n",
+        )
+        .unwrap()
+        .validate();
+        let paths: Vec<&str> = bad.iter().map(|e| e.path.as_str()).collect();
+        for want in [
+            "ciba.offer_push",
+            "ciba.binding_message.required",
+            "ciba.accept_ietf_grant_type_alias",
+            "tls",
+            "tokens.keys",
+            "mtls",
+            "clients[0].token_endpoint_auth_method",
+            "clients[0].backchannel_token_delivery_mode",
+            "clients[0].backchannel_authentication_request_signing_alg",
+            "clients[0].jwks",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let good = Config::from_yaml(
+            "public_url: https://gw\nprofile: fapi-ciba\ntls: { cert_file: /c.pem, key_file: /k.pem }\nmtls: { request_certificates: true }\ntokens: { keys: [ { kid: k, alg: PS256, private_key: \"${HOME}\" } ] }\nciba: { offer_push: false, accept_ietf_grant_type_alias: false, binding_message: { required: true } }\nclients:\n  - { client_id: a, token_endpoint_auth_method: private_key_jwt, jwks: { keys: [] } }\n",
+        )
+        .unwrap()
+        .validate();
+        assert!(good.is_empty(), "{good:?}");
+    }
+
     // Issue (providers as they are), item 5: only clients that can start CIBA requests need
     // credentials at the upstream for its login.
     #[test]

@@ -95,6 +95,13 @@ impl SigningKey {
     }
 }
 
+/// A key pair as the gateway loads one from `pem` (for the signature backends' tests).
+#[cfg(test)]
+pub(crate) fn key_pair_for_tests(pem: &str, alg: SigningAlg) -> (EncodingKey, DecodingKey) {
+    let (k, _) = SigningKey::from_pem("t", alg, pem).unwrap();
+    (k.encoding, k.decoding)
+}
+
 /// The gateway's keys: all are published, the active one signs.
 pub struct KeySet {
     keys: Vec<SigningKey>,
