@@ -124,8 +124,10 @@ fn ten_thousand_held_polls_cost_only_memory_and_are_all_released() {
         let per_poll = (heap_held - heap_before) / HELD as isize;
         eprintln!("{HELD} held polls: {per_poll} heap bytes each (task, request, wake-up), {threads_held} threads");
         assert_eq!(threads_held, threads_before, "a thread per held poll");
-        // A held poll is a task and a registration on the store's wake-up: a few KB at most.
-        assert!(per_poll < 16 * 1024, "{per_poll} bytes per held poll");
+        // A held poll is a task and a registration on the store's wake-up: a few KB at most
+        // (4.7 KB measured on 2026-12-03; 15 KB while the Redis store's futures were inlined
+        // into every poll's state machine, 16.4 KB before the other flows were boxed).
+        assert!(per_poll < 8 * 1024, "{per_poll} bytes per held poll");
         engine.shutdown();
         for p in polls {
             let (status, body) = p.await.unwrap();

@@ -289,12 +289,16 @@ pub enum Store {
 }
 
 /// Runs `$e` with `$s` bound to whichever backend `$store` is.
+/// Awaits the same call on whichever backend `store` is. The Redis arm is boxed: a network
+/// call's future is far larger than the memory store's, and inlined it would widen every
+/// caller's state machine — a held long poll keeps its caller's for as long as it waits — for
+/// the price of one allocation per round trip to Redis.
 macro_rules! each {
     ($store:expr, $s:ident => $e:expr) => {
         match $store {
-            Store::Memory($s) => $e,
+            Store::Memory($s) => $e.await,
             #[cfg(feature = "redis")]
-            Store::Redis($s) => $e,
+            Store::Redis($s) => Box::pin($e).await,
         }
     };
 }
@@ -331,7 +335,7 @@ impl Store {
         match self {
             Self::Memory(_) => Ok(()),
             #[cfg(feature = "redis")]
-            Self::Redis(r) => r.ping().await,
+            Self::Redis(r) => Box::pin(r.ping()).await,
         }
     }
 
@@ -350,7 +354,7 @@ impl Store {
                 Ok(())
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => r.put(kind, key, value, ttl_ms).await,
+            Self::Redis(r) => Box::pin(r.put(kind, key, value, ttl_ms)).await,
         }
     }
 
@@ -359,7 +363,7 @@ impl Store {
         match self {
             Self::Memory(m) => Ok(m.take_value(kind, key)),
             #[cfg(feature = "redis")]
-            Self::Redis(r) => r.take_value(kind, key).await,
+            Self::Redis(r) => Box::pin(r.take_value(kind, key)).await,
         }
     }
 
@@ -375,7 +379,7 @@ impl Store {
         match self {
             Self::Memory(m) => Ok(m.count(name, key, add_window_ms)),
             #[cfg(feature = "redis")]
-            Self::Redis(r) => r.count(name, key, add_window_ms).await,
+            Self::Redis(r) => Box::pin(r.count(name, key, add_window_ms)).await,
         }
     }
 
@@ -393,7 +397,7 @@ impl Store {
                 None
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.watch_expiry(id, expires_at_ms).await),
+            Self::Redis(r) => Some(Box::pin(r.watch_expiry(id, expires_at_ms)).await),
         }
     }
 
@@ -412,7 +416,7 @@ impl Store {
                 None
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.claim_expired(now_ms, max, lease_ms).await),
+            Self::Redis(r) => Some(Box::pin(r.claim_expired(now_ms, max, lease_ms)).await),
         }
     }
 
@@ -425,7 +429,7 @@ impl Store {
                 None
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.settle_expired(id).await),
+            Self::Redis(r) => Some(Box::pin(r.settle_expired(id)).await),
         }
     }
 
@@ -446,7 +450,9 @@ impl Store {
                 None
             }
             #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(r.gcra(limit, key, now_ms, interval_ms, tolerance_ms).await),
+            Self::Redis(r) => {
+                Some(Box::pin(r.gcra(limit, key, now_ms, interval_ms, tolerance_ms)).await)
+            }
         }
     }
 }
@@ -460,7 +466,7 @@ impl RefreshStore for Store {
         expires_at_ms: u64,
         idle_ms: u64,
     ) -> Result<(), StoreError> {
-        each!(self, s => s.start_family(family, jti, now_ms, expires_at_ms, idle_ms).await)
+        each!(self, s => s.start_family(family, jti, now_ms, expires_at_ms, idle_ms))
     }
     async fn rotate(
         &self,
@@ -469,13 +475,13 @@ impl RefreshStore for Store {
         next: &str,
         now_ms: u64,
     ) -> Result<Rotation, StoreError> {
-        each!(self, s => s.rotate(family, presented, next, now_ms).await)
+        each!(self, s => s.rotate(family, presented, next, now_ms))
     }
 }
 
 impl PendingStore for Store {
     async fn create(&self, req: PendingRequest) -> Result<(), StoreError> {
-        each!(self, s => s.create(req).await)
+        each!(self, s => s.create(req))
     }
     async fn poll(
         &self,
@@ -484,10 +490,10 @@ impl PendingStore for Store {
         now_ms: u64,
         pacing: Pacing,
     ) -> Result<PollOutcome, StoreError> {
-        each!(self, s => s.poll(id, client_id, now_ms, pacing).await)
+        each!(self, s => s.poll(id, client_id, now_ms, pacing))
     }
     async fn take(&self, id: &str, now_ms: u64) -> Result<PollOutcome, StoreError> {
-        each!(self, s => s.take(id, now_ms).await)
+        each!(self, s => s.take(id, now_ms))
     }
     async fn resolve(
         &self,
@@ -495,21 +501,21 @@ impl PendingStore for Store {
         decision: Decision,
         now_ms: u64,
     ) -> Result<PendingRequest, ResolveError> {
-        each!(self, s => s.resolve(handle, decision, now_ms).await)
+        each!(self, s => s.resolve(handle, decision, now_ms))
     }
     async fn decided(&self, id: &str, now_ms: u64) {
-        each!(self, s => s.decided(id, now_ms).await)
+        each!(self, s => s.decided(id, now_ms))
     }
     async fn view(&self, handle: &str, now_ms: u64) -> Result<Option<PendingRequest>, StoreError> {
-        each!(self, s => s.view(handle, now_ms).await)
+        each!(self, s => s.view(handle, now_ms))
     }
     async fn cancel(&self, id: &AuthReqId) -> Result<(), StoreError> {
-        each!(self, s => s.cancel(id).await)
+        each!(self, s => s.cancel(id))
     }
     async fn record_delivery(&self, id: &AuthReqId, delivery: Delivery) -> Result<(), StoreError> {
-        each!(self, s => s.record_delivery(id, delivery).await)
+        each!(self, s => s.record_delivery(id, delivery))
     }
     async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
-        each!(self, s => s.delivery(id).await)
+        each!(self, s => s.delivery(id))
     }
 }
