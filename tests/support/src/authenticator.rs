@@ -70,15 +70,13 @@ impl Authenticator {
             .store(status, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// The next authentication request (waits for it, up to 10 s).
+    /// The next authentication request (waits for it, up to [`crate::PATIENCE`]: a client
+    /// process that starts slowly on a loaded machine is not a failure).
     pub async fn next_call(&self) -> ChannelCall {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            self.calls.lock().await.recv(),
-        )
-        .await
-        .expect("the authenticator was called")
-        .expect("channel open")
+        tokio::time::timeout(crate::PATIENCE, self.calls.lock().await.recv())
+            .await
+            .expect("the authenticator was called")
+            .expect("channel open")
     }
 
     /// The channel configuration pointing at this authenticator (loopback allowed).
