@@ -133,6 +133,9 @@ mod tests {
         .unwrap();
         config.public_url = origin.parse().unwrap();
         config.channel = auth.channel_config();
+        // Each test's engine in one process: registration (whose clients file one process
+        // locks) is the binary's, tested in tests/registration.rs.
+        config.registration.enabled = false;
         let engine = Arc::new(Engine::new(config).unwrap());
         let app = stack(existing_app(&origin), Arc::clone(&engine));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -52,6 +52,7 @@ mod clients;
 pub mod clock;
 pub mod config;
 mod conn_limit;
+mod domain;
 mod engine;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -125,6 +125,14 @@ fn main() -> ExitCode {
 /// `check`: configuration errors exit 2; findings (what will not work, with its fix) exit 1.
 fn check(config: &std::path::Path, online: bool) -> ExitCode {
     let engine = match Config::load(config)
+        .map(|mut cfg| {
+            // The registered clients' file belongs to the running gateway, which locks it:
+            // checking a live configuration must not touch it.
+            if let ciba_gateway::config::StoreConfig::Memory { clients_file, .. } = &mut cfg.store {
+                *clients_file = None;
+            }
+            cfg
+        })
         .and_then(Engine::new)
         .map_err(|e| e.to_string())
     {

@@ -490,6 +490,7 @@ async fn bc_ack_05_store_full_refuses_new_requests_with_a_clear_error(kind: Runt
         c.store = ciba_gateway::config::StoreConfig::Memory {
             capacity: 2,
             expired_grace_secs: 60,
+            clients_file: None,
         }
     })
     .await;

@@ -97,21 +97,46 @@ async fn openid_client_completes_the_ping_flow_on_its_own_https_listener() {
     ]);
     let call = auth.next_call().await;
     assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
-    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the client finishes")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    let result = finished(child).await;
     assert_eq!(result["sub"], "sub-alice");
     assert_eq!(result["iss"], gw.url);
     assert_eq!(result["aud"], BASIC_CLIENT.0);
     assert_eq!(result["ping_content_type"], "application/json");
     assert_eq!(result["has_access_token"], true);
+}
+
+// Issue 20: openid-client registers itself (`client.dynamicClientRegistration`, RFC 7591)
+// from discovery alone, then completes its CIBA poll flow with the client it registered.
+#[tokio::test]
+async fn openid_client_registers_dynamically_then_completes_the_flow() {
+    let auth = Authenticator::start().await;
+    let gw = start_real_time(|c| {
+        c.channel = auth.channel_config();
+        c.ciba.interval_secs = 1;
+        c.registration.enabled = true;
+        c.registration.open = true;
+        c.store = ciba_gateway::config::StoreConfig::Memory {
+            capacity: 1000,
+            expired_grace_secs: 60,
+            clients_file: None,
+        };
+    })
+    .await;
+    let child = common::node::client(&["ciba-register.mjs", &gw.url, "alice@example.com", "1234"]);
+    let call = auth.next_call().await;
+    assert_eq!(call.body["binding_message"], "1234");
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let result = finished(child).await;
+    let id = result["client_id"].as_str().unwrap();
+    assert_eq!(result["aud"], id);
+    assert_eq!(result["sub"], "sub-alice");
+    assert_eq!(result["iss"], gw.url);
+    assert_eq!(result["token_endpoint_auth_method"], "client_secret_post");
+    assert_eq!(result["has_registration_access_token"], true);
+    assert_eq!(
+        result["registration_client_uri"],
+        format!("{}/register/{id}", gw.url)
+    );
 }
 
 every_provider!(
@@ -281,4 +306,18 @@ async fn run_client_with<F: std::future::Future<Output = ()>>(
     );
     assert_eq!(result["has_access_token"], true);
     result
+}
+
+/// What a node client printed (one JSON line) once it exited successfully.
+async fn finished(child: tokio::process::Child) -> serde_json::Value {
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the client finishes")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON line")
 }

@@ -55,18 +55,26 @@ async fn approve_next_link(http: &reqwest::Client, rx: &mpsc::Receiver<String>) 
 }
 
 mod tempfile_path {
+    /// A configuration file, alone in a fresh directory (the gateway's working directory).
     pub struct Path(pub std::path::PathBuf);
+    impl Path {
+        pub fn dir(&self) -> &std::path::Path {
+            self.0.parent().unwrap()
+        }
+    }
     impl Drop for Path {
         fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_dir_all(self.dir());
         }
     }
     pub fn write(text: &str) -> Path {
-        let p = std::env::temp_dir().join(format!(
-            "ciba-gw-{}-{}.yaml",
+        let dir = std::env::temp_dir().join(format!(
+            "ciba-gw-{}-{}",
             std::process::id(),
             ciba_test_support::random_token()
         ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("gateway.yaml");
         std::fs::write(&p, text).unwrap();
         Path(p)
     }
@@ -84,6 +92,9 @@ fn serve(
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&cfg.0)
+        // As a user runs it, in a directory of its own: the registered clients' file
+        // (`data/clients.redb`) is created there.
+        .current_dir(cfg.dir())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -260,6 +271,216 @@ async fn readme_walkthrough_against_the_quickstart_binary() {
                 && !l.contains(&push_id)
         );
     }
+}
+
+/// The gateway process, killed if the test fails before it stops it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A token request whose `auth_req_id` is unknown: `invalid_grant` once the client has
+/// authenticated, `invalid_client` if it could not.
+async fn authenticates(http: &reqwest::Client, base: &str, id: &str, secret: &str) -> Reply {
+    let r = http
+        .post(format!("{base}/token"))
+        .form(&[
+            ("grant_type", "urn:openid:params:grant-type:ciba"),
+            ("client_id", id),
+            ("client_secret", secret),
+            ("auth_req_id", "no-such-request"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    reply(r).await
+}
+
+// Issue 20: the write-up's smart-home walk-through against the quickstart as shipped — its
+// POST /register body byte for byte, then its /ciba/auth request with the issued credentials
+// (plus the login_hint the spec requires; its user code is the quickstart's bob's), its poll
+// with the IETF grant spelling, the approval, the tokens. Then the registered client survives
+// a restart, including a kill -9 while registrations are being written: every registration
+// that was answered 201 works afterwards, and the file opens.
+#[tokio::test]
+async fn the_write_ups_register_step_works_and_survives_kill_9() {
+    let port = free_port();
+    let cfg = quickstart_on(port);
+    let (child, rx, _log) = serve(&cfg);
+    let mut child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+
+    let d: serde_json::Value = http
+        .get(format!("{base}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["registration_endpoint"], format!("{base}/register"));
+
+    let write_up = r#"{
+"client_id": "smart-home-device",
+"client_secret": "device-secret",
+"redirect_uris": ["https://device.example.com/callback"],
+"grant_types": ["urn:ietf:params:oauth:grant-type:ciba"],
+"response_types": ["token"],
+"scope": "openid profile",
+"backchannel_authentication_endpoint": "https://as.example.com/ciba/auth",
+"token_endpoint": "https://as.example.com/token"
+}"#;
+    let r = http
+        .post(format!("{base}/register"))
+        .header("content-type", "application/json")
+        .body(write_up)
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let id = r.json["client_id"].as_str().unwrap().to_owned();
+    let secret = r.json["client_secret"].as_str().unwrap().to_owned();
+    let rat = r.json["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        r.json["grant_types"],
+        serde_json::json!(["urn:openid:params:grant-type:ciba"])
+    );
+    assert_eq!(r.json["token_endpoint_auth_method"], "client_secret_post");
+
+    let r = http
+        .post(format!("{base}/ciba/auth"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("client_id={id}&client_secret={secret}&scope=openid%20profile&binding_message=Please%20authenticate%20your%20smart%20home%20device&requested_expiry=3600&user_code=xyz789&login_hint=bob"))
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let auth_req_id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let poll = {
+        let (http, base, body) = (
+            http.clone(),
+            base.clone(),
+            format!(
+                "grant_type=urn:ietf:params:oauth:grant-type:ciba&client_id={id}&client_secret={secret}&auth_req_id={auth_req_id}"
+            ),
+        );
+        tokio::spawn(async move {
+            http.post(format!("{base}/token"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let html = approve_next_link(&http, &rx).await;
+    assert!(html.contains("Please authenticate your smart home device"));
+    let tokens = reply(poll.await.unwrap()).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    let (_, claims) =
+        ciba_test_support::tokens::decode_jwt(tokens.json["id_token"].as_str().unwrap());
+    assert_eq!(
+        (claims["aud"].as_str(), claims["sub"].as_str()),
+        (Some(id.as_str()), Some("248289761002"))
+    );
+
+    // kill -9 while registrations are being written: four clients register one after another
+    // until the process is gone; it is killed once ten have been answered.
+    let (tx, mut answered_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (http, base, tx) = (http.clone(), base.clone(), tx.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let Ok(r) = http
+                        .post(format!("{base}/register"))
+                        .json(&serde_json::json!({ "client_name": format!("device {w}-{i}") }))
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    let r = reply(r).await;
+                    if r.status != 201 {
+                        return;
+                    }
+                    let creds = (
+                        r.json["client_id"].as_str().unwrap().to_owned(),
+                        r.json["client_secret"].as_str().unwrap().to_owned(),
+                    );
+                    if tx.send(creds).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut answered = Vec::new();
+    while answered.len() < 10 {
+        answered.push(
+            answered_rx
+                .recv()
+                .await
+                .expect("registrations are answered"),
+        );
+    }
+    let pid = child.0.id().to_string();
+    let killed = Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+    assert!(killed.success());
+    child.0.wait().unwrap();
+    for w in writers {
+        w.await.unwrap();
+    }
+    while let Some(creds) = answered_rx.recv().await {
+        answered.push(creds);
+    }
+    // Nothing secret reached the log.
+    while let Ok(l) = rx.try_recv() {
+        assert!(
+            !l.contains(&secret) && !l.contains(&rat) && !l.contains(&auth_req_id),
+            "{l}"
+        );
+    }
+
+    // Restarted on the same directory: every client answered 201 is there.
+    let (child, _rx, _log) = serve(&cfg);
+    let mut child = KillOnDrop(child);
+    assert_eq!(
+        authenticates(&http, &base, &id, &secret).await.error(),
+        "invalid_grant",
+        "the write-up's client survived the restart"
+    );
+    for (id, secret) in &answered {
+        assert_eq!(
+            authenticates(&http, &base, id, secret).await.error(),
+            "invalid_grant"
+        );
+    }
+    assert_eq!(
+        authenticates(&http, &base, &id, "device-secret")
+            .await
+            .error(),
+        "invalid_client"
+    );
+    eprintln!(
+        "{} registrations answered before the kill -9",
+        answered.len()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status();
+    child.0.wait().unwrap();
 }
 
 #[test]

@@ -39,7 +39,7 @@ fn store(target: &str, capacity: u64) -> RedisStore {
     shared(&format!("{target}\ncapacity: {capacity}"))()
 }
 
-/// Both contract suites on `target`, a fresh key prefix per store.
+/// Every contract suite on `target`, a fresh key prefix per store.
 async fn run_contract(target: &str) {
     contract::run_all(|cap| {
         let s = store(target, cap);
@@ -51,6 +51,16 @@ async fn run_contract(target: &str) {
         async move { s }
     })
     .await;
+    contract::run_clients(|| {
+        let s = store(target, 100);
+        async move { s }
+    })
+    .await;
+    // Issue 20: a registration, an update and a deletion through one replica are what the
+    // other sees next.
+    let instance = shared(target);
+    let (a, b) = (Store::Redis(instance()), Store::Redis(instance()));
+    contract::clients_are_shared(&a, &b).await;
 }
 
 #[tokio::test]

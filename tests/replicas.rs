@@ -62,8 +62,8 @@ fn replica_config(
         )
         .replace("http://127.0.0.1:9091/cb", push_endpoint)
         .replace(
-            "      name: Bob Brown\n",
-            "      name: Bob Brown\n    - subject: \"248289761003\"\n      username: carol\n",
+            "    - subject: \"248289761002\"\n",
+            "    - subject: \"248289761003\"\n      username: carol\n    - subject: \"248289761002\"\n",
         );
     let key = dir.join("signing.pem");
     let text = format!(
@@ -237,6 +237,65 @@ async fn three_replicas_sharing_redis_behave_like_one() {
         .collect();
     let mut g: Vec<Replica> = ports.iter().zip(&cfgs).map(|(p, c)| start(c, *p)).collect();
     let http = http_client();
+
+    // Issue 20: a client registered through replica 0 authenticates on 1 and 2 at once; its
+    // secret rotated through 2 and its deletion through 1 are what 0 sees next.
+    let r = http
+        .post(format!("{}/register", g[0].base()))
+        .json(&serde_json::json!({ "client_name": "shared device" }))
+        .send()
+        .await
+        .unwrap();
+    let r = reply(r).await;
+    assert_eq!(r.status, 201, "{}", r.json);
+    let cid = r.json["client_id"].as_str().unwrap().to_owned();
+    let old = r.json["client_secret"].as_str().unwrap().to_owned();
+    let rat = r.json["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authenticates = |on: usize, secret: &str| {
+        let (http, base, cid, secret) =
+            (http.clone(), g[on].base(), cid.clone(), secret.to_owned());
+        async move {
+            let r = http
+                .post(format!("{base}/token"))
+                .form(&[
+                    ("grant_type", "urn:openid:params:grant-type:ciba"),
+                    ("client_id", cid.as_str()),
+                    ("client_secret", secret.as_str()),
+                    ("auth_req_id", "no-such-request"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            reply(r).await.error().to_owned()
+        }
+    };
+    for on in 0..3 {
+        assert_eq!(authenticates(on, &old).await, "invalid_grant");
+    }
+    let rotated = http
+        .put(format!("{}/register/{cid}?rotate_secret=true", g[2].base()))
+        .bearer_auth(&rat)
+        .json(&serde_json::json!({ "client_id": cid, "client_name": "shared device" }))
+        .send()
+        .await
+        .unwrap();
+    let rotated = reply(rotated).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.json);
+    let new = rotated.json["client_secret"].as_str().unwrap().to_owned();
+    assert_eq!(authenticates(0, &old).await, "invalid_client");
+    assert_eq!(authenticates(0, &new).await, "invalid_grant");
+    let deleted = http
+        .delete(format!("{}/register/{cid}", g[1].base()))
+        .bearer_auth(&rat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(authenticates(0, &new).await, "invalid_client");
+    assert_eq!(authenticates(2, &new).await, "invalid_client");
 
     // bc-authorize on 0; a poll held on 2 (long polling); the user approves on 1: the held
     // poll is answered with the tokens (woken across instances).

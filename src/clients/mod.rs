@@ -5,6 +5,7 @@
 //! registered for and wrong credentials get the same answer after the same work.
 
 mod credentials;
+pub(crate) mod metadata;
 mod methods;
 
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct Client {
     pub name: String,
     /// The registered authentication method.
     pub auth_method: AuthMethod,
+    /// Whether it registered itself (RFC 7591) rather than being configured.
+    pub registered: bool,
     /// The secret's verifier (secret methods only).
     secret: Option<SecretVerifier>,
     /// The client's public keys (assertions, signed requests, its self-signed certificate).
@@ -97,19 +100,64 @@ impl Client {
         outbound: &OutboundClient,
         problems: &mut Problems,
     ) -> Option<Self> {
+        // Every problem is recorded (the keys' too) before a bad secret drops the client.
         let secret = c.secret.as_ref().map(|s| {
             problems
                 .take(format!("clients[{i}].secret"), resolve_verifier(s))
                 .map(SecretVerifier::new)
         });
+        let bad_secret = matches!(secret, Some(None));
+        let client = Self::build(
+            &format!("clients[{i}]"),
+            c,
+            secret.flatten(),
+            cfg,
+            outbound,
+            problems,
+        );
+        client.filter(|_| !bad_secret)
+    }
+
+    /// A client registered through the registration endpoint, from its stored record.
+    fn registered(
+        r: &crate::store::RegisteredClient,
+        cfg: &Config,
+        outbound: &OutboundClient,
+    ) -> Result<Self, String> {
+        let c = metadata::client_config(&r.client_id, &r.metadata)?;
+        let secret = r
+            .secret_sha256
+            .map(|d| SecretVerifier::new(crate::secret::Expected::Issued(d)));
+        let mut problems = Problems::new();
+        let client = Self::build("client", &c, secret, cfg, outbound, &mut problems);
+        problems
+            .finish(|| ())
+            .map_err(|e| e.to_string())
+            .and_then(|()| client.ok_or_else(|| "unusable registration".into()))
+            .map(|mut c| {
+                c.registered = true;
+                c
+            })
+    }
+
+    /// The client `c` describes, with its secret's verifier; problems with its keys and
+    /// credentials at the upstream are recorded under `p`.
+    fn build(
+        p: &str,
+        c: &ClientConfig,
+        secret: Option<SecretVerifier>,
+        cfg: &Config,
+        outbound: &OutboundClient,
+        problems: &mut Problems,
+    ) -> Option<Self> {
         let keys = problems.take(
-            format!("clients[{i}].jwks"),
+            format!("{p}.jwks"),
             PublicKeys::from_config(&c.keys(), outbound),
         );
         let upstream = c.upstream.as_ref().map(|u| {
             problems
                 .take(
-                    format!("clients[{i}].upstream.client_secret"),
+                    format!("{p}.upstream.client_secret"),
                     required_reference(&u.client_secret),
                 )
                 .map(|secret| UpstreamCredentials {
@@ -123,10 +171,8 @@ impl Client {
             id: c.client_id.clone(),
             name: c.name.clone().unwrap_or_else(|| c.client_id.clone()),
             auth_method: c.token_endpoint_auth_method,
-            secret: match secret {
-                Some(s) => Some(s?),
-                None => None,
-            },
+            secret,
+            registered: false,
             keys: keys?.map(Arc::new),
             tls_match: c
                 .tls_client_auth_match()
@@ -187,13 +233,62 @@ pub(crate) struct Credentials<'a> {
     pub certificate: Option<&'a ClientCertificate>,
 }
 
-/// All clients, by id, and what authenticating them needs.
+/// All clients, by id, and what authenticating them needs: the configured ones, and — with
+/// registration — the ones that registered themselves, read from the store.
 #[derive(Debug)]
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<Client>>,
+    registered: Option<Registered>,
     /// Verifies `tls_client_auth` chains (`mtls.ca_file`).
     ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     skew_secs: u64,
+}
+
+/// Registered clients: the store has the records; parsed clients are kept while their
+/// record's version is unchanged, so a lookup costs one store read and no parsing.
+struct Registered {
+    store: Arc<Store>,
+    cfg: Arc<Config>,
+    outbound: OutboundClient,
+    parsed: moka::sync::Cache<String, (u64, Arc<Client>)>,
+}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registered")
+            .field("parsed", &self.parsed.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registered {
+    /// The registered client `id`, as the store has it now.
+    async fn lookup(&self, id: &str) -> Result<Option<Arc<Client>>, crate::store::StoreError> {
+        use crate::store::ClientStore as _;
+        let Some(record) = self.store.client(id).await? else {
+            self.parsed.invalidate(id);
+            return Ok(None);
+        };
+        if let Some((version, client)) = self.parsed.get(id)
+            && version == record.version
+        {
+            return Ok(Some(client));
+        }
+        match Client::registered(&record, &self.cfg, &self.outbound) {
+            Ok(c) => {
+                let c = Arc::new(c);
+                self.parsed
+                    .insert(id.to_owned(), (record.version, Arc::clone(&c)));
+                Ok(Some(c))
+            }
+            // Registered under rules the configuration no longer allows (a scope removed from
+            // `scopes_supported`): refused until it updates its registration.
+            Err(why) => {
+                tracing::warn!(client_id = %id, %why, "a registered client no longer fits the configuration");
+                Ok(None)
+            }
+        }
+    }
 }
 
 impl ClientRegistry {
@@ -214,26 +309,73 @@ impl ClientRegistry {
         };
         problems.finish(|| Self {
             clients,
+            registered: None,
             ca,
             skew_secs: cfg.ciba.clock_skew_secs,
         })
     }
 
-    /// Whether any client satisfies `pred`.
+    /// The same registry, also finding the clients registered in `store` (with
+    /// `registration.enabled`).
+    pub(crate) fn with_registered(mut self, cfg: &Config, store: Arc<Store>) -> Self {
+        let mut problems = Problems::new();
+        self.registered = Some(Registered {
+            outbound: client_outbound(cfg, &mut problems),
+            cfg: Arc::new(cfg.clone()),
+            store,
+            parsed: moka::sync::Cache::new(10_000),
+        });
+        self
+    }
+
+    /// Whether any configured client satisfies `pred`.
     pub fn any(&self, pred: impl Fn(&Client) -> bool) -> bool {
         self.clients.values().any(|c| pred(c))
     }
 
-    /// A client by id.
-    pub fn get(&self, id: &str) -> Option<&Arc<Client>> {
-        self.clients.get(id)
+    /// Whether clients can register (and so be of any kind the configuration allows).
+    pub fn takes_registrations(&self) -> bool {
+        self.registered.is_some()
+    }
+
+    /// Whether `record` makes a usable client under this configuration (its keys parse, its
+    /// metadata fits the rules).
+    pub(crate) fn admits(&self, record: &crate::store::RegisteredClient) -> Result<(), String> {
+        let Some(r) = &self.registered else {
+            return Err("registration is off".into());
+        };
+        Client::registered(record, &r.cfg, &r.outbound).map(|_| ())
+    }
+
+    /// Whether `id` is a configured client's (never manageable through registration).
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.clients.contains_key(id)
+    }
+
+    /// A client by id: configured, or registered (a store that cannot be read is logged and
+    /// finds none).
+    pub async fn get(&self, id: &str) -> Option<Arc<Client>> {
+        self.find(id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "a registered client could not be read");
+            None
+        })
+    }
+
+    async fn find(&self, id: &str) -> Result<Option<Arc<Client>>, crate::store::StoreError> {
+        if let Some(c) = self.clients.get(id) {
+            return Ok(Some(Arc::clone(c)));
+        }
+        match &self.registered {
+            Some(r) => r.lookup(id).await,
+            None => Ok(None),
+        }
     }
 
     /// The client the credentials claim to be, unverified.
-    pub(crate) fn claimed(&self, creds: &Credentials<'_>) -> Option<&Arc<Client>> {
+    pub(crate) async fn claimed(&self, creds: &Credentials<'_>) -> Option<Arc<Client>> {
         let presented =
             credentials::presented(creds.headers, creds.form, creds.certificate).ok()?;
-        self.clients.get(presented.client_id())
+        self.get(presented.client_id()).await
     }
 
     /// Authenticates the client of a request with its registered method. Mixing methods is
@@ -247,14 +389,20 @@ impl ClientRegistry {
         now_secs: u64,
         audiences: &[String],
         store: &Store,
-    ) -> Result<&Arc<Client>, OAuthError> {
+    ) -> Result<Arc<Client>, OAuthError> {
         let presented = credentials::presented(creds.headers, creds.form, creds.certificate)?;
         let refused = || OAuthError::invalid_client("client authentication failed");
-        let Some(client) = self
-            .clients
-            .get(presented.client_id())
-            .filter(|c| presented.fits(c.auth_method))
-        else {
+        let found = match self.find(presented.client_id()).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!(error = %e, "a registered client could not be read");
+                return Err(OAuthError::unavailable(
+                    "client authentication cannot be checked now; retry later",
+                    5,
+                ));
+            }
+        };
+        let Some(client) = found.filter(|c| presented.fits(c.auth_method)) else {
             methods::equal_work(&presented).await;
             return Err(refused());
         };
@@ -269,21 +417,19 @@ impl ClientRegistry {
         // them) would otherwise widen every caller's state machine — a held long poll keeps its
         // token request's for as long as it waits — while the secret path, the common one,
         // stays without an allocation.
+        let c = &*client;
         let verified = match client.auth_method {
             AuthMethod::ClientSecretBasic | AuthMethod::ClientSecretPost => {
-                methods::SharedSecret::verify(client, &presented, &cx).await
+                methods::SharedSecret::verify(c, &presented, &cx).await
             }
             AuthMethod::PrivateKeyJwt => {
-                Box::pin(methods::PrivateKeyJwt::verify(client, &presented, &cx)).await
+                Box::pin(methods::PrivateKeyJwt::verify(c, &presented, &cx)).await
             }
             AuthMethod::TlsClientAuth => {
-                Box::pin(methods::TlsClientAuth::verify(client, &presented, &cx)).await
+                Box::pin(methods::TlsClientAuth::verify(c, &presented, &cx)).await
             }
             AuthMethod::SelfSignedTlsClientAuth => {
-                Box::pin(methods::SelfSignedTlsClientAuth::verify(
-                    client, &presented, &cx,
-                ))
-                .await
+                Box::pin(methods::SelfSignedTlsClientAuth::verify(c, &presented, &cx)).await
             }
         };
         match verified {
@@ -349,7 +495,7 @@ mod tests {
             crate::secret::hash_secret("right")
         ))
         .unwrap();
-        let store = Store::from_config(&cfg.store).unwrap();
+        let store = Store::from_config(&cfg.store, false).unwrap();
         (ClientRegistry::from_config(&cfg).unwrap(), store)
     }
 

@@ -255,7 +255,6 @@ impl ClientConfig {
     /// [`crate::clients::ClientRegistry::from_config`].
     pub(super) fn check(&self, i: usize, cfg: &Config, errs: &mut Vec<ConfigError>) {
         let p = format!("clients[{i}]");
-        self.check_authentication(&p, cfg, errs);
         if self.client_id.is_empty() {
             errs.push(ConfigError::new(
                 format!("{p}.client_id"),
@@ -271,6 +270,18 @@ impl ClientConfig {
                 "is used by another client",
             ));
         }
+        self.check_rules(&p, cfg, false, errs);
+    }
+
+    /// The same rules for a client registering itself (RFC 7591): problems are reported under
+    /// `client.<field>`; its secret, if its method takes one, is the one the gateway issues.
+    pub(crate) fn check_registered(&self, cfg: &Config, errs: &mut Vec<ConfigError>) {
+        self.check_rules("client", cfg, true, errs);
+    }
+
+    /// Every rule on one client, its problems reported under `p`.
+    fn check_rules(&self, p: &str, cfg: &Config, issued_secret: bool, errs: &mut Vec<ConfigError>) {
+        self.check_authentication(p, cfg, issued_secret, errs);
         let ciba = self
             .grant_types
             .iter()
@@ -365,7 +376,7 @@ impl ClientConfig {
             ));
         }
         if self.profile_in(cfg) == Some(Profile::FapiCiba) {
-            self.check_fapi(&p, cfg, errs);
+            self.check_fapi(p, cfg, errs);
         }
         if self.tokens == TokenSource::Upstream && cfg.approval.mode != ApprovalMode::Upstream {
             errs.push(ConfigError::new(
@@ -388,7 +399,13 @@ impl ClientConfig {
     /// The method, and what it needs: a secret for the secret methods and none for the
     /// others, keys for `private_key_jwt`, `self_signed_tls_client_auth` and signed requests,
     /// exactly one certificate match for `tls_client_auth`, a way for certificates to arrive.
-    fn check_authentication(&self, p: &str, cfg: &Config, errs: &mut Vec<ConfigError>) {
+    fn check_authentication(
+        &self,
+        p: &str,
+        cfg: &Config,
+        issued_secret: bool,
+        errs: &mut Vec<ConfigError>,
+    ) {
         let method = self.token_endpoint_auth_method;
         if let Some(u) = &self.upstream
             && !u.auth_method.uses_secret()
@@ -406,7 +423,7 @@ impl ClientConfig {
             .allow_private_networks;
         keys.check(p, plain_ok, errs);
         match (method.uses_secret(), &self.secret) {
-            (true, None) => errs.push(ConfigError::new(
+            (true, None) if !issued_secret => errs.push(ConfigError::new(
                 format!("{p}.secret"),
                 format!("is required for {}", method.as_str()),
             )),

@@ -41,6 +41,9 @@ pub struct Config {
     /// The CIBA clients.
     #[serde(default)]
     pub clients: Vec<ClientConfig>,
+    /// Dynamic client registration (RFC 7591/7592).
+    #[serde(default)]
+    pub registration: RegistrationConfig,
     /// Token minting.
     #[serde(default)]
     pub tokens: TokensConfig,
@@ -140,6 +143,7 @@ impl Config {
         for (i, c) in self.clients.iter().enumerate() {
             c.check(i, self, &mut errs);
         }
+        self.registration.check(self, &mut errs);
         self.tokens.check(&mut errs);
         self.mtls.check(self.tls.is_some(), &mut errs);
         if self.profile == Some(Profile::FapiCiba) {

@@ -87,6 +87,9 @@ pub struct Endpoints {
     pub callback: Option<String>,
     /// Health check. Default `/healthz`; empty to disable.
     pub health: Option<String>,
+    /// Client registration (RFC 7591; with `registration.enabled`), and each client's
+    /// configuration at `{registration}/{client_id}` (RFC 7592). Default `{issuer path}/register`.
+    pub registration: Option<String>,
 }
 
 /// Paths the gateway shares with the provider may end in `/` (django-oauth-toolkit's
@@ -152,6 +155,7 @@ impl Endpoints {
             ("approval", &self.approval, false),
             ("callback", &self.callback, false),
             ("health", &self.health, false),
+            ("registration", &self.registration, false),
         ] {
             if let Some(p) = p {
                 check_path(errs, &format!("endpoints.{name}"), p, shared);

@@ -4,7 +4,7 @@
 //! One file per section, each checking its own fields (`Config::validate` runs them all):
 //! `file.rs` (the top-level keys), `listener.rs` (`listen`, `tls`, `server`, `runtime`,
 //! `endpoints`), `limits.rs`, `ciba.rs`, `store.rs`, `approval.rs`, `upstream.rs`,
-//! `channel.rs`, `users.rs`, `clients.rs`, `tokens.rs`. Those checks are about shape only: keys
+//! `channel.rs`, `users.rs`, `clients.rs`, `registration.rs`, `tokens.rs`. Those checks are about shape only: keys
 //! and secrets are loaded once, by the component that owns them, when [`crate::Engine::new`]
 //! builds it, and reported with the same path convention. Building the
 //! engine is therefore the one validation: `ciba-gateway check` and `serve` refuse exactly the
@@ -20,6 +20,7 @@ mod clients;
 mod file;
 mod limits;
 mod listener;
+mod registration;
 mod secret_ref;
 mod security;
 mod store;
@@ -38,6 +39,7 @@ pub use clients::*;
 pub use file::*;
 pub use limits::*;
 pub use listener::*;
+pub use registration::*;
 pub use secret_ref::SecretRef;
 pub(crate) use secret_ref::{required_reference, resolve_secret, resolve_verifier};
 pub use security::*;

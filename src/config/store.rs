@@ -18,6 +18,11 @@ pub enum StoreConfig {
         /// rather than `invalid_grant`, seconds. Default 600.
         #[serde(default = "default_tombstone")]
         expired_grace_secs: u64,
+        /// Where registered clients are kept (a redb database file, created with its
+        /// directory when `registration.enabled`). Default `data/clients.redb`, relative to the
+        /// working directory; `null`: in memory only, lost with the process.
+        #[serde(default = "default_clients_file")]
+        clients_file: Option<std::path::PathBuf>,
     },
     /// Redis or Valkey, shared by every replica (single node, Sentinel or Cluster). Give exactly
     /// one of `url`, `sentinel`, `cluster`. The server must run with
@@ -91,8 +96,13 @@ impl Default for StoreConfig {
         Self::Memory {
             capacity: default_capacity(),
             expired_grace_secs: default_tombstone(),
+            clients_file: default_clients_file(),
         }
     }
+}
+
+fn default_clients_file() -> Option<std::path::PathBuf> {
+    Some("data/clients.redb".into())
 }
 
 fn default_capacity() -> u64 {

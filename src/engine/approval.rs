@@ -65,9 +65,9 @@ impl ApprovalPages {
                 let csrf = self.pages.csrf_token(handle, &cookie);
                 let continue_url =
                     upstream_mode.then(|| format!("{}?login", self.pages.link_for(handle)));
-                let client_name = self
-                    .clients
-                    .get(&pending.client_id)
+                let client = self.clients.get(&pending.client_id).await;
+                let client_name = client
+                    .as_deref()
                     .map_or(pending.client_id.as_str(), |c| &c.name);
                 let shown = Shown {
                     csrf: &csrf,

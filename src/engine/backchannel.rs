@@ -108,6 +108,7 @@ impl Backchannel {
             .auth
             .authenticate(req, &form, certificate.as_ref())
             .await?;
+        let client = &client;
         if !client.ciba_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the CIBA grant"));

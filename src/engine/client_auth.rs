@@ -45,17 +45,19 @@ impl ClientAuth {
 
     /// The gateway's client the request's credentials claim to be, before they are checked
     /// (`None`: none of the gateway's, or no readable credentials).
-    pub(super) fn claims_gateway_client(
+    pub(super) async fn claims_gateway_client(
         &self,
         req: &EngineRequest,
         form: &Form<'_>,
-    ) -> Option<&Arc<Client>> {
+    ) -> Option<Arc<Client>> {
         let certificate = self.certificate(req);
-        self.clients.claimed(&Credentials {
-            headers: &req.headers,
-            form,
-            certificate: certificate.as_ref(),
-        })
+        self.clients
+            .claimed(&Credentials {
+                headers: &req.headers,
+                form,
+                certificate: certificate.as_ref(),
+            })
+            .await
     }
 
     /// Authenticates the request's client with its registered method.
@@ -64,7 +66,7 @@ impl ClientAuth {
         req: &EngineRequest,
         form: &Form<'_>,
         certificate: Option<&ClientCertificate>,
-    ) -> Result<&Arc<Client>, OAuthError> {
+    ) -> Result<Arc<Client>, OAuthError> {
         let creds = Credentials {
             headers: &req.headers,
             form,

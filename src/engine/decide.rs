@@ -29,6 +29,8 @@ pub(super) struct Decisions {
     issuance: Arc<TokenIssuance>,
     log: Arc<LogThrottle>,
     shutdown: Arc<super::shutdown::Shutdown>,
+    /// Whether push is offered (so a registered client may be a push client).
+    offer_push: bool,
 }
 
 /// How often each replica sweeps a shared store for push requests that expired undecided.
@@ -48,6 +50,7 @@ impl Decisions {
             issuance: Arc::clone(issuance),
             log: Arc::clone(&shared.log),
             shutdown: Arc::clone(&shared.shutdown),
+            offer_push: shared.cfg.ciba.offer_push,
         }
     }
 
@@ -66,7 +69,7 @@ impl Decisions {
             .resolve(handle, decision, self.clock.now_ms())
             .await?;
         // PING-06: only ping and push clients are called, at their registered endpoint.
-        let Some(client) = self.clients.get(&decided.client_id).cloned() else {
+        let Some(client) = self.clients.get(&decided.client_id).await else {
             return Ok(());
         };
         let (Some(endpoint), Some(token)) = (
@@ -122,7 +125,7 @@ impl Decisions {
     /// ([`Decisions::sweep_expired`]), so the client is told even if this replica is gone by
     /// then; otherwise (or if the store cannot be asked) a timer here tells it.
     pub(super) async fn push_expiry(self: &Arc<Self>, pending: &PendingRequest) {
-        if self.push_target(pending).is_none() {
+        if self.push_target(pending).await.is_none() {
             return;
         }
         match self
@@ -205,8 +208,8 @@ impl Decisions {
     }
 
     /// The push client of `pending` and where it is told, if it is one.
-    fn push_target(&self, pending: &PendingRequest) -> Option<(Arc<Client>, Notify)> {
-        let client = self.clients.get(&pending.client_id)?;
+    async fn push_target(&self, pending: &PendingRequest) -> Option<(Arc<Client>, Notify)> {
+        let client = self.clients.get(&pending.client_id).await?;
         let (DeliveryMode::Push, Some(endpoint), Some(token)) = (
             client.delivery,
             client.notification_endpoint.clone(),
@@ -215,7 +218,7 @@ impl Decisions {
             return None;
         };
         Some((
-            Arc::clone(client),
+            client,
             Notify {
                 endpoint,
                 token,
@@ -229,7 +232,7 @@ impl Decisions {
     /// expiry is due: `expired_token` if it was never decided — or the decision itself, if the
     /// replica that recorded it was gone before taking it (PUSH-01). Nothing if it was taken.
     async fn tell_expired(&self, pending: PendingRequest) -> Result<(), StoreError> {
-        let Some((client, to)) = self.push_target(&pending) else {
+        let Some((client, to)) = self.push_target(&pending).await else {
             return Ok(());
         };
         let now_ms = self.clock.now_ms();
@@ -252,6 +255,7 @@ impl Decisions {
     /// Whether any configured client is a push client (only then is there anything to sweep).
     pub(super) fn has_push_clients(&self) -> bool {
         self.clients.any(|c| c.delivery == DeliveryMode::Push)
+            || (self.clients.takes_registrations() && self.offer_push)
     }
 
     /// Takes the decision from the store (once: nothing is redeemable afterwards) and makes

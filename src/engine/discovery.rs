@@ -73,6 +73,8 @@ pub(super) struct Discovery {
     auth_methods: Vec<&'static str>,
     client_algs: Vec<&'static str>,
     bound_tokens: bool,
+    /// The registration endpoint, when clients may register.
+    registration: Option<String>,
     standalone: Bytes,
 }
 
@@ -107,7 +109,12 @@ impl Discovery {
         if cfg.mtls.enabled() {
             doc["tls_client_certificate_bound_access_tokens"] = json!(true);
         }
+        let registration = (!paths.registration.is_empty()).then(|| url(&paths.registration));
+        if let Some(r) = &registration {
+            doc["registration_endpoint"] = json!(r);
+        }
         Self {
+            registration,
             public_origin: cfg.public_url.origin().ascii_serialization(),
             issuer: issuer.to_owned(),
             backchannel: url(&paths.backchannel),
@@ -163,6 +170,10 @@ impl Discovery {
                 "tls_client_certificate_bound_access_tokens".into(),
                 json!(true),
             );
+        }
+        // Clients register here, never at the provider (whose clients know nothing of CIBA).
+        if let Some(r) = &self.registration {
+            doc.insert("registration_endpoint".into(), json!(r));
         }
         // An absent grant_types_supported means the OIDC default; keep its meaning explicit.
         let grants = doc

@@ -17,6 +17,7 @@ mod hint_token;
 mod issue;
 mod pages;
 mod paths;
+mod registration;
 mod shutdown;
 mod token;
 mod upstream_login;
@@ -106,6 +107,8 @@ pub enum Route {
     ChannelCallback,
     /// The health check.
     Health,
+    /// Client registration (RFC 7591) and registered clients' configuration (RFC 7592).
+    Registration,
 }
 
 /// The components the flows share, built once from the configuration. Each flow takes from it
@@ -156,6 +159,7 @@ pub struct Engine {
     login: Option<Arc<upstream_login::UpstreamLogin>>,
     channel_callback: callback::ChannelCallback,
     userinfo: userinfo::Userinfo,
+    registration: Option<registration::Registration>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -200,8 +204,20 @@ impl Engine {
         );
         let paths = Arc::new(Paths::new(&cfg));
         let pages = take(&mut problems, Pages::new(&cfg, &paths));
-        let store = take(&mut problems, Store::from_config(&cfg.store));
+        let store = take(
+            &mut problems,
+            Store::from_config(&cfg.store, cfg.registration.enabled),
+        );
         let hint_issuers = take(&mut problems, hint_token::HintIssuers::from_config(&cfg));
+        let initial_token = match &cfg.registration.initial_access_token {
+            Some(r) if cfg.registration.enabled => take(
+                &mut problems,
+                crate::config::resolve_verifier(r)
+                    .map_err(|m| ConfigError::new("registration.initial_access_token", m)),
+            )
+            .map(Some),
+            _ => Some(None),
+        };
         let tls = match &cfg.tls {
             Some(t) => take(
                 &mut problems,
@@ -236,9 +252,18 @@ impl Engine {
         else {
             return Err(ConfigErrors(problems));
         };
+        let Some(initial_token) = initial_token else {
+            return Err(ConfigErrors(problems));
+        };
         if !problems.is_empty() {
             return Err(ConfigErrors(problems));
         }
+        let store = Arc::new(store);
+        let clients = if cfg.registration.enabled {
+            clients.with_registered(&cfg, Arc::clone(&store))
+        } else {
+            clients
+        };
         let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
         let shared = Shared {
             minter: Arc::new(Minter::new(keys, issuer.clone(), &cfg.tokens)),
@@ -246,7 +271,7 @@ impl Engine {
             log: Arc::new(LogThrottle::new(10_000, Arc::clone(&clock))),
             clients: Arc::new(clients),
             users: Arc::new(users),
-            store: Arc::new(store),
+            store,
             channel: Arc::new(channel),
             upstream,
             paths,
@@ -264,6 +289,11 @@ impl Engine {
             .flatten()
             .map(|u| Arc::new(upstream_login::UpstreamLogin::new(&shared, u, &decisions)));
         Ok(Self {
+            registration: shared
+                .cfg
+                .registration
+                .enabled
+                .then(|| registration::Registration::new(&shared, initial_token)),
             backchannel: backchannel::Backchannel::new(&shared, &decisions),
             token: token::TokenEndpoint::new(&shared, &issuance),
             approval: approval::ApprovalPages::new(&shared, &decisions, login.clone()),
@@ -353,6 +383,14 @@ impl Engine {
                 Box::pin(self.approval.handle(&req)).await
             }
             Route::ChannelCallback => Box::pin(self.channel_callback.handle(&req)).await,
+            Route::Registration => match &self.registration {
+                Some(r) => Box::pin(r.handle(&req)).await,
+                None => OAuthError::new(
+                    crate::protocol::ErrorCode::InvalidRequest,
+                    StatusCode::NOT_FOUND,
+                )
+                .into_response(),
+            },
             // Readiness: a replica whose store cannot be reached should get no traffic.
             Route::Health => match Box::pin(self.store.health()).await {
                 Ok(()) => json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#)),

@@ -46,6 +46,9 @@ pub struct Paths {
     pub callback: String,
     /// The health check (`""`: none).
     pub health: String,
+    /// Client registration, and each registered client's at `{registration}/{client_id}`
+    /// (`""`: registration is off).
+    pub registration: String,
     token_configured: Option<String>,
     userinfo_configured: Option<String>,
     shared: ArcSwap<SharedPaths>,
@@ -76,6 +79,11 @@ impl Paths {
             approval: under(&e.approval, "/approve"),
             callback: under(&e.callback, "/ciba/callback"),
             health: e.health.clone().unwrap_or_else(|| "/healthz".into()),
+            registration: if cfg.registration.enabled {
+                under(&e.registration, "/register")
+            } else {
+                String::new()
+            },
             token_configured: e.token.clone(),
             userinfo_configured: e.userinfo.clone(),
             shared: ArcSwap::from_pointee(shared),
@@ -147,6 +155,12 @@ impl Paths {
             Some(Route::ChannelCallback)
         } else if !self.health.is_empty() && path == self.health {
             Some(Route::Health)
+        } else if !self.registration.is_empty()
+            && path
+                .strip_prefix(self.registration.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
+            Some(Route::Registration)
         } else {
             None
         }

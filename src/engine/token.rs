@@ -101,13 +101,14 @@ impl TokenEndpoint {
         &self,
         req: &EngineRequest,
         form: &Form<'_>,
-    ) -> Result<(&Arc<Client>, Option<String>), OAuthError> {
+    ) -> Result<(Arc<Client>, Option<String>), OAuthError> {
         let certificate = self.auth.certificate(req);
         let client = self
             .auth
             .authenticate(req, form, certificate.as_ref())
             .await?;
-        Ok((client, binding(client, certificate.as_ref())?))
+        let bound = binding(&client, certificate.as_ref())?;
+        Ok((client, bound))
     }
 
     /// A `refresh_token` grant whose token the gateway did not sign. Standalone, nothing else
@@ -126,7 +127,7 @@ impl TokenEndpoint {
                 .is_none()
                 .then(|| Err(OAuthError::invalid_request("malformed form")));
         };
-        let ours = self.auth.claims_gateway_client(req, &form);
+        let ours = self.auth.claims_gateway_client(req, &form).await;
         let upstream = match (&self.upstream, ours) {
             (None, _) => None,
             (Some(u), Some(c)) if c.upstream.is_some() => Some(u),
@@ -201,6 +202,7 @@ impl TokenEndpoint {
     ) -> Result<http::Response<Bytes>, OAuthError> {
         let form = Form::parse(&req.body)?;
         let (client, bound_to) = self.authenticate(req, &form).await?;
+        let client = &client;
         if !client.refresh_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the refresh_token grant"));
@@ -274,6 +276,7 @@ impl TokenEndpoint {
         }
         // TOK-01: the client authenticates exactly as at the backchannel endpoint.
         let (client, bound_to) = self.authenticate(req, &form).await?;
+        let client = &client;
         if !client.ciba_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
                 .describe("this client is not allowed the CIBA grant"));

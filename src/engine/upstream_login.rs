@@ -173,7 +173,7 @@ impl UpstreamLogin {
     /// GET `{approval}/{handle}?login`: start the login at the upstream.
     pub(super) async fn start(&self, pending: &PendingRequest) -> Response<Bytes> {
         let upstream = &self.upstream;
-        let Some(client) = self.clients.get(&pending.client_id) else {
+        let Some(client) = self.clients.get(&pending.client_id).await else {
             return self.pages.message(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Sign-in is not available",
@@ -292,7 +292,8 @@ impl UpstreamLogin {
             Err(e) => return pages.unavailable(&e),
         };
         let upstream = &self.upstream;
-        let (Some(client), Some(code)) = (self.clients.get(&pending.client_id), get("code")) else {
+        let (Some(client), Some(code)) = (self.clients.get(&pending.client_id).await, get("code"))
+        else {
             return pages.message(
                 StatusCode::BAD_REQUEST,
                 "Sign-in failed",

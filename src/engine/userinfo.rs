@@ -20,7 +20,7 @@ use crate::tokens::{AccessTokenClaims, scoped_claims};
 use crate::users::UserDirectory;
 
 /// Where the request carries its access token (RFC 6750 §2.1, §2.2).
-fn bearer<'a>(headers: &'a HeaderMap, form: Option<&'a Form<'a>>) -> Option<&'a str> {
+pub(super) fn bearer<'a>(headers: &'a HeaderMap, form: Option<&'a Form<'a>>) -> Option<&'a str> {
     let in_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -47,6 +47,10 @@ pub enum ErrorCode {
     TemporarilyUnavailable,
     /// `server_error`
     ServerError,
+    /// `invalid_client_metadata` (RFC 7591 §3.2.2)
+    InvalidClientMetadata,
+    /// `invalid_redirect_uri` (RFC 7591 §3.2.2)
+    InvalidRedirectUri,
 }
 
 impl ErrorCode {
@@ -72,6 +76,8 @@ impl ErrorCode {
             Self::InsufficientScope => "insufficient_scope",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::ServerError => "server_error",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
         }
     }
 
@@ -98,6 +104,8 @@ impl ErrorCode {
             Self::InsufficientScope => br#"{"error":"insufficient_scope"}"#,
             Self::TemporarilyUnavailable => br#"{"error":"temporarily_unavailable"}"#,
             Self::ServerError => br#"{"error":"server_error"}"#,
+            Self::InvalidClientMetadata => br#"{"error":"invalid_client_metadata"}"#,
+            Self::InvalidRedirectUri => br#"{"error":"invalid_redirect_uri"}"#,
         }
     }
 }

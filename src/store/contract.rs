@@ -504,3 +504,82 @@ pub async fn kept_values(a: &super::Store, b: &super::Store) {
     }
     assert!(gone, "the window ended the count");
 }
+
+/// A registered client with id `id`, a secret and a registration access token (`rat-{id}`).
+pub fn registered(id: &str) -> super::RegisteredClient {
+    use crate::domain::sha256;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("client_name".into(), format!("client {id}").into());
+    metadata.insert(
+        "grant_types".into(),
+        serde_json::json!([crate::protocol::GRANT_TYPE_CIBA]),
+    );
+    super::RegisteredClient {
+        client_id: id.to_owned(),
+        metadata,
+        secret_sha256: Some(sha256(&format!("secret-{id}"))),
+        access_token_sha256: sha256(&format!("rat-{id}")),
+        issued_at: T0 / 1000,
+        version: 1,
+    }
+}
+
+/// Runs every registered-client check (RFC 7591/7592); `make()` must return a fresh, empty
+/// store.
+pub async fn run_clients<S, F, Fut>(make: F)
+where
+    S: super::ClientStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let s = make().await;
+    // Unknown until registered; read back exactly as written.
+    assert_eq!(s.client("c1").await.unwrap(), None);
+    let c1 = registered("c1");
+    s.put_client(c1.clone()).await.unwrap();
+    assert_eq!(s.client("c1").await.unwrap().as_deref(), Some(&c1));
+    // RCM-01: an update replaces the whole record.
+    let mut updated = registered("c1");
+    updated.metadata.remove("client_name");
+    updated.version = 2;
+    s.put_client(updated.clone()).await.unwrap();
+    assert_eq!(s.client("c1").await.unwrap().as_deref(), Some(&updated));
+    // A deletion is seen at once; deleting twice finds nothing the second time.
+    s.put_client(registered("c2")).await.unwrap();
+    assert!(s.delete_client("c1").await.unwrap());
+    assert!(!s.delete_client("c1").await.unwrap());
+    assert_eq!(s.client("c1").await.unwrap(), None);
+    assert!(s.client("c2").await.unwrap().is_some());
+    // Concurrent registrations are all kept.
+    let s = Arc::new(make().await);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.put_client(registered(&format!("r{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for i in 0..16 {
+        assert!(s.client(&format!("r{i}")).await.unwrap().is_some(), "r{i}");
+    }
+}
+
+/// Issue 20: two handles on one shared store (two replicas): a registration, an update and a
+/// deletion through one are seen through the other at once.
+pub async fn clients_are_shared(a: &super::Store, b: &super::Store) {
+    use super::ClientStore as _;
+    let c = registered("shared-1");
+    a.put_client(c.clone()).await.unwrap();
+    assert_eq!(b.client("shared-1").await.unwrap().as_deref(), Some(&c));
+    let mut updated = c.clone();
+    updated.version = 9;
+    b.put_client(updated.clone()).await.unwrap();
+    assert_eq!(
+        a.client("shared-1").await.unwrap().as_deref(),
+        Some(&updated)
+    );
+    assert!(a.delete_client("shared-1").await.unwrap());
+    assert_eq!(b.client("shared-1").await.unwrap(), None);
+}

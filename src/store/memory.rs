@@ -18,8 +18,8 @@ use moka::sync::Cache;
 
 use super::waiters::{IdHash, Waiters};
 use super::{
-    Approval, Decision, Delivery, Pacing, PendingRequest, PendingStore, PollOutcome, RefreshStore,
-    ResolveError, Rotation, StoreError,
+    Approval, ClientFile, ClientStore, Decision, Delivery, Pacing, PendingRequest, PendingStore,
+    PollOutcome, RefreshStore, RegisteredClient, ResolveError, Rotation, StoreError,
 };
 use crate::protocol::{AuthReqId, NotificationToken, Scope, digest16, handle_target};
 
@@ -222,6 +222,8 @@ pub struct MemoryStore {
     capacity: u64,
     interned: Interner,
     waiters: Waiters,
+    /// Registered clients: in memory, or in a file ([`MemoryStore::with_clients`]).
+    clients: Box<ClientFile>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -270,7 +272,15 @@ impl MemoryStore {
             capacity,
             interned: Interner::default(),
             waiters: Waiters::default(),
+            clients: Box::new(ClientFile::in_memory()),
         }
+    }
+
+    /// The same store, keeping registered clients in `clients` (a file, so that they survive a
+    /// restart).
+    pub fn with_clients(mut self, clients: ClientFile) -> Self {
+        self.clients = Box::new(clients);
+        self
     }
 
     /// Keeps `value` under `kind`/`key` for `ttl_ms` (`Store::put_value`).
@@ -391,6 +401,18 @@ impl RefreshStore for MemoryStore {
         f.current = next.to_owned();
         f.last_used_ms = now_ms;
         Ok(Rotation::Rotated)
+    }
+}
+
+impl ClientStore for MemoryStore {
+    async fn client(&self, id: &str) -> Result<Option<Arc<RegisteredClient>>, StoreError> {
+        self.clients.client(id).await
+    }
+    async fn put_client(&self, client: RegisteredClient) -> Result<(), StoreError> {
+        self.clients.put_client(client).await
+    }
+    async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
+        self.clients.delete_client(id).await
     }
 }
 
@@ -613,5 +635,6 @@ mod tests {
     async fn contract_memory_store() {
         super::super::contract::run_all(|cap| async move { store(cap) }).await;
         super::super::contract::run_refresh(|cap| async move { store(cap) }).await;
+        super::super::contract::run_clients(|| async move { store(100) }).await;
     }
 }

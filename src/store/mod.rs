@@ -3,6 +3,7 @@
 //! enforces the same state machine, and `contract` (feature `store-contract`) runs the same
 //! tests against each.
 
+mod client_file;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
 mod memory;
@@ -11,7 +12,10 @@ mod redis_store;
 mod waiters;
 
 use std::future::Future;
+use std::sync::Arc;
 
+pub use crate::domain::RegisteredClient;
+pub use client_file::ClientFile;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
@@ -277,6 +281,26 @@ pub trait RefreshStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
 }
 
+/// Registered clients (RFC 7591/7592): the gateway's durable state. A client may not be lost
+/// with a process: the memory backend keeps them in a file ([`ClientFile`]), Redis in the
+/// server. A write is visible to every later read, on every replica sharing the store, at once.
+pub trait ClientStore: Send + Sync + 'static {
+    /// The registered client `id`: `None` if it was never registered or is deleted.
+    fn client(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Arc<RegisteredClient>>, StoreError>> + Send;
+
+    /// Stores `client`, new or replacing the one with its id; durable when this returns.
+    fn put_client(
+        &self,
+        client: RegisteredClient,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes client `id`; whether there was one.
+    fn delete_client(&self, id: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
 /// The configured store. An enum rather than a trait object: the poll path stays free of
 /// boxing and dynamic dispatch.
 #[derive(Debug)]
@@ -304,19 +328,36 @@ macro_rules! each {
 }
 
 impl Store {
-    /// The store `cfg` describes (nothing is connected yet).
+    /// The store `cfg` describes (nothing is connected yet). With `registration`, the memory
+    /// store opens its clients file.
     pub fn from_config(
         cfg: &crate::config::StoreConfig,
+        registration: bool,
     ) -> Result<Self, crate::config::ConfigErrors> {
         use crate::config::StoreConfig;
         match cfg {
             StoreConfig::Memory {
                 capacity,
                 expired_grace_secs,
-            } => Ok(Self::Memory(MemoryStore::new(
-                *capacity,
-                std::time::Duration::from_secs(*expired_grace_secs),
-            ))),
+                clients_file,
+            } => {
+                let store = MemoryStore::new(
+                    *capacity,
+                    std::time::Duration::from_secs(*expired_grace_secs),
+                );
+                // The file is opened (and created) only when clients can be registered.
+                match clients_file.as_deref().filter(|_| registration) {
+                    None => Ok(Self::Memory(store)),
+                    Some(path) => ClientFile::open(path)
+                        .map(|f| Self::Memory(store.with_clients(f)))
+                        .map_err(|e| {
+                            crate::config::ConfigErrors(vec![crate::config::ConfigError::new(
+                                "store.clients_file",
+                                e,
+                            )])
+                        }),
+                }
+            }
             #[cfg(feature = "redis")]
             StoreConfig::Redis(r) => RedisStore::from_config(r).map(Self::Redis),
             #[cfg(not(feature = "redis"))]
@@ -517,5 +558,17 @@ impl PendingStore for Store {
     }
     async fn delivery(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
         each!(self, s => s.delivery(id))
+    }
+}
+
+impl ClientStore for Store {
+    async fn client(&self, id: &str) -> Result<Option<Arc<RegisteredClient>>, StoreError> {
+        each!(self, s => s.client(id))
+    }
+    async fn put_client(&self, client: RegisteredClient) -> Result<(), StoreError> {
+        each!(self, s => s.put_client(client))
+    }
+    async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
+        each!(self, s => s.delete_client(id))
     }
 }

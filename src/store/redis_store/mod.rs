@@ -21,8 +21,10 @@
 //! - `P:f:{<family>}` — a refresh-token family; `P:rl:<limit>:{<key>}` — a rate limit's
 //!   arrival time; `P:n:uc:{<subject>}` — a user's wrong user codes in the lockout window;
 //!   `P:s:login:{<state>}`, `P:s:consent:{<session>}` — the upstream-login sessions.
+//! - `P:c:{H}` — a registered client (`clients.rs`; `H` hashes its client id).
 //! - channel `P:decided` — the key hash of every decided or removed request.
 
+mod clients;
 mod conn;
 mod wake;
 

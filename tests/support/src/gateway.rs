@@ -249,6 +249,7 @@ fn share_store(cfg: &mut Config, url: &str) {
         StoreConfig::Memory {
             capacity,
             expired_grace_secs,
+            ..
         } => (*capacity, *expired_grace_secs),
         StoreConfig::Redis(r) => (r.capacity, r.expired_grace_secs),
     };
