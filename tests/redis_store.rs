@@ -3,14 +3,13 @@
 //! on one wakes the polls held on the other), the shared rate limit, and a server that dies and
 //! comes back.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ciba_gateway::config::{RedisConfig, StoreConfig};
-use ciba_gateway::store::AuthReqId;
 use ciba_gateway::store::{
-    Decision, Pacing, PendingStore as _, PollOutcome, RedisStore, Store, StoreError, contract,
+    Decision, ExpiryQueue, KeptStore, LimitStore, Pacing, PendingStore as _, PollOutcome,
+    RedisStore, Store, StoreError, contract,
 };
 use ciba_test_support::redis::{RedisCluster, RedisSentinel, RedisServer, ask};
 
@@ -56,11 +55,18 @@ async fn run_contract(target: &str) {
         async move { s }
     })
     .await;
+    contract::run_limits(|| {
+        let s = store(target, 100);
+        async move { s }
+    })
+    .await;
     // Issue 20: a registration, an update and a deletion through one replica are what the
-    // other sees next.
+    // other sees next; kept values, counters and push expiries likewise.
     let instance = shared(target);
     let (a, b) = (Store::Redis(instance()), Store::Redis(instance()));
     contract::clients_are_shared(&a, &b).await;
+    contract::kept_values(&a, &b).await;
+    contract::expiries_are_claimed_once(Arc::new(a), Arc::new(b)).await;
 }
 
 #[tokio::test]
@@ -135,108 +141,6 @@ async fn a_decision_on_one_instance_wakes_the_poll_held_on_another() {
 }
 
 /// GW-07 across replicas: two instances draw from one bucket.
-/// The ids of up to `max` expiries due at `now` that `s` claims (for `lease` ms).
-async fn claim(s: &Store, now: u64, max: usize, lease: u64) -> Vec<String> {
-    s.shared_claim_expired(now, max, lease)
-        .await
-        .expect("a shared store")
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id.as_str().to_owned())
-        .collect()
-}
-
-/// Issue 12, items 2–3: a push request's expiry is kept in Redis for every
-/// replica's sweep. Two instances sweeping at once claim every due expiry, each exactly once;
-/// a claim not settled within its lease (its replica died) is claimed again, a settled one
-/// never; a request gone from the store is skipped; and `take` hands an expiry out once.
-#[tokio::test]
-async fn push_err_01_expiries_are_claimed_once_across_instances() {
-    const LEASE: u64 = 10_000;
-    let redis = RedisServer::start();
-    let instance = shared(&format!("url: {}", redis.url()));
-    let a = Arc::new(Store::Redis(instance()));
-    let b = Arc::new(Store::Redis(instance()));
-    let mut ids = HashSet::new();
-    let (mut first, mut last) = (u64::MAX, 0);
-    for i in 0..40 {
-        let mut r = contract::sample("c1");
-        r.expires_at_ms = r.created_at_ms + 1_000 + i;
-        (first, last) = (first.min(r.expires_at_ms), r.expires_at_ms);
-        a.create(r.clone()).await.unwrap();
-        b.shared_watch_expiry(&r.id, r.expires_at_ms)
-            .await
-            .unwrap()
-            .unwrap();
-        ids.insert(r.id.as_str().to_owned());
-    }
-    // One more, removed before it expires (its user could not be reached).
-    let mut gone = contract::sample("c1");
-    gone.expires_at_ms = first;
-    a.create(gone.clone()).await.unwrap();
-    a.shared_watch_expiry(&gone.id, first)
-        .await
-        .unwrap()
-        .unwrap();
-    a.cancel(&gone.id).await.unwrap();
-
-    assert!(
-        claim(&a, first - 1, 100, LEASE).await.is_empty(),
-        "nothing is due yet"
-    );
-    // Both sweep at once, in small batches.
-    let sweep = |s: Arc<Store>| async move {
-        let mut got = Vec::new();
-        // 40 expiries in batches of 7: a sweep that keeps finding some claims twice.
-        for _ in 0..7 {
-            let batch = claim(&s, last, 7, LEASE).await;
-            if batch.is_empty() {
-                return got;
-            }
-            got.extend(batch);
-        }
-        panic!("claimed again and again: {got:?}");
-    };
-    let (by_a, by_b) = tokio::join!(sweep(Arc::clone(&a)), sweep(Arc::clone(&b)));
-    let (set_a, set_b): (HashSet<_>, HashSet<_>) = (
-        by_a.iter().cloned().collect(),
-        by_b.iter().cloned().collect(),
-    );
-    assert_eq!(
-        set_a.len() + set_b.len(),
-        40,
-        "each claimed once: {by_a:?} {by_b:?}"
-    );
-    assert!(set_a.is_disjoint(&set_b));
-    assert_eq!(
-        &set_a | &set_b,
-        ids,
-        "every expiry claimed, the removed request skipped"
-    );
-
-    // A settles its claims; B "dies" with its own unsettled. Within the lease nobody claims
-    // again; after it, B's come back (to A), A's never do.
-    for id in &by_a {
-        let id = AuthReqId::from_wire(id);
-        assert_eq!(
-            a.take(id.as_str(), last).await.unwrap(),
-            PollOutcome::Expired
-        );
-        a.shared_expired_handled(&id).await.unwrap().unwrap();
-    }
-    assert!(claim(&a, last + LEASE - 1, 100, LEASE).await.is_empty());
-    let again: HashSet<_> = claim(&a, last + LEASE, 100, LEASE)
-        .await
-        .into_iter()
-        .collect();
-    assert_eq!(again, set_b);
-    // The expiry is handed out once, whichever instance asks.
-    for id in &by_b {
-        assert_eq!(a.take(id, last).await.unwrap(), PollOutcome::Expired);
-        assert_eq!(b.take(id, last).await.unwrap(), PollOutcome::Unknown);
-    }
-}
-
 #[tokio::test]
 async fn a_shared_rate_limit_counts_every_instance() {
     let redis = RedisServer::start();
@@ -247,23 +151,23 @@ async fn a_shared_rate_limit_counts_every_instance() {
     for i in 0..5 {
         let s = if i % 2 == 0 { &a } else { &b };
         assert_eq!(
-            s.shared_gcra("bc", "alice", t0, interval, tolerance).await,
-            Some(Ok(Ok(()))),
+            s.admit("bc", "alice", t0, interval, tolerance).await,
+            Ok(Ok(())),
             "request {i} of the burst"
         );
     }
     assert_eq!(
-        b.shared_gcra("bc", "alice", t0, interval, tolerance).await,
-        Some(Ok(Err(12)))
+        b.admit("bc", "alice", t0, interval, tolerance).await,
+        Ok(Err(12))
     );
     assert_eq!(
-        a.shared_gcra("bc", "bob", t0, interval, tolerance).await,
-        Some(Ok(Ok(())))
+        a.admit("bc", "bob", t0, interval, tolerance).await,
+        Ok(Ok(()))
     );
     assert_eq!(
-        a.shared_gcra("bc", "alice", t0 + 12_000, interval, tolerance)
+        a.admit("bc", "alice", t0 + 12_000, interval, tolerance)
             .await,
-        Some(Ok(Ok(())))
+        Ok(Ok(()))
     );
 }
 
@@ -322,17 +226,6 @@ async fn a_dead_server_fails_fast_and_a_restarted_one_is_used_again() {
         .unwrap(),
         PollOutcome::Denied
     );
-}
-
-/// Issue 12, item 2: what else replicas share — a login session kept by one instance is taken
-/// by another, once; a counter (the user-code lockout) counts every instance's increments and
-/// ends with its window.
-#[tokio::test]
-async fn sessions_and_counters_are_shared_and_taken_once() {
-    let redis = RedisServer::start();
-    let instance = shared(&format!("url: {}", redis.url()));
-    let (a, b) = (Store::Redis(instance()), Store::Redis(instance()));
-    contract::kept_values(&a, &b).await;
 }
 
 /// Retries a store operation that fails while the store reconnects (a failover, a restart):
@@ -564,16 +457,12 @@ async fn tls_and_an_acl_user_with_only_the_documented_permissions() {
         );
     }
     assert_eq!(
-        s.shared_gcra("bc", "alice", 1_000, 60_000, 0)
-            .await
-            .unwrap()
-            .unwrap(),
+        s.admit("bc", "alice", 1_000, 60_000, 0).await.unwrap(),
         Ok(())
     );
     assert!(
-        s.shared_gcra("bc", "alice", 1_001, 60_000, 0)
+        s.admit("bc", "alice", 1_001, 60_000, 0)
             .await
-            .unwrap()
             .unwrap()
             .is_err()
     );
@@ -588,17 +477,10 @@ async fn tls_and_an_acl_user_with_only_the_documented_permissions() {
     );
     let r = contract::sample("c1");
     s.create(r.clone()).await.unwrap();
-    s.shared_watch_expiry(&r.id, r.expires_at_ms)
-        .await
-        .unwrap()
-        .unwrap();
-    let due = s
-        .shared_claim_expired(r.expires_at_ms, 10, 10_000)
-        .await
-        .unwrap()
-        .unwrap();
+    s.watch_expiry(&r.id, r.expires_at_ms).await.unwrap();
+    let due = s.claim_expired(r.expires_at_ms, 10, 10_000).await.unwrap();
     assert_eq!(due.len(), 1);
-    s.shared_expired_handled(&r.id).await.unwrap().unwrap();
+    s.settle_expired(&r.id).await.unwrap();
 
     // Refused: a wrong password; TLS with a certificate the system roots do not know.
     let wrong_file = pki.dir.join("wrong-password");

@@ -28,7 +28,7 @@ use crate::config::NotifierKind;
 
 use crate::clients::Client;
 use crate::config::{ChannelConfig, ConfigErrors, Problems, required_reference};
-use crate::store::PendingRequest;
+use crate::domain::PendingRequest;
 use crate::users::User;
 
 /// What a channel needs to reach the user about one request.
@@ -51,7 +51,7 @@ pub struct Notification<'a> {
 #[error("authentication channel failed: {0}")]
 pub struct ChannelError(pub String);
 
-pub use crate::store::Delivery;
+pub use crate::domain::Delivery;
 
 /// How a notification went, as far as the channel can tell when it returns.
 pub enum Notified {

@@ -12,6 +12,7 @@ use super::Client;
 use super::credentials::Presented;
 use crate::config::{FAPI_ALGS, SigningAlg};
 use crate::jwks::{ASYMMETRIC, Refused};
+use crate::store::KeptStore as _;
 use crate::store::{Store, StoreError};
 use crate::tls::ClientCertificate;
 

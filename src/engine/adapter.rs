@@ -159,13 +159,12 @@ impl Engine {
     /// The engine's first run-time work, done once (a runtime calls it as it starts listening;
     /// an adapter before routing its first request): reads the provider's discovery, so that
     /// the token and userinfo paths it names are known before the first client is routed (a
-    /// provider that is down is logged and read again on the next discovery request); with a
-    /// shared store and push clients, starts this replica's sweep for expired push requests
-    /// (PUSH-ERR-01). Every caller waits for the one run.
+    /// provider that is down is logged and read again on the next discovery request); with
+    /// push clients, starts this replica's sweep for expired push requests (PUSH-ERR-01). Every caller waits for the one run.
     pub async fn warm_up(&self) {
         self.warmed
             .get_or_init(|| async {
-                if self.cfg.store.is_shared() && self.decisions.has_push_clients() {
+                if self.decisions.has_push_clients() {
                     self.decisions.sweep_expired();
                 }
                 if let Some(Err(e)) = self.upstream_discovery_document().await {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::clients::Client;
 use crate::protocol::{Form, OAuthError};
+use crate::store::KeptStore as _;
 use crate::store::Store;
 
 /// The parameters of an authentication request (C§7.1).

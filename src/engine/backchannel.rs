@@ -60,7 +60,7 @@ impl Backchannel {
         let limits = &shared.cfg.limits;
         let limiter = |r: &Option<crate::config::Rate>, name| {
             r.as_ref().map(|r| {
-                RateLimiter::shared(
+                RateLimiter::new(
                     r,
                     Arc::clone(&shared.clock),
                     Arc::clone(&shared.store),

@@ -13,7 +13,8 @@ use crate::clock::Clock;
 use crate::config::DeliveryMode;
 use crate::log_throttle::LogThrottle;
 use crate::store::{
-    Decision, PendingRequest, PendingStore, PollOutcome, ResolveError, Store, StoreError,
+    Decision, ExpiryQueue as _, PendingRequest, PendingStore, PollOutcome, ResolveError, Store,
+    StoreError,
 };
 use crate::tokens::{Minter, Recipient};
 
@@ -31,6 +32,8 @@ pub(super) struct Decisions {
     shutdown: Arc<super::shutdown::Shutdown>,
     /// Whether push is offered (so a registered client may be a push client).
     offer_push: bool,
+    /// Set once this instance's expiry sweep runs (there is one per instance).
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 /// How often each replica sweeps a shared store for push requests that expired undecided.
@@ -51,6 +54,7 @@ impl Decisions {
             log: Arc::clone(&shared.log),
             shutdown: Arc::clone(&shared.shutdown),
             offer_push: shared.cfg.ciba.offer_push,
+            sweeping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -121,23 +125,28 @@ impl Decisions {
 
     /// For a push client's request: when it expires undecided, the client is told
     /// `expired_token` (PUSH-ERR-01), once — the store's `take` hands an expiry out once, and
-    /// never after a decision. A shared store keeps the expiry for every replica's sweep
-    /// ([`Decisions::sweep_expired`]), so the client is told even if this replica is gone by
-    /// then; otherwise (or if the store cannot be asked) a timer here tells it.
+    /// never after a decision. The store keeps the expiry for the sweep
+    /// ([`Decisions::sweep_expired`]; every replica's, with a shared store, so the client is
+    /// told even if this replica is gone by then); if the store cannot be asked, a timer here
+    /// tells it.
     pub(super) async fn push_expiry(self: &Arc<Self>, pending: &PendingRequest) {
         if self.push_target(pending).await.is_none() {
             return;
         }
         match self
             .store
-            .shared_watch_expiry(&pending.id, pending.expires_at_ms)
+            .watch_expiry(&pending.id, pending.expires_at_ms)
             .await
         {
-            Some(Ok(())) => return,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "a push request's expiry could not be shared; this replica's timer tells the client");
+            Ok(()) => {
+                // Started with the engine (`warm_up`), or here by the first push request of an
+                // engine driven without one.
+                self.sweep_expired();
+                return;
             }
-            None => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "a push request's expiry could not be filed; this replica's timer tells the client");
+            }
         }
         let left = pending.expires_at_ms.saturating_sub(self.clock.now_ms());
         let (this, pending) = (Arc::clone(self), pending.clone());
@@ -153,11 +162,17 @@ impl Decisions {
         });
     }
 
-    /// Sweeps the shared store for push requests that expired undecided, every
+    /// Sweeps the store for push requests that expired undecided, every
     /// [`SWEEP_EVERY`], for as long as these decisions live: every replica does, and each
     /// expiry is claimed by one (for [`CLAIM_LEASE_MS`]; settled once its client was told, or
     /// claimed again by another replica if this one died first).
     pub(super) fn sweep_expired(self: &Arc<Self>) {
+        if self
+            .sweeping
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         let this = Arc::downgrade(self);
         let shutdown = Arc::clone(&self.shutdown);
         tokio::spawn(async move {
@@ -179,24 +194,23 @@ impl Decisions {
         loop {
             let claimed = match self
                 .store
-                .shared_claim_expired(self.clock.now_ms(), BATCH, CLAIM_LEASE_MS)
+                .claim_expired(self.clock.now_ms(), BATCH, CLAIM_LEASE_MS)
                 .await
             {
-                Some(Ok(c)) => c,
-                Some(Err(e)) => {
+                Ok(c) => c,
+                Err(e) => {
                     if let Some(suppressed) = self.log.allow("expiry-sweep") {
                         tracing::warn!(error = %e, suppressed, "expired push requests could not be swept; retried");
                     }
                     return;
                 }
-                None => return,
             };
             let more = claimed.len() == BATCH;
             for pending in claimed {
                 let id = pending.id.clone();
                 // Left claimed on failure: the sweep after the lease tries again.
                 if self.tell_expired(pending).await.is_ok()
-                    && let Some(Err(e)) = self.store.shared_expired_handled(&id).await
+                    && let Err(e) = self.store.settle_expired(&id).await
                 {
                     tracing::debug!(error = %e, "a handled expiry could not be settled; its next claim finds it taken");
                 }

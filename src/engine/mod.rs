@@ -441,22 +441,11 @@ impl Engine {
     /// under memory pressure would drop live requests silently. Nothing is refused: a server
     /// that is down now is waited for.
     pub async fn check_store(&self) {
-        #[cfg(feature = "redis")]
-        if let Store::Redis(r) = &*self.store {
-            match r.eviction_policy().await {
-                Ok(Some(p)) if p != "noeviction" => tracing::error!(
-                    policy = %p,
-                    "the Redis server may evict pending requests: set `maxmemory-policy noeviction`"
-                ),
-                Ok(Some(_)) => {
-                    tracing::info!("store: Redis reachable, maxmemory-policy noeviction")
-                }
-                Ok(None) => tracing::warn!(
-                    "store: the Redis server does not allow CONFIG GET; make sure its maxmemory-policy is noeviction"
-                ),
-                Err(e) => {
-                    tracing::warn!(error = %e, "store: Redis is not reachable yet; CIBA requests get 503 until it is")
-                }
+        for (level, message) in self.store.startup_check().await {
+            match level {
+                tracing::Level::ERROR => tracing::error!("{message}"),
+                tracing::Level::WARN => tracing::warn!("{message}"),
+                _ => tracing::info!("{message}"),
             }
         }
         for f in shared_store_findings(&self.cfg) {

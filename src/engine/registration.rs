@@ -52,7 +52,7 @@ impl Registration {
             url: shared.cfg.url_for(&shared.paths.registration),
             initial_token: initial_token.map(SecretVerifier::new),
             per_address: r.per_address.as_ref().map(|rate| {
-                RateLimiter::shared(
+                RateLimiter::new(
                     rate,
                     Arc::clone(&shared.clock),
                     Arc::clone(&shared.store),

@@ -23,6 +23,7 @@ use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::config::IdentityClaim;
 use crate::protocol::random_token;
+use crate::store::KeptStore as _;
 use crate::store::{Approval, PendingRequest, PendingStore, Store, StoreError};
 use crate::upstream::{LoginRequest, LoginSecrets, Upstream};
 use crate::users::UserDirectory;

@@ -16,10 +16,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use moka::sync::Cache;
 
+use super::cells::Cells;
+use super::due::DueQueue;
 use super::waiters::{IdHash, Waiters};
 use super::{
-    Approval, ClientFile, ClientStore, Decision, Delivery, Pacing, PendingRequest, PendingStore,
-    PollOutcome, RefreshStore, RegisteredClient, ResolveError, Rotation, StoreError,
+    Approval, ClientFile, ClientStore, Decision, Delivery, ExpiryQueue, KeptStore, LimitStore,
+    Pacing, PendingRequest, PendingStore, PollOutcome, RefreshStore, RegisteredClient,
+    ResolveError, Rotation, StoreError,
 };
 use crate::protocol::{AuthReqId, NotificationToken, Scope, digest16, handle_target};
 
@@ -184,6 +187,8 @@ impl<T> moka::Expiry<String, Arc<Kept<T>>> for KeptExpiry {
 struct KeptTables {
     values: Cache<String, Arc<Kept<String>>>,
     counts: Cache<String, Arc<Kept<AtomicU64>>>,
+    cells: Cells,
+    due: DueQueue,
 }
 
 /// How many kept values and counters each: past it the least used go (sessions and lockout
@@ -264,6 +269,8 @@ impl MemoryStore {
                     .max_capacity(KEPT_MAX)
                     .expire_after(KeptExpiry)
                     .build(),
+                cells: Cells::default(),
+                due: DueQueue::default(),
             }),
             families,
             live_families,
@@ -281,42 +288,6 @@ impl MemoryStore {
     pub fn with_clients(mut self, clients: ClientFile) -> Self {
         self.clients = Box::new(clients);
         self
-    }
-
-    /// Keeps `value` under `kind`/`key` for `ttl_ms` (`Store::put_value`).
-    pub fn put_value(&self, kind: &str, key: &str, value: String, ttl_ms: u64) {
-        let ttl = Duration::from_millis(ttl_ms.max(1));
-        self.kept
-            .values
-            .insert(format!("{kind}:{key}"), Arc::new(Kept { value, ttl }));
-    }
-
-    /// Takes what [`MemoryStore::put_value`] kept, once.
-    pub fn take_value(&self, kind: &str, key: &str) -> Option<String> {
-        let kept = self.kept.values.remove(&format!("{kind}:{key}"))?;
-        Some(Arc::try_unwrap(kept).map_or_else(|k| k.value.clone(), |k| k.value))
-    }
-
-    /// A counter (`Store::count`): read, or incremented, its window starting at its first
-    /// increment.
-    pub fn count(&self, name: &str, key: &str, add_window_ms: Option<u64>) -> u64 {
-        let key = format!("{name}:{key}");
-        match add_window_ms {
-            None => self
-                .kept
-                .counts
-                .get(&key)
-                .map_or(0, |n| n.value.load(Ordering::Relaxed)),
-            Some(window) => {
-                let n = self.kept.counts.get_with(key, || {
-                    Arc::new(Kept {
-                        value: AtomicU64::new(0),
-                        ttl: Duration::from_millis(window.max(1)),
-                    })
-                });
-                n.value.fetch_add(1, Ordering::Relaxed) + 1
-            }
-        }
     }
 
     fn reserve_slot(&self) -> bool {
@@ -401,6 +372,99 @@ impl RefreshStore for MemoryStore {
         f.current = next.to_owned();
         f.last_used_ms = now_ms;
         Ok(Rotation::Rotated)
+    }
+}
+
+impl KeptStore for MemoryStore {
+    async fn put_value(
+        &self,
+        kind: &str,
+        key: &str,
+        value: String,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        let ttl = Duration::from_millis(ttl_ms.max(1));
+        self.kept
+            .values
+            .insert(format!("{kind}:{key}"), Arc::new(Kept { value, ttl }));
+        Ok(())
+    }
+
+    async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .kept
+            .values
+            .remove(&format!("{kind}:{key}"))
+            .map(|kept| Arc::try_unwrap(kept).map_or_else(|k| k.value.clone(), |k| k.value)))
+    }
+
+    async fn count(
+        &self,
+        name: &str,
+        key: &str,
+        add_window_ms: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let key = format!("{name}:{key}");
+        Ok(match add_window_ms {
+            None => self
+                .kept
+                .counts
+                .get(&key)
+                .map_or(0, |n| n.value.load(Ordering::Relaxed)),
+            Some(window) => {
+                let n = self.kept.counts.get_with(key, || {
+                    Arc::new(Kept {
+                        value: AtomicU64::new(0),
+                        ttl: Duration::from_millis(window.max(1)),
+                    })
+                });
+                n.value.fetch_add(1, Ordering::Relaxed) + 1
+            }
+        })
+    }
+}
+
+impl LimitStore for MemoryStore {
+    async fn admit(
+        &self,
+        limit: &str,
+        key: &str,
+        now_ms: u64,
+        interval_ms: u64,
+        tolerance_ms: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        Ok(self
+            .kept
+            .cells
+            .admit(limit, key, now_ms, interval_ms, tolerance_ms))
+    }
+}
+
+impl ExpiryQueue for MemoryStore {
+    async fn watch_expiry(&self, id: &AuthReqId, expires_at_ms: u64) -> Result<(), StoreError> {
+        self.kept.due.watch(digest16(id.as_str()), expires_at_ms);
+        Ok(())
+    }
+
+    async fn claim_expired(
+        &self,
+        now_ms: u64,
+        max: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<PendingRequest>, StoreError> {
+        let mut out = Vec::new();
+        for h in self.kept.due.claim(now_ms, max, lease_ms) {
+            match self.requests.get(&h) {
+                Some(e) => out.push(e.request()),
+                None => self.kept.due.settle(&h),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn settle_expired(&self, id: &AuthReqId) -> Result<(), StoreError> {
+        self.kept.due.settle(&digest16(id.as_str()));
+        Ok(())
     }
 }
 
@@ -636,5 +700,8 @@ mod tests {
         super::super::contract::run_all(|cap| async move { store(cap) }).await;
         super::super::contract::run_refresh(|cap| async move { store(cap) }).await;
         super::super::contract::run_clients(|| async move { store(100) }).await;
+        super::super::contract::run_limits(|| async move { store(100) }).await;
+        let s = Arc::new(store(100));
+        super::super::contract::expiries_are_claimed_once(Arc::clone(&s), s).await;
     }
 }

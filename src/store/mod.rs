@@ -3,9 +3,11 @@
 //! enforces the same state machine, and `contract` (feature `store-contract`) runs the same
 //! tests against each.
 
+mod cells;
 mod client_file;
 #[cfg(any(test, feature = "store-contract"))]
 pub mod contract;
+mod due;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -14,113 +16,15 @@ mod waiters;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use crate::domain::RegisteredClient;
+pub use crate::domain::{
+    Approval, Decision, Delivery, IssuedTokens, PendingRequest, RegisteredClient,
+};
 pub use client_file::ClientFile;
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
 pub use redis_store::RedisStore;
 
 pub use crate::protocol::{AuthReqId, NotificationToken, Scope};
-
-/// What the gateway remembers about an accepted request (BC-ACK-05).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingRequest {
-    /// The id handed to the client.
-    pub id: AuthReqId,
-    /// The one-time approval handle (link / channel bearer subject); never the `auth_req_id`.
-    pub handle: String,
-    /// The client that asked.
-    pub client_id: String,
-    /// The user who must approve.
-    pub subject: String,
-    /// The granted scope.
-    pub scope: Scope,
-    /// Requested `acr_values`, space-separated, in order of preference.
-    pub acr_values: Option<String>,
-    /// The binding message, if any.
-    pub binding_message: Option<String>,
-    /// The `login_hint` the client sent, passed on to the upstream login.
-    pub login_hint: Option<String>,
-    /// When the request was accepted, Unix ms.
-    pub created_at_ms: u64,
-    /// When it expires, Unix ms.
-    pub expires_at_ms: u64,
-    /// The polling interval announced, seconds.
-    pub interval_secs: u32,
-    /// The bearer for the client's notification endpoint (ping and push clients only).
-    pub notification_token: Option<NotificationToken>,
-}
-
-/// The user's positive decision, with what the ID token needs to say about it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct Approval {
-    /// When the user authenticated, Unix seconds.
-    pub auth_time: u64,
-    /// The authentication context class achieved, if any.
-    pub acr: Option<String>,
-    /// Authentication methods used, if known.
-    pub amr: Option<Vec<String>>,
-    /// The subject the upstream authenticated, when it differs from the request's.
-    pub subject: Option<String>,
-    /// The tokens the upstream issued for the user's login, for clients that get those.
-    pub upstream_tokens: Option<Box<IssuedTokens>>,
-}
-
-/// A token response from the upstream provider. `Debug` shows no token.
-#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct IssuedTokens {
-    /// The access token.
-    pub access_token: String,
-    /// Its type (`Bearer`, `DPoP`).
-    pub token_type: String,
-    /// Its lifetime, seconds.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub expires_in: Option<u64>,
-    /// A refresh token, if the upstream issued one.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub refresh_token: Option<String>,
-    /// The upstream's ID token.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id_token: Option<String>,
-    /// The granted scope.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub scope: Option<String>,
-}
-
-impl std::fmt::Debug for IssuedTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("IssuedTokens(<redacted>)")
-    }
-}
-
-/// How far the notification of one request got (visible through
-/// [`crate::Engine::delivery`]): the user's, and once the user has decided, a ping client's.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Delivery {
-    /// Being delivered (or retried).
-    Pending,
-    /// Accepted by the notifier's target.
-    Delivered {
-        /// Attempts it took.
-        attempts: u32,
-    },
-    /// Given up: the reason is also logged.
-    Failed {
-        /// Attempts made.
-        attempts: u32,
-        /// The last failure.
-        reason: String,
-    },
-}
-
-/// How a request was resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// The user approved.
-    Approved(Approval),
-    /// The user refused (or cancelled).
-    Denied,
-}
 
 /// What a poll finds (TOK-02…05).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,6 +185,78 @@ pub trait RefreshStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Rotation, StoreError>> + Send;
 }
 
+/// Short-lived values and counters every replica shares: the upstream-login sessions, the
+/// user-code lockout. Each lives for the time it is given, then is gone.
+pub trait KeptStore: Send + Sync + 'static {
+    /// Keeps `value` under `kind`/`key` for `ttl_ms`, so that any replica can take it.
+    fn put_value(
+        &self,
+        kind: &str,
+        key: &str,
+        value: String,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes (reads and removes, atomically) what [`KeptStore::put_value`] kept: once.
+    fn take_value(
+        &self,
+        kind: &str,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
+    /// A counter every replica counts in. With `add_window_ms`, adds one (the count lives that
+    /// long from its first increment) and returns the new count; without, reads it.
+    fn count(
+        &self,
+        name: &str,
+        key: &str,
+        add_window_ms: Option<u64>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Rate-limit cells (GCRA, GW-07): one budget per `limit` and key, shared by every replica
+/// that shares the store.
+pub trait LimitStore: Send + Sync + 'static {
+    /// One request for `key` under `limit` at `now_ms`, a request costing `interval_ms` and a
+    /// burst reaching `tolerance_ms` ahead: `Ok(Err(secs))` when refused (retry after; a
+    /// refusal is not counted).
+    fn admit(
+        &self,
+        limit: &str,
+        key: &str,
+        now_ms: u64,
+        interval_ms: u64,
+        tolerance_ms: u64,
+    ) -> impl Future<Output = Result<Result<(), u64>, StoreError>> + Send;
+}
+
+/// The push requests whose expiry must be told to their client (PUSH-ERR-01): kept in the
+/// store so that whichever sweep comes first — on any replica sharing it — tells the client,
+/// once, even if the replica that accepted the request is gone by then.
+pub trait ExpiryQueue: Send + Sync + 'static {
+    /// Files request `id` to be claimed from `expires_at_ms` on.
+    fn watch_expiry(
+        &self,
+        id: &AuthReqId,
+        expires_at_ms: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `max` watched requests whose expiry is past at `now_ms`, claimed by this caller
+    /// for `lease_ms`: each goes to one caller, and back to the others if it is not settled
+    /// ([`ExpiryQueue::settle_expired`]) within the lease. A request that is gone from the
+    /// store is dropped from the queue, not handed out.
+    fn claim_expired(
+        &self,
+        now_ms: u64,
+        max: usize,
+        lease_ms: u64,
+    ) -> impl Future<Output = Result<Vec<PendingRequest>, StoreError>> + Send;
+
+    /// Settles a claimed expiry: it was handled (told, or found decided).
+    fn settle_expired(&self, id: &AuthReqId)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// Registered clients (RFC 7591/7592): the gateway's durable state. A client may not be lost
 /// with a process: the memory backend keeps them in a file ([`ClientFile`]), Redis in the
 /// server. A write is visible to every later read, on every replica sharing the store, at once.
@@ -370,6 +346,37 @@ impl Store {
         }
     }
 
+    /// What an operator must know of the backend at start-up, each with how loud to say it: a
+    /// shared store that may evict keys under memory pressure would drop live requests
+    /// silently; one that is down now is waited for.
+    pub async fn startup_check(&self) -> Vec<(tracing::Level, String)> {
+        match self {
+            Self::Memory(_) => Vec::new(),
+            #[cfg(feature = "redis")]
+            Self::Redis(r) => {
+                use tracing::Level;
+                vec![match Box::pin(r.eviction_policy()).await {
+                    Ok(Some(p)) if p != "noeviction" => (
+                        Level::ERROR,
+                        format!("the Redis server may evict pending requests (maxmemory-policy {p}): set `maxmemory-policy noeviction`"),
+                    ),
+                    Ok(Some(_)) => (
+                        Level::INFO,
+                        "store: Redis reachable, maxmemory-policy noeviction".into(),
+                    ),
+                    Ok(None) => (
+                        Level::WARN,
+                        "store: the Redis server does not allow CONFIG GET; make sure its maxmemory-policy is noeviction".into(),
+                    ),
+                    Err(e) => (
+                        Level::WARN,
+                        format!("store: Redis is not reachable yet ({e}); CIBA requests get 503 until it is"),
+                    ),
+                }]
+            }
+        }
+    }
+
     /// Whether the store can be used now (readiness, `/healthz`): always for the memory store;
     /// a `PING` for Redis.
     pub async fn health(&self) -> Result<(), StoreError> {
@@ -377,123 +384,6 @@ impl Store {
             Self::Memory(_) => Ok(()),
             #[cfg(feature = "redis")]
             Self::Redis(r) => Box::pin(r.ping()).await,
-        }
-    }
-
-    /// Keeps `value` under `kind`/`key` for `ttl_ms` (an upstream-login session): in the
-    /// shared store, so that any replica can take it.
-    pub async fn put_value(
-        &self,
-        kind: &str,
-        key: &str,
-        value: String,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(m) => {
-                m.put_value(kind, key, value, ttl_ms);
-                Ok(())
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Box::pin(r.put(kind, key, value, ttl_ms)).await,
-        }
-    }
-
-    /// Takes (reads and removes, atomically) what [`Store::put_value`] kept: once.
-    pub async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
-        match self {
-            Self::Memory(m) => Ok(m.take_value(kind, key)),
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Box::pin(r.take_value(kind, key)).await,
-        }
-    }
-
-    /// A counter every replica counts in (the user-code lockout). With `add_window_ms`, adds
-    /// one (the count lives that long from its first increment) and returns the new count;
-    /// without, reads it.
-    pub async fn count(
-        &self,
-        name: &str,
-        key: &str,
-        add_window_ms: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        match self {
-            Self::Memory(m) => Ok(m.count(name, key, add_window_ms)),
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Box::pin(r.count(name, key, add_window_ms)).await,
-        }
-    }
-
-    /// Files push request `id` so that its client is told of its expiry by whichever replica
-    /// sweeps first ([`Store::shared_claim_expired`]), even if this one is gone by then. `None`
-    /// for the memory store (the caller keeps a timer).
-    pub async fn shared_watch_expiry(
-        &self,
-        id: &AuthReqId,
-        expires_at_ms: u64,
-    ) -> Option<Result<(), StoreError>> {
-        match self {
-            Self::Memory(_) => {
-                let _ = (id, expires_at_ms);
-                None
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(Box::pin(r.watch_expiry(id, expires_at_ms)).await),
-        }
-    }
-
-    /// Up to `max` watched requests whose expiry is past at `now_ms`, claimed by this caller
-    /// for `lease_ms`: each goes to one replica, and back to the others if it is not settled
-    /// ([`Store::shared_expired_handled`]) within the lease. `None` for the memory store.
-    pub async fn shared_claim_expired(
-        &self,
-        now_ms: u64,
-        max: usize,
-        lease_ms: u64,
-    ) -> Option<Result<Vec<PendingRequest>, StoreError>> {
-        match self {
-            Self::Memory(_) => {
-                let _ = (now_ms, max, lease_ms);
-                None
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(Box::pin(r.claim_expired(now_ms, max, lease_ms)).await),
-        }
-    }
-
-    /// Settles a claimed expiry: it was handled (told, or found decided). `None` for the
-    /// memory store.
-    pub async fn shared_expired_handled(&self, id: &AuthReqId) -> Option<Result<(), StoreError>> {
-        match self {
-            Self::Memory(_) => {
-                let _ = id;
-                None
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => Some(Box::pin(r.settle_expired(id)).await),
-        }
-    }
-
-    /// A rate limit shared by every replica, when the store is shared: `None` for the memory
-    /// store (the limiter keeps its own state), else whether one request for `key` is allowed
-    /// (`Err(secs)`: retry after).
-    pub async fn shared_gcra(
-        &self,
-        limit: &str,
-        key: &str,
-        now_ms: u64,
-        interval_ms: u64,
-        tolerance_ms: u64,
-    ) -> Option<Result<Result<(), u64>, StoreError>> {
-        match self {
-            Self::Memory(_) => {
-                let _ = (limit, key, now_ms, interval_ms, tolerance_ms);
-                None
-            }
-            #[cfg(feature = "redis")]
-            Self::Redis(r) => {
-                Some(Box::pin(r.gcra(limit, key, now_ms, interval_ms, tolerance_ms)).await)
-            }
         }
     }
 }
@@ -570,5 +460,58 @@ impl ClientStore for Store {
     }
     async fn delete_client(&self, id: &str) -> Result<bool, StoreError> {
         each!(self, s => s.delete_client(id))
+    }
+}
+
+impl KeptStore for Store {
+    async fn put_value(
+        &self,
+        kind: &str,
+        key: &str,
+        value: String,
+        ttl_ms: u64,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.put_value(kind, key, value, ttl_ms))
+    }
+    async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
+        each!(self, s => s.take_value(kind, key))
+    }
+    async fn count(
+        &self,
+        name: &str,
+        key: &str,
+        add_window_ms: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        each!(self, s => s.count(name, key, add_window_ms))
+    }
+}
+
+impl LimitStore for Store {
+    async fn admit(
+        &self,
+        limit: &str,
+        key: &str,
+        now_ms: u64,
+        interval_ms: u64,
+        tolerance_ms: u64,
+    ) -> Result<Result<(), u64>, StoreError> {
+        each!(self, s => s.admit(limit, key, now_ms, interval_ms, tolerance_ms))
+    }
+}
+
+impl ExpiryQueue for Store {
+    async fn watch_expiry(&self, id: &AuthReqId, expires_at_ms: u64) -> Result<(), StoreError> {
+        each!(self, s => s.watch_expiry(id, expires_at_ms))
+    }
+    async fn claim_expired(
+        &self,
+        now_ms: u64,
+        max: usize,
+        lease_ms: u64,
+    ) -> Result<Vec<PendingRequest>, StoreError> {
+        each!(self, s => s.claim_expired(now_ms, max, lease_ms))
+    }
+    async fn settle_expired(&self, id: &AuthReqId) -> Result<(), StoreError> {
+        each!(self, s => s.settle_expired(id))
     }
 }

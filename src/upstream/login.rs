@@ -14,8 +14,8 @@ use url::Url;
 use super::{Upstream, UpstreamError};
 use crate::clients::UpstreamCredentials;
 use crate::config::AuthMethod;
+use crate::domain::IssuedTokens;
 use crate::protocol::random_token;
-use crate::store::IssuedTokens;
 
 /// Algorithms accepted on an upstream ID token: asymmetric only, never `none` or `HS*`.
 const ID_TOKEN_ALGS: &[Algorithm] = &[

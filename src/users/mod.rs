@@ -13,6 +13,7 @@ use crate::config::{
 };
 use crate::outbound::OutboundClient;
 use crate::secret::{Expected, Secret, SecretVerifier};
+use crate::store::KeptStore as _;
 
 /// A user the gateway can ask for approval.
 #[derive(Debug)]

@@ -26,6 +26,9 @@
 
 mod clients;
 mod conn;
+mod expiry;
+mod kept;
+mod refresh;
 mod wake;
 
 use std::sync::{Arc, LazyLock};
@@ -246,72 +249,6 @@ impl RedisStore {
         format!("{}:r:{{{}}}", self.prefix, b64(h))
     }
 
-    fn due_key(&self) -> String {
-        format!("{{{}}}:due", self.prefix)
-    }
-
-    /// Files request `id` to be claimed by [`RedisStore::claim_expired`] from `expires_at_ms`
-    /// on (`Store::shared_watch_expiry`).
-    pub async fn watch_expiry(&self, id: &AuthReqId, expires_at_ms: u64) -> Result<(), StoreError> {
-        let (key, member) = (self.due_key(), digest16(id.as_str()));
-        self.link
-            .run(|mut c| async move {
-                c.zadd::<_, _, _, ()>(key, member.as_slice(), expires_at_ms)
-                    .await
-            })
-            .await
-    }
-
-    /// Claims up to `max` watched requests whose expiry is past at `now_ms`, for `lease_ms`
-    /// (no other replica claims them meanwhile), and reads them. Each is handed back with its
-    /// key hash, for [`RedisStore::settle_expired`] once handled; one that is gone already is
-    /// settled here.
-    pub async fn claim_expired(
-        &self,
-        now_ms: u64,
-        max: usize,
-        lease_ms: u64,
-    ) -> Result<Vec<PendingRequest>, StoreError> {
-        let claimed: Vec<Vec<u8>> = self
-            .invoke({
-                let mut i = SCRIPTS.due.key(self.due_key());
-                i.arg(now_ms).arg(max).arg(lease_ms);
-                i
-            })
-            .await?;
-        let mut out = Vec::with_capacity(claimed.len());
-        for member in claimed {
-            let Ok(h) = IdHash::try_from(member.as_slice()) else {
-                self.unwatch(member).await?;
-                continue;
-            };
-            let key = self.request_key(&h);
-            let v: Vec<(String, String)> = self
-                .link
-                .run(|mut c| async move { c.hgetall(key).await })
-                .await?;
-            if v.is_empty() {
-                self.unwatch(member).await?;
-                continue;
-            }
-            let v: Vec<String> = v.into_iter().flat_map(|(k, v)| [k, v]).collect();
-            out.push(Self::rebuild(&v, 0)?);
-        }
-        Ok(out)
-    }
-
-    /// Forgets a watched request whose expiry was handled (`Store::shared_expired_handled`).
-    pub async fn settle_expired(&self, id: &AuthReqId) -> Result<(), StoreError> {
-        self.unwatch(digest16(id.as_str()).to_vec()).await
-    }
-
-    async fn unwatch(&self, member: Vec<u8>) -> Result<(), StoreError> {
-        let key = self.due_key();
-        self.link
-            .run(|mut c| async move { c.zrem::<_, _, ()>(key, member).await })
-            .await
-    }
-
     fn cap_key(&self, families: bool) -> String {
         let which = if families { "fcap" } else { "cap" };
         format!("{{{}}}:{which}", self.prefix)
@@ -411,77 +348,7 @@ impl RedisStore {
         });
     }
 
-    /// One request against a GCRA limit shared by every replica: `Ok(Err(secs))` when refused.
-    pub async fn gcra(
-        &self,
-        limit: &str,
-        key: &str,
-        now_ms: u64,
-        interval_ms: u64,
-        tolerance_ms: u64,
-    ) -> Result<Result<(), u64>, StoreError> {
-        let k = format!("{}:rl:{limit}:{{{}}}", self.prefix, b64(&digest16(key)));
-        let wait: i64 = self
-            .invoke({
-                let mut i = SCRIPTS.gcra.key(k);
-                i.arg(now_ms).arg(interval_ms).arg(tolerance_ms);
-                i
-            })
-            .await?;
-        Ok(match u64::try_from(wait) {
-            Ok(ms) => Err(ms.div_ceil(1000).max(1)),
-            Err(_) => Ok(()),
-        })
-    }
-
     /// The request from its hash's fields (as `HGETALL` lists them, from `from` on).
-    /// Keeps a short-lived value (`Store::put_value`), keyed by a digest of `key`.
-    pub async fn put(
-        &self,
-        kind: &str,
-        key: &str,
-        value: String,
-        ttl_ms: u64,
-    ) -> Result<(), StoreError> {
-        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&digest16(key)));
-        self.link
-            .run(|mut c| async move { c.pset_ex::<_, _, ()>(k, value, ttl_ms.max(1)).await })
-            .await
-    }
-
-    /// Takes a value kept by [`RedisStore::put`], once (`GETDEL`).
-    pub async fn take_value(&self, kind: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let k = format!("{}:s:{kind}:{{{}}}", self.prefix, b64(&digest16(key)));
-        self.link
-            .run(|mut c| async move { c.get_del(k).await })
-            .await
-    }
-
-    /// A counter (`Store::count`): read, or incremented with its window set by the first
-    /// increment.
-    pub async fn count(
-        &self,
-        name: &str,
-        key: &str,
-        add_window_ms: Option<u64>,
-    ) -> Result<u64, StoreError> {
-        let k = format!("{}:n:{name}:{{{}}}", self.prefix, b64(&digest16(key)));
-        match add_window_ms {
-            None => {
-                let n: Option<u64> = self.link.run(|mut c| async move { c.get(k).await }).await?;
-                Ok(n.unwrap_or(0))
-            }
-            Some(window) => {
-                self.invoke({
-                    let mut i = SCRIPTS.count.key(k);
-                    i.arg(window.max(1));
-                    i
-                })
-                .await
-            }
-        }
-    }
-
     fn rebuild(v: &[String], from: usize) -> Result<PendingRequest, StoreError> {
         let get = |name: &str| {
             v.get(from..)
@@ -792,61 +659,5 @@ impl PendingStore for RedisStore {
                 .map(Some)
                 .map_err(|_| corrupt("delivery")),
         }
-    }
-}
-
-impl RefreshStore for RedisStore {
-    async fn start_family(
-        &self,
-        family: &str,
-        jti: &str,
-        now_ms: u64,
-        expires_at_ms: u64,
-        idle_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.reserve(true, now_ms, expires_at_ms).await?;
-        let key = format!("{}:f:{{{}}}", self.prefix, b64(&digest16(family)));
-        let ttl = expires_at_ms.saturating_sub(now_ms).max(1);
-        let jti = jti.to_owned();
-        self.link
-            .run(|mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("HSET")
-                    .arg(&key)
-                    .arg(&[
-                        ("c", jti),
-                        ("u", now_ms.to_string()),
-                        ("i", idle_ms.to_string()),
-                    ])
-                    .ignore()
-                    .pexpire(&key, i64::try_from(ttl).unwrap_or(i64::MAX))
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
-    }
-
-    async fn rotate(
-        &self,
-        family: &str,
-        presented: &str,
-        next: &str,
-        now_ms: u64,
-    ) -> Result<Rotation, StoreError> {
-        let key = format!("{}:f:{{{}}}", self.prefix, b64(&digest16(family)));
-        let r: String = self
-            .invoke({
-                let mut i = SCRIPTS.rotate.key(key);
-                i.arg(presented).arg(next).arg(now_ms);
-                i
-            })
-            .await?;
-        Ok(match r.as_str() {
-            "o" => Rotation::Rotated,
-            "r" => Rotation::Reused,
-            _ => Rotation::Gone,
-        })
     }
 }

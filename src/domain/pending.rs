@@ -1,0 +1,103 @@
+//! A CIBA request as the gateway keeps it while it is pending, and what is decided about it.
+
+use crate::protocol::{AuthReqId, NotificationToken, Scope};
+
+/// What the gateway remembers about an accepted request (BC-ACK-05).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRequest {
+    /// The id handed to the client.
+    pub id: AuthReqId,
+    /// The one-time approval handle (link / channel bearer subject); never the `auth_req_id`.
+    pub handle: String,
+    /// The client that asked.
+    pub client_id: String,
+    /// The user who must approve.
+    pub subject: String,
+    /// The granted scope.
+    pub scope: Scope,
+    /// Requested `acr_values`, space-separated, in order of preference.
+    pub acr_values: Option<String>,
+    /// The binding message, if any.
+    pub binding_message: Option<String>,
+    /// The `login_hint` the client sent, passed on to the upstream login.
+    pub login_hint: Option<String>,
+    /// When the request was accepted, Unix ms.
+    pub created_at_ms: u64,
+    /// When it expires, Unix ms.
+    pub expires_at_ms: u64,
+    /// The polling interval announced, seconds.
+    pub interval_secs: u32,
+    /// The bearer for the client's notification endpoint (ping and push clients only).
+    pub notification_token: Option<NotificationToken>,
+}
+
+/// The user's positive decision, with what the ID token needs to say about it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Approval {
+    /// When the user authenticated, Unix seconds.
+    pub auth_time: u64,
+    /// The authentication context class achieved, if any.
+    pub acr: Option<String>,
+    /// Authentication methods used, if known.
+    pub amr: Option<Vec<String>>,
+    /// The subject the upstream authenticated, when it differs from the request's.
+    pub subject: Option<String>,
+    /// The tokens the upstream issued for the user's login, for clients that get those.
+    pub upstream_tokens: Option<Box<IssuedTokens>>,
+}
+
+/// A token response from the upstream provider. `Debug` shows no token.
+#[derive(Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct IssuedTokens {
+    /// The access token.
+    pub access_token: String,
+    /// Its type (`Bearer`, `DPoP`).
+    pub token_type: String,
+    /// Its lifetime, seconds.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expires_in: Option<u64>,
+    /// A refresh token, if the upstream issued one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub refresh_token: Option<String>,
+    /// The upstream's ID token.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id_token: Option<String>,
+    /// The granted scope.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for IssuedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IssuedTokens(<redacted>)")
+    }
+}
+
+/// How far the notification of one request got (visible through
+/// `Engine::delivery`): the user's, and once the user has decided, a ping client's.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Delivery {
+    /// Being delivered (or retried).
+    Pending,
+    /// Accepted by the notifier's target.
+    Delivered {
+        /// Attempts it took.
+        attempts: u32,
+    },
+    /// Given up: the reason is also logged.
+    Failed {
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+}
+
+/// How a request was resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The user approved.
+    Approved(Approval),
+    /// The user refused (or cancelled).
+    Denied,
+}
