@@ -198,60 +198,54 @@ async fn reg_01_the_write_ups_body_registers_a_client_that_completes_the_flow(ki
 async fn reg_02_03_invalid_metadata_is_refused_with_the_field_named(kind: RuntimeKind) {
     let auth = Authenticator::start().await;
     let gw = gateway_with_registration(kind, &auth, |_| {}).await;
-    let refused = |r: &Reply, code: &str, field: &str| {
+    // Each body, the error it gets, and a word its description must contain.
+    let metadata = "invalid_client_metadata";
+    let cases = [
+        (
+            json!({"backchannel_token_delivery_mode": "ping"}),
+            metadata,
+            "backchannel_client_notification_endpoint",
+        ),
+        (
+            json!({
+                "backchannel_token_delivery_mode": "ping",
+                "backchannel_client_notification_endpoint": "http://client.example/cb"
+            }),
+            metadata,
+            "https",
+        ),
+        // SEC-05: an endpoint on a private address is refused at registration.
+        (
+            json!({
+                "backchannel_token_delivery_mode": "ping",
+                "backchannel_client_notification_endpoint": "https://127.0.0.1:9/cb"
+            }),
+            metadata,
+            "SSRF",
+        ),
+        (
+            json!({"backchannel_authentication_request_signing_alg": "HS256"}),
+            metadata,
+            "HS256",
+        ),
+        (
+            json!({"token_endpoint_auth_method": "none"}),
+            metadata,
+            "token_endpoint_auth_method",
+        ),
+        (json!({"scope": "openid admin"}), metadata, "admin"),
+        (
+            json!({"redirect_uris": ["/relative"]}),
+            "invalid_redirect_uri",
+            "/relative",
+        ),
+    ];
+    for (body, code, field) in cases {
+        let r = register(&gw, &body).await;
         r.assert_error(400, code);
         let d = r.json["error_description"].as_str().unwrap_or_default();
         assert!(d.contains(field), "{field} not in {d:?}");
-    };
-    let ping = json!({"backchannel_token_delivery_mode": "ping"});
-    refused(
-        &register(&gw, &ping).await,
-        "invalid_client_metadata",
-        "backchannel_client_notification_endpoint",
-    );
-    let plain = json!({
-        "backchannel_token_delivery_mode": "ping",
-        "backchannel_client_notification_endpoint": "http://client.example/cb"
-    });
-    refused(
-        &register(&gw, &plain).await,
-        "invalid_client_metadata",
-        "https",
-    );
-    // SEC-05: an endpoint on a private address is refused at registration.
-    let private = json!({
-        "backchannel_token_delivery_mode": "ping",
-        "backchannel_client_notification_endpoint": "https://127.0.0.1:9/cb"
-    });
-    refused(
-        &register(&gw, &private).await,
-        "invalid_client_metadata",
-        "SSRF",
-    );
-    let hs = json!({"backchannel_authentication_request_signing_alg": "HS256"});
-    refused(
-        &register(&gw, &hs).await,
-        "invalid_client_metadata",
-        "HS256",
-    );
-    let none = json!({"token_endpoint_auth_method": "none"});
-    refused(
-        &register(&gw, &none).await,
-        "invalid_client_metadata",
-        "token_endpoint_auth_method",
-    );
-    let scope = json!({"scope": "openid admin"});
-    refused(
-        &register(&gw, &scope).await,
-        "invalid_client_metadata",
-        "admin",
-    );
-    let redirect = json!({"redirect_uris": ["/relative"]});
-    refused(
-        &register(&gw, &redirect).await,
-        "invalid_redirect_uri",
-        "/relative",
-    );
+    }
     // Not JSON at all.
     let form = gw
         .post_form("/register", &[("client_name", "x")], None)

@@ -51,7 +51,7 @@ pub(crate) fn normalise(
     request: &Value,
     client_id: &str,
     cfg: &Config,
-) -> Result<Map<String, Value>, Refusal> {
+) -> Result<(Map<String, Value>, ClientConfig), Refusal> {
     let bad = |m: &str| Refusal::Metadata(m.to_owned());
     let Some(request) = request.as_object() else {
         return Err(bad("the request body must be a JSON object"));
@@ -116,7 +116,7 @@ pub(crate) fn normalise(
     if !errs.is_empty() {
         return Err(Refusal::Metadata(describe(&errs)));
     }
-    Ok(md)
+    Ok((md, c))
 }
 
 /// The client model of registered metadata (what [`normalise`] returned, or a stored record's).
@@ -210,7 +210,7 @@ mod tests {
             "backchannel_authentication_endpoint": "https://as.example.com/ciba/auth",
             "token_endpoint": "https://as.example.com/token"
         });
-        let md = normalise(&body, "issued", &cfg()).unwrap();
+        let (md, c) = normalise(&body, "issued", &cfg()).unwrap();
         assert_eq!(md["grant_types"], serde_json::json!([GRANT_TYPE_CIBA]));
         assert_eq!(md["backchannel_token_delivery_mode"], "poll");
         assert_eq!(md["token_endpoint_auth_method"], "client_secret_basic");
@@ -222,7 +222,6 @@ mod tests {
         ] {
             assert!(!md.contains_key(ignored), "{ignored}");
         }
-        let c = client_config("issued", &md).unwrap();
         assert_eq!(
             c.scopes.as_deref(),
             Some(&["openid".into(), "profile".into()][..])

@@ -239,6 +239,8 @@ pub(crate) struct Credentials<'a> {
 pub struct ClientRegistry {
     clients: HashMap<String, Arc<Client>>,
     registered: Option<Registered>,
+    /// Fetches clients' `jwks_uri`s (configured and registered clients alike).
+    outbound: OutboundClient,
     /// Verifies `tls_client_auth` chains (`mtls.ca_file`).
     ca: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     skew_secs: u64,
@@ -249,7 +251,6 @@ pub struct ClientRegistry {
 struct Registered {
     store: Arc<Store>,
     cfg: Arc<Config>,
-    outbound: OutboundClient,
     parsed: moka::sync::Cache<String, (u64, Arc<Client>)>,
 }
 
@@ -263,7 +264,11 @@ impl std::fmt::Debug for Registered {
 
 impl Registered {
     /// The registered client `id`, as the store has it now.
-    async fn lookup(&self, id: &str) -> Result<Option<Arc<Client>>, crate::store::StoreError> {
+    async fn lookup(
+        &self,
+        id: &str,
+        outbound: &OutboundClient,
+    ) -> Result<Option<Arc<Client>>, crate::store::StoreError> {
         use crate::store::ClientStore as _;
         let Some(record) = self.store.client(id).await? else {
             self.parsed.invalidate(id);
@@ -274,7 +279,7 @@ impl Registered {
         {
             return Ok(Some(client));
         }
-        match Client::registered(&record, &self.cfg, &self.outbound) {
+        match Client::registered(&record, &self.cfg, outbound) {
             Ok(c) => {
                 let c = Arc::new(c);
                 self.parsed
@@ -310,6 +315,7 @@ impl ClientRegistry {
         problems.finish(|| Self {
             clients,
             registered: None,
+            outbound,
             ca,
             skew_secs: cfg.ciba.clock_skew_secs,
         })
@@ -317,11 +323,9 @@ impl ClientRegistry {
 
     /// The same registry, also finding the clients registered in `store` (with
     /// `registration.enabled`).
-    pub(crate) fn with_registered(mut self, cfg: &Config, store: Arc<Store>) -> Self {
-        let mut problems = Problems::new();
+    pub(crate) fn with_registered(mut self, cfg: Arc<Config>, store: Arc<Store>) -> Self {
         self.registered = Some(Registered {
-            outbound: client_outbound(cfg, &mut problems),
-            cfg: Arc::new(cfg.clone()),
+            cfg,
             store,
             parsed: moka::sync::Cache::new(10_000),
         });
@@ -344,7 +348,7 @@ impl ClientRegistry {
         let Some(r) = &self.registered else {
             return Err("registration is off".into());
         };
-        Client::registered(record, &r.cfg, &r.outbound).map(|_| ())
+        Client::registered(record, &r.cfg, &self.outbound).map(|_| ())
     }
 
     /// Whether `id` is a configured client's (never manageable through registration).
@@ -366,7 +370,7 @@ impl ClientRegistry {
             return Ok(Some(Arc::clone(c)));
         }
         match &self.registered {
-            Some(r) => r.lookup(id).await,
+            Some(r) => r.lookup(id, &self.outbound).await,
             None => Ok(None),
         }
     }

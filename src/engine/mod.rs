@@ -259,10 +259,12 @@ impl Engine {
             return Err(ConfigErrors(problems));
         }
         let store = Arc::new(store);
-        let clients = if cfg.registration.enabled {
-            clients.with_registered(&cfg, Arc::clone(&store))
-        } else {
-            clients
+        // The configuration registered clients are built and checked against: one copy, for
+        // the registry and the registration endpoint.
+        let registered_cfg = cfg.registration.enabled.then(|| Arc::new(cfg.clone()));
+        let clients = match &registered_cfg {
+            Some(c) => clients.with_registered(Arc::clone(c), Arc::clone(&store)),
+            None => clients,
         };
         let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
         let shared = Shared {
@@ -289,11 +291,8 @@ impl Engine {
             .flatten()
             .map(|u| Arc::new(upstream_login::UpstreamLogin::new(&shared, u, &decisions)));
         Ok(Self {
-            registration: shared
-                .cfg
-                .registration
-                .enabled
-                .then(|| registration::Registration::new(&shared, initial_token)),
+            registration: registered_cfg
+                .map(|c| registration::Registration::new(&shared, initial_token, c)),
             backchannel: backchannel::Backchannel::new(&shared, &decisions),
             token: token::TokenEndpoint::new(&shared, &issuance),
             approval: approval::ApprovalPages::new(&shared, &decisions, login.clone()),

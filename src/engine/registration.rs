@@ -19,7 +19,7 @@ use super::{EngineRequest, Shared};
 use crate::clients::ClientRegistry;
 use crate::clients::metadata::{self, Refusal};
 use crate::clock::Clock;
-use crate::config::{AuthMethod, Config};
+use crate::config::{ClientConfig, Config};
 use crate::protocol::{ErrorCode, OAuthError, json_response, random_token};
 use crate::ratelimit::RateLimiter;
 use crate::secret::{Expected, SecretVerifier};
@@ -40,11 +40,12 @@ pub(super) struct Registration {
 }
 
 impl Registration {
-    /// `initial_token` is the loaded `registration.initial_access_token`.
-    pub(super) fn new(shared: &Shared, initial_token: Option<Expected>) -> Self {
+    /// `initial_token` is the loaded `registration.initial_access_token`; `cfg` the
+    /// configuration the registry checks registered clients against (one copy for both).
+    pub(super) fn new(shared: &Shared, initial_token: Option<Expected>, cfg: Arc<Config>) -> Self {
         let r = &shared.cfg.registration;
         Self {
-            cfg: Arc::new(shared.cfg.clone()),
+            cfg,
             clients: Arc::clone(&shared.clients),
             store: Arc::clone(&shared.store),
             clock: Arc::clone(&shared.clock),
@@ -111,8 +112,11 @@ impl Registration {
         }
         let body = json_body(req)?;
         let client_id = random_token();
-        let md = self.metadata(&body, &client_id).await?;
-        let secret = uses_secret(&md).then(random_token);
+        let (md, client) = self.metadata(&body, &client_id).await?;
+        let secret = client
+            .token_endpoint_auth_method
+            .uses_secret()
+            .then(random_token);
         let access_token = random_token();
         let record = RegisteredClient {
             client_id: client_id.clone(),
@@ -156,11 +160,14 @@ impl Registration {
                 )));
             }
         }
-        let md = self.metadata(&body, id).await?;
+        let (md, client) = self.metadata(&body, id).await?;
         let rotate = req.uri.query().is_some_and(|q| {
             form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rotate_secret" && v == "true")
         });
-        let (secret_sha256, issued) = match (uses_secret(&md), current.secret_sha256) {
+        let (secret_sha256, issued) = match (
+            client.token_endpoint_auth_method.uses_secret(),
+            current.secret_sha256,
+        ) {
             (false, _) => (None, None),
             (true, Some(d)) if !rotate => (Some(d), None),
             (true, _) => {
@@ -235,8 +242,12 @@ impl Registration {
 
     /// The body's metadata, normalised and checked, its notification endpoint through the
     /// SSRF guard (CM-02, SEC-05).
-    async fn metadata(&self, body: &Value, id: &str) -> Result<Map<String, Value>, OAuthError> {
-        let md = metadata::normalise(body, id, &self.cfg).map_err(refusal)?;
+    async fn metadata(
+        &self,
+        body: &Value,
+        id: &str,
+    ) -> Result<(Map<String, Value>, ClientConfig), OAuthError> {
+        let (md, client) = metadata::normalise(body, id, &self.cfg).map_err(refusal)?;
         if let Some(endpoint) = md
             .get("backchannel_client_notification_endpoint")
             .and_then(Value::as_str)
@@ -250,7 +261,7 @@ impl Registration {
                 })?;
             }
         }
-        Ok(md)
+        Ok((md, client))
     }
 
     /// GW-07 for registration: a budget per peer address, whatever the outcome.
@@ -318,16 +329,6 @@ fn json_body(req: &EngineRequest) -> Result<Value, OAuthError> {
     }
     serde_json::from_slice(&req.body)
         .map_err(|e| refusal(Refusal::Metadata(format!("the body is not JSON: {e}"))))
-}
-
-/// Whether the normalised metadata's method takes a secret.
-fn uses_secret(md: &Map<String, Value>) -> bool {
-    md.get("token_endpoint_auth_method")
-        .and_then(Value::as_str)
-        .is_some_and(|m| {
-            m == AuthMethod::ClientSecretBasic.as_str()
-                || m == AuthMethod::ClientSecretPost.as_str()
-        })
 }
 
 /// REG-02: the error response for refused metadata.
