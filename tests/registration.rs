@@ -10,6 +10,7 @@ use ciba_test_support as common;
 
 use ciba_gateway::config::{Rate, RuntimeKind, SecretRef, StoreConfig};
 use common::keys::{SigningKey, now_secs};
+use common::receiver::Receiver;
 use common::tokens::decode_jwt;
 use common::*;
 use serde_json::{Value, json};
@@ -23,6 +24,7 @@ both_runtimes!(
     reg_06_an_initial_access_token_guards_registration,
     rcm_01_02_read_update_and_delete_with_the_registration_access_token,
     rcm_01_a_secret_is_rotated_only_on_request,
+    rcm_03_pending_requests_keep_the_mode_and_endpoint_they_were_accepted_with,
     reg_registrations_are_limited_per_address,
     reg_05_a_conformance_style_private_key_jwt_client_signs_its_way_through,
 );
@@ -93,6 +95,28 @@ async fn manage(
 }
 
 /// bc-authorize as a registered client posting its secret, for alice.
+/// What a registration issued: the credentials and the management handle (RFC 7592).
+struct Issued {
+    id: String,
+    secret: String,
+    uri: String,
+    rat: String,
+}
+
+impl Issued {
+    /// From a registration's answer, which must be `201`.
+    fn of(r: &Reply) -> Self {
+        assert_eq!(r.status, 201, "{}", r.json);
+        let text = |k: &str| r.json[k].as_str().unwrap_or_default().to_owned();
+        Self {
+            id: text("client_id"),
+            secret: text("client_secret"),
+            uri: text("registration_client_uri"),
+            rat: text("registration_access_token"),
+        }
+    }
+}
+
 async fn bc_as(gw: &Gateway, id: &str, secret: &str) -> Reply {
     gw.post_form(
         "/bc-authorize",
@@ -193,6 +217,25 @@ async fn reg_01_the_write_ups_body_registers_a_client_that_completes_the_flow(ki
     let (_, claims) = decode_jwt(tokens.json["id_token"].as_str().unwrap());
     assert_eq!(claims["sub"], "sub-alice");
     assert_eq!(claims["aud"], id);
+
+    // RCM-01: deleting the client takes its access token with it.
+    let userinfo = || async {
+        let at = tokens.json["access_token"].as_str().unwrap();
+        let resp = gw.http.get(format!("{}/userinfo", gw.url)).bearer_auth(at);
+        reply(resp.send().await.unwrap()).await
+    };
+    assert_eq!(userinfo().await.status, 200);
+    let (uri, rat) = (
+        md["registration_client_uri"].as_str().unwrap(),
+        md["registration_access_token"].as_str().unwrap(),
+    );
+    assert_eq!(
+        manage(&gw, reqwest::Method::DELETE, uri, rat, None)
+            .await
+            .status,
+        204
+    );
+    userinfo().await.assert_error(401, "invalid_token");
 }
 
 async fn reg_02_03_invalid_metadata_is_refused_with_the_field_named(kind: RuntimeKind) {
@@ -290,17 +333,12 @@ async fn rcm_01_02_read_update_and_delete_with_the_registration_access_token(kin
         &json!({"client_name": "Device", "scope": "openid profile"}),
     )
     .await;
-    assert_eq!(r.status, 201, "{}", r.json);
-    let id = r.json["client_id"].as_str().unwrap().to_owned();
-    let secret = r.json["client_secret"].as_str().unwrap().to_owned();
-    let uri = r.json["registration_client_uri"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let rat = r.json["registration_access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Issued {
+        id,
+        secret,
+        uri,
+        rat,
+    } = Issued::of(&r);
     // RFC 7591 default: client_secret_basic.
     assert_eq!(r.json["token_endpoint_auth_method"], "client_secret_basic");
 
@@ -384,16 +422,12 @@ async fn rcm_01_a_secret_is_rotated_only_on_request(kind: RuntimeKind) {
     })
     .await;
     let r = register(&gw, &json!({"client_name": "Rotating"})).await;
-    let id = r.json["client_id"].as_str().unwrap().to_owned();
-    let old = r.json["client_secret"].as_str().unwrap().to_owned();
-    let uri = r.json["registration_client_uri"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let rat = r.json["registration_access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let Issued {
+        id,
+        secret: old,
+        uri,
+        rat,
+    } = Issued::of(&r);
     let body = json!({"client_id": id, "client_name": "Rotating", "client_secret": old});
     let rotated = manage(
         &gw,
@@ -410,6 +444,90 @@ async fn rcm_01_a_secret_is_rotated_only_on_request(kind: RuntimeKind) {
         .await
         .assert_error(401, "invalid_client");
     assert_eq!(bc_as(&gw, &id, new).await.status, 200);
+}
+
+/// RCM-03: a ping client's requests are pinged where the client's registration said when each
+/// was accepted, with the token it sent then; a later update (another endpoint, then poll
+/// mode) re-routes none of them, and the client redeems both by polling.
+async fn rcm_03_pending_requests_keep_the_mode_and_endpoint_they_were_accepted_with(
+    kind: RuntimeKind,
+) {
+    let auth = Authenticator::start().await;
+    let receiver = Receiver::start(&[204]).await;
+    let ca = receiver.ca_file.clone();
+    let gw = gateway_with_registration(kind, &auth, |c| {
+        let n = &mut c.ciba.client_notifications;
+        n.ca_file = Some(ca.into());
+        n.outbound.allow_private_networks = true;
+        c.registration.default_auth_method = ciba_gateway::config::AuthMethod::ClientSecretPost;
+    })
+    .await;
+    let mut md = json!({
+        "client_name": "Pinged",
+        "grant_types": [CIBA_GRANT],
+        "backchannel_token_delivery_mode": "ping",
+        "backchannel_client_notification_endpoint": format!("{}?v=1", receiver.url),
+    });
+    let r = register(&gw, &md).await;
+    let Issued {
+        id,
+        secret,
+        uri,
+        rat,
+    } = Issued::of(&r);
+    md["client_id"] = json!(id);
+    let request = |token: &'static str| {
+        let (id, secret, gw) = (id.clone(), secret.clone(), &gw);
+        async move {
+            let ack = gw
+                .post_form(
+                    "/bc-authorize",
+                    &[
+                        ("client_id", id.as_str()),
+                        ("client_secret", secret.as_str()),
+                        ("scope", "openid"),
+                        ("login_hint", "alice"),
+                        ("client_notification_token", token),
+                    ],
+                    None,
+                )
+                .await;
+            assert_eq!(ack.status, 200, "{}", ack.json);
+            ack.json["auth_req_id"].as_str().unwrap().to_owned()
+        }
+    };
+    let update = |md: Value| {
+        let (uri, rat, gw) = (uri.clone(), rat.clone(), &gw);
+        async move {
+            let up = manage(gw, reqwest::Method::PUT, &uri, &rat, Some(&md)).await;
+            assert_eq!(up.status, 200, "{}", up.json);
+        }
+    };
+    let first = request("token-one").await;
+    let first_call = auth.next_call().await;
+    md["backchannel_client_notification_endpoint"] = json!(format!("{}?v=2", receiver.url));
+    update(md.clone()).await;
+    let second = request("token-two").await;
+    let second_call = auth.next_call().await;
+    md["backchannel_token_delivery_mode"] = json!("poll");
+    md.as_object_mut()
+        .unwrap()
+        .remove("backchannel_client_notification_endpoint");
+    update(md).await;
+
+    for (call, req, token, path) in [
+        (&first_call, &first, "token-one", "/cb?v=1"),
+        (&second_call, &second, "token-two", "/cb?v=2"),
+    ] {
+        assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+        let ping = receiver.next_call().await;
+        assert_eq!(
+            (ping.path.as_str(), ping.bearer.as_str(), &ping.body),
+            (path, token, &json!({ "auth_req_id": req }))
+        );
+        let tokens = gw.poll_with_grant((&id, &secret), CIBA_GRANT, req).await;
+        assert_eq!(tokens.status, 200, "{}", tokens.json);
+    }
 }
 
 async fn reg_registrations_are_limited_per_address(kind: RuntimeKind) {

@@ -135,12 +135,16 @@ fn requirements_map_matches_the_code() {
     let mut unknown = BTreeSet::new();
     let mut files = Vec::new();
     rust_files(&root.join("src"), &mut files);
-    // The suites and their shared helpers; the other folders under tests/ are fixtures.
+    // The suites, their modules and their shared helpers; the other folders under tests/ are
+    // fixtures.
     for entry in std::fs::read_dir(root.join("tests")).unwrap() {
         let p = entry.unwrap().path();
         // This file's own examples are not citations.
         if p.extension().is_some_and(|e| e == "rs") && !p.ends_with("requirements.rs") {
             files.push(p);
+        } else if p.is_dir() && p.with_extension("rs").is_file() {
+            // A suite's own modules (tests/fapi/ beside tests/fapi.rs).
+            rust_files(&p, &mut files);
         }
     }
     rust_files(&root.join("tests/support/src"), &mut files);

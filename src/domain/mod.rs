@@ -5,5 +5,7 @@
 mod pending;
 mod registered_client;
 
-pub use pending::{Approval, Decision, Delivery, IssuedTokens, PendingRequest};
+pub use pending::{
+    Approval, Callback, CallbackMode, Decision, Delivery, IssuedTokens, PendingRequest,
+};
 pub use registered_client::{RegisteredClient, sha256};

@@ -27,8 +27,50 @@ pub struct PendingRequest {
     pub expires_at_ms: u64,
     /// The polling interval announced, seconds.
     pub interval_secs: u32,
-    /// The bearer for the client's notification endpoint (ping and push clients only).
-    pub notification_token: Option<NotificationToken>,
+    /// Where and how a ping or push client is told about this request, fixed when the request
+    /// was accepted (RCM-03): a later change of the client's mode or endpoint does not re-route
+    /// it. `None` for a poll client.
+    pub callback: Option<Callback>,
+}
+
+/// A ping or push client's notification of one request, as it stood when the request was
+/// accepted. `Debug` shows no token (the token's own `Debug` hides it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    /// Ping (the client then polls) or push (the tokens go to the endpoint).
+    pub mode: CallbackMode,
+    /// The client's `backchannel_client_notification_endpoint` at the time.
+    pub endpoint: url::Url,
+    /// The bearer the client sent with its request (`client_notification_token`).
+    pub token: NotificationToken,
+}
+
+/// How a request's client is told of its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallbackMode {
+    /// A ping: the client then redeems by polling.
+    Ping,
+    /// A push: the tokens (or the error) go to the endpoint.
+    Push,
+}
+
+impl CallbackMode {
+    /// The mode's name as the metadata and the stores spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ping => "ping",
+            Self::Push => "push",
+        }
+    }
+
+    /// The mode named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ping" => Some(Self::Ping),
+            "push" => Some(Self::Push),
+            _ => None,
+        }
+    }
 }
 
 /// The user's positive decision, with what the ID token needs to say about it.

@@ -16,6 +16,7 @@ use crate::channel::{Channel, Notification, Notified};
 use crate::clients::Client;
 use crate::clock::Clock;
 use crate::config::{Charset, CibaPolicy, DeliveryMode, HintType};
+use crate::domain::{Callback, CallbackMode};
 use crate::log_throttle::LogThrottle;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope};
@@ -153,8 +154,7 @@ impl Backchannel {
         }
         let scope = self.check_scope(client, params.scope.as_deref())?;
         let lifetime = self.check_expiry(params.requested_expiry.as_deref())?;
-        let notification_token =
-            check_notification_token(client, params.client_notification_token.as_deref())?;
+        let callback = callback(client, params.client_notification_token.as_deref())?;
         let binding_message = params.binding_message.as_deref();
         if binding_message.is_none() && (self.policy.binding_message.required || client.fapi) {
             // BC-UC-04: absent-but-required is invalid_request, not invalid_binding_message
@@ -186,7 +186,7 @@ impl Backchannel {
             scope,
             lifetime,
             binding_message,
-            notification_token,
+            callback,
             params: &params,
         })
         .await
@@ -232,7 +232,7 @@ impl Backchannel {
             scope,
             lifetime,
             binding_message,
-            notification_token,
+            callback,
             params,
         } = checked;
         // (5) user code (BC-UC-01/02) and binding message (BC-UC-03)
@@ -277,7 +277,7 @@ impl Backchannel {
             created_at_ms: now,
             expires_at_ms: now + u64::from(lifetime) * 1000,
             interval_secs: self.policy.interval_secs,
-            notification_token,
+            callback,
         };
         self.store
             .create(pending.clone())
@@ -487,27 +487,36 @@ struct Checked<'a> {
     /// Seconds.
     lifetime: u32,
     binding_message: Option<&'a str>,
-    notification_token: Option<NotificationToken>,
+    callback: Option<Callback>,
     params: &'a AuthRequest,
 }
 
 /// BC-REQ-03: a ping (or push) client must send a `client_notification_token` in the RFC 6750
-/// b64token syntax, at most 1024 characters; a poll client's is ignored.
-fn check_notification_token(
-    client: &Client,
-    raw: Option<&str>,
-) -> Result<Option<NotificationToken>, OAuthError> {
-    if client.delivery == DeliveryMode::Poll {
-        return Ok(None);
-    }
+/// b64token syntax, at most 1024 characters; a poll client's is ignored. The request keeps the
+/// client's mode and endpoint as they are now (RCM-03).
+fn callback(client: &Client, raw: Option<&str>) -> Result<Option<Callback>, OAuthError> {
+    let mode = match client.delivery {
+        DeliveryMode::Poll => return Ok(None),
+        DeliveryMode::Ping => CallbackMode::Ping,
+        DeliveryMode::Push => CallbackMode::Push,
+    };
     let raw = raw.ok_or_else(|| {
         OAuthError::invalid_request("client_notification_token is required for this client")
     })?;
-    NotificationToken::parse(raw).map(Some).ok_or_else(|| {
+    let token = NotificationToken::parse(raw).ok_or_else(|| {
         OAuthError::invalid_request(
             "client_notification_token must be a bearer token (RFC 6750 b64token) of at most 1024 characters",
         )
-    })
+    })?;
+    // A ping or push client has an endpoint (the configuration's and the metadata's rule).
+    Ok(client
+        .notification_endpoint
+        .clone()
+        .map(|endpoint| Callback {
+            mode,
+            endpoint,
+            token,
+        }))
 }
 
 /// Over a rate limit: 403 `access_denied`, the backchannel endpoint's code for a request the

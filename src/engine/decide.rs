@@ -11,6 +11,7 @@ use crate::channel::{ClientNotifier, Delivery, Notify, PushBody};
 use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::config::DeliveryMode;
+use crate::domain::CallbackMode;
 use crate::log_throttle::LogThrottle;
 use crate::store::{
     Decision, ExpiryQueue as _, PendingRequest, PendingStore, PollOutcome, ResolveError, Store,
@@ -72,53 +73,44 @@ impl Decisions {
             .store
             .resolve(handle, decision, self.clock.now_ms())
             .await?;
-        // PING-06: only ping and push clients are called, at their registered endpoint.
+        // PING-06: only ping and push clients are called, at the endpoint registered when the
+        // request was accepted (RCM-03: a later change does not re-route it).
+        let Some(callback) = decided.callback.clone() else {
+            return Ok(());
+        };
         let Some(client) = self.clients.get(&decided.client_id).await else {
             return Ok(());
         };
-        let (Some(endpoint), Some(token)) = (
-            client.notification_endpoint.clone(),
-            decided.notification_token.clone(),
-        ) else {
-            return Ok(());
-        };
         let to = Notify {
-            endpoint,
-            token,
+            endpoint: callback.endpoint,
+            token: callback.token,
             auth_req_id: decided.id.clone(),
             expires_at_ms: decided.expires_at_ms,
         };
-        match client.delivery {
-            DeliveryMode::Poll => return Ok(()),
-            DeliveryMode::Ping => {
-                super::record_delivery(&self.store, &decided.id, Delivery::Pending).await;
-                let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
-                Spawner {
-                    store: Arc::clone(&self.store),
+        let body = match callback.mode {
+            CallbackMode::Ping => None,
+            CallbackMode::Push => Some(self.push_body(&client, &decided).await),
+        };
+        super::record_delivery(&self.store, &decided.id, Delivery::Pending).await;
+        let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
+        let spawner = Spawner {
+            store: Arc::clone(&self.store),
+        };
+        match body {
+            None => spawner.spawn(
+                client,
+                decided,
+                async move { notifier.ping(to, clock).await },
+            ),
+            Some(body) => spawner.spawn(client, decided, async move {
+                match body {
+                    Some(body) => notifier.push(to, body, clock).await,
+                    None => Delivery::Failed {
+                        attempts: 0,
+                        reason: "the decision was taken already".into(),
+                    },
                 }
-                .spawn(
-                    client,
-                    decided,
-                    async move { notifier.ping(to, clock).await },
-                );
-            }
-            DeliveryMode::Push => {
-                let body = self.push_body(&client, &decided).await;
-                super::record_delivery(&self.store, &decided.id, Delivery::Pending).await;
-                let (notifier, clock) = (Arc::clone(&self.notifier), Arc::clone(&self.clock));
-                Spawner {
-                    store: Arc::clone(&self.store),
-                }
-                .spawn(client, decided, async move {
-                    match body {
-                        Some(body) => notifier.push(to, body, clock).await,
-                        None => Delivery::Failed {
-                            attempts: 0,
-                            reason: "the decision was taken already".into(),
-                        },
-                    }
-                });
-            }
+            }),
         }
         Ok(())
     }
@@ -223,19 +215,16 @@ impl Decisions {
 
     /// The push client of `pending` and where it is told, if it is one.
     async fn push_target(&self, pending: &PendingRequest) -> Option<(Arc<Client>, Notify)> {
+        let callback = pending
+            .callback
+            .clone()
+            .filter(|c| c.mode == CallbackMode::Push)?;
         let client = self.clients.get(&pending.client_id).await?;
-        let (DeliveryMode::Push, Some(endpoint), Some(token)) = (
-            client.delivery,
-            client.notification_endpoint.clone(),
-            pending.notification_token.clone(),
-        ) else {
-            return None;
-        };
         Some((
             client,
             Notify {
-                endpoint,
-                token,
+                endpoint: callback.endpoint,
+                token: callback.token,
                 auth_req_id: pending.id.clone(),
                 expires_at_ms: pending.expires_at_ms,
             },
@@ -327,11 +316,10 @@ impl Spawner {
         let store = self.store;
         tokio::spawn(async move {
             let outcome = call.await;
-            let mode = if client.delivery == DeliveryMode::Push {
-                "push"
-            } else {
-                "ping"
-            };
+            let mode = decided
+                .callback
+                .as_ref()
+                .map_or("ping", |c| c.mode.as_str());
             match &outcome {
                 Delivery::Delivered { attempts } => {
                     tracing::info!(client_id = %client.id, mode, attempts, "client notified");

@@ -40,6 +40,8 @@ pub(super) struct Userinfo {
     clock: Arc<dyn Clock>,
     minter: Arc<Minter>,
     users: Arc<UserDirectory>,
+    /// A deleted client's tokens are refused here (RCM-01).
+    clients: Arc<crate::clients::ClientRegistry>,
     mtls: crate::config::MtlsConfig,
 }
 
@@ -56,6 +58,7 @@ impl Userinfo {
             clock: Arc::clone(&shared.clock),
             minter: Arc::clone(&shared.minter),
             users: Arc::clone(&shared.users),
+            clients: Arc::clone(&shared.clients),
             mtls: shared.cfg.mtls.clone(),
         }
     }
@@ -131,6 +134,12 @@ impl Userinfo {
         if at.aud != self.audience {
             return Err(OAuthError::invalid_token(
                 "the access token is for another audience",
+            ));
+        }
+        // RCM-01: a client deleted through its registration takes its tokens with it.
+        if self.clients.get(&at.client_id).await.is_none() {
+            return Err(OAuthError::invalid_token(
+                "the client the access token was issued to no longer exists",
             ));
         }
         // RFC 8705 §3: a bound token is used with the certificate it is bound to.

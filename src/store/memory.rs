@@ -18,12 +18,14 @@ use moka::sync::Cache;
 
 use super::cells::Cells;
 use super::due::DueQueue;
+use super::texts::Texts;
 use super::waiters::{IdHash, Waiters};
 use super::{
     Approval, ClientFile, ClientStore, Decision, Delivery, ExpiryQueue, KeptStore, LimitStore,
     Pacing, PendingRequest, PendingStore, PollOutcome, RefreshStore, RegisteredClient,
     ResolveError, Rotation, StoreError,
 };
+use crate::domain::{Callback, CallbackMode};
 use crate::protocol::{AuthReqId, NotificationToken, Scope, digest16, handle_target};
 
 #[derive(Debug)]
@@ -45,54 +47,6 @@ struct State {
     interval_secs: u32,
 }
 
-/// The request's own strings in one allocation: the subject, then the optional fields
-/// (`acr_values`, `binding_message`, `login_hint`, the notification token), field `i` starting
-/// at `starts[i]` and running to the next one's start (the last to the end).
-#[derive(Debug)]
-struct Texts {
-    buf: Box<str>,
-    starts: [u32; 4],
-    /// Bit `i` set: optional field `i` is present (an absent one is empty).
-    present: u8,
-}
-
-impl Texts {
-    /// `None` past 4 GiB (far beyond any request body the gateway reads).
-    fn new(subject: &str, optional: [Option<&str>; 4]) -> Option<Self> {
-        let len = subject.len() + optional.iter().flatten().map(|t| t.len()).sum::<usize>();
-        let mut buf = String::with_capacity(len);
-        buf.push_str(subject);
-        let (mut starts, mut present) = ([0u32; 4], 0u8);
-        for (i, field) in optional.into_iter().enumerate() {
-            starts[i] = u32::try_from(buf.len()).ok()?;
-            if let Some(t) = field {
-                buf.push_str(t);
-                present |= 1 << i;
-            }
-        }
-        Some(Self {
-            buf: buf.into_boxed_str(),
-            starts,
-            present,
-        })
-    }
-
-    fn subject(&self) -> &str {
-        &self.buf[..self.starts[0] as usize]
-    }
-
-    /// Optional field `i`.
-    fn optional(&self, i: usize) -> Option<&str> {
-        (self.present & (1 << i) != 0).then(|| {
-            let end = self
-                .starts
-                .get(i + 1)
-                .map_or(self.buf.len(), |e| *e as usize);
-            &self.buf[self.starts[i] as usize..end]
-        })
-    }
-}
-
 #[derive(Debug)]
 struct Entry {
     id: [u8; 32],
@@ -103,6 +57,10 @@ struct Entry {
     created_at_ms: u64,
     expires_at_ms: u64,
     interval_secs: u32,
+    /// A ping or push client's endpoint when the request was accepted (RCM-03), shared; the
+    /// token is among the texts.
+    endpoint: Option<Arc<str>>,
+    push: bool,
     state: Mutex<State>,
 }
 
@@ -122,8 +80,20 @@ impl Entry {
             created_at_ms: self.created_at_ms,
             expires_at_ms: self.expires_at_ms,
             interval_secs: self.interval_secs,
-            notification_token: self.texts.optional(3).and_then(NotificationToken::parse),
+            callback: self.callback(),
         }
+    }
+
+    fn callback(&self) -> Option<Callback> {
+        Some(Callback {
+            mode: if self.push {
+                CallbackMode::Push
+            } else {
+                CallbackMode::Ping
+            },
+            endpoint: url::Url::parse(self.endpoint.as_deref()?).ok()?,
+            token: NotificationToken::parse(self.texts.optional(3)?)?,
+        })
     }
 
     /// Whether `presented` is this request's handle, compared in constant time.
@@ -493,9 +463,7 @@ impl PendingStore for MemoryStore {
                 req.acr_values.as_deref(),
                 req.binding_message.as_deref(),
                 req.login_hint.as_deref(),
-                req.notification_token
-                    .as_ref()
-                    .map(NotificationToken::as_str),
+                req.callback.as_ref().map(|c| c.token.as_str()),
             ],
         )
         .ok_or_else(|| StoreError::Backend("request too large".into()))?;
@@ -515,6 +483,14 @@ impl PendingStore for MemoryStore {
             created_at_ms: req.created_at_ms,
             expires_at_ms: req.expires_at_ms,
             interval_secs: req.interval_secs,
+            endpoint: req
+                .callback
+                .as_ref()
+                .map(|c| self.interned.get(c.endpoint.as_str())),
+            push: req
+                .callback
+                .as_ref()
+                .is_some_and(|c| c.mode == CallbackMode::Push),
             state: Mutex::new(State {
                 status: Status::Pending,
                 delivery: None,

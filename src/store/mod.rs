@@ -11,13 +11,15 @@ mod due;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis_store;
+mod texts;
 mod waiters;
 
 use std::future::Future;
 use std::sync::Arc;
 
 pub use crate::domain::{
-    Approval, Decision, Delivery, IssuedTokens, PendingRequest, RegisteredClient,
+    Approval, Callback, CallbackMode, Decision, Delivery, IssuedTokens, PendingRequest,
+    RegisteredClient,
 };
 pub use client_file::ClientFile;
 pub use memory::MemoryStore;

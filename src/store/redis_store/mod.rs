@@ -45,6 +45,7 @@ use super::{
     ResolveError, Rotation, StoreError,
 };
 use crate::config::{Problems, RedisConfig, resolve_secret};
+use crate::domain::{Callback, CallbackMode};
 use crate::protocol::{AuthReqId, NotificationToken, Scope, digest16};
 
 /// Width of a capacity bucket.
@@ -371,7 +372,14 @@ impl RedisStore {
             created_at_ms: num("t")?,
             expires_at_ms: num("e")?,
             interval_secs: u32::try_from(num("n")?).map_err(|_| corrupt("interval"))?,
-            notification_token: get("nt").as_deref().and_then(NotificationToken::parse),
+            callback: match (get("nm"), get("ne"), get("nt")) {
+                (Some(m), Some(e), Some(t)) => Some(Callback {
+                    mode: CallbackMode::parse(&m).ok_or_else(|| corrupt("callback mode"))?,
+                    endpoint: url::Url::parse(&e).map_err(|_| corrupt("callback endpoint"))?,
+                    token: NotificationToken::parse(&t).ok_or_else(|| corrupt("callback token"))?,
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -440,8 +448,10 @@ impl PendingStore for RedisStore {
                 fields.push((name, v.clone()));
             }
         }
-        if let Some(t) = &req.notification_token {
-            fields.push(("nt", t.as_str().to_owned()));
+        if let Some(cb) = &req.callback {
+            fields.push(("nm", cb.mode.as_str().to_owned()));
+            fields.push(("ne", cb.endpoint.as_str().to_owned()));
+            fields.push(("nt", cb.token.as_str().to_owned()));
         }
         self.link
             .run(|mut c| async move {

@@ -24,6 +24,8 @@ pub struct Call {
     pub content_type: String,
     /// The body, parsed as JSON.
     pub body: serde_json::Value,
+    /// The request target (path and query).
+    pub path: String,
 }
 
 /// The running endpoint.
@@ -79,8 +81,8 @@ impl Receiver {
                 tokio::spawn(async move {
                     let mut io = BufReader::new(io);
                     loop {
-                        let (mut bearer, mut content_type, mut len) =
-                            (String::new(), String::new(), 0);
+                        let (mut bearer, mut content_type, mut len, mut path) =
+                            (String::new(), String::new(), 0, None);
                         let mut line = String::new();
                         loop {
                             line.clear();
@@ -90,6 +92,11 @@ impl Receiver {
                             let l = line.trim_end();
                             if l.is_empty() {
                                 break;
+                            }
+                            if path.is_none() {
+                                // The request line: METHOD target VERSION.
+                                path = l.split(' ').nth(1).map(str::to_owned);
+                                continue;
                             }
                             let lower = l.to_ascii_lowercase();
                             if let Some(v) = lower.strip_prefix("content-length:") {
@@ -119,6 +126,7 @@ impl Receiver {
                             bearer,
                             content_type,
                             body,
+                            path: path.unwrap_or_default(),
                         });
                         if status == 0 {
                             // Gone mid-call: the request was read, no answer comes.
