@@ -60,7 +60,9 @@ pub mod fuzzing;
 mod jwks;
 mod jws;
 pub mod layer;
-mod log_throttle;
+#[cfg(feature = "server")]
+pub mod log_limit;
+pub mod metrics;
 mod outbound;
 mod protocol;
 #[cfg(feature = "pingora")]

@@ -5,10 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use ciba_gateway::config::LogFormat;
 use ciba_gateway::config::{RuntimeKind, SigningAlg};
+use ciba_gateway::log_limit::LogLimit;
 use ciba_gateway::{Config, Engine, serve};
 use clap::{Parser, Subcommand, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use std::io::IsTerminal as _;
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// glibc malloc was ~11 % of the pingora engine's CPU when proxying; mimalloc's thread-local
 /// free lists suit the proxy's many short-lived allocations.
@@ -34,7 +41,7 @@ enum Command {
         /// The YAML configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Log as JSON lines instead of text.
+        /// Log as JSON lines instead of text (as `log.format: json`).
         #[arg(long)]
         json_logs: bool,
     },
@@ -189,6 +196,28 @@ fn check(config: &std::path::Path, online: bool) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Request-duration buckets, seconds: from a cached poll (~20 µs) to a held one (30 s).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5, 10.0,
+    30.0,
+];
+
+/// The process's log: text (coloured only on a terminal) or JSON lines, filtered by `RUST_LOG`
+/// (default `info`) and limited by one [`LogLimit`] for every line.
+fn init_log(json: bool, max_lines_per_sec: u32) -> LogLimit {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let limit = LogLimit::new(max_lines_per_sec);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    let layer = if json {
+        layer.json().with_filter(filter.and(limit.clone())).boxed()
+    } else {
+        layer.with_filter(filter.and(limit.clone())).boxed()
+    };
+    tracing_subscriber::registry().with(layer).init();
+    limit
+}
+
 fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
     use std::io::Write as _;
     let mut opts = std::fs::OpenOptions::new();
@@ -199,21 +228,37 @@ fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
 }
 
 fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if json_logs {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .json()
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
     let cfg = match Config::load(&config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
+    };
+    let json = json_logs || cfg.log.format == LogFormat::Json;
+    let log_limit = init_log(json, cfg.log.max_lines_per_sec);
+    let metrics = match cfg.admin.listen {
+        Some(addr) => match PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_duration_seconds".into()),
+                &DURATION_BUCKETS,
+            )
+            .map(PrometheusBuilder::build_recorder)
+        {
+            Ok(recorder) => {
+                let handle = recorder.handle();
+                if metrics::set_global_recorder(recorder).is_err() {
+                    eprintln!("admin.listen: a metrics recorder was installed already");
+                    return ExitCode::from(2);
+                }
+                Some((addr, handle))
+            }
+            Err(e) => {
+                eprintln!("admin.listen: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
     };
     match serve::raise_file_limit() {
         Ok((before, after, hard)) => {
@@ -230,6 +275,10 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = serve::admin::start(Arc::clone(&engine), log_limit, metrics) {
+        eprintln!("admin.listen: {e}");
+        return ExitCode::from(2);
+    }
     if engine.config().store.is_shared() {
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()

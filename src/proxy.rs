@@ -16,8 +16,9 @@
 //!   (BCP-05).
 //!
 //! Optionally, `request_body_filter` ([`CibaModule::request_body_filter`]: a total deadline for
-//! forwarded bodies) and `fail_to_proxy` ([`CibaModule::fail_to_proxy`]: JSON 502/504 answers).
-//! Keep a [`CibaCtx`] in your context.
+//! forwarded bodies), `fail_to_proxy` ([`CibaModule::fail_to_proxy`]: JSON 502/504 answers) and
+//! `upstream_response_filter` ([`CibaModule::upstream_response_filter`]: forwarded requests in
+//! the metrics). Keep a [`CibaCtx`] in your context.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -216,6 +217,12 @@ impl CibaModule {
             upstream_request.insert_header(name, value)?;
         }
         Ok(())
+    }
+
+    /// Call from `upstream_response_filter` (optional): counts the forwarded request by the
+    /// class of the provider's answer (`ciba_passthrough_total`, [`crate::metrics`]).
+    pub fn upstream_response_filter(&self, upstream_response: &ResponseHeader) {
+        crate::metrics::passthrough(upstream_response.status.as_u16());
     }
 
     /// Call from `fail_to_proxy` (optional): answers in the OAuth JSON format (502, or 504 on a
@@ -496,6 +503,16 @@ impl ProxyHttp for CibaProxy {
     ) -> Result<()> {
         self.module
             .upstream_request_filter(session, upstream_request)
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.module.upstream_response_filter(upstream_response);
+        Ok(())
     }
 
     async fn fail_to_proxy(

@@ -72,6 +72,12 @@ pub struct Config {
     /// Client certificates (RFC 8705): the TLS listener, or a trusted load balancer's header.
     #[serde(default)]
     pub mtls: MtlsConfig,
+    /// The binary's log: format and limit.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The admin listener (metrics, health). Default: off.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -146,6 +152,8 @@ impl Config {
         self.registration.check(self, &mut errs);
         self.tokens.check(&mut errs);
         self.mtls.check(self.tls.is_some(), &mut errs);
+        self.log.check(&mut errs);
+        self.admin.check(self.listen, &mut errs);
         if self.profile == Some(Profile::FapiCiba) {
             self.check_fapi(&mut errs);
         }

@@ -222,13 +222,6 @@ impl Engine {
         }
     }
 
-    /// Whether a warning that a flood could repeat may be logged now: `Some(suppressed)` at most
-    /// once per `key` every 10 seconds, with the number of lines held back since; `None`
-    /// otherwise. Adapters use it for their own per-request failures.
-    pub fn log_allowed(&self, key: &str) -> Option<u64> {
-        self.log.allow(key)
-    }
-
     /// The answer to a request for one of the gateway's endpoints whose body is over
     /// `limits.max_body_bytes`: 413 in JSON (GW-07).
     pub fn body_too_large(&self) -> Response<Bytes> {
@@ -257,6 +250,7 @@ impl Engine {
 
     /// The answer when a forwarded request fails: 504 on a timeout, 502 otherwise, in JSON.
     pub fn upstream_failure(&self, timeout: bool) -> Response<Bytes> {
+        crate::metrics::upstream_error();
         let (status, text) = if timeout {
             (
                 StatusCode::GATEWAY_TIMEOUT,

@@ -17,7 +17,6 @@ use crate::clients::Client;
 use crate::clock::Clock;
 use crate::config::{Charset, CibaPolicy, DeliveryMode, HintType};
 use crate::domain::{Callback, CallbackMode};
-use crate::log_throttle::LogThrottle;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope};
 use crate::ratelimit::RateLimiter;
@@ -51,7 +50,6 @@ pub(super) struct Backchannel {
     channel: Arc<Channel>,
     pages: Arc<super::Pages>,
     minter: Arc<Minter>,
-    log: Arc<LogThrottle>,
     /// For a push request's expiry (PUSH-ERR-01).
     decisions: Arc<super::decide::Decisions>,
 }
@@ -83,7 +81,6 @@ impl Backchannel {
             channel: Arc::clone(&shared.channel),
             pages: Arc::clone(&shared.pages),
             minter: Arc::clone(&shared.minter),
-            log: Arc::clone(&shared.log),
             decisions: Arc::clone(decisions),
         }
     }
@@ -121,9 +118,8 @@ impl Backchannel {
                 .await
                 .map_err(super::store_unavailable)?
         {
-            if let Some(suppressed) = self.log.allow(&format!("rate/client/{}", client.id)) {
-                tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for the client");
-            }
+            crate::metrics::rate_limited("client");
+            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for the client");
             return Err(rate_limited(
                 "too many authentication requests from this client; try again later",
                 wait,
@@ -254,9 +250,8 @@ impl Backchannel {
                 .await
                 .map_err(super::store_unavailable)?
         {
-            if let Some(suppressed) = self.log.allow(&format!("rate/user/{}", client.id)) {
-                tracing::warn!(client_id = %client.id, suppressed, "backchannel rate limit reached for a user");
-            }
+            crate::metrics::rate_limited("user");
+            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for a user");
             return Err(rate_limited(
                 "too many authentication requests for this user; try again later",
                 wait,
@@ -298,21 +293,24 @@ impl Backchannel {
                 if let Err(e) = self.store.cancel(&pending.id).await {
                     tracing::error!(error = %e, "an unreachable user's request could not be removed; it expires unanswered");
                 }
-                if let Some(suppressed) = self.log.allow("channel unreachable") {
-                    tracing::warn!(client_id = %client.id, error = %e, suppressed, "the user could not be reached; request refused");
-                }
+                crate::metrics::notification("user", false);
+                tracing::warn!(client_id = %client.id, error = %e, "the user could not be reached; request refused");
                 return Err(OAuthError::unavailable(
                     "the authentication channel could not be reached; the request was not started",
                     10,
                 ));
             }
             Ok(Notified::Settled(Delivery::Pending)) => {}
-            Ok(Notified::Settled(d)) => super::record_delivery(&self.store, &pending.id, d).await,
+            Ok(Notified::Settled(d)) => {
+                crate::metrics::delivery("user", &d);
+                super::record_delivery(&self.store, &pending.id, d).await;
+            }
             // Delivered in the background; the client's polling never waits for it.
             Ok(Notified::InFlight(delivery)) => {
                 let (store, id) = (Arc::clone(&self.store), pending.id.clone());
                 tokio::spawn(async move {
                     let d = delivery.await;
+                    crate::metrics::delivery("user", &d);
                     super::record_delivery(&store, &id, d).await;
                 });
             }
@@ -371,9 +369,7 @@ impl Backchannel {
             Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
                 .describe("no user matches the hint")),
             Err(e) => {
-                if let Some(suppressed) = self.log.allow("user directory") {
-                    tracing::warn!(error = %e, suppressed, "user directory lookup failed");
-                }
+                tracing::warn!(error = %e, "user directory lookup failed");
                 Err(OAuthError::unavailable(
                     "the user directory is unavailable",
                     5,

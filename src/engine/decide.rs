@@ -12,7 +12,6 @@ use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::config::DeliveryMode;
 use crate::domain::CallbackMode;
-use crate::log_throttle::LogThrottle;
 use crate::store::{
     Decision, ExpiryQueue as _, PendingRequest, PendingStore, PollOutcome, ResolveError, Store,
     StoreError,
@@ -29,7 +28,6 @@ pub(super) struct Decisions {
     notifier: Arc<ClientNotifier>,
     minter: Arc<Minter>,
     issuance: Arc<TokenIssuance>,
-    log: Arc<LogThrottle>,
     shutdown: Arc<super::shutdown::Shutdown>,
     /// Whether push is offered (so a registered client may be a push client).
     offer_push: bool,
@@ -52,7 +50,6 @@ impl Decisions {
             notifier: Arc::clone(&shared.notifier),
             minter: Arc::clone(&shared.minter),
             issuance: Arc::clone(issuance),
-            log: Arc::clone(&shared.log),
             shutdown: Arc::clone(&shared.shutdown),
             offer_push: shared.cfg.ciba.offer_push,
             sweeping: std::sync::atomic::AtomicBool::new(false),
@@ -191,9 +188,7 @@ impl Decisions {
             {
                 Ok(c) => c,
                 Err(e) => {
-                    if let Some(suppressed) = self.log.allow("expiry-sweep") {
-                        tracing::warn!(error = %e, suppressed, "expired push requests could not be swept; retried");
-                    }
+                    tracing::warn!(error = %e, "expired push requests could not be swept; retried");
                     return;
                 }
             };
@@ -316,6 +311,13 @@ impl Spawner {
         let store = self.store;
         tokio::spawn(async move {
             let outcome = call.await;
+            crate::metrics::delivery(
+                decided
+                    .callback
+                    .as_ref()
+                    .map_or("ping", |c| c.mode.as_str()),
+                &outcome,
+            );
             let mode = decided
                 .callback
                 .as_ref()

@@ -52,6 +52,10 @@ impl TokenIssuance {
         to: Recipient,
         family: Family,
     ) -> Result<TokenResponse, OAuthError> {
+        let grant_label = match family {
+            Family::New => "ciba",
+            Family::Continue(_) => "refresh_token",
+        };
         let refresh = match family {
             Family::Continue(r) => Some(r),
             Family::New if client.refresh_allowed && grant.scope.contains(OFFLINE_ACCESS) => {
@@ -89,5 +93,6 @@ impl TokenIssuance {
                 tracing::error!(error = %e, "token signing failed");
                 OAuthError::server_error("token signing failed")
             })
+            .inspect(|_| crate::metrics::tokens_issued(grant_label))
     }
 }

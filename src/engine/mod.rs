@@ -32,7 +32,6 @@ use crate::channel::Channel;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ApprovalMode, Config, ConfigError, ConfigErrors};
-use crate::log_throttle::LogThrottle;
 use crate::protocol::OAuthError;
 use crate::store::{Store, StoreError};
 use crate::tokens::{KeySet, Minter};
@@ -111,6 +110,24 @@ pub enum Route {
     Registration,
 }
 
+impl Route {
+    /// The route's `endpoint` label in the metrics ([`crate::metrics`]): the approval page and
+    /// the steps of a login at the provider count as one endpoint.
+    pub const fn metric_label(self) -> &'static str {
+        match self {
+            Self::Backchannel => "backchannel",
+            Self::Token => "token",
+            Self::Discovery => "discovery",
+            Self::Jwks => "jwks",
+            Self::Userinfo => "userinfo",
+            Self::Approval | Self::LoginCallback | Self::Consent => "approval",
+            Self::ChannelCallback => "channel_callback",
+            Self::Registration => "registration",
+            Self::Health => "health",
+        }
+    }
+}
+
 /// The components the flows share, built once from the configuration. Each flow takes from it
 /// only what it uses, so a flow's type shows what it can touch.
 struct Shared {
@@ -125,7 +142,6 @@ struct Shared {
     pages: Arc<Pages>,
     upstream: Option<Arc<Upstream>>,
     paths: Arc<Paths>,
-    log: Arc<LogThrottle>,
     notifier: Arc<crate::channel::ClientNotifier>,
     /// Set when the engine shuts down: held polls answer at once, background loops end.
     shutdown: Arc<shutdown::Shutdown>,
@@ -145,7 +161,6 @@ pub struct Engine {
     shutdown: Arc<shutdown::Shutdown>,
     store: Arc<Store>,
     minter: Arc<Minter>,
-    log: Arc<LogThrottle>,
     discovery: discovery::Discovery,
     /// The address of the provider's discovery copy last audited.
     audited: std::sync::atomic::AtomicUsize,
@@ -270,7 +285,6 @@ impl Engine {
         let shared = Shared {
             minter: Arc::new(Minter::new(keys, issuer.clone(), &cfg.tokens)),
             pages: Arc::new(pages),
-            log: Arc::new(LogThrottle::new(10_000, Arc::clone(&clock))),
             clients: Arc::new(clients),
             users: Arc::new(users),
             store,
@@ -308,7 +322,6 @@ impl Engine {
             shutdown: Arc::clone(&shared.shutdown),
             store: shared.store,
             minter: shared.minter,
-            log: shared.log,
             upstream: shared.upstream,
             paths: shared.paths,
             issuer: shared.issuer,
@@ -357,8 +370,33 @@ impl Engine {
             .flatten()
     }
 
-    /// Handles a request on one of the gateway's routes.
+    /// Handles a request on one of the gateway's routes, and counts and times it
+    /// ([`crate::metrics`]).
     pub async fn handle(&self, route: Route, req: EngineRequest) -> Outcome {
+        let started = std::time::Instant::now();
+        let outcome = self.answer(route, req).await;
+        if let Outcome::Respond(resp) = &outcome {
+            let label = crate::metrics::outcome(resp.status(), resp.body());
+            crate::metrics::request(route.metric_label(), label, started.elapsed());
+        }
+        outcome
+    }
+
+    /// Sets the gauges the metrics read at a scrape: held polls, pending requests (memory
+    /// store).
+    pub fn record_gauges(&self) {
+        metrics::gauge!("ciba_held_polls").set(self.held_polls() as f64);
+        if let Some(n) = self.store.held_in_memory() {
+            metrics::gauge!("ciba_pending_requests").set(n as f64);
+        }
+    }
+
+    /// Readiness: whether the store can be reached.
+    pub async fn ready(&self) -> bool {
+        self.store.health().await.is_ok()
+    }
+
+    async fn answer(&self, route: Route, req: EngineRequest) -> Outcome {
         // Every flow but the token endpoint's is boxed: a held long poll keeps this future for
         // as long as it waits, and an enum's size is its largest variant's, so the other
         // flows' (larger, once-per-request) state machines stay out of every held poll.
@@ -493,7 +531,7 @@ impl Engine {
                 &self.paths.shared(),
                 true,
             )),
-            Some(Err(e)) => upstream_unavailable(&self.log, &e),
+            Some(Err(e)) => upstream_unavailable(&e),
             None => self.discovery.standalone(),
         }
     }
@@ -509,15 +547,14 @@ impl Engine {
                 }
                 cached_json(Bytes::from(serde_json::json!({ "keys": keys }).to_string()))
             }
-            Err(e) => upstream_unavailable(&self.log, &e),
+            Err(e) => upstream_unavailable(&e),
         }
     }
 }
 
-fn upstream_unavailable(log: &LogThrottle, e: &UpstreamError) -> Response<Bytes> {
-    if let Some(suppressed) = log.allow("upstream unavailable") {
-        tracing::warn!(error = %e, suppressed, "upstream provider unavailable");
-    }
+fn upstream_unavailable(e: &UpstreamError) -> Response<Bytes> {
+    crate::metrics::upstream_error();
+    tracing::warn!(error = %e, "upstream provider unavailable");
     crate::protocol::OAuthError::unavailable("the upstream provider is unavailable", 5)
         .into_response()
 }
@@ -551,6 +588,7 @@ fn store_unavailable(e: StoreError) -> OAuthError {
             5,
         ),
         StoreError::Backend(m) => {
+            crate::metrics::store_error();
             tracing::error!(error = %m, "the store failed");
             OAuthError::unavailable("the gateway's store is unavailable; retry later", 2)
         }

@@ -275,12 +275,15 @@ impl Registration {
             .map_err(super::store_unavailable)?
         {
             Ok(()) => Ok(()),
-            Err(wait) => Err(OAuthError::new(
-                ErrorCode::TemporarilyUnavailable,
-                StatusCode::TOO_MANY_REQUESTS,
-            )
-            .describe("too many registrations from this address; try again later")
-            .retry_after(u32::try_from(wait).unwrap_or(u32::MAX))),
+            Err(wait) => Err({
+                crate::metrics::rate_limited("registration");
+                OAuthError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    StatusCode::TOO_MANY_REQUESTS,
+                )
+                .describe("too many registrations from this address; try again later")
+                .retry_after(u32::try_from(wait).unwrap_or(u32::MAX))
+            }),
         }
     }
 

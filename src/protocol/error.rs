@@ -54,6 +54,41 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code.
+    pub const ALL: [Self; 21] = [
+        Self::InvalidRequest,
+        Self::InvalidScope,
+        Self::ExpiredLoginHintToken,
+        Self::UnknownUserId,
+        Self::UnauthorizedClient,
+        Self::MissingUserCode,
+        Self::InvalidUserCode,
+        Self::InvalidBindingMessage,
+        Self::InvalidClient,
+        Self::AccessDenied,
+        Self::AuthorizationPending,
+        Self::SlowDown,
+        Self::ExpiredToken,
+        Self::InvalidGrant,
+        Self::UnsupportedGrantType,
+        Self::InvalidToken,
+        Self::InsufficientScope,
+        Self::TemporarilyUnavailable,
+        Self::ServerError,
+        Self::InvalidClientMetadata,
+        Self::InvalidRedirectUri,
+    ];
+
+    /// The code of an error body as the gateway writes it (`{"error":"…"`, the member
+    /// first): how the metrics name an answer's outcome without parsing JSON.
+    pub fn of_body(body: &[u8]) -> Option<Self> {
+        let rest = body.strip_prefix(br#"{"error":""#)?;
+        let code = &rest[..rest.iter().position(|b| *b == b'"')?];
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().as_bytes() == code)
+    }
+
     /// The code as it appears in the `error` member.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -285,13 +320,30 @@ mod tests {
 
     #[test]
     fn static_bodies_match_rendered_codes() {
-        for code in [
-            ErrorCode::AuthorizationPending,
-            ErrorCode::SlowDown,
-            ErrorCode::InvalidGrant,
-        ] {
+        for code in ErrorCode::ALL {
             let v: serde_json::Value = serde_json::from_slice(code.static_body()).unwrap();
             assert_eq!(v["error"], code.as_str());
+        }
+    }
+
+    /// The metrics' outcome label: every code is read back from both kinds of body.
+    #[test]
+    fn the_code_of_a_body_is_read_back() {
+        for code in ErrorCode::ALL {
+            let plain = OAuthError::new(code, StatusCode::BAD_REQUEST);
+            assert_eq!(ErrorCode::of_body(&plain.body()), Some(code));
+            assert_eq!(
+                ErrorCode::of_body(&plain.describe("why \"not\"").body()),
+                Some(code)
+            );
+        }
+        for other in [
+            &b""[..],
+            b"{}",
+            br#"{"error":"made_up"}"#,
+            br#"{"error":"slow_down"#,
+        ] {
+            assert_eq!(ErrorCode::of_body(other), None);
         }
     }
 

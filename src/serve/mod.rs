@@ -11,6 +11,8 @@
 //! ([`crate::proxy::CibaProxy`]). Both hold connections to the `server.*` limits with the
 //! bookkeeping. `runtime:` in the configuration chooses one.
 
+#[cfg(feature = "server")]
+pub mod admin;
 #[cfg(feature = "pingora")]
 pub mod pingora;
 #[cfg(feature = "server")]

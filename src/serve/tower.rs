@@ -138,6 +138,7 @@ where
         .await;
     match sent {
         Ok(resp) => {
+            crate::metrics::passthrough(resp.status().as_u16());
             let mut resp: Response<reqwest::Body> = resp.into();
             for h in HOP_BY_HOP {
                 resp.headers_mut().remove(*h);
@@ -149,9 +150,7 @@ where
         }
         Err(e) => {
             let timeout = e.is_timeout();
-            if let Some(suppressed) = engine.log_allowed("forwarding failed") {
-                tracing::warn!(error = %e.without_url(), suppressed, "forwarding to the upstream failed");
-            }
+            tracing::warn!(error = %e.without_url(), "forwarding to the upstream failed");
             engine
                 .upstream_failure(timeout)
                 .map(|b| Either::Left(Full::new(b)))
@@ -297,9 +296,7 @@ async fn serve_with(
                     Err(e) => {
                         // EMFILE and friends: make room and back off instead of spinning.
                         limits.pressure.notify_waiters();
-                        if let Some(suppressed) = engine.log_allowed("accept failed") {
-                            tracing::warn!(error = %e, suppressed, "accept failed");
-                        }
+                        tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }

@@ -260,6 +260,11 @@ impl MemoryStore {
         self
     }
 
+    /// Requests and their tombstones held now (what the capacity counts).
+    pub fn held(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
     fn reserve_slot(&self) -> bool {
         self.live
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

@@ -379,6 +379,16 @@ impl Store {
         }
     }
 
+    /// Pending requests held in this process (the memory store; a shared store's are not
+    /// counted here).
+    pub fn held_in_memory(&self) -> Option<u64> {
+        match self {
+            Self::Memory(m) => Some(m.held()),
+            #[cfg(feature = "redis")]
+            Self::Redis(_) => None,
+        }
+    }
+
     /// Whether the store can be used now (readiness, `/healthz`): always for the memory store;
     /// a `PING` for Redis.
     pub async fn health(&self) -> Result<(), StoreError> {

@@ -1,0 +1,77 @@
+//! What the people who run the gateway see: its log (`log`) and its admin listener (`admin`).
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// `log`: how the `ciba-gateway` binary writes its log (a library user's own subscriber decides
+/// for theirs; [`crate::log_limit::LogLimit`] is the limit to add to it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (colour only when standard output is a terminal) or `json` (one object per
+    /// line). Default `text`; `serve --json-logs` forces `json`.
+    pub format: LogFormat,
+    /// Most lines per second in all, whatever happens (the audit trail aside); a warning or an
+    /// error that repeats is also limited per call site (10 at once, then 1 per second). What is
+    /// held back is counted and reported every 10 s. Default 200.
+    pub max_lines_per_sec: u32,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            max_lines_per_sec: 200,
+        }
+    }
+}
+
+/// The log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `admin`: the admin listener of the `ciba-gateway` binary — Prometheus metrics at `/metrics`
+/// ([`crate::metrics`] lists them), readiness at `/healthz` (and `/readyz`), liveness at
+/// `/livez`. Plain HTTP: bind it to loopback or a private interface.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens; never the public `listen`. Default: off.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+impl LogConfig {
+    pub(super) fn check(&self, errs: &mut Vec<ConfigError>) {
+        if self.max_lines_per_sec == 0 {
+            errs.push(ConfigError::new(
+                "log.max_lines_per_sec",
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
+impl AdminConfig {
+    pub(super) fn check(&self, public: SocketAddr, errs: &mut Vec<ConfigError>) {
+        if self.listen.is_some_and(|a| {
+            a == public
+                || (a.port() == public.port()
+                    && (a.ip().is_unspecified() || public.ip().is_unspecified()))
+        }) {
+            errs.push(ConfigError::new(
+                "admin.listen",
+                "must not be the public `listen` address: metrics are for the operator only",
+            ));
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! What the gateway counts and times, through the [`metrics`] facade: nothing is recorded
+//! until a recorder is installed (the `ciba-gateway` binary installs a Prometheus one and
+//! serves it on the admin listener, `admin.listen`; a library user installs their own, or
+//! none). Labels are fixed words — an endpoint, an error code, a notifier — and never carry a
+//! secret, a token, an `auth_req_id`, a user code, a user's identifier or a client id.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `ciba_requests_total` | counter | `endpoint`, `outcome` (`ok`, an OAuth error code such as `authorization_pending` or `slow_down`, or the status class) |
+//! | `ciba_request_duration_seconds` | histogram | `endpoint` |
+//! | `ciba_passthrough_total` | counter | `status` (`2xx` … `5xx`): requests forwarded to the provider |
+//! | `ciba_notifications_total` | counter | `kind` (`user`, `ping`, `push`), `result` (`delivered`, `failed`) |
+//! | `ciba_store_errors_total` | counter | — |
+//! | `ciba_upstream_errors_total` | counter | — |
+//! | `ciba_rate_limited_total` | counter | `limit` (`client`, `user`, `registration`) |
+//! | `ciba_tokens_issued_total` | counter | `grant` (`ciba`, `refresh_token`) |
+//! | `ciba_held_polls` | gauge | — (set at each scrape) |
+//! | `ciba_pending_requests` | gauge | — (memory store; set at each scrape) |
+//! | `ciba_log_lines_held_back_total` | counter | — |
+
+use std::time::Duration;
+
+use crate::protocol::ErrorCode;
+
+/// The outcome label of an answer the engine gave: `ok` for a success, the OAuth error code of
+/// an error in the OAuth JSON format, else the status class.
+pub(crate) fn outcome(status: http::StatusCode, body: &[u8]) -> &'static str {
+    if status.is_success() || status.is_redirection() {
+        return "ok";
+    }
+    if let Some(code) = ErrorCode::of_body(body) {
+        return code.as_str();
+    }
+    if status.is_client_error() {
+        "4xx"
+    } else {
+        "5xx"
+    }
+}
+
+/// Counts and times one answered request at `endpoint` ([`crate::engine::Route::metric_label`]).
+pub(crate) fn request(endpoint: &'static str, outcome: &'static str, took: Duration) {
+    metrics::counter!("ciba_requests_total", "endpoint" => endpoint, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("ciba_request_duration_seconds", "endpoint" => endpoint)
+        .record(took.as_secs_f64());
+}
+
+/// Counts a request forwarded to the provider, by the class of the provider's answer.
+pub fn passthrough(status: u16) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!("ciba_passthrough_total", "status" => class).increment(1);
+}
+
+/// Counts a notification that is over: the user's (`user`), or a client's (`ping`, `push`).
+pub(crate) fn delivery(kind: &'static str, d: &crate::store::Delivery) {
+    match d {
+        crate::store::Delivery::Pending => {}
+        crate::store::Delivery::Delivered { .. } => notification(kind, true),
+        crate::store::Delivery::Failed { .. } => notification(kind, false),
+    }
+}
+
+/// Counts a notification: the user's (`user`), or a client's (`ping`, `push`).
+pub(crate) fn notification(kind: &'static str, delivered: bool) {
+    let result = if delivered { "delivered" } else { "failed" };
+    metrics::counter!("ciba_notifications_total", "kind" => kind, "result" => result).increment(1);
+}
+
+/// Counts a failed store call.
+pub(crate) fn store_error() {
+    metrics::counter!("ciba_store_errors_total").increment(1);
+}
+
+/// Counts a failed call to the upstream provider.
+pub(crate) fn upstream_error() {
+    metrics::counter!("ciba_upstream_errors_total").increment(1);
+}
+
+/// Counts tokens issued for a grant: `ciba` (a new grant, at the token endpoint or in a push)
+/// or `refresh_token`.
+pub(crate) fn tokens_issued(grant: &'static str) {
+    metrics::counter!("ciba_tokens_issued_total", "grant" => grant).increment(1);
+}
+
+/// Counts a request refused at a rate limit (`client`, `user`, `registration`).
+pub(crate) fn rate_limited(limit: &'static str) {
+    metrics::counter!("ciba_rate_limited_total", "limit" => limit).increment(1);
+}

@@ -1,0 +1,254 @@
+//! Operating the binary (issue 21): the admin listener's metrics and health, measured from
+//! outside the process over real sockets; the log's one limit under floods that a client or a
+//! failing dependency can cause; log lines without colour off a terminal, and as JSON.
+
+use super::*;
+
+/// The quickstart file on `port`, with `extra` YAML appended (later keys of the same name are
+/// refused by the loader, so `extra` only adds sections the file does not have).
+fn quickstart_plus(port: u16, extra: &str) -> tempfile_path::Path {
+    let text = std::fs::read_to_string(&quickstart_on(port).0).unwrap();
+    tempfile_path::write(&format!("{text}\n{extra}\n"))
+}
+
+/// Stops the process with SIGTERM and returns every line it wrote.
+fn stop(
+    mut child: std::process::Child,
+    reader: std::thread::JoinHandle<Vec<String>>,
+) -> Vec<String> {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.wait().unwrap();
+    reader.join().unwrap()
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = http.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page (0 when absent).
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+/// The admin listener serves what an operator scrapes: one CIBA flow shows up per endpoint
+/// and outcome, with the held poll while it waits; no label carries the `auth_req_id`, a
+/// secret or the user; the public port serves none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_shows_a_flow_and_the_public_port_does_not() {
+    let (port, admin) = (free_port(), free_port());
+    let cfg = quickstart_plus(port, &format!("admin: {{ listen: \"127.0.0.1:{admin}\" }}"));
+    let (child, rx, reader) = serve(&cfg);
+    let (base, metrics) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin}/metrics"),
+    );
+    let http = http_client();
+    let r = post_form(
+        &http,
+        &format!("{base}/bc-authorize"),
+        &[
+            ("client_id", "my-client"),
+            ("client_secret", "supersecret"),
+            ("scope", "openid"),
+            ("login_hint", "alice"),
+            ("user_code", "abc123"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let poll = {
+        let (http, token, id) = (http.clone(), format!("{base}/token"), id.clone());
+        tokio::spawn(async move {
+            let form = [
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("client_id", "my-client"),
+                ("client_secret", "supersecret"),
+                ("auth_req_id", id.as_str()),
+            ];
+            post_form(&http, &token, &form).await
+        })
+    };
+    // The quickstart long-polls: the scrape sees the poll held and the request pending.
+    ciba_test_support::eventually("the held poll is in the metrics", || async {
+        let page = get(&http, &metrics).await.1;
+        sample(&page, "ciba_held_polls") == 1.0 && sample(&page, "ciba_pending_requests") == 1.0
+    })
+    .await;
+    approve_next_link(&http, &rx).await;
+    let tokens = poll.await.unwrap();
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    // A wrong secret, for an error outcome.
+    let bad = [
+        ("client_id", "my-client"),
+        ("client_secret", "wrong"),
+        ("scope", "openid"),
+        ("login_hint", "alice"),
+    ];
+    let bad = post_form(&http, &format!("{base}/bc-authorize"), &bad).await;
+    assert_eq!(bad.status, 401, "{}", bad.json);
+
+    let (status, page) = get(&http, &metrics).await;
+    assert_eq!(status, 200);
+    for (series, want) in [
+        (
+            r#"ciba_requests_total{endpoint="backchannel",outcome="ok"}"#,
+            1.0,
+        ),
+        (
+            r#"ciba_requests_total{endpoint="backchannel",outcome="invalid_client"}"#,
+            1.0,
+        ),
+        (r#"ciba_requests_total{endpoint="token",outcome="ok"}"#, 1.0),
+        (
+            r#"ciba_requests_total{endpoint="approval",outcome="ok"}"#,
+            2.0,
+        ),
+        (
+            r#"ciba_notifications_total{kind="user",result="delivered"}"#,
+            1.0,
+        ),
+        (
+            r#"ciba_request_duration_seconds_count{endpoint="token"}"#,
+            1.0,
+        ),
+        (r#"ciba_tokens_issued_total{grant="ciba"}"#, 1.0),
+        ("ciba_held_polls", 0.0),
+        // Consumed when the tokens were issued (TOK-02: single use).
+        ("ciba_pending_requests", 0.0),
+    ] {
+        assert_eq!(sample(&page, series), want, "{series} in:\n{page}");
+    }
+    for secret in [id.as_str(), "supersecret", "alice", "abc123"] {
+        assert!(!page.contains(secret), "{secret} in the metrics");
+    }
+    // Readiness and liveness on the admin listener; nothing of it on the public port.
+    for path in ["healthz", "readyz", "livez"] {
+        let (status, _) = get(&http, &format!("http://127.0.0.1:{admin}/{path}")).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    assert_eq!(get(&http, &format!("{base}/metrics")).await.0, 404);
+
+    // Off a terminal, no colour codes (the harness sets no NO_COLOR).
+    let lines = stop(child, reader);
+    assert!(lines.iter().all(|l| !l.contains('\x1b')), "{lines:?}");
+}
+
+/// With Redis gone, every request for an approval page fails at the store: unauthenticated,
+/// as many as anyone sends. The log writes a burst, then one line a second for that failure,
+/// and then says how many it held back; the metrics count every failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_store_cannot_flood_the_log() {
+    let mut redis = ciba_test_support::redis::RedisServer::start();
+    let (port, admin) = (free_port(), free_port());
+    let cfg = quickstart_plus(
+        port,
+        &format!(
+            "store: {{ type: redis, url: \"{}\", timeout_ms: 200 }}\nadmin: {{ listen: \"127.0.0.1:{admin}\" }}\nlog: {{ format: json }}",
+            redis.url()
+        ),
+    );
+    let (child, rx, reader) = serve(&cfg);
+    redis.kill();
+    let http = http_client();
+    let link = format!("http://127.0.0.1:{port}/approve/{}", "A".repeat(43));
+    let started = std::time::Instant::now();
+    let mut failed = 0;
+    for _ in 0..50 {
+        let batch: Vec<_> = (0..40).map(|_| http.get(&link).send()).collect();
+        for r in futures_util::future::join_all(batch).await {
+            if r.unwrap().status() == 503 {
+                failed += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs() + 1;
+    assert_eq!(failed, 2000);
+    let report = wait_line(&rx, |l| l.contains("log lines held back"));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert!(
+        report["fields"]["held_back"].as_u64().unwrap() > 1000,
+        "{report}"
+    );
+    let (_, page) = get(&http, &format!("http://127.0.0.1:{admin}/metrics")).await;
+    assert!(
+        sample(&page, "ciba_log_lines_held_back_total") > 1000.0,
+        "{page}"
+    );
+    assert_eq!(
+        get(&http, &format!("http://127.0.0.1:{admin}/healthz"))
+            .await
+            .0,
+        503
+    );
+
+    let lines = stop(child, reader);
+    let store = lines
+        .iter()
+        .filter(|l| l.contains("the store failed"))
+        .count() as u64;
+    let limit = u64::from(ciba_gateway::log_limit::REPEAT_BURST)
+        + secs * u64::from(ciba_gateway::log_limit::REPEAT_PER_SEC);
+    assert!(
+        (1..=limit).contains(&store),
+        "{store} lines for {failed} failures in {secs} s"
+    );
+    // JSON lines, every one.
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string(), "{l}");
+    }
+}
+
+/// A credentialed flood of refused requests (hostile traffic): thousands of backchannel
+/// requests over the client's rate limit write a burst of lines, then one a second — not one
+/// each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_flood_is_held_to_the_log_limit() {
+    let port = free_port();
+    let cfg = quickstart_plus(
+        port,
+        "limits: { bc_per_client: { requests: 1, per_secs: 3600 } }",
+    );
+    let (child, _rx, reader) = serve(&cfg);
+    let http = http_client();
+    let url = format!("http://127.0.0.1:{port}/bc-authorize");
+    let form = [
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("scope", "openid"),
+        ("login_hint", "bob"),
+    ];
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    for _ in 0..100 {
+        let batch: Vec<_> = (0..20)
+            .map(|_| http.post(&url).form(&form).send())
+            .collect();
+        for r in futures_util::future::join_all(batch).await {
+            if r.unwrap().status() == 403 {
+                refused += 1;
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs() + 1;
+    assert!(refused >= 1990, "{refused} refused");
+    let lines = stop(child, reader);
+    let rate = lines.iter().filter(|l| l.contains("rate limit")).count() as u64;
+    let limit = u64::from(ciba_gateway::log_limit::REPEAT_BURST)
+        + secs * u64::from(ciba_gateway::log_limit::REPEAT_PER_SEC);
+    assert!(
+        (1..=limit).contains(&rate),
+        "{rate} rate-limit lines for {refused} refusals in {secs} s:\n{}",
+        lines.join("\n")
+    );
+}
