@@ -47,6 +47,7 @@
 
 #![warn(missing_docs, unnameable_types)]
 
+pub mod audit;
 mod channel;
 mod clients;
 pub mod clock;

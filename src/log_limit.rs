@@ -8,10 +8,13 @@
 //!   client over its limit) is seen, then summarised;
 //! - **all** lines together may write `max_lines_per_sec` per second (as a burst, too).
 //!
-//! Lines of the audit trail (target `ciba_gateway::audit`) are exempt: they are bounded by the
-//! rate limits on the requests that cause them, and an audit trail with holes is worth less than
-//! a long one. What is held back is counted; [`LogLimit::report`] writes the count (one line per
-//! period, when there is something to say).
+//! Lines of the audit trail (target `ciba_gateway::audit`, [`crate::audit`]) are exempt: each
+//! records a change of state that happens once per request (accepted, decided, tokens issued),
+//! bounded by the rate limits on the requests that cause them, and an audit trail with holes is
+//! worth less than a long one. The audit events a client can repeat at will (a refusal at a
+//! limit, a poll of an expired request) have their own target, `ciba_gateway::audit::repeat`,
+//! held to the per-call-site limit whatever their level. What is held back is counted;
+//! [`LogLimit::report`] writes the count (one line per period, when there is something to say).
 //!
 //! ```
 //! use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
@@ -37,7 +40,9 @@ pub const REPEAT_BURST: u32 = 10;
 /// Lines per second one warning or error call site may write after its burst.
 pub const REPEAT_PER_SEC: u32 = 1;
 /// Targets whose lines the limit never holds back (see the module's notes).
-pub const EXEMPT_TARGETS: &[&str] = &["ciba_gateway::audit"];
+pub const EXEMPT_TARGETS: &[&str] = &[crate::audit::TARGET];
+/// Targets whose lines are held to the per-call-site limit at any level.
+pub const REPEAT_TARGETS: &[&str] = &[crate::audit::REPEAT_TARGET];
 /// The target of the limit's own report.
 const REPORT_TARGET: &str = "ciba_gateway::log_limit";
 /// Call sites remembered at once (the program has a few hundred; a bound all the same).
@@ -137,12 +142,12 @@ impl LogLimit {
 
     /// Whether a line from `site` at `level` (and `target`) is written at `now_ms`.
     fn admit(&self, site: Identifier, level: Level, target: &str, now_ms: u64) -> bool {
-        if target == REPORT_TARGET || EXEMPT_TARGETS.iter().any(|t| target.starts_with(t)) {
+        if target == REPORT_TARGET || EXEMPT_TARGETS.contains(&target) {
             return true;
         }
         let inner = &self.0;
         let mut b = inner.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let repeats = level <= Level::WARN;
+        let repeats = level <= Level::WARN || REPEAT_TARGETS.contains(&target);
         if repeats {
             let full = b.sites.len() >= MAX_SITES && !b.sites.contains_key(&site);
             if full {
@@ -256,5 +261,18 @@ mod tests {
         assert_eq!(written(&limit, audit), 500);
         clock.advance_ms(100);
         assert_eq!(written(&limit, info), 5);
+    }
+
+    #[test]
+    fn audit_events_a_client_can_repeat_are_held_like_a_repeated_warning() {
+        let clock = ManualClock::new();
+        let limit = LogLimit::with_clock(1000, Arc::new(clock.clone()));
+        let refusals = || {
+            for _ in 0..500 {
+                tracing::info!(target: "ciba_gateway::audit::repeat", "refused at a rate limit");
+            }
+        };
+        assert_eq!(written(&limit, refusals), REPEAT_BURST as usize);
+        assert_eq!(limit.held_back_total(), 500 - u64::from(REPEAT_BURST));
     }
 }

@@ -48,8 +48,9 @@ fn quickstart_with_endpoints(port: u16, ping: u16, push: u16) -> tempfile_path::
 /// Approves on the page behind the next approval link the gateway logs; returns the page.
 async fn approve_next_link(http: &reqwest::Client, rx: &mpsc::Receiver<String>) -> String {
     let line = wait_line(rx, |l| l.contains("/approve/"));
+    // A text line, or a JSON one (where the link ends at a quote).
     let link = line
-        .split_whitespace()
+        .split(|c: char| c.is_whitespace() || c == '"')
         .find(|w| w.starts_with("http://") && w.contains("/approve/"))
         .unwrap()
         .to_owned();

@@ -118,6 +118,7 @@ impl ApprovalPages {
                     handle,
                     form.get("decision"),
                     approval,
+                    crate::audit::Via::Page,
                 )
                 .await
             }

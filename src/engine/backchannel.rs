@@ -118,8 +118,7 @@ impl Backchannel {
                 .await
                 .map_err(super::store_unavailable)?
         {
-            crate::metrics::rate_limited("client");
-            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for the client");
+            crate::audit::refused("client", Some(&client.id));
             return Err(rate_limited(
                 "too many authentication requests from this client; try again later",
                 wait,
@@ -250,8 +249,8 @@ impl Backchannel {
                 .await
                 .map_err(super::store_unavailable)?
         {
-            crate::metrics::rate_limited("user");
-            tracing::warn!(client_id = %client.id, "backchannel rate limit reached for a user");
+            // The user is not named: the line is about the client's request.
+            crate::audit::refused("user", Some(&client.id));
             return Err(rate_limited(
                 "too many authentication requests for this user; try again later",
                 wait,
@@ -278,6 +277,7 @@ impl Backchannel {
             .create(pending.clone())
             .await
             .map_err(super::store_unavailable)?;
+        crate::audit::accepted(&pending, lifetime);
 
         let approval_url = self.pages.link_for(&pending.handle);
         let note = Notification {
@@ -293,7 +293,7 @@ impl Backchannel {
                 if let Err(e) = self.store.cancel(&pending.id).await {
                     tracing::error!(error = %e, "an unreachable user's request could not be removed; it expires unanswered");
                 }
-                crate::metrics::notification("user", false);
+                crate::audit::user_unreachable(pending.id.as_str(), &client.id);
                 tracing::warn!(client_id = %client.id, error = %e, "the user could not be reached; request refused");
                 return Err(OAuthError::unavailable(
                     "the authentication channel could not be reached; the request was not started",
@@ -302,7 +302,7 @@ impl Backchannel {
             }
             Ok(Notified::Settled(Delivery::Pending)) => {}
             Ok(Notified::Settled(d)) => {
-                crate::metrics::delivery("user", &d);
+                crate::audit::user_notified(pending.id.as_str(), &d);
                 super::record_delivery(&self.store, &pending.id, d).await;
             }
             // Delivered in the background; the client's polling never waits for it.
@@ -310,13 +310,12 @@ impl Backchannel {
                 let (store, id) = (Arc::clone(&self.store), pending.id.clone());
                 tokio::spawn(async move {
                     let d = delivery.await;
-                    crate::metrics::delivery("user", &d);
+                    crate::audit::user_notified(id.as_str(), &d);
                     super::record_delivery(&store, &id, d).await;
                 });
             }
         }
         self.decisions.push_expiry(&pending).await;
-        tracing::info!(client_id = %client.id, subject = %user.subject, expires_in = lifetime, "backchannel authentication request accepted");
 
         // BC-ACK-01..04
         let body = serde_json::json!({

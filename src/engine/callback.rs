@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::decide::Decisions;
 use super::{EngineRequest, Shared, json_response};
+use crate::audit::Via;
 use crate::channel::{CallbackStatus, Channel};
 use crate::clock::Clock;
 use crate::protocol::OAuthError;
@@ -78,7 +79,7 @@ impl ChannelCallback {
             }),
             CallbackStatus::Unauthorized | CallbackStatus::Cancelled => Decision::Denied,
         };
-        match self.decisions.decide(&handle, decision).await {
+        match self.decisions.decide(&handle, decision, Via::Channel).await {
             Ok(()) => {
                 tracing::info!(status = ?body.status, "authentication channel callback accepted");
                 Ok(json_response(StatusCode::OK, Bytes::from_static(b"{}")))

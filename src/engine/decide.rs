@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use super::Shared;
+use crate::audit::Via;
 use crate::channel::{ClientNotifier, Delivery, Notify, PushBody};
 use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
@@ -65,11 +66,24 @@ impl Decisions {
         &self,
         handle: &str,
         decision: Decision,
+        via: Via,
     ) -> Result<(), ResolveError> {
+        // Who approved: the provider's subject after a login there, else the request's user.
+        let approved_as = match &decision {
+            Decision::Approved(a) => Some(a.subject.clone()),
+            Decision::Denied => None,
+        };
         let decided = self
             .store
             .resolve(handle, decision, self.clock.now_ms())
             .await?;
+        crate::audit::decided(
+            &decided,
+            approved_as
+                .as_ref()
+                .map(|s| s.as_deref().unwrap_or(&decided.subject)),
+            via,
+        );
         // PING-06: only ping and push clients are called, at the endpoint registered when the
         // request was accepted (RCM-03: a later change does not re-route it).
         let Some(callback) = decided.callback.clone() else {
@@ -235,6 +249,9 @@ impl Decisions {
         };
         let now_ms = self.clock.now_ms();
         let taken = self.store.take(pending.id.as_str(), now_ms).await?;
+        if matches!(taken, PollOutcome::Expired) {
+            crate::audit::expired(pending.id.as_str(), &pending.client_id);
+        }
         let Some(body) = self.body_for(&client, taken, now_ms).await else {
             return Ok(());
         };
@@ -311,27 +328,15 @@ impl Spawner {
         let store = self.store;
         tokio::spawn(async move {
             let outcome = call.await;
-            crate::metrics::delivery(
-                decided
-                    .callback
-                    .as_ref()
-                    .map_or("ping", |c| c.mode.as_str()),
-                &outcome,
-            );
             let mode = decided
                 .callback
                 .as_ref()
                 .map_or("ping", |c| c.mode.as_str());
-            match &outcome {
-                Delivery::Delivered { attempts } => {
-                    tracing::info!(client_id = %client.id, mode, attempts, "client notified");
-                }
-                Delivery::Failed { attempts, reason } => {
-                    // Ping: the client can still redeem by polling (PING-05). Push: the tokens
-                    // are gone with the failure; nothing is redeemable.
-                    tracing::warn!(client_id = %client.id, mode, attempts, %reason, "client could not be notified");
-                }
-                Delivery::Pending => {}
+            crate::audit::client_notified(&decided, mode, &outcome);
+            if let Delivery::Failed { attempts, reason } = &outcome {
+                // Ping: the client can still redeem by polling (PING-05). Push: the tokens
+                // are gone with the failure; nothing is redeemable.
+                tracing::warn!(client_id = %client.id, mode, attempts, %reason, "client could not be notified");
             }
             // Visible through `Engine::delivery` while the request lives.
             super::record_delivery(&store, &decided.id, outcome).await;

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::Shared;
+use crate::audit::Issued;
 use crate::clients::Client;
 use crate::protocol::{OAuthError, random_token};
 use crate::store::{RefreshStore, Store};
@@ -52,9 +53,9 @@ impl TokenIssuance {
         to: Recipient,
         family: Family,
     ) -> Result<TokenResponse, OAuthError> {
-        let grant_label = match family {
-            Family::New => "ciba",
-            Family::Continue(_) => "refresh_token",
+        let family_id = match &family {
+            Family::New => None,
+            Family::Continue(r) => Some(r.family.clone()),
         };
         let refresh = match family {
             Family::Continue(r) => Some(r),
@@ -93,6 +94,12 @@ impl TokenIssuance {
                 tracing::error!(error = %e, "token signing failed");
                 OAuthError::server_error("token signing failed")
             })
-            .inspect(|_| crate::metrics::tokens_issued(grant_label))
+            .inspect(|_| {
+                let issued = match &family_id {
+                    Some(f) => Issued::Refresh(f),
+                    None => Issued::Ciba(grant.auth_req_id.as_deref().unwrap_or_default()),
+                };
+                crate::audit::tokens_issued(issued, &client.id, &grant.subject, false);
+            })
     }
 }

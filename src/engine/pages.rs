@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 
 use super::EngineRequest;
 use super::decide::Decisions;
+use crate::audit::Via;
 use crate::config::{Config, ConfigErrors, Problems, required_reference};
 use crate::protocol::Form;
 use crate::store::{Approval, Decision, PendingRequest, ResolveError};
@@ -269,6 +270,7 @@ pub(super) async fn record_choice(
     handle: &str,
     choice: Option<&str>,
     approval: Option<Approval>,
+    via: Via,
 ) -> Response<Bytes> {
     let (decision, title, text) = match (choice, approval) {
         (Some("approve"), Some(a)) => (
@@ -289,7 +291,7 @@ pub(super) async fn record_choice(
             );
         }
     };
-    match decisions.decide(handle, decision).await {
+    match decisions.decide(handle, decision, via).await {
         Ok(()) => pages.message(StatusCode::OK, title, text),
         Err(ResolveError::NotFound | ResolveError::Expired) => pages.gone(),
         Err(ResolveError::Store(e)) => pages.unavailable(&e),

@@ -276,7 +276,7 @@ impl Registration {
         {
             Ok(()) => Ok(()),
             Err(wait) => Err({
-                crate::metrics::rate_limited("registration");
+                crate::audit::refused("registration", None);
                 OAuthError::new(
                     ErrorCode::TemporarilyUnavailable,
                     StatusCode::TOO_MANY_REQUESTS,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::issue::{Family, TokenIssuance};
 use super::{Engine, EngineRequest, Outcome, Shared, json_response};
+use crate::audit::Issued;
 use crate::clients::Client;
 use crate::clock::Clock;
 use crate::protocol::form::require_form_content_type;
@@ -234,7 +235,7 @@ impl TokenEndpoint {
         {
             Rotation::Rotated => {}
             Rotation::Reused => {
-                tracing::warn!(client_id = %client.id, "a refresh token was used twice: its family is revoked");
+                crate::audit::family_revoked(&claims.fid, &client.id);
                 return Err(OAuthError::bad_request(ErrorCode::InvalidGrant)
                     .describe("the refresh token was already used"));
             }
@@ -262,7 +263,6 @@ impl TokenEndpoint {
             .issuance
             .issue(client, &grant, now_ms, Recipient::TokenEndpoint, family)
             .await?;
-        tracing::info!(client_id = %client.id, "tokens refreshed");
         let body = serde_json::to_vec(&tokens).expect("a token response serialises");
         Ok(json_response(StatusCode::OK, Bytes::from(body)))
     }
@@ -311,7 +311,12 @@ impl TokenEndpoint {
                 if client.tokens == crate::config::TokenSource::Upstream
                     && let Some(t) = &approval.upstream_tokens
                 {
-                    tracing::info!(client_id = %client.id, "upstream tokens handed over for an approved CIBA request");
+                    crate::audit::tokens_issued(
+                        Issued::Ciba(pending.id.as_str()),
+                        &client.id,
+                        &pending.subject,
+                        true,
+                    );
                     let body = serde_json::to_vec(t).expect("a token response serialises");
                     return Ok(json_response(StatusCode::OK, Bytes::from(body)));
                 }
@@ -326,13 +331,15 @@ impl TokenEndpoint {
                     Family::New,
                 ))
                 .await?;
-                tracing::info!(client_id = %client.id, subject = %pending.subject, "tokens issued for an approved CIBA request");
                 let body = serde_json::to_vec(&tokens).expect("a token response serialises");
                 return Ok(json_response(StatusCode::OK, Bytes::from(body)));
             }
             PollOutcome::Pending => ErrorCode::AuthorizationPending,
             PollOutcome::SlowDown { .. } => ErrorCode::SlowDown,
-            PollOutcome::Expired => ErrorCode::ExpiredToken,
+            PollOutcome::Expired => {
+                crate::audit::expired(id, &client.id);
+                ErrorCode::ExpiredToken
+            }
             PollOutcome::Denied => ErrorCode::AccessDenied,
             PollOutcome::Unknown => ErrorCode::InvalidGrant,
         };

@@ -419,6 +419,7 @@ impl UpstreamLogin {
             &consent.handle,
             form.get("decision"),
             Some(consent.approval),
+            crate::audit::Via::ProviderLogin,
         )
         .await
     }

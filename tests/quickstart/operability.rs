@@ -143,6 +143,78 @@ async fn the_admin_listener_shows_a_flow_and_the_public_port_does_not() {
     assert!(lines.iter().all(|l| !l.contains('\x1b')), "{lines:?}");
 }
 
+/// The audit trail (issue 21 §4): one JSON line per change of state of a request — accepted
+/// (client, user, scope, binding message), decided on the page, tokens issued — all under the
+/// audit target, joined by one request reference that is not the `auth_req_id`; no line of the
+/// whole log carries the `auth_req_id`, the secret, the user code or a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_follows_a_request_without_its_secrets() {
+    let port = free_port();
+    let cfg = quickstart_plus(port, "log: { format: json }");
+    let (child, rx, reader) = serve(&cfg);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+    let form = [
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("scope", "openid email"),
+        ("login_hint", "alice"),
+        ("user_code", "abc123"),
+        ("binding_message", "W4SCT"),
+    ];
+    let r = post_form(&http, &format!("{base}/bc-authorize"), &form).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    approve_next_link(&http, &rx).await;
+    let form = [
+        ("grant_type", "urn:openid:params:grant-type:ciba"),
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("auth_req_id", id.as_str()),
+    ];
+    let tokens = post_form(&http, &format!("{base}/token"), &form).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    let access_token = tokens.json["access_token"].as_str().unwrap().to_owned();
+
+    let lines = stop(child, reader);
+    for secret in [id.as_str(), "supersecret", "abc123", access_token.as_str()] {
+        assert!(
+            lines.iter().all(|l| !l.contains(secret)),
+            "a secret in the log"
+        );
+    }
+    let audit: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["target"] == "ciba_gateway::audit")
+        .map(|v| v["fields"].clone())
+        .collect();
+    let events: Vec<&str> = audit.iter().filter_map(|f| f["event"].as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "request_accepted",
+            "user_notified",
+            "request_decided",
+            "tokens_issued"
+        ],
+        "{audit:#?}"
+    );
+    let request = audit[0]["request"].as_str().unwrap();
+    assert_eq!(request.len(), 16);
+    assert!(audit.iter().all(|f| f["request"] == request), "{audit:#?}");
+    let accepted = &audit[0];
+    assert_eq!(accepted["client_id"], "my-client");
+    assert_eq!(accepted["subject"], "248289761001");
+    assert_eq!(accepted["scope"], "openid email");
+    assert_eq!(accepted["binding_message"], "W4SCT");
+    assert_eq!(audit[2]["decision"], "approved");
+    assert_eq!(audit[2]["via"], "page");
+    assert_eq!(audit[2]["subject"], "248289761001");
+    assert_eq!(audit[3]["grant"], "ciba");
+    assert_eq!(audit[3]["source"], "gateway");
+}
+
 /// With Redis gone, every request for an approval page fails at the store: unauthenticated,
 /// as many as anyone sends. The log writes a burst, then one line a second for that failure,
 /// and then says how many it held back; the metrics count every failure.

@@ -50,22 +50,30 @@ impl Provider {
             .env("PORT", port.to_string())
             .env("PROXY", if proxy { "1" } else { "0" })
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("node runs");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
         tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(l) = lines.next_line().await.unwrap() {
                 if l.contains("listening") {
                     return;
                 }
             }
-            panic!("oidc-provider exited before listening");
+            // Say why (a port taken since it was picked shows here as EADDRINUSE).
+            let mut why = String::new();
+            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut why).await;
+            panic!("oidc-provider on port {port} exited before listening:\n{why}");
         })
         .await
         .expect("oidc-provider starts");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        // Drained, so that a chatty provider never blocks on a full pipe.
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        });
         Provider {
             port,
             issuer: issuer.to_owned(),

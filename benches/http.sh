@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# CIBA over HTTP against the provider users would otherwise pick, same run, same machine:
+# ciba-gateway (tower and pingora engines, the quickstart file with one worker thread, long
+# polling off, no rate limits), node-oidc-provider with its CIBA feature on
+# (tests/upstream/ciba_provider.mjs, from npm as users run it; one Node.js thread), and a bare
+# one-thread hyper server (examples/hello_upstream.rs: the floor of a hyper-based server).
+# wrk -t1 -c64 on loopback drives, per server: discovery (GET), a poll of a pending request
+# (POST /token: the gateway answers `slow_down` to a client this fast, oidc-provider
+# `authorization_pending`), and backchannel authentication requests (POST, client_secret_post,
+# login_hint). Prints requests/s, wrk's p50/p99, and the server's CPU time per request from /proc.
+#
+#   benches/http.sh                  # DURATION=10s
+#
+# Installs what it needs (wrk, cmake, Node.js, the pinned oidc-provider). All servers and wrk
+# share this machine's cores: read the figures as ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10s}
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[ -d tests/upstream/node_modules/oidc-provider ] ||
+  npm ci --prefix tests/upstream --no-audit --no-fund --loglevel=error
+cargo build --release --quiet --bin ciba-gateway --example hello_upstream
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "nothing on $1" >&2; exit 1; }
+# $1 server, $2 scenario, $3 pid, $4… wrk arguments: one row of the table.
+measure() {
+  local server=$1 scenario=$2 pid=$3; shift 3
+  local t0 t1 out
+  t0=$(cpu_ticks "$pid")
+  out=$(wrk -t1 -c64 -d"$DURATION" --latency "$@")
+  t1=$(cpu_ticks "$pid")
+  awk -v server="$server" -v scenario="$scenario" -v d="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
+    /requests in/ { reqs = $1 }
+    /Requests\/sec/ { rps = $2 }
+    $1 == "50%" { p50 = $2 }
+    $1 == "99%" { p99 = $2 }
+    /Non-2xx/ { non2xx = $NF }
+    END { printf "| %s | %s | %.0f | %s | %s | %.2f | %s |\n", server, scenario, rps, p50, p99, d * 1e6 / hz / reqs, non2xx + 0 }' <<<"$out"
+}
+form_lua() { # $1 file, $2 body
+  printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\nwrk.body = "%s"\n' "$2" >"$1"
+}
+AUTH="client_id=my-client&client_secret=supersecret"
+
+# $1 server, $2 pid, $3 base URL, $4 backchannel path.
+ciba_rows() {
+  local server=$1 pid=$2 base=$3 bc=$4 id
+  measure "$server" discovery "$pid" "$base/.well-known/openid-configuration"
+  id=$(curl -s -d "$AUTH&scope=openid&login_hint=alice" "$base$bc" |
+    sed -E 's/.*"auth_req_id":"([^"]+)".*/\1/')
+  form_lua "$tmp/poll.lua" "grant_type=urn%3Aopenid%3Aparams%3Agrant-type%3Aciba&$AUTH&auth_req_id=$id"
+  measure "$server" "poll (pending)" "$pid" -s "$tmp/poll.lua" "$base/token"
+  form_lua "$tmp/bc.lua" "$AUTH&scope=openid&login_hint=alice"
+  measure "$server" bc-authorize "$pid" -s "$tmp/bc.lua" "$base$bc"
+}
+
+echo "| server | request | requests/s | p50 | p99 | server CPU µs/request | non-2xx |"
+echo "|---|---|---|---|---|---|---|"
+port=19100
+for engine in tower pingora; do
+  port=$((port + 1))
+  sed -e "s/127.0.0.1:8080/127.0.0.1:$port/g" -e 's/long_poll_secs: 25 /long_poll_secs: 0  /' \
+    config/quickstart.yaml >"$tmp/$engine.yaml"
+  cat >>"$tmp/$engine.yaml" <<YAML
+engine: $engine
+server: { threads: 1 }
+limits: { bc_per_client: null, bc_per_user: null }
+YAML
+  # The approval links of the log channel are info lines: warn keeps the log out of the figures.
+  RUST_LOG=warn target/release/ciba-gateway serve --config "$tmp/$engine.yaml" >/dev/null 2>&1 &
+  pid=$!; pids+=($pid)
+  wait_port $port
+  ciba_rows "ciba-gateway ($engine)" $pid "http://127.0.0.1:$port" /bc-authorize
+  kill $pid; wait $pid 2>/dev/null || true
+done
+
+port=$((port + 1))
+(cd tests/upstream && PORT=$port exec node ciba_provider.mjs >/dev/null 2>&1) &
+pid=$!; pids+=($pid)
+wait_port $port
+ciba_rows "node-oidc-provider" $pid "http://127.0.0.1:$port" /backchannel
+kill $pid; wait $pid 2>/dev/null || true
+
+port=$((port + 1))
+target/release/examples/hello_upstream 127.0.0.1:$port >/dev/null 2>&1 &
+pid=$!; pids+=($pid)
+wait_port $port
+measure "bare hyper" "GET /" $pid "http://127.0.0.1:$port/"
