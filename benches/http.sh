@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CIBA over HTTP against the provider users would otherwise pick, same run, same machine:
 # ciba-gateway (tower and pingora engines, the quickstart file with one worker thread, long
-# polling off, no rate limits), node-oidc-provider with its CIBA feature on
+# polling off, no rate limits, room for a million pending requests; the pingora runtime needs an
+# upstream, so it gets the hyper server, whose discovery it would merge: no discovery row for it),
+# node-oidc-provider with its CIBA feature on
 # (tests/upstream/ciba_provider.mjs, from npm as users run it; one Node.js thread), and a bare
 # one-thread hyper server (examples/hello_upstream.rs: the floor of a hyper-based server).
 # wrk -t1 -c64 on loopback drives, per server: discovery (GET), a poll of a pending request
@@ -56,10 +58,10 @@ form_lua() { # $1 file, $2 body
 }
 AUTH="client_id=my-client&client_secret=supersecret"
 
-# $1 server, $2 pid, $3 base URL, $4 backchannel path.
+# $1 server, $2 pid, $3 base URL, $4 backchannel path, $5 "discovery" to measure it too.
 ciba_rows() {
   local server=$1 pid=$2 base=$3 bc=$4 id
-  measure "$server" discovery "$pid" "$base/.well-known/openid-configuration"
+  [ "${5:-}" != discovery ] || measure "$server" discovery "$pid" "$base/.well-known/openid-configuration"
   id=$(curl -s -d "$AUTH&scope=openid&login_hint=alice" "$base$bc" |
     sed -E 's/.*"auth_req_id":"([^"]+)".*/\1/')
   form_lua "$tmp/poll.lua" "grant_type=urn%3Aopenid%3Aparams%3Agrant-type%3Aciba&$AUTH&auth_req_id=$id"
@@ -70,7 +72,13 @@ ciba_rows() {
 
 echo "| server | request | requests/s | p50 | p99 | server CPU µs/request | non-2xx |"
 echo "|---|---|---|---|---|---|---|"
-port=19100
+HYPER=19100
+target/release/examples/hello_upstream 127.0.0.1:$HYPER >/dev/null 2>&1 &
+hyper=$!; pids+=($hyper)
+wait_port $HYPER
+measure "bare hyper" "GET /" $hyper "http://127.0.0.1:$HYPER/"
+
+port=$HYPER
 for engine in tower pingora; do
   port=$((port + 1))
   sed -e "s/127.0.0.1:8080/127.0.0.1:$port/g" -e 's/long_poll_secs: 25 /long_poll_secs: 0  /' \
@@ -79,12 +87,18 @@ for engine in tower pingora; do
 engine: $engine
 server: { threads: 1 }
 limits: { bc_per_client: null, bc_per_user: null }
+store: { type: memory, capacity: 1000000 }
 YAML
+  discovery=discovery
+  if [ $engine = pingora ]; then
+    echo "upstream: { url: \"http://127.0.0.1:$HYPER\" }" >>"$tmp/$engine.yaml"
+    discovery=
+  fi
   # The approval links of the log channel are info lines: warn keeps the log out of the figures.
   RUST_LOG=warn target/release/ciba-gateway serve --config "$tmp/$engine.yaml" >/dev/null 2>&1 &
   pid=$!; pids+=($pid)
   wait_port $port
-  ciba_rows "ciba-gateway ($engine)" $pid "http://127.0.0.1:$port" /bc-authorize
+  ciba_rows "ciba-gateway ($engine)" $pid "http://127.0.0.1:$port" /bc-authorize $discovery
   kill $pid; wait $pid 2>/dev/null || true
 done
 
@@ -92,11 +106,4 @@ port=$((port + 1))
 (cd tests/upstream && PORT=$port exec node ciba_provider.mjs >/dev/null 2>&1) &
 pid=$!; pids+=($pid)
 wait_port $port
-ciba_rows "node-oidc-provider" $pid "http://127.0.0.1:$port" /backchannel
-kill $pid; wait $pid 2>/dev/null || true
-
-port=$((port + 1))
-target/release/examples/hello_upstream 127.0.0.1:$port >/dev/null 2>&1 &
-pid=$!; pids+=($pid)
-wait_port $port
-measure "bare hyper" "GET /" $pid "http://127.0.0.1:$port/"
+ciba_rows "node-oidc-provider" $pid "http://127.0.0.1:$port" /backchannel discovery
