@@ -12,7 +12,7 @@
 //! | `ciba_notifications_total` | counter | `kind` (`user`, `ping`, `push`), `result` (`delivered`, `failed`) |
 //! | `ciba_store_errors_total` | counter | — |
 //! | `ciba_upstream_errors_total` | counter | — |
-//! | `ciba_rate_limited_total` | counter | `limit` (`client`, `user`, `registration`) |
+//! | `ciba_rate_limited_total` | counter | `limit` (`client`, `user`, `registration`; `held_polls`: a poll answered at once, the held-poll budgets being full) |
 //! | `ciba_tokens_issued_total` | counter | `grant` (`ciba`, `refresh_token`) |
 //! | `ciba_held_polls` | gauge | — (set at each scrape) |
 //! | `ciba_pending_requests` | gauge | — (memory store; set at each scrape) |
@@ -89,7 +89,8 @@ pub(crate) fn tokens_issued(grant: &'static str) {
     metrics::counter!("ciba_tokens_issued_total", "grant" => grant).increment(1);
 }
 
-/// Counts a request refused at a rate limit (`client`, `user`, `registration`).
+/// Counts a request refused at a rate limit (`client`, `user`, `registration`), or a poll
+/// answered at once because the held-poll budgets were full (`held_polls`).
 pub(crate) fn rate_limited(limit: &'static str) {
     metrics::counter!("ciba_rate_limited_total", "limit" => limit).increment(1);
 }

@@ -19,6 +19,8 @@ both_runtimes!(
     long_poll_times_out_as_authorization_pending_and_the_next_poll_is_not_slow_down,
     long_poll_is_released_at_shutdown,
     long_poll_is_released_at_expiry_as_expired_token,
+    long_polls_beyond_the_client_budget_are_answered_at_once,
+    long_polls_beyond_the_overall_budget_are_answered_at_once,
     ping_01_03_approval_is_pinged_then_the_client_redeems,
     ping_01_denial_is_pinged_too,
     ping_04_05_refused_or_redirected_ping_is_not_repeated_and_the_grant_stands,
@@ -138,6 +140,65 @@ async fn long_poll_is_released_at_shutdown(kind: RuntimeKind) {
     .await;
     r.assert_error(400, "authorization_pending");
     assert_eq!(engines.iter().map(|e| e.held_polls()).sum::<usize>(), 0);
+}
+
+/// Issue 21 §6: held polls have budgets (each keeps a connection), per gateway process. With
+/// room for one poll on each replica, once each holds one the next poll is answered
+/// `authorization_pending` at once — as without long polling — while the held ones stay held and
+/// still get their tokens. (That a released poll frees its room is the unit test
+/// `engine::token::tests::a_released_hold_frees_its_room`.)
+async fn held_poll_budget(kind: RuntimeKind, edit: impl FnOnce(&mut Config) + Send) {
+    let (gw, auth) = gateway_with(kind, |c| {
+        c.ciba.long_poll_secs = 60;
+        edit(c);
+    })
+    .await;
+    let gw = Arc::new(gw);
+    let replicas = gw.engines.len();
+    let mut ids = Vec::new();
+    let mut calls = Vec::new();
+    for _ in 0..=replicas {
+        ids.push(gw.start_request().await);
+        calls.push(auth.next_call().await);
+    }
+    // One held poll per replica: a connection each, handed to the replicas in turn.
+    let mut held = Vec::new();
+    for (n, id) in ids[..replicas].iter().enumerate() {
+        held.push(tokio::spawn({
+            let (gw, id) = (Arc::clone(&gw), id.clone());
+            async move { gw.poll(&id).await }
+        }));
+        until_held(&gw, n + 1).await;
+    }
+    // Not held: answered while the others are (a held one would wait 60 s, past
+    // `eventually`'s patience).
+    let beyond = tokio::spawn({
+        let (gw, id) = (Arc::clone(&gw), ids[replicas].clone());
+        async move { gw.poll(&id).await }
+    });
+    eventually("the poll beyond the budget is answered", || async {
+        beyond.is_finished()
+    })
+    .await;
+    beyond
+        .await
+        .unwrap()
+        .assert_error(400, "authorization_pending");
+    assert_eq!(gw.held_polls(), replicas);
+    assert_eq!(callback(&gw, &calls[0].bearer, "SUCCEED").await.status, 200);
+    let r = held.remove(0).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.json);
+    for h in held {
+        h.abort();
+    }
+}
+
+async fn long_polls_beyond_the_client_budget_are_answered_at_once(kind: RuntimeKind) {
+    held_poll_budget(kind, |c| c.ciba.max_held_polls_per_client = 1).await;
+}
+
+async fn long_polls_beyond_the_overall_budget_are_answered_at_once(kind: RuntimeKind) {
+    held_poll_budget(kind, |c| c.ciba.max_held_polls = Some(1)).await;
 }
 
 async fn long_poll_is_released_at_expiry_as_expired_token(kind: RuntimeKind) {

@@ -80,6 +80,10 @@ fn threads() -> u64 {
 fn ten_thousand_held_polls_cost_only_memory_and_are_all_released() {
     let (engine, rt) = common::in_process(|c| {
         c.ciba.long_poll_secs = 120;
+        // Room for all of them (in process: no connection is held).
+        c.ciba.max_held_polls = Some(HELD);
+        c.ciba.max_held_polls_per_client = HELD;
+        c.server.max_connections = HELD + 1;
         c.limits.bc_per_user = None;
         c.limits.bc_per_client = None;
     });

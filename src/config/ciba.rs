@@ -23,6 +23,14 @@ pub struct CibaPolicy {
     /// Long polling: a poll on a pending request is held up to this long and answered the
     /// moment the user decides, seconds. Default 0 (off: answered at once).
     pub long_poll_secs: u32,
+    /// Most polls held at once by one gateway process, all clients together; a poll beyond it is
+    /// answered at once, as without long polling. Below `server.max_connections`, so that held
+    /// polls (each keeps its HTTP/1.1 connection) never take every connection. Default: half
+    /// of `server.max_connections` ([`CibaPolicy::held_polls_cap`]).
+    pub max_held_polls: Option<usize>,
+    /// Most polls one client may have held at once in one gateway process; beyond it, answered
+    /// at once. Default 1000.
+    pub max_held_polls_per_client: usize,
     /// How the gateway calls ping and push clients' notification endpoints.
     pub client_notifications: ClientNotifications,
     /// Offer push mode (advertised, push clients accepted). The FAPI-CIBA profile forbids push
@@ -81,6 +89,8 @@ impl Default for CibaPolicy {
             binding_message: BindingMessagePolicy::default(),
             user_code: UserCodePolicy::default(),
             long_poll_secs: 0,
+            max_held_polls: None,
+            max_held_polls_per_client: 1000,
             client_notifications: ClientNotifications::default(),
             offer_push: true,
             login_hint_token: Default::default(),
@@ -145,7 +155,12 @@ impl Default for UserCodePolicy {
 }
 
 impl CibaPolicy {
-    pub(super) fn check(&self, errs: &mut Vec<ConfigError>) {
+    /// Most polls held at once: `max_held_polls`, or half of `server.max_connections`.
+    pub fn held_polls_cap(&self, server: &super::ServerConfig) -> usize {
+        self.max_held_polls.unwrap_or(server.max_connections / 2)
+    }
+
+    pub(super) fn check(&self, server: &super::ServerConfig, errs: &mut Vec<ConfigError>) {
         self.login_hint_token.check(errs);
         if self.clock_skew_secs >= 600 {
             errs.push(ConfigError::new(
@@ -172,6 +187,25 @@ impl CibaPolicy {
             errs.push(ConfigError::new(
                 "ciba.long_poll_secs",
                 "must be at most 120 (clients and proxies give up on longer requests)",
+            ));
+        }
+        if self.held_polls_cap(server) >= server.max_connections {
+            errs.push(ConfigError::new(
+                "ciba.max_held_polls",
+                format!(
+                    "must be below server.max_connections ({}): a held poll keeps its connection",
+                    server.max_connections
+                ),
+            ));
+        }
+        if self.max_held_polls_per_client == 0 || self.max_held_polls == Some(0) {
+            errs.push(ConfigError::new(
+                if self.max_held_polls == Some(0) {
+                    "ciba.max_held_polls"
+                } else {
+                    "ciba.max_held_polls_per_client"
+                },
+                "must be positive (set ciba.long_poll_secs: 0 to hold no polls)",
             ));
         }
         if self.client_notifications.max_attempts == 0 {

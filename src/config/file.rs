@@ -138,7 +138,7 @@ impl Config {
         self.server.check(&mut errs);
         self.endpoints.check(&mut errs);
         self.limits.check(self, &mut errs);
-        self.ciba.check(&mut errs);
+        self.ciba.check(&self.server, &mut errs);
         self.store.check(&mut errs);
         self.approval.check(self, &mut errs);
         if let Some(u) = &self.upstream {

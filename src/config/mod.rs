@@ -305,5 +305,18 @@ mod tests {
             problems("", "ciba: { long_poll_secs: 121 }\n"),
             ["ciba.long_poll_secs"]
         );
+        // Issue 21 §6: held polls can never take every connection.
+        assert!(problems("", "server: { max_connections: 100 }\n").is_empty());
+        assert_eq!(
+            problems(
+                "",
+                "server: { max_connections: 100 }\nciba: { max_held_polls: 100 }\n"
+            ),
+            ["ciba.max_held_polls"]
+        );
+        assert_eq!(
+            problems("", "ciba: { max_held_polls_per_client: 0 }\n"),
+            ["ciba.max_held_polls_per_client"]
+        );
     }
 }

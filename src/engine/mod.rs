@@ -356,7 +356,10 @@ impl Engine {
 
     /// How many token requests are being held now (long polling, `ciba.long_poll_secs`).
     pub fn held_polls(&self) -> usize {
-        self.token.held.load(std::sync::atomic::Ordering::Relaxed)
+        self.token
+            .held
+            .all
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How far the notification of a live request got.

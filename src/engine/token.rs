@@ -9,8 +9,9 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::issue::{Family, TokenIssuance};
@@ -24,19 +25,70 @@ use crate::store::{Pacing, PendingStore, PollOutcome, RefreshStore, Rotation, St
 use crate::tls::ClientCertificate;
 use crate::tokens::{Grant, Minter, Recipient, RefreshIssue, RefreshTokenClaims};
 
-/// Counts a held poll for as long as it is held (also when its connection goes away).
-struct Held<'a>(&'a std::sync::atomic::AtomicUsize);
+/// The polls held now, in all and per client, within their budgets
+/// (`ciba.max_held_polls`, `ciba.max_held_polls_per_client`).
+pub(super) struct HeldPolls {
+    /// Polls held now.
+    pub(super) all: AtomicUsize,
+    max: usize,
+    /// Polls held now per client (a client appears while it has one).
+    by_client: Mutex<HashMap<String, usize>>,
+    max_per_client: usize,
+}
 
-impl<'a> Held<'a> {
-    fn count(n: &'a std::sync::atomic::AtomicUsize) -> Self {
-        n.fetch_add(1, Ordering::Relaxed);
-        Self(n)
+/// A poll counted as held for as long as it is (also when its connection goes away).
+struct Held<'a> {
+    polls: &'a HeldPolls,
+    client: &'a str,
+}
+
+impl HeldPolls {
+    fn new(max: usize, max_per_client: usize) -> Self {
+        Self {
+            all: AtomicUsize::new(0),
+            max,
+            by_client: Mutex::new(HashMap::new()),
+            max_per_client,
+        }
+    }
+
+    /// A place for one more held poll of `client`, if both budgets have one.
+    fn admit<'a>(&'a self, client: &'a str) -> Option<Held<'a>> {
+        self.all
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_client.get(client).copied().unwrap_or(0);
+        if n >= self.max_per_client {
+            drop(by_client);
+            self.all.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        by_client.insert(client.to_owned(), n + 1);
+        Some(Held {
+            polls: self,
+            client,
+        })
     }
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut by_client = self
+            .polls
+            .by_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_client.get_mut(self.client) {
+            *n -= 1;
+            if *n == 0 {
+                by_client.remove(self.client);
+            }
+        }
+        drop(by_client);
+        self.polls.all.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -46,8 +98,8 @@ pub(super) struct TokenEndpoint {
     accept_ietf_alias: bool,
     long_poll: Duration,
     shutdown: Arc<super::shutdown::Shutdown>,
-    /// Polls being held now.
-    pub(super) held: std::sync::atomic::AtomicUsize,
+    /// Polls being held now, within their budgets.
+    pub(super) held: HeldPolls,
     clock: Arc<dyn Clock>,
     auth: super::client_auth::ClientAuth,
     store: Arc<Store>,
@@ -65,7 +117,10 @@ impl TokenEndpoint {
             accept_ietf_alias: shared.cfg.ciba.accept_ietf_grant_type_alias,
             long_poll: Duration::from_secs(shared.cfg.ciba.long_poll_secs.into()),
             shutdown: Arc::clone(&shared.shutdown),
-            held: std::sync::atomic::AtomicUsize::new(0),
+            held: HeldPolls::new(
+                shared.cfg.ciba.held_polls_cap(&shared.cfg.server),
+                shared.cfg.ciba.max_held_polls_per_client,
+            ),
             clock: Arc::clone(&shared.clock),
             auth: super::client_auth::ClientAuth::new(shared),
             store: Arc::clone(&shared.store),
@@ -165,15 +220,20 @@ impl TokenEndpoint {
     }
 
     /// Holds a poll until the user decides, the request expires, the hold ends or the runtime
-    /// shuts down.
-    async fn hold(&self, id: &str, now_ms: u64) {
-        let _held = Held::count(&self.held);
+    /// shuts down — if the budgets of held polls have room for it (`false` if not: it is
+    /// answered at once, as without long polling).
+    async fn hold(&self, id: &str, client: &str, now_ms: u64) -> bool {
+        let Some(_held) = self.held.admit(client) else {
+            crate::metrics::rate_limited("held_polls");
+            return false;
+        };
         tracing::debug!("poll held until the user decides");
         tokio::select! {
             () = self.store.decided(id, now_ms) => {}
             () = tokio::time::sleep(self.long_poll) => {}
             () = self.shutdown.wait() => {}
         }
+        true
     }
 
     /// The claims of a `refresh_token` grant's token when the gateway signed it.
@@ -295,9 +355,11 @@ impl TokenEndpoint {
             .poll(id, &client.id, now_ms, Pacing::Checked)
             .await
             .map_err(super::store_unavailable)?;
-        if outcome == PollOutcome::Pending && !self.long_poll.is_zero() {
-            // Boxed: the hold's futures stay out of every other poll's state machine.
-            Box::pin(self.hold(id, now_ms)).await;
+        // Boxed: the hold's futures stay out of every other poll's state machine.
+        if outcome == PollOutcome::Pending
+            && !self.long_poll.is_zero()
+            && Box::pin(self.hold(id, &client.id, now_ms)).await
+        {
             now_ms = self.clock.now_ms();
             outcome = self
                 .store
@@ -366,5 +428,29 @@ fn binding(
             "this client's tokens are bound to its TLS certificate: present it (mutual TLS)",
         )),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_hold_frees_its_room() {
+        let polls = HeldPolls::new(3, 2);
+        let a1 = polls.admit("a").unwrap();
+        let a2 = polls.admit("a").unwrap();
+        // The client's budget is spent; another client still has room in all.
+        assert!(polls.admit("a").is_none());
+        let b1 = polls.admit("b").unwrap();
+        // The overall budget is spent too.
+        assert!(polls.admit("c").is_none());
+        assert_eq!(polls.all.load(Ordering::Relaxed), 3);
+        drop(a1);
+        let a3 = polls.admit("a").unwrap();
+        drop((a2, a3, b1));
+        assert_eq!(polls.all.load(Ordering::Relaxed), 0);
+        // A client with nothing held is forgotten.
+        assert!(polls.by_client.lock().unwrap().is_empty());
     }
 }
