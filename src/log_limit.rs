@@ -11,9 +11,11 @@
 //! Lines of the audit trail (target `ciba_gateway::audit`, [`crate::audit`]) are exempt: each
 //! records a change of state that happens once per request (accepted, decided, tokens issued),
 //! bounded by the rate limits on the requests that cause them, and an audit trail with holes is
-//! worth less than a long one. The audit events a client can repeat at will (a refusal at a
-//! limit, a poll of an expired request) have their own target, `ciba_gateway::audit::repeat`,
-//! held to the per-call-site limit whatever their level. What is held back is counted;
+//! worth less than a long one. So are the approval links of the `log` channel
+//! (`ciba_gateway::channel::log`): each line is a user's notification. The audit events a
+//! client can repeat at will (a refusal at a limit, a poll of an expired request) have their
+//! own target, `ciba_gateway::audit::repeat`, held to the per-call-site limit whatever their
+//! level. What is held back is counted;
 //! [`LogLimit::report`] writes the count (one line per period, when there is something to say).
 //!
 //! ```
@@ -40,7 +42,7 @@ pub const REPEAT_BURST: u32 = 10;
 /// Lines per second one warning or error call site may write after its burst.
 pub const REPEAT_PER_SEC: u32 = 1;
 /// Targets whose lines the limit never holds back (see the module's notes).
-pub const EXEMPT_TARGETS: &[&str] = &[crate::audit::TARGET];
+pub const EXEMPT_TARGETS: &[&str] = &[crate::audit::TARGET, crate::channel::LOG_CHANNEL_TARGET];
 /// Targets whose lines are held to the per-call-site limit at any level.
 pub const REPEAT_TARGETS: &[&str] = &[crate::audit::REPEAT_TARGET];
 /// The target of the limit's own report.

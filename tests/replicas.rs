@@ -202,10 +202,19 @@ async fn push_request(
     reply(r.unwrap()).await
 }
 
-/// The status of replica `on`'s readiness check.
+/// The status of replica `on`'s readiness check. The pingora runtime logs "listening" as it
+/// hands its listener to pingora, which binds it a moment later: a refused connection is
+/// asked again.
 async fn healthz(http: &reqwest::Client, on: &Replica) -> u16 {
-    let r = http.get(format!("{}/healthz", on.base())).send().await;
-    r.unwrap().status().as_u16()
+    let url = format!("{}/healthz", on.base());
+    ciba_test_support::eventually_some("the replica accepts connections", || async {
+        match http.get(&url).send().await {
+            Ok(r) => Some(r.status().as_u16()),
+            Err(e) if e.is_connect() => None,
+            Err(e) => panic!("{e}"),
+        }
+    })
+    .await
 }
 
 /// Approves through replica `on` the request whose link path is `path`.

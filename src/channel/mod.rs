@@ -8,6 +8,9 @@
 //! - [`Channel::Notify`]: a one-time link to the approval page, sent by a notifier chosen per
 //!   deployment and per user (log, or a signed webhook), delivered in the background.
 
+/// The log target of the `log` channel's approval links: the line is the notification.
+pub(crate) const LOG_CHANNEL_TARGET: &str = "ciba_gateway::channel::log";
+
 mod client_notify;
 mod email;
 mod http;
@@ -207,8 +210,9 @@ impl Notifiers {
         match kind {
             NotifierKind::Log => {
                 // Development: the link is meant to be read from the log. The auth_req_id is
-                // never part of it.
-                tracing::info!(client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
+                // never part of it. The line is the delivery, so the log's limit never holds it
+                // back (it is one line per accepted request, like the audit trail's).
+                tracing::info!(target: LOG_CHANNEL_TARGET, client_id = %n.client.id, subject = %n.user.subject, "approval requested; open {}", n.approval_url);
                 Notified::Settled(Delivery::Delivered { attempts: 1 })
             }
             NotifierKind::Email => {

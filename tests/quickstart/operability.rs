@@ -215,6 +215,37 @@ async fn the_audit_trail_follows_a_request_without_its_secrets() {
     assert_eq!(audit[3]["source"], "gateway");
 }
 
+/// The `log` channel's approval link is the user's notification: the log's limit never holds
+/// it back, however low it is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_channels_links_are_never_held_back() {
+    let port = free_port();
+    let cfg = quickstart_plus(
+        port,
+        "log: { max_lines_per_sec: 5 }\nlimits: { bc_per_client: null, bc_per_user: null }",
+    );
+    let (child, _rx, reader) = serve(&cfg);
+    let http = http_client();
+    let form = [
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("scope", "openid"),
+        ("login_hint", "bob"),
+    ];
+    for _ in 0..50 {
+        let r = post_form(
+            &http,
+            &format!("http://127.0.0.1:{port}/bc-authorize"),
+            &form,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.json);
+    }
+    let lines = stop(child, reader);
+    let links = lines.iter().filter(|l| l.contains("/approve/")).count();
+    assert_eq!(links, 50, "{}", lines.join("\n"));
+}
+
 /// With Redis gone, every request for an approval page fails at the store: unauthenticated,
 /// as many as anyone sends. The log writes a burst, then one line a second for that failure,
 /// and then says how many it held back; the metrics count every failure.
