@@ -21,7 +21,7 @@
 //!
 //! A line never carries a secret, a token, an `auth_req_id` or a user code. `request` is a
 //! reference: 16 hex digits of the digest the store files the request under
-//! ([`crate::protocol::digest16`]), the same on every replica, from which the `auth_req_id`
+//! (the first bytes of its SHA-256), the same on every replica, from which the `auth_req_id`
 //! cannot be recovered; `family` is the same for a refresh-token family's id.
 //!
 //! The functions here also count what the metrics count of the same events, so that each
