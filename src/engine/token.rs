@@ -60,13 +60,18 @@ impl HeldPolls {
             })
             .ok()?;
         let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
-        let n = by_client.get(client).copied().unwrap_or(0);
-        if n >= self.max_per_client {
-            drop(by_client);
-            self.all.fetch_sub(1, Ordering::AcqRel);
-            return None;
+        match by_client.get_mut(client) {
+            Some(n) if *n >= self.max_per_client => {
+                drop(by_client);
+                self.all.fetch_sub(1, Ordering::AcqRel);
+                return None;
+            }
+            Some(n) => *n += 1,
+            // The client's id is copied only when it starts holding.
+            None => {
+                by_client.insert(client.to_owned(), 1);
+            }
         }
-        by_client.insert(client.to_owned(), n + 1);
         Some(Held {
             polls: self,
             client,

@@ -77,8 +77,15 @@ pub fn start(
                     }
                 });
                 loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        continue;
+                    let tcp = match listener.accept().await {
+                        Ok((tcp, _)) => tcp,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning, as the public
+                            // listener does.
+                            tracing::warn!(error = %e, "admin listener: accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
                     };
                     let admin = Arc::clone(&admin);
                     tokio::spawn(async move {
