@@ -14,6 +14,8 @@
 //! | `refresh_family_revoked` | `family`, `client_id`, `reason` (`reuse`) |
 //! | `request_expired` | `request`, `client_id` |
 //! | `refused_at_limit` | `limit` (`client`, `user`, `registration`), `client_id` (none for `registration`) |
+//! | `configuration_reloaded` | `changed` (the sections), `retired_kids` (signing keys taken out, still published until their tokens expired) |
+//! | `configuration_refused` | `problems` (each with its field path, as `ciba-gateway check` prints them) |
 //!
 //! The last two can be repeated at will by a client (a poll of an expired request during its
 //! grace period, a flood over a limit), so they are written under [`REPEAT_TARGET`] and held to
@@ -219,6 +221,29 @@ pub(crate) fn expired(request: &str, client_id: &str) {
         request = %Ref::of(request),
         client_id,
         "request expired"
+    );
+}
+
+/// A reload ([`crate::Engine::reload`]) replaced the running configuration.
+pub(crate) fn reloaded(r: &crate::Reloaded) {
+    crate::metrics::reload(true);
+    tracing::info!(
+        target: TARGET,
+        event = "configuration_reloaded",
+        changed = ?r.changed,
+        retired_kids = ?r.retired_kids,
+        "configuration reloaded"
+    );
+}
+
+/// A reload was refused: the running configuration stays.
+pub(crate) fn reload_refused(problems: &crate::config::ConfigErrors) {
+    crate::metrics::reload(false);
+    tracing::error!(
+        target: TARGET,
+        event = "configuration_refused",
+        problems = %problems,
+        "configuration reload refused; the running configuration stays"
     );
 }
 

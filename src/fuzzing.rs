@@ -20,7 +20,7 @@ impl ProviderKeys {
 
     /// The JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::from_slice(self.0.jwks()).expect("a JWKS is JSON")
+        serde_json::from_slice(self.0.jwks(0)).expect("a JWKS is JSON")
     }
 
     /// `claims` signed as a JWT.

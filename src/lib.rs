@@ -61,6 +61,7 @@ pub mod fuzzing;
 mod jwks;
 mod jws;
 pub mod layer;
+mod live;
 #[cfg(feature = "server")]
 pub mod log_limit;
 pub mod metrics;
@@ -81,8 +82,8 @@ mod users;
 pub use channel::webhook_signature;
 pub use config::{Config, ConfigBuilder, ConfigError, ConfigErrors};
 pub use engine::{
-    Connection, Engine, EngineRequest, Finding, Outcome, Paths, Route, SharedPaths,
-    WrappedDiscovery,
+    Connection, Engine, EngineRequest, Finding, Outcome, Paths, RELOADABLE, Reloaded, Route,
+    SharedPaths, WrappedDiscovery,
 };
 pub use layer::{CibaBody, CibaLayer, CibaService};
 pub use protocol::{ErrorCode, OAuthError};

@@ -275,7 +275,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = serve::admin::start(Arc::clone(&engine), log_limit, metrics) {
+    if let Err(e) = serve::admin::start(Arc::clone(&engine), config, log_limit, metrics) {
         eprintln!("admin.listen: {e}");
         return ExitCode::from(2);
     }

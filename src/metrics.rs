@@ -17,6 +17,7 @@
 //! | `ciba_held_polls` | gauge | — (set at each scrape) |
 //! | `ciba_pending_requests` | gauge | — (memory store; set at each scrape) |
 //! | `ciba_log_lines_held_back_total` | counter | — |
+//! | `ciba_config_reloads_total` | counter | `result` (`applied`, `refused`) |
 
 use std::time::Duration;
 
@@ -93,4 +94,10 @@ pub(crate) fn tokens_issued(grant: &'static str) {
 /// answered at once because the held-poll budgets were full (`held_polls`).
 pub(crate) fn rate_limited(limit: &'static str) {
     metrics::counter!("ciba_rate_limited_total", "limit" => limit).increment(1);
+}
+
+/// A configuration reload, applied or refused.
+pub(crate) fn reload(applied: bool) {
+    let result = if applied { "applied" } else { "refused" };
+    metrics::counter!("ciba_config_reloads_total", "result" => result).increment(1);
 }

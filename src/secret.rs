@@ -91,6 +91,20 @@ impl fmt::Debug for Expected {
 }
 
 impl Expected {
+    /// Whether both expect the same secret (compared in constant time where it is one).
+    fn same_as(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Argon2(a), Self::Argon2(b)) => a.as_str() == b.as_str(),
+            (Self::Plain(a), Self::Plain(b)) => {
+                let a: [u8; 32] = Sha256::digest(a.expose().as_bytes()).into();
+                let b: [u8; 32] = Sha256::digest(b.expose().as_bytes()).into();
+                bool::from(a.ct_eq(&b))
+            }
+            (Self::Issued(a), Self::Issued(b)) => bool::from(a.ct_eq(b)),
+            _ => false,
+        }
+    }
+
     /// Parses a PHC string; `None` if it is not an argon2 hash.
     pub fn argon2(phc: &str) -> Option<Self> {
         let parsed = PasswordHash::new(phc).ok()?;
@@ -134,6 +148,16 @@ impl SecretVerifier {
             running: Mutex::new(Vec::new()),
             #[cfg(test)]
             ran: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Keeps what `previous` verified when it expects the same secret (a client or user
+    /// rebuilt by a reload), so the reload costs no argon2 run; a changed secret starts cold.
+    pub fn adopt(&mut self, previous: &SecretVerifier) {
+        if self.expected.same_as(&previous.expected) {
+            self.salt = previous.salt;
+            *self.verified.get_mut().unwrap_or_else(|e| e.into_inner()) =
+                *previous.verified.read().unwrap_or_else(|e| e.into_inner());
         }
     }
 
@@ -239,6 +263,26 @@ pub fn unknowable() -> &'static SecretVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reloaded_verifier_keeps_what_it_verified_only_for_the_same_secret() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let phc = hash_secret("s3cret");
+        let before = SecretVerifier::new(Expected::argon2(&phc).unwrap());
+        assert!(before.verify("s3cret").await);
+        let mut same = SecretVerifier::new(Expected::argon2(&phc).unwrap());
+        same.adopt(&before);
+        assert!(same.verify("s3cret").await);
+        assert_eq!(same.ran.load(SeqCst), 0, "no argon2 run after the reload");
+        assert!(!same.verify("wrong").await);
+        let mut changed = SecretVerifier::new(Expected::argon2(&hash_secret("other")).unwrap());
+        changed.adopt(&before);
+        assert!(
+            !changed.verify("s3cret").await,
+            "the old secret is not accepted"
+        );
+        assert!(changed.verify("other").await);
+    }
 
     #[tokio::test]
     async fn argon2_hash_verifies_and_caches() {

@@ -16,6 +16,10 @@ use common::*;
 #[path = "quickstart/operability.rs"]
 mod operability;
 
+/// Live reload: SIGHUP and the admin listener's `POST /reload`.
+#[path = "quickstart/reload.rs"]
+mod reload;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
 
 fn free_port() -> u16 {
@@ -45,15 +49,19 @@ fn quickstart_with_endpoints(port: u16, ping: u16, push: u16) -> tempfile_path::
     tempfile_path::write(&text)
 }
 
-/// Approves on the page behind the next approval link the gateway logs; returns the page.
-async fn approve_next_link(http: &reqwest::Client, rx: &mpsc::Receiver<String>) -> String {
+/// The next approval link the gateway logs.
+fn next_link(rx: &mpsc::Receiver<String>) -> String {
     let line = wait_line(rx, |l| l.contains("/approve/"));
     // A text line, or a JSON one (where the link ends at a quote).
-    let link = line
-        .split(|c: char| c.is_whitespace() || c == '"')
+    line.split(|c: char| c.is_whitespace() || c == '"')
         .find(|w| w.starts_with("http://") && w.contains("/approve/"))
         .unwrap()
-        .to_owned();
+        .to_owned()
+}
+
+/// Approves on the page behind the next approval link the gateway logs; returns the page.
+async fn approve_next_link(http: &reqwest::Client, rx: &mpsc::Receiver<String>) -> String {
+    let link = next_link(rx);
     let (status, html) = approve_at(http, &link).await;
     assert_eq!(status, 200);
     html
@@ -274,6 +282,26 @@ async fn readme_walkthrough_against_the_quickstart_binary() {
     }
 }
 
+/// Stops the process with SIGTERM and returns every line it wrote.
+fn stop(mut child: KillOnDrop, reader: std::thread::JoinHandle<Vec<String>>) -> Vec<String> {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    child.0.wait().unwrap();
+    reader.join().unwrap()
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page (0 when absent).
+fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
 /// The gateway process, killed if the test fails before it stops it.
 struct KillOnDrop(std::process::Child);
 
@@ -287,6 +315,37 @@ impl Drop for KillOnDrop {
 /// A form POST to `url`, and its answer.
 async fn post_form(http: &reqwest::Client, url: &str, form: &[(&str, &str)]) -> Reply {
     reply(http.post(url).form(form).send().await.unwrap()).await
+}
+
+/// A GET of `url`: its status and body.
+async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = http.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// bc-authorize as the quickstart's `my-client` for alice (scope `openid`); the `auth_req_id`.
+async fn bc_for_alice(http: &reqwest::Client, base: &str) -> String {
+    let form = [
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("scope", "openid"),
+        ("login_hint", "alice"),
+        ("user_code", "abc123"),
+    ];
+    let r = post_form(http, &format!("{base}/bc-authorize"), &form).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    r.json["auth_req_id"].as_str().unwrap().to_owned()
+}
+
+/// A CIBA token request for `id` as `my-client`, and its answer.
+async fn redeem(http: &reqwest::Client, base: &str, id: &str) -> Reply {
+    let form = [
+        ("grant_type", "urn:openid:params:grant-type:ciba"),
+        ("client_id", "my-client"),
+        ("client_secret", "supersecret"),
+        ("auth_req_id", id),
+    ];
+    post_form(http, &format!("{base}/token"), &form).await
 }
 
 /// A token request whose `auth_req_id` is unknown: `invalid_grant` once the client has

@@ -65,6 +65,8 @@ pub struct HttpChannel {
     client: OutboundClient,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Whether the key is this process's random one (no `channel.bearer_secret`).
+    generated_key: bool,
     issuer: String,
 }
 
@@ -79,6 +81,7 @@ impl std::fmt::Debug for HttpChannel {
 impl HttpChannel {
     /// A channel posting to `url`; bearer tokens are signed with `secret` or a random key.
     pub fn new(url: Url, secret: Option<Secret>, outbound: &Outbound, issuer: &str) -> Self {
+        let generated_key = secret.is_none();
         let key: Vec<u8> = match secret {
             Some(s) => s.expose().as_bytes().to_vec(),
             None => {
@@ -92,7 +95,17 @@ impl HttpChannel {
             client: OutboundClient::new(outbound),
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
+            generated_key,
             issuer: issuer.to_owned(),
+        }
+    }
+
+    /// Keeps `previous`'s random key when both have one (a reload): the bearer tokens the
+    /// authenticator holds for pending requests keep working.
+    pub(crate) fn adopt_key(&mut self, previous: &HttpChannel) {
+        if self.generated_key && previous.generated_key {
+            self.encoding = previous.encoding.clone();
+            self.decoding = previous.decoding.clone();
         }
     }
 

@@ -162,6 +162,14 @@ impl Channel {
         problems.finish(|| channel)
     }
 
+    /// Carries over what `previous` (the channel before a reload) holds for pending requests:
+    /// the HTTP channel's random key for its callbacks' bearer tokens.
+    pub(crate) fn adopt(&mut self, previous: &Channel) {
+        if let (Self::Http(next), Self::Http(before)) = (self, previous) {
+            next.adopt_key(before);
+        }
+    }
+
     /// Reaches the user. An error means the user could not be reached at all (the request is
     /// then refused); a notifier's later failure is reported through [`Notified::InFlight`].
     pub async fn notify(&self, n: &Notification<'_>) -> Result<Notified, ChannelError> {

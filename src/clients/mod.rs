@@ -18,6 +18,7 @@ use crate::config::{
     required_reference, resolve_verifier,
 };
 use crate::jwks::PublicKeys;
+use crate::live::Live;
 use crate::outbound::OutboundClient;
 use crate::protocol::{Form, GRANT_TYPE_CIBA, OAuthError};
 use crate::secret::SecretVerifier;
@@ -91,6 +92,14 @@ pub struct UpstreamCredentials {
 }
 
 impl Client {
+    /// Keeps what `previous` (the same client before a reload) verified, if its secret is
+    /// the same.
+    fn adopt_verified(&mut self, previous: &Client) {
+        if let (Some(secret), Some(before)) = (&mut self.secret, &previous.secret) {
+            secret.adopt(before);
+        }
+    }
+
     /// The client at `clients[i]`; problems with its secrets and keys are recorded under that
     /// path. `outbound` fetches its `jwks_uri`.
     fn from_config(
@@ -237,7 +246,8 @@ pub(crate) struct Credentials<'a> {
 /// registration — the ones that registered themselves, read from the store.
 #[derive(Debug)]
 pub struct ClientRegistry {
-    clients: HashMap<String, Arc<Client>>,
+    /// The configured clients (`clients:`), replaced whole by a reload.
+    clients: Live<HashMap<String, Arc<Client>>>,
     registered: Option<Registered>,
     /// Fetches clients' `jwks_uri`s (configured and registered clients alike).
     outbound: OutboundClient,
@@ -313,7 +323,7 @@ impl ClientRegistry {
             None => None,
         };
         problems.finish(|| Self {
-            clients,
+            clients: Live::new(clients),
             registered: None,
             outbound,
             ca,
@@ -332,9 +342,23 @@ impl ClientRegistry {
         self
     }
 
+    /// Takes the configured clients of `next` (built from a reloaded file) in place of the
+    /// current ones; registered clients are untouched. A client whose secret is unchanged keeps
+    /// what it verified, so a reload does not make every client pay an argon2 run again.
+    pub(crate) fn replace_configured(&self, next: ClientRegistry) {
+        let mut clients = next.clients.into_inner();
+        let current = self.clients.get();
+        for (id, client) in &mut clients {
+            if let (Some(previous), Some(client)) = (current.get(id), Arc::get_mut(client)) {
+                client.adopt_verified(previous);
+            }
+        }
+        self.clients.replace(clients);
+    }
+
     /// Whether any configured client satisfies `pred`.
     pub fn any(&self, pred: impl Fn(&Client) -> bool) -> bool {
-        self.clients.values().any(|c| pred(c))
+        self.clients.get().values().any(|c| pred(c))
     }
 
     /// Whether clients can register (and so be of any kind the configuration allows).
@@ -353,7 +377,7 @@ impl ClientRegistry {
 
     /// Whether `id` is a configured client's (never manageable through registration).
     pub fn is_configured(&self, id: &str) -> bool {
-        self.clients.contains_key(id)
+        self.clients.get().contains_key(id)
     }
 
     /// A client by id: configured, or registered (a store that cannot be read is logged and
@@ -366,7 +390,7 @@ impl ClientRegistry {
     }
 
     async fn find(&self, id: &str) -> Result<Option<Arc<Client>>, crate::store::StoreError> {
-        if let Some(c) = self.clients.get(id) {
+        if let Some(c) = self.clients.get().get(id) {
             return Ok(Some(Arc::clone(c)));
         }
         match &self.registered {

@@ -28,7 +28,7 @@ pub enum IdentityClaim {
 }
 
 /// The approval page.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApprovalConfig {
     /// `page` or `upstream`. Default `page`.

@@ -7,7 +7,7 @@ use url::Url;
 use super::{Config, ConfigError, SecretRef, UsersConfig, check_http_url};
 
 /// Outbound HTTP settings shared by every call the gateway makes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Outbound {
     /// Total timeout of a call, milliseconds. Default 5000.
@@ -26,7 +26,7 @@ impl Default for Outbound {
 }
 
 /// The authentication channel.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum ChannelConfig {
     /// Development: log a one-time link to the built-in approval page.
@@ -85,7 +85,7 @@ pub enum SmtpTls {
 
 /// An e-mail notifier: a plain-text and HTML message with the binding message, the client's
 /// name and the approval link, sent over SMTP (lettre, rustls).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailConfig {
     /// SMTP server host.
@@ -136,7 +136,7 @@ fn default_smtp_attempts() -> u32 {
 
 /// A webhook notifier: JSON POST signed with HMAC-SHA256 in the Standard Webhooks scheme
 /// (`webhook-id`, `webhook-timestamp`, `webhook-signature`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where events are POSTed.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{ConfigError, Outbound};
 
 /// CIBA protocol policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CibaPolicy {
     /// Lifetime of a request when the client sends no `requested_expiry`, seconds. Default 300.
@@ -46,7 +46,7 @@ pub struct CibaPolicy {
 /// Calls to clients' `backchannel_client_notification_endpoint` (ping, push; SEC-05): HTTPS
 /// only, the SSRF guard, no redirects, no cookies, a short timeout, bounded retries that stop at
 /// the request's expiry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientNotifications {
     /// Timeout and SSRF guard of each call (`allow_private_networks` only for endpoints on a
@@ -110,7 +110,7 @@ pub enum Charset {
 }
 
 /// `binding_message` policy (BC-UC-03/04).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BindingMessagePolicy {
     /// Require a binding message (missing: `invalid_request`). Default false.
@@ -132,7 +132,7 @@ impl Default for BindingMessagePolicy {
 }
 
 /// `user_code` policy (BC-UC-01/02, SEC-04).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserCodePolicy {
     /// Advertise `backchannel_user_code_parameter_supported`. Default true.

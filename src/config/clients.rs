@@ -16,7 +16,7 @@ pub enum TokenSource {
 }
 
 /// How the gateway authenticates at the upstream's token endpoint for a client's requests.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamClient {
     /// The client id registered at the upstream. Default: the CIBA client's id, so that the
@@ -116,7 +116,7 @@ pub enum DeliveryMode {
 }
 
 /// A CIBA client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// The client identifier.

@@ -8,7 +8,7 @@ use url::Url;
 use super::*;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Socket address the binary listens on. Default `127.0.0.1:8080`.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{Config, ConfigError};
 
 /// Request limits (GW-07).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Largest request body the gateway buffers, in bytes. Default 65536.

@@ -15,7 +15,7 @@ pub enum RuntimeKind {
 }
 
 /// Listener TLS (rustls): HTTP/1.1 and HTTP/2 by ALPN.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM certificate chain.
@@ -26,7 +26,7 @@ pub struct TlsConfig {
 
 /// Server process settings: threads, shutdown, and the connection limits that keep one client
 /// from taking the listener away from everyone else.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Worker threads of the proxy. Default: the number of CPUs.
@@ -62,7 +62,7 @@ impl Default for ServerConfig {
 /// Endpoint paths. Every path left out is derived (see [`crate::engine::Paths`]): the gateway's
 /// own endpoints sit under the issuer's path; the token and userinfo paths, shared with the
 /// upstream, are read from the provider's discovery.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Endpoints {
     /// Backchannel authentication endpoint. Default `{issuer path}/bc-authorize`.

@@ -8,7 +8,7 @@ use super::ConfigError;
 
 /// `log`: how the `ciba-gateway` binary writes its log (a library user's own subscriber decides
 /// for theirs; [`crate::log_limit::LogLimit`] is the limit to add to it).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` (colour only when standard output is a terminal) or `json` (one object per
@@ -42,7 +42,7 @@ pub enum LogFormat {
 /// `admin`: the admin listener of the `ciba-gateway` binary — Prometheus metrics at `/metrics`
 /// ([`crate::metrics`] lists them), readiness at `/healthz` (and `/readyz`), liveness at
 /// `/livez`. Plain HTTP: bind it to loopback or a private interface.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where it listens; never the public `listen`. Default: off.

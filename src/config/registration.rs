@@ -5,7 +5,7 @@ use serde::Deserialize;
 use super::{ApprovalMode, AuthMethod, Config, ConfigError, Rate, SecretRef};
 
 /// `registration`: clients registering themselves at `{issuer path}/register`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationConfig {
     /// Offer the registration endpoint (advertised as `registration_endpoint`). Default false.

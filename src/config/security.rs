@@ -21,7 +21,7 @@ pub enum Profile {
 pub const FAPI_ALGS: &[SigningAlg] = &[SigningAlg::PS256, SigningAlg::ES256];
 
 /// Client certificates (RFC 8705): where the gateway takes them from.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MtlsConfig {
     /// The gateway's own TLS listener (`tls`) asks clients for a certificate, without
@@ -74,7 +74,7 @@ impl MtlsConfig {
 /// Where a party's public keys are: exactly one of an inline JWKS, a JWKS file, or a
 /// `jwks_uri` fetched through the SSRF-guarded client (cached, fetched again on an unknown
 /// `kid`). In the file these are three keys of the client or issuer they belong to.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeysConfig {
     /// An inline JWKS (`{keys: [...]}`).
     pub jwks: Option<serde_json::Value>,
@@ -116,7 +116,7 @@ impl KeysConfig {
 
 /// `login_hint_token`s (CIBA §7.1, SEC-02): signed JWTs from these issuers, their `sub` (or
 /// the claim named by `subject_claim`) a user of the directory.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoginHintTokenPolicy {
     /// The trusted issuers.
@@ -126,7 +126,7 @@ pub struct LoginHintTokenPolicy {
 }
 
 /// A trusted issuer of `login_hint_token`s.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HintIssuer {
     /// Its `iss`.

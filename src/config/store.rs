@@ -6,7 +6,7 @@ use url::Url;
 use super::{ConfigError, SecretRef};
 
 /// Pending-request storage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum StoreConfig {
     /// In-process (moka). One instance only, or sticky routing (GW-04).
@@ -31,7 +31,7 @@ pub enum StoreConfig {
 }
 
 /// `store: {type: redis, ...}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// One server: `redis://host:port[/db]`, or `rediss://` for TLS. No password in the URL:
@@ -71,7 +71,7 @@ pub struct RedisConfig {
 }
 
 /// `store.sentinel`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SentinelConfig {
     /// The Sentinels (`redis://host:26379`).

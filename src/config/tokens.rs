@@ -30,7 +30,7 @@ impl SigningAlg {
 }
 
 /// A signing key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Key id, published in the JWKS and every token header.
@@ -42,7 +42,7 @@ pub struct KeyConfig {
 }
 
 /// Token minting.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
     /// Signing keys; all are published, the active one signs. Empty: an ephemeral ES256 key is

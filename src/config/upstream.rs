@@ -18,7 +18,7 @@ pub enum ForwardingHeaders {
 }
 
 /// The upstream OpenID provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Base URL of the provider (`http` or `https`): its scheme, and the host name every

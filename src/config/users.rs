@@ -6,7 +6,7 @@ use url::Url;
 use super::{ConfigError, NotifierKind, Outbound, SecretRef, check_http_url};
 
 /// Where users come from.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
 pub enum UsersConfig {
     /// Users listed in the file.
@@ -42,7 +42,7 @@ fn default_user_cache() -> u64 {
 }
 
 /// A user in the static directory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// The stable subject identifier (`sub`).

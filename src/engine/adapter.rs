@@ -55,17 +55,17 @@ impl Engine {
         {
             return None;
         }
-        self.paths.route(path, self.http_channel)
+        self.paths.route(path, self.has_channel_callback())
     }
 
     /// The largest body an adapter should buffer for the engine.
     pub fn max_body_bytes(&self) -> usize {
-        self.cfg.limits.max_body_bytes
+        self.cfg.get().limits.max_body_bytes
     }
 
     /// How long a request body may take to arrive in full (`limits.body_read_timeout_secs`).
     pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.cfg.limits.body_read_timeout_secs)
+        Duration::from_secs(self.cfg.get().limits.body_read_timeout_secs)
     }
 
     /// Whether a buffered token-endpoint body carries the CIBA grant (either spelling). Adapters
@@ -97,7 +97,7 @@ impl Engine {
         };
         // The configured client-certificate header (`mtls.header`) is the gateway's to read,
         // whatever its name: it never reaches the wrapped service or the provider.
-        if let Some(name) = &self.cfg.mtls.header
+        if let Some(name) = &self.cfg.get().mtls.header
             && headers.contains_key(name.as_str())
             && let Ok(name) = http::HeaderName::from_bytes(name.as_bytes())
             && !edits.remove.contains(&name)
@@ -272,7 +272,12 @@ impl Engine {
     /// `invalid_token`; a CORS preflight for one of the gateway's endpoints is 405 (it has no
     /// cross-origin policy); anything else is 404.
     pub fn not_served(&self, method: &Method, path: &str, headers: &HeaderMap) -> Response<Bytes> {
-        if method == Method::OPTIONS && self.paths.route(path, self.http_channel).is_some() {
+        if method == Method::OPTIONS
+            && self
+                .paths
+                .route(path, self.has_channel_callback())
+                .is_some()
+        {
             return OAuthError::new(ErrorCode::InvalidRequest, StatusCode::METHOD_NOT_ALLOWED)
                 .describe("this gateway answers no CORS preflight")
                 .into_response();

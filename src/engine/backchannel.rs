@@ -17,6 +17,7 @@ use crate::clients::Client;
 use crate::clock::Clock;
 use crate::config::{Charset, CibaPolicy, DeliveryMode, HintType};
 use crate::domain::{Callback, CallbackMode};
+use crate::live::Live;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{AuthReqId, ErrorCode, Form, NotificationToken, OAuthError, Scope};
 use crate::ratelimit::RateLimiter;
@@ -42,31 +43,48 @@ pub(super) struct Backchannel {
     clock: Arc<dyn Clock>,
     auth: super::client_auth::ClientAuth,
     hint_issuers: Arc<super::hint_token::HintIssuers>,
-    users: Arc<UserDirectory>,
+    users: Arc<Live<UserDirectory>>,
     user_codes: UserCodeGuard,
-    per_client: Option<RateLimiter>,
-    per_user: Option<RateLimiter>,
+    /// The rate limits (`limits.bc_per_client`, `limits.bc_per_user`), replaced by a reload.
+    pub(super) limits: Live<Limits>,
     store: Arc<Store>,
-    channel: Arc<Channel>,
+    channel: Arc<Live<Channel>>,
     pages: Arc<super::Pages>,
-    minter: Arc<Minter>,
+    minter: Arc<Live<Minter>>,
     /// For a push request's expiry (PUSH-ERR-01).
     decisions: Arc<super::decide::Decisions>,
 }
 
+/// The backchannel endpoint's rate limits; their cells live in the store, so replacing the
+/// limits keeps what each client and user has spent.
+pub(super) struct Limits {
+    per_client: Option<RateLimiter>,
+    per_user: Option<RateLimiter>,
+}
+
+impl Limits {
+    pub(super) fn new(shared: &Shared, limits: &crate::config::Limits) -> Self {
+        Self::from_parts(&shared.clock, &shared.store, limits)
+    }
+
+    pub(super) fn from_parts(
+        clock: &Arc<dyn Clock>,
+        store: &Arc<Store>,
+        limits: &crate::config::Limits,
+    ) -> Self {
+        let limiter = |r: &Option<crate::config::Rate>, name| {
+            r.as_ref()
+                .map(|r| RateLimiter::new(r, Arc::clone(clock), Arc::clone(store), name))
+        };
+        Self {
+            per_client: limiter(&limits.bc_per_client, "client"),
+            per_user: limiter(&limits.bc_per_user, "user"),
+        }
+    }
+}
+
 impl Backchannel {
     pub(super) fn new(shared: &Shared, decisions: &Arc<super::decide::Decisions>) -> Self {
-        let limits = &shared.cfg.limits;
-        let limiter = |r: &Option<crate::config::Rate>, name| {
-            r.as_ref().map(|r| {
-                RateLimiter::new(
-                    r,
-                    Arc::clone(&shared.clock),
-                    Arc::clone(&shared.store),
-                    name,
-                )
-            })
-        };
         Self {
             policy: shared.cfg.ciba.clone(),
             issuer: shared.issuer.clone(),
@@ -75,8 +93,7 @@ impl Backchannel {
             hint_issuers: Arc::clone(&shared.hint_issuers),
             users: Arc::clone(&shared.users),
             user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code, Arc::clone(&shared.store)),
-            per_client: limiter(&limits.bc_per_client, "client"),
-            per_user: limiter(&limits.bc_per_user, "user"),
+            limits: Live::new(Limits::new(shared, &shared.cfg.limits)),
             store: Arc::clone(&shared.store),
             channel: Arc::clone(&shared.channel),
             pages: Arc::clone(&shared.pages),
@@ -112,7 +129,8 @@ impl Backchannel {
                 .describe("this client is not allowed the CIBA grant"));
         }
         // GW-07: every authenticated request counts against the client's budget.
-        if let Some(l) = &self.per_client
+        let limits = self.limits.current();
+        if let Some(l) = &limits.per_client
             && let Err(wait) = l
                 .admit(&client.id)
                 .await
@@ -243,7 +261,8 @@ impl Backchannel {
         }
         // SEC-04 / GW-07: only requests that would reach the user count against the user's
         // budget, whichever client sends them. The user is not named in the log.
-        if let Some(l) = &self.per_user
+        let limits = self.limits.current();
+        if let Some(l) = &limits.per_user
             && let Err(wait) = l
                 .admit(&user.subject)
                 .await
@@ -287,7 +306,7 @@ impl Backchannel {
             login_hint: hint_text,
             approval_url: &approval_url,
         };
-        match self.channel.notify(&note).await {
+        match self.channel.current().notify(&note).await {
             Err(e) => {
                 // Nothing may be left behind that can never complete.
                 if let Err(e) = self.store.cancel(&pending.id).await {
@@ -363,7 +382,7 @@ impl Backchannel {
     }
 
     async fn user_by_hint(&self, hint: &str) -> Result<Arc<User>, OAuthError> {
-        match self.users.resolve_hint(hint).await {
+        match self.users.current().resolve_hint(hint).await {
             Ok(Some(u)) => Ok(u),
             Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
                 .describe("no user matches the hint")),
@@ -383,7 +402,7 @@ impl Backchannel {
         client: &Client,
         token: &str,
     ) -> Result<Arc<User>, OAuthError> {
-        let mut v = Validation::new(self.minter.keys().active_alg());
+        let mut v = Validation::new(self.minter.get().keys().active_alg());
         v.validate_exp = false;
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&client.id]);
@@ -394,7 +413,7 @@ impl Backchannel {
             hint: HintClaims,
             exp: u64,
         }
-        let claims: WithExp = self.minter.keys().verify(token, v).ok_or_else(|| {
+        let claims: WithExp = self.minter.get().keys().verify(token, v).ok_or_else(|| {
             OAuthError::invalid_request(
                 "id_token_hint is not a valid ID token issued to this client",
             )
@@ -404,7 +423,7 @@ impl Backchannel {
                 "id_token_hint has expired too long ago",
             ));
         }
-        match self.users.by_subject(&claims.hint.sub).await {
+        match self.users.current().by_subject(&claims.hint.sub).await {
             Ok(Some(u)) => Ok(u),
             Ok(None) => Err(OAuthError::bad_request(ErrorCode::UnknownUserId)
                 .describe("the hinted user no longer exists")),

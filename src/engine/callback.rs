@@ -13,6 +13,7 @@ use super::{EngineRequest, Shared, json_response};
 use crate::audit::Via;
 use crate::channel::{CallbackStatus, Channel};
 use crate::clock::Clock;
+use crate::live::Live;
 use crate::protocol::OAuthError;
 use crate::store::{Approval, Decision, ResolveError};
 
@@ -24,7 +25,7 @@ struct CallbackBody {
 /// The channel callback's dependencies: the channel (which verifies the bearer) and the
 /// decisions.
 pub(super) struct ChannelCallback {
-    channel: Arc<Channel>,
+    channel: Arc<Live<Channel>>,
     clock: Arc<dyn Clock>,
     decisions: Arc<Decisions>,
 }
@@ -49,7 +50,8 @@ impl ChannelCallback {
         if req.method != Method::POST {
             return Err(OAuthError::method_not_allowed());
         }
-        let Channel::Http(channel) = &*self.channel else {
+        let current = self.channel.current();
+        let Channel::Http(channel) = &*current else {
             return Err(OAuthError::invalid_token(
                 "no HTTP authentication channel is configured",
             ));

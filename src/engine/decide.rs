@@ -13,6 +13,7 @@ use crate::clients::{Client, ClientRegistry};
 use crate::clock::Clock;
 use crate::config::DeliveryMode;
 use crate::domain::CallbackMode;
+use crate::live::Live;
 use crate::store::{
     Decision, ExpiryQueue as _, PendingRequest, PendingStore, PollOutcome, ResolveError, Store,
     StoreError,
@@ -27,7 +28,7 @@ pub(super) struct Decisions {
     clock: Arc<dyn Clock>,
     clients: Arc<ClientRegistry>,
     notifier: Arc<ClientNotifier>,
-    minter: Arc<Minter>,
+    minter: Arc<Live<Minter>>,
     issuance: Arc<TokenIssuance>,
     shutdown: Arc<super::shutdown::Shutdown>,
     /// Whether push is offered (so a registered client may be a push client).
@@ -293,7 +294,7 @@ impl Decisions {
     async fn body_for(&self, client: &Client, taken: PollOutcome, now_ms: u64) -> Option<PushBody> {
         match taken {
             PollOutcome::Approved(pending, approval) => {
-                let grant = self.minter.grant_for(&pending, &approval);
+                let grant = self.minter.get().grant_for(&pending, &approval);
                 let minted = self
                     .issuance
                     .issue(client, &grant, now_ms, Recipient::Push, Family::New)

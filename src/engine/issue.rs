@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::Shared;
 use crate::audit::Issued;
 use crate::clients::Client;
+use crate::live::Live;
 use crate::protocol::{OAuthError, random_token};
 use crate::store::{RefreshStore, Store};
 use crate::tokens::{Grant, Minter, Recipient, RefreshIssue, TokenResponse};
@@ -18,9 +19,9 @@ const OFFLINE_ACCESS: &str = "offline_access";
 
 /// Mints tokens and starts or continues refresh-token families.
 pub(super) struct TokenIssuance {
-    minter: Arc<Minter>,
+    minter: Arc<Live<Minter>>,
     store: Arc<Store>,
-    users: Arc<UserDirectory>,
+    users: Arc<Live<UserDirectory>>,
     refresh_ttl_ms: u64,
     refresh_idle_ms: u64,
 }
@@ -80,8 +81,15 @@ impl TokenIssuance {
             }
             Family::New => None,
         };
-        let user = self.users.by_subject(&grant.subject).await.ok().flatten();
+        let user = self
+            .users
+            .current()
+            .by_subject(&grant.subject)
+            .await
+            .ok()
+            .flatten();
         self.minter
+            .get()
             .mint(
                 grant,
                 client,

@@ -18,6 +18,7 @@ mod issue;
 mod pages;
 mod paths;
 mod registration;
+mod reload;
 mod shutdown;
 mod token;
 mod upstream_login;
@@ -32,6 +33,7 @@ use crate::channel::Channel;
 use crate::clients::ClientRegistry;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ApprovalMode, Config, ConfigError, ConfigErrors};
+use crate::live::Live;
 use crate::protocol::OAuthError;
 use crate::store::{Store, StoreError};
 use crate::tokens::{KeySet, Minter};
@@ -43,6 +45,7 @@ pub use adapter::WrappedDiscovery;
 pub use discovery::Finding;
 pub(crate) use pages::Pages;
 pub use paths::{Paths, SharedPaths};
+pub use reload::{RELOADABLE, Reloaded};
 
 /// A buffered request, as an adapter hands it to the engine.
 #[derive(Debug, Clone)]
@@ -135,10 +138,10 @@ struct Shared {
     issuer: String,
     clock: Arc<dyn Clock>,
     clients: Arc<ClientRegistry>,
-    users: Arc<UserDirectory>,
+    users: Arc<Live<UserDirectory>>,
     store: Arc<Store>,
-    channel: Arc<Channel>,
-    minter: Arc<Minter>,
+    channel: Arc<Live<Channel>>,
+    minter: Arc<Live<Minter>>,
     pages: Arc<Pages>,
     upstream: Option<Arc<Upstream>>,
     paths: Arc<Paths>,
@@ -152,15 +155,21 @@ struct Shared {
 /// The CIBA protocol engine. Cheap to share: wrap it in an `Arc`. What an adapter may ask of it
 /// is in `adapter.rs`; each endpoint's flow holds only its own dependencies.
 pub struct Engine {
-    cfg: Config,
+    /// The configuration in force: the one the engine was built with, then each accepted
+    /// reload's.
+    cfg: Live<Config>,
     issuer: String,
     paths: Arc<Paths>,
     upstream: Option<Arc<Upstream>>,
-    http_channel: bool,
+    /// The channel (its kind decides whether the channel callback route exists).
+    channel: Arc<Live<Channel>>,
+    clients: Arc<ClientRegistry>,
+    users: Arc<Live<UserDirectory>>,
+    clock: Arc<dyn Clock>,
     tls: Option<crate::tls::ListenerTls>,
     shutdown: Arc<shutdown::Shutdown>,
     store: Arc<Store>,
-    minter: Arc<Minter>,
+    minter: Arc<Live<Minter>>,
     discovery: discovery::Discovery,
     /// The address of the provider's discovery copy last audited.
     audited: std::sync::atomic::AtomicUsize,
@@ -283,12 +292,12 @@ impl Engine {
         };
         let discovery = discovery::Discovery::new(&cfg, &issuer, &paths, &keys);
         let shared = Shared {
-            minter: Arc::new(Minter::new(keys, issuer.clone(), &cfg.tokens)),
+            minter: Arc::new(Live::new(Minter::new(keys, issuer.clone(), &cfg.tokens))),
             pages: Arc::new(pages),
             clients: Arc::new(clients),
-            users: Arc::new(users),
+            users: Arc::new(Live::new(users)),
             store,
-            channel: Arc::new(channel),
+            channel: Arc::new(Live::new(channel)),
             upstream,
             paths,
             notifier: Arc::new(notifier),
@@ -313,7 +322,10 @@ impl Engine {
             channel_callback: callback::ChannelCallback::new(&shared, &decisions),
             userinfo: userinfo::Userinfo::new(&shared),
             login,
-            http_channel: matches!(*shared.channel, Channel::Http(_)),
+            channel: shared.channel,
+            clients: shared.clients,
+            users: shared.users,
+            clock: shared.clock,
             tls,
             discovery,
             audited: std::sync::atomic::AtomicUsize::new(0),
@@ -325,13 +337,20 @@ impl Engine {
             upstream: shared.upstream,
             paths: shared.paths,
             issuer: shared.issuer,
-            cfg: shared.cfg,
+            cfg: Live::new(shared.cfg),
         })
     }
 
-    /// The validated configuration (the runtimes read `server.*`, `tls` and `listen` from it).
-    pub fn config(&self) -> &Config {
-        &self.cfg
+    /// The configuration in force: the one the engine was built with, or the last one
+    /// [`Engine::reload`] accepted (the runtimes read `server.*`, `tls` and `listen` from it,
+    /// which a reload never changes).
+    pub fn config(&self) -> Arc<Config> {
+        self.cfg.current()
+    }
+
+    /// Whether the channel callback route exists (the HTTP authentication channel's).
+    fn has_channel_callback(&self) -> bool {
+        matches!(**self.channel.get(), Channel::Http(_))
     }
 
     /// The issuer.
@@ -409,7 +428,7 @@ impl Engine {
             Route::Discovery => Box::pin(self.upstream_discovery()).await,
             Route::Jwks => match &self.upstream {
                 Some(u) => Box::pin(self.merged_jwks(u)).await,
-                None => cached_json(self.minter.keys().jwks().clone()),
+                None => cached_json(self.minter.get().keys().jwks(self.clock.now_secs()).clone()),
             },
             Route::Userinfo => return Box::pin(self.userinfo.handle(req)).await,
             Route::LoginCallback if req.method == Method::GET && self.login.is_some() => {
@@ -462,7 +481,7 @@ impl Engine {
             if let Some(p) = self.paths.learn(doc) {
                 tracing::info!(token = %p.token, userinfo = %p.userinfo, "token and userinfo paths taken from the provider's discovery");
             }
-            for f in self.discovery.audit(doc, &self.cfg) {
+            for f in self.discovery.audit(doc, &self.cfg.get()) {
                 tracing::warn!(problem = %f.problem, fix = %f.fix, "upstream discovery");
             }
         }
@@ -472,8 +491,8 @@ impl Engine {
     /// What will not work with this configuration whatever the provider says (`ciba-gateway
     /// check`), each with the change that fixes it.
     pub fn config_findings(&self) -> Vec<Finding> {
-        let mut found = self.discovery.config_findings(&self.cfg);
-        found.extend(shared_store_findings(&self.cfg));
+        let mut found = self.discovery.config_findings(&self.cfg.get());
+        found.extend(shared_store_findings(&self.cfg.get()));
         found
     }
 
@@ -488,7 +507,7 @@ impl Engine {
                 _ => tracing::info!("{message}"),
             }
         }
-        for f in shared_store_findings(&self.cfg) {
+        for f in shared_store_findings(&self.cfg.get()) {
             tracing::warn!(fix = %f.fix, "{}", f.problem);
         }
     }
@@ -515,7 +534,7 @@ impl Engine {
         };
         self.paths.learn(&doc);
         let mut found = self.config_findings();
-        found.extend(self.discovery.audit(&doc, &self.cfg));
+        found.extend(self.discovery.audit(&doc, &self.cfg.get()));
         if let Err(e) = u.jwks_keys(&self.paths.discovery).await {
             found.push(Finding {
                 problem: format!("the provider's JWKS cannot be read: {e}"),
@@ -543,7 +562,8 @@ impl Engine {
         match u.jwks_keys(&self.paths.discovery).await {
             Ok(upstream_keys) => {
                 let own: serde_json::Value =
-                    serde_json::from_slice(self.minter.keys().jwks()).expect("our JWKS is JSON");
+                    serde_json::from_slice(self.minter.get().keys().jwks(self.clock.now_secs()))
+                        .expect("our JWKS is JSON");
                 let mut keys = (*upstream_keys).clone();
                 if let Some(own) = own["keys"].as_array() {
                     keys.extend(own.iter().cloned());

@@ -19,6 +19,7 @@ use super::{Engine, EngineRequest, Outcome, Shared, json_response};
 use crate::audit::Issued;
 use crate::clients::Client;
 use crate::clock::Clock;
+use crate::live::Live;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{ErrorCode, Form, GRANT_TYPE_CIBA, OAuthError, Scope};
 use crate::store::{Pacing, PendingStore, PollOutcome, RefreshStore, Rotation, Store};
@@ -30,10 +31,11 @@ use crate::tokens::{Grant, Minter, Recipient, RefreshIssue, RefreshTokenClaims};
 pub(super) struct HeldPolls {
     /// Polls held now.
     pub(super) all: AtomicUsize,
-    max: usize,
+    /// The budgets (a reload may change them; polls held beyond a lowered one finish).
+    max: AtomicUsize,
     /// Polls held now per client (a client appears while it has one).
     by_client: Mutex<HashMap<String, usize>>,
-    max_per_client: usize,
+    max_per_client: AtomicUsize,
 }
 
 /// A poll counted as held for as long as it is (also when its connection goes away).
@@ -46,22 +48,28 @@ impl HeldPolls {
     fn new(max: usize, max_per_client: usize) -> Self {
         Self {
             all: AtomicUsize::new(0),
-            max,
+            max: AtomicUsize::new(max),
             by_client: Mutex::new(HashMap::new()),
-            max_per_client,
+            max_per_client: AtomicUsize::new(max_per_client),
         }
+    }
+
+    /// Sets both budgets (a reload).
+    pub(super) fn set_budgets(&self, max: usize, max_per_client: usize) {
+        self.max.store(max, Ordering::Relaxed);
+        self.max_per_client.store(max_per_client, Ordering::Relaxed);
     }
 
     /// A place for one more held poll of `client`, if both budgets have one.
     fn admit<'a>(&'a self, client: &'a str) -> Option<Held<'a>> {
         self.all
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < self.max.load(Ordering::Relaxed)).then_some(n + 1)
             })
             .ok()?;
         let mut by_client = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
         match by_client.get_mut(client) {
-            Some(n) if *n >= self.max_per_client => {
+            Some(n) if *n >= self.max_per_client.load(Ordering::Relaxed) => {
                 drop(by_client);
                 self.all.fetch_sub(1, Ordering::AcqRel);
                 return None;
@@ -108,7 +116,7 @@ pub(super) struct TokenEndpoint {
     clock: Arc<dyn Clock>,
     auth: super::client_auth::ClientAuth,
     store: Arc<Store>,
-    minter: Arc<Minter>,
+    minter: Arc<Live<Minter>>,
     issuance: Arc<TokenIssuance>,
     /// The provider, for its clients' refreshes.
     upstream: Option<Arc<crate::upstream::Upstream>>,
@@ -256,6 +264,7 @@ impl TokenEndpoint {
             return None;
         }
         self.minter
+            .get()
             .own_refresh_token(&token?, self.clock.now_ms() / 1000)
     }
 
@@ -387,7 +396,7 @@ impl TokenEndpoint {
                     let body = serde_json::to_vec(t).expect("a token response serialises");
                     return Ok(json_response(StatusCode::OK, Bytes::from(body)));
                 }
-                let mut grant = self.minter.grant_for(&pending, &approval);
+                let mut grant = self.minter.get().grant_for(&pending, &approval);
                 grant.bound_to = bound_to;
                 // Boxed: issued once per request, its futures stay out of held polls.
                 let tokens = Box::pin(self.issuance.issue(

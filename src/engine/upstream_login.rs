@@ -22,6 +22,7 @@ use super::{EngineRequest, Shared};
 use crate::clients::ClientRegistry;
 use crate::clock::Clock;
 use crate::config::IdentityClaim;
+use crate::live::Live;
 use crate::protocol::random_token;
 use crate::store::KeptStore as _;
 use crate::store::{Approval, PendingRequest, PendingStore, Store, StoreError};
@@ -131,7 +132,7 @@ pub(super) struct UpstreamLogin {
     clock: Arc<dyn Clock>,
     store: Arc<Store>,
     clients: Arc<ClientRegistry>,
-    users: Arc<UserDirectory>,
+    users: Arc<Live<UserDirectory>>,
     pages: Arc<Pages>,
     decisions: Arc<Decisions>,
     /// The provider's discovery path (what its endpoints are read from).
@@ -352,7 +353,13 @@ impl UpstreamLogin {
         };
         // Identity binding (security-critical): the person who logged in must be the person the
         // request's hint resolved to.
-        let user = self.users.by_subject(&pending.subject).await.ok().flatten();
+        let user = self
+            .users
+            .current()
+            .by_subject(&pending.subject)
+            .await
+            .ok()
+            .flatten();
         let bound = identity_bound(
             self.identity_claim,
             &claims,

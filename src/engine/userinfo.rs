@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::{EngineRequest, Outcome, Shared, json_response};
 use crate::clock::Clock;
+use crate::live::Live;
 use crate::protocol::form::require_form_content_type;
 use crate::protocol::{Form, OAuthError, Scope};
 use crate::tokens::Minter;
@@ -38,8 +39,8 @@ pub(super) struct Userinfo {
     /// The `aud` of the gateway's access tokens.
     audience: String,
     clock: Arc<dyn Clock>,
-    minter: Arc<Minter>,
-    users: Arc<UserDirectory>,
+    minter: Arc<Live<Minter>>,
+    users: Arc<Live<UserDirectory>>,
     /// A deleted client's tokens are refused here (RCM-01).
     clients: Arc<crate::clients::ClientRegistry>,
     mtls: crate::config::MtlsConfig,
@@ -87,7 +88,7 @@ impl Userinfo {
         if !h
             .kid
             .as_deref()
-            .is_some_and(|k| self.minter.keys().has_kid(k))
+            .is_some_and(|k| self.minter.get().keys().has_kid(k))
             || !h
                 .typ
                 .as_deref()
@@ -99,7 +100,7 @@ impl Userinfo {
         v.validate_exp = false;
         v.validate_aud = false;
         v.required_spec_claims.clear();
-        self.minter.keys().verify(token, v)
+        self.minter.get().keys().verify(token, v)
     }
 
     async fn userinfo_for(
@@ -162,6 +163,7 @@ impl Userinfo {
             })?;
         let user = self
             .users
+            .current()
             .by_subject(&at.sub)
             .await
             .map_err(|_| OAuthError::unavailable("the user directory is unavailable", 5))?;

@@ -1,10 +1,16 @@
-//! The admin listener (`admin.listen`): Prometheus metrics, liveness and readiness for the
-//! people who run the gateway, on an address of its own — never on the public port. HTTP/1.1,
-//! plain TCP (bind it to loopback or a private interface), on a thread of its own so that it
-//! answers whichever runtime serves the public port, and however busy that one is.
+//! The operator's side of the process, on a thread of its own so that it answers whichever
+//! runtime serves the public port, and however busy that one is:
+//!
+//! - the admin listener (`admin.listen`): Prometheus metrics, liveness and readiness, and
+//!   `POST /reload`, on an address of its own — never on the public port. HTTP/1.1, plain TCP:
+//!   bind it to loopback or a private interface, as anyone who reaches it can read the metrics
+//!   and have the configuration file read again;
+//! - SIGHUP: the configuration file read again ([`reload_file`]);
+//! - the log limit's report of what it held back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +21,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::engine::Engine;
+use crate::config::{Config, ConfigErrors};
+use crate::engine::{Engine, Reloaded};
 use crate::log_limit::LogLimit;
 
 /// What the admin listener serves.
@@ -23,13 +30,24 @@ struct Admin {
     engine: Arc<Engine>,
     metrics: PrometheusHandle,
     log_limit: LogLimit,
+    config: PathBuf,
+}
+
+/// Reads the configuration file at `path` again and reloads `engine` with it
+/// ([`Engine::reload`]): SIGHUP and `POST /reload` both come here. A file that cannot be read
+/// or parsed is refused, and recorded, as one that does not pass the checks.
+pub fn reload_file(engine: &Engine, path: &Path) -> Result<Reloaded, ConfigErrors> {
+    let cfg = Config::load(path).inspect_err(crate::audit::reload_refused)?;
+    engine.reload(cfg)
 }
 
 /// Starts the operator's side of the process on a thread of its own: the log limit's report
-/// every 10 s and, with `admin` (an address and the recorder's handle), the admin listener —
-/// bound now, so that a taken port fails the start. Returns the admin listener's address.
+/// every 10 s, reloads of the file at `config` on SIGHUP and, with `admin` (an address and the
+/// recorder's handle), the admin listener — bound now, so that a taken port fails the start,
+/// as SIGHUP is handled from now on. Returns the admin listener's address.
 pub fn start(
     engine: Arc<Engine>,
+    config: PathBuf,
     log_limit: LogLimit,
     admin: Option<(SocketAddr, PrometheusHandle)>,
 ) -> std::io::Result<Option<SocketAddr>> {
@@ -45,10 +63,26 @@ pub fn start(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Registered before returning: SIGHUP's default action ends the process.
+    #[cfg(unix)]
+    let mut hangup = {
+        let _rt = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?
+    };
     std::thread::Builder::new()
         .name("ciba-admin".into())
         .spawn(move || {
             rt.block_on(async move {
+                #[cfg(unix)]
+                {
+                    let (engine, config) = (Arc::clone(&engine), config.clone());
+                    tokio::spawn(async move {
+                        while hangup.recv().await.is_some() {
+                            // The outcome is in the audit trail.
+                            let _ = reload_file(&engine, &config);
+                        }
+                    });
+                }
                 let report = log_limit.clone().report(Duration::from_secs(10));
                 let (Some(listener), Some((_, metrics))) = (listener, admin) else {
                     return report.await;
@@ -58,6 +92,7 @@ pub fn start(
                     engine,
                     metrics,
                     log_limit,
+                    config,
                 });
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(l) => l,
@@ -110,6 +145,9 @@ pub fn start(
 
 impl Admin {
     async fn answer(&self, req: &http::Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.uri().path() == "/reload" {
+            return self.reload(req);
+        }
         if req.method() != Method::GET {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
@@ -134,6 +172,39 @@ impl Admin {
             },
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+}
+
+impl Admin {
+    /// `POST /reload`: 200 with what changed, or 422 with every problem (the running
+    /// configuration stays). A browser's request (it has an `Origin`) is refused, so that a
+    /// page the operator visits cannot trigger one.
+    fn reload(&self, req: &http::Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST only\n");
+        }
+        if req.headers().contains_key(header::ORIGIN) {
+            return text(StatusCode::FORBIDDEN, "not from a browser\n");
+        }
+        let (status, body) = match reload_file(&self.engine, &self.config) {
+            Ok(r) => (
+                StatusCode::OK,
+                serde_json::json!({ "changed": r.changed, "retired_kids": r.retired_kids }),
+            ),
+            Err(problems) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({
+                    "error": "configuration_refused",
+                    "problems": problems.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                }),
+            ),
+        };
+        let mut r = text(status, body.to_string());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        r
     }
 }
 

@@ -47,11 +47,14 @@ pub(super) fn jwt_alg(a: SigningAlg) -> Algorithm {
 }
 
 /// One signing key with its public half.
+#[derive(Clone)]
 struct SigningKey {
     kid: String,
     alg: Algorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// Its public JWK, as published.
+    jwk: Jwk,
 }
 
 impl SigningKey {
@@ -82,6 +85,7 @@ impl SigningKey {
                 alg: a,
                 encoding,
                 decoding,
+                jwk: jwk.clone(),
             },
             jwk,
         ))
@@ -96,10 +100,29 @@ pub(crate) fn key_pair_for_tests(pem: &str, alg: SigningAlg) -> (EncodingKey, De
 }
 
 /// The gateway's keys: all are published, the active one signs.
+///
+/// A key that a reload took out of `tokens.keys` is *retired*: it signs nothing, still verifies
+/// the tokens it signed, and stays in the JWKS until the last access or ID token it can have
+/// signed has expired, so that resource servers and clients holding them are not broken by a
+/// rotation. It is kept (for the gateway's own refresh tokens) until those expired too.
+#[derive(Clone)]
 pub struct KeySet {
     keys: Vec<SigningKey>,
     active: usize,
-    jwks: Bytes,
+    retired: Vec<Retired>,
+    /// The JWKS documents, each served while now (seconds) is below its bound, in order: the
+    /// retired keys drop out one by one; the last document has no bound.
+    jwks: Vec<(u64, Bytes)>,
+}
+
+/// A key taken out of the configuration by a reload.
+#[derive(Clone)]
+struct Retired {
+    key: SigningKey,
+    /// Published until then (seconds).
+    published_until: u64,
+    /// Kept for verification until then (seconds); dropped by the first reload after.
+    kept_until: u64,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -108,6 +131,10 @@ impl std::fmt::Debug for KeySet {
             .field(
                 "kids",
                 &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
+            )
+            .field(
+                "retired",
+                &self.retired.iter().map(|r| &r.key.kid).collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -120,16 +147,14 @@ impl KeySet {
     pub fn from_config(cfg: &TokensConfig) -> Result<Self, ConfigErrors> {
         let mut problems = Problems::new();
         let mut keys = Vec::new();
-        let mut jwks = Vec::new();
         if cfg.keys.is_empty() {
             tracing::warn!(
                 "no signing keys configured: using an ephemeral ES256 key (tokens will not verify after a restart)"
             );
             let key = generate_pem(SigningAlg::ES256)
                 .and_then(|pem| SigningKey::from_pem("ephemeral-es256", SigningAlg::ES256, &pem));
-            if let Some((k, j)) = problems.take("tokens.keys", key) {
+            if let Some((k, _)) = problems.take("tokens.keys", key) {
                 keys.push(k);
-                jwks.push(j);
             }
         }
         for (
@@ -143,9 +168,8 @@ impl KeySet {
         {
             let key = load_key_pem(private_key)
                 .and_then(|pem| SigningKey::from_pem(kid, *alg, pem.expose()));
-            if let Some((k, j)) = problems.take(format!("tokens.keys[{i}].private_key"), key) {
+            if let Some((k, _)) = problems.take(format!("tokens.keys[{i}].private_key"), key) {
                 keys.push(k);
-                jwks.push(j);
             }
         }
         let active = match &cfg.active_kid {
@@ -156,19 +180,97 @@ impl KeySet {
             None => Some(0),
         };
         problems.finish(|| {
-            let jwks =
-                Bytes::from(serde_json::to_vec(&JwkSet { keys: jwks }).expect("a JWKS serialises"));
             Self {
                 keys,
                 active: active.unwrap_or_default(),
-                jwks,
+                retired: Vec::new(),
+                jwks: Vec::new(),
             }
+            .published()
         })
     }
 
-    /// The JWKS document (public keys only).
-    pub fn jwks(&self) -> &Bytes {
-        &self.jwks
+    /// This key set after a reload from `previous`: each of `previous`'s keys (current or
+    /// retired) that is not in this set by `kid` is retired at `now` (seconds), published for
+    /// `publish_secs` more and kept for `keep_secs` more; retired keys past their keeping
+    /// are dropped.
+    pub fn retiring(
+        mut self,
+        previous: &KeySet,
+        now: u64,
+        publish_secs: u64,
+        keep_secs: u64,
+    ) -> Self {
+        let taken_out = previous
+            .keys
+            .iter()
+            .filter(|k| !self.has_current_kid(&k.kid))
+            .map(|k| Retired {
+                key: k.clone(),
+                published_until: now.saturating_add(publish_secs),
+                kept_until: now.saturating_add(keep_secs),
+            });
+        let still_kept = previous
+            .retired
+            .iter()
+            .filter(|r| r.kept_until > now && !self.has_current_kid(&r.key.kid))
+            .cloned();
+        let retired: Vec<Retired> = taken_out.chain(still_kept).collect();
+        self.retired = retired;
+        self.published()
+    }
+
+    /// The `kid`s of the retired keys.
+    pub fn retired_kids(&self) -> impl Iterator<Item = &str> {
+        self.retired.iter().map(|r| r.key.kid.as_str())
+    }
+
+    /// Whether `kid` names a retired key.
+    pub fn is_retired(&self, kid: &str) -> bool {
+        self.retired.iter().any(|r| r.key.kid == kid)
+    }
+
+    fn has_current_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid == kid)
+    }
+
+    /// The same set with its JWKS documents written.
+    fn published(mut self) -> Self {
+        let mut bounds: Vec<u64> = self.retired.iter().map(|r| r.published_until).collect();
+        bounds.sort_unstable();
+        bounds.dedup();
+        bounds.push(u64::MAX);
+        self.jwks = bounds
+            .into_iter()
+            .map(|until| {
+                let keys = self
+                    .keys
+                    .iter()
+                    .map(|k| k.jwk.clone())
+                    .chain(
+                        self.retired
+                            .iter()
+                            .filter(|r| r.published_until >= until)
+                            .map(|r| r.key.jwk.clone()),
+                    )
+                    .collect();
+                let doc = serde_json::to_vec(&JwkSet { keys }).expect("a JWKS serialises");
+                (until, Bytes::from(doc))
+            })
+            .collect();
+        self
+    }
+
+    /// The JWKS document (public keys only) at `now` (seconds): the current keys, and the
+    /// retired ones still published.
+    pub fn jwks(&self, now: u64) -> &Bytes {
+        let (_, doc) = self
+            .jwks
+            .iter()
+            .find(|(until, _)| now < *until)
+            .or(self.jwks.last())
+            .expect("a key set has a JWKS");
+        doc
     }
 
     /// The algorithm of the active key.
@@ -188,9 +290,9 @@ impl KeySet {
         algs
     }
 
-    /// Whether `kid` names one of the gateway's keys.
+    /// Whether `kid` names one of the gateway's keys (retired ones too: they verify).
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|k| k.kid == kid)
+        self.has_current_kid(kid) || self.retired.iter().any(|r| r.key.kid == kid)
     }
 
     /// Signs claims with the active key, `kid` and `typ` in the header.
@@ -240,10 +342,83 @@ impl KeySet {
         let key = self
             .keys
             .iter()
+            .chain(self.retired.iter().map(|r| &r.key))
             .find(|k| Some(&k.kid) == header.kid.as_ref() && k.alg == header.alg)?;
         validation.algorithms = vec![key.alg];
         jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
             .ok()
             .map(|d| d.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SecretRef;
+
+    fn keys(kids: &[&str]) -> KeySet {
+        let cfg = TokensConfig {
+            keys: kids
+                .iter()
+                .map(|kid| KeyConfig {
+                    kid: (*kid).to_owned(),
+                    alg: SigningAlg::ES256,
+                    private_key: SecretRef::value(generate_pem(SigningAlg::ES256).unwrap()),
+                })
+                .collect(),
+            ..TokensConfig::default()
+        };
+        KeySet::from_config(&cfg).unwrap()
+    }
+
+    fn kids(doc: &Bytes) -> Vec<String> {
+        let set: JwkSet = serde_json::from_slice(doc).unwrap();
+        set.keys
+            .into_iter()
+            .map(|k| k.common.key_id.unwrap())
+            .collect()
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Claims {
+        sub: String,
+        exp: u64,
+    }
+
+    #[test]
+    fn a_retired_key_verifies_and_is_published_until_its_bound_then_dropped() {
+        let one = keys(&["k1"]);
+        let claims = Claims {
+            sub: "s".into(),
+            exp: u64::MAX / 2,
+        };
+        let token = one.sign("JWT", &claims).unwrap();
+        let two = keys(&["k2"]).retiring(&one, 1000, 600, 3000);
+        assert_eq!(kids(two.jwks(1000)), ["k2", "k1"]);
+        assert_eq!(kids(two.jwks(1599)), ["k2", "k1"]);
+        assert_eq!(kids(two.jwks(1600)), ["k2"]);
+        assert!(two.has_kid("k1") && two.is_retired("k1"));
+        let mut v = Validation::new(Algorithm::ES256);
+        v.validate_aud = false;
+        assert!(two.verify::<Claims>(&token, v.clone()).is_some());
+        // The new key signs.
+        let signed = two.sign("JWT", &claims).unwrap();
+        assert_eq!(
+            jsonwebtoken::decode_header(&signed).unwrap().kid.unwrap(),
+            "k2"
+        );
+
+        // A later reload keeps k1 until its keeping ends, then drops it; k2 retires in turn.
+        let three = keys(&["k3"]).retiring(&two, 2000, 600, 3000);
+        assert_eq!(kids(three.jwks(2000)), ["k3", "k2"]);
+        assert!(three.verify::<Claims>(&token, v.clone()).is_some());
+        let four = keys(&["k3"]).retiring(&three, 4000, 600, 3000);
+        assert!(!four.has_kid("k1"));
+        assert!(four.verify::<Claims>(&token, v).is_none());
+
+        // A key put back in the file is current again, not retired.
+        let back = keys(&["k2", "k3"]).retiring(&three, 2100, 600, 3000);
+        assert!(!back.is_retired("k2"));
+        assert_eq!(kids(back.jwks(5000)), ["k2", "k3"]);
     }
 }

@@ -460,10 +460,10 @@ mod tests {
             assert_eq!(h.kid.as_deref(), Some("k"));
             let v: Option<serde_json::Value> = ks.verify(&token, Validation::new(h.alg));
             assert_eq!(v.unwrap()["sub"], "x", "{alg:?}");
-            let jwks: JwkSet = serde_json::from_slice(ks.jwks()).unwrap();
+            let jwks: JwkSet = serde_json::from_slice(ks.jwks(0)).unwrap();
             assert!(jwks.keys[0].common.key_id.as_deref() == Some("k"));
             assert!(
-                !String::from_utf8_lossy(ks.jwks()).contains("\"d\""),
+                !String::from_utf8_lossy(ks.jwks(0)).contains("\"d\""),
                 "no private parts in the JWKS"
             );
         }
@@ -498,7 +498,7 @@ mod tests {
             ..TokensConfig::default()
         };
         let ks = KeySet::from_config(&cfg).unwrap();
-        let jwks: JwkSet = serde_json::from_slice(ks.jwks()).unwrap();
+        let jwks: JwkSet = serde_json::from_slice(ks.jwks(0)).unwrap();
         assert_eq!(jwks.keys.len(), 2);
         let t = ks.sign("JWT", &serde_json::json!({})).unwrap();
         assert_eq!(

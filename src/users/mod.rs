@@ -87,6 +87,19 @@ impl UserDirectory {
     /// Builds the directory from configuration, loading user codes and the directory's
     /// bearer token; every problem is reported, each under its path.
     pub fn from_config(cfg: &UsersConfig) -> Result<Self, ConfigErrors> {
+        Self::rebuilt(cfg, None)
+    }
+
+    /// As [`UserDirectory::from_config`], for a reload: a user whose user code is unchanged
+    /// keeps what `previous` verified of it (no argon2 run again).
+    pub(crate) fn rebuilt(
+        cfg: &UsersConfig,
+        previous: Option<&UserDirectory>,
+    ) -> Result<Self, ConfigErrors> {
+        let before = |subject: &str| match previous {
+            Some(Self::Static { by_subject, .. }) => by_subject.get(subject),
+            _ => None,
+        };
         let mut problems = Problems::new();
         match cfg {
             UsersConfig::Static { users } => {
@@ -97,7 +110,15 @@ impl UserDirectory {
                         Some(r) => {
                             let path = format!("users.users[{i}].user_code");
                             match problems.take(path, resolve_verifier(r)) {
-                                Some(v) => Some(SecretVerifier::new(v)),
+                                Some(v) => {
+                                    let mut v = SecretVerifier::new(v);
+                                    if let Some(code) =
+                                        before(&u.subject).and_then(|p| p.user_code.as_ref())
+                                    {
+                                        v.adopt(code);
+                                    }
+                                    Some(v)
+                                }
                                 None => continue,
                             }
                         }

@@ -11,34 +11,6 @@ fn quickstart_plus(port: u16, extra: &str) -> tempfile_path::Path {
     tempfile_path::write(&format!("{text}\n{extra}\n"))
 }
 
-/// Stops the process with SIGTERM and returns every line it wrote.
-fn stop(
-    mut child: std::process::Child,
-    reader: std::thread::JoinHandle<Vec<String>>,
-) -> Vec<String> {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    child.wait().unwrap();
-    reader.join().unwrap()
-}
-
-async fn get(http: &reqwest::Client, url: &str) -> (u16, String) {
-    let r = http.get(url).send().await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
-
-/// The value of the sample `name{labels}` in a Prometheus text page (0 when absent).
-fn sample(page: &str, series: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
 /// The admin listener serves what an operator scrapes: one CIBA flow shows up per endpoint
 /// and outcome, with the held poll while it waits; no label carries the `auth_req_id`, a
 /// secret or the user; the public port serves none of it.
@@ -47,36 +19,16 @@ async fn the_admin_listener_shows_a_flow_and_the_public_port_does_not() {
     let (port, admin) = (free_port(), free_port());
     let cfg = quickstart_plus(port, &format!("admin: {{ listen: \"127.0.0.1:{admin}\" }}"));
     let (child, rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
     let (base, metrics) = (
         format!("http://127.0.0.1:{port}"),
         format!("http://127.0.0.1:{admin}/metrics"),
     );
     let http = http_client();
-    let r = post_form(
-        &http,
-        &format!("{base}/bc-authorize"),
-        &[
-            ("client_id", "my-client"),
-            ("client_secret", "supersecret"),
-            ("scope", "openid"),
-            ("login_hint", "alice"),
-            ("user_code", "abc123"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.json);
-    let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
+    let id = bc_for_alice(&http, &base).await;
     let poll = {
-        let (http, token, id) = (http.clone(), format!("{base}/token"), id.clone());
-        tokio::spawn(async move {
-            let form = [
-                ("grant_type", "urn:openid:params:grant-type:ciba"),
-                ("client_id", "my-client"),
-                ("client_secret", "supersecret"),
-                ("auth_req_id", id.as_str()),
-            ];
-            post_form(&http, &token, &form).await
-        })
+        let (http, base, id) = (http.clone(), base.clone(), id.clone());
+        tokio::spawn(async move { redeem(&http, &base, &id).await })
     };
     // The quickstart long-polls: the scrape sees the poll held and the request pending.
     ciba_test_support::eventually("the held poll is in the metrics", || async {
@@ -152,6 +104,7 @@ async fn the_audit_trail_follows_a_request_without_its_secrets() {
     let port = free_port();
     let cfg = quickstart_plus(port, "log: { format: json }");
     let (child, rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = http_client();
     let form = [
@@ -166,13 +119,7 @@ async fn the_audit_trail_follows_a_request_without_its_secrets() {
     assert_eq!(r.status, 200, "{}", r.json);
     let id = r.json["auth_req_id"].as_str().unwrap().to_owned();
     approve_next_link(&http, &rx).await;
-    let form = [
-        ("grant_type", "urn:openid:params:grant-type:ciba"),
-        ("client_id", "my-client"),
-        ("client_secret", "supersecret"),
-        ("auth_req_id", id.as_str()),
-    ];
-    let tokens = post_form(&http, &format!("{base}/token"), &form).await;
+    let tokens = redeem(&http, &base, &id).await;
     assert_eq!(tokens.status, 200, "{}", tokens.json);
     let access_token = tokens.json["access_token"].as_str().unwrap().to_owned();
 
@@ -225,6 +172,7 @@ async fn the_log_channels_links_are_never_held_back() {
         "log: { max_lines_per_sec: 5 }\nlimits: { bc_per_client: null, bc_per_user: null }",
     );
     let (child, _rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
     let http = http_client();
     let form = [
         ("client_id", "my-client"),
@@ -261,6 +209,7 @@ async fn a_failing_store_cannot_flood_the_log() {
         ),
     );
     let (child, rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
     redis.kill();
     let http = http_client();
     let link = format!("http://127.0.0.1:{port}/approve/{}", "A".repeat(43));
@@ -323,6 +272,7 @@ async fn a_refused_flood_is_held_to_the_log_limit() {
         "limits: { bc_per_client: { requests: 1, per_secs: 3600 } }",
     );
     let (child, _rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
     let http = http_client();
     let url = format!("http://127.0.0.1:{port}/bc-authorize");
     let form = [

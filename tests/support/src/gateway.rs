@@ -399,29 +399,14 @@ impl Gateway {
         id_token: &str,
         aud: &str,
     ) -> serde_json::Value {
-        let jwks: jsonwebtoken::jwk::JwkSet = self
-            .http
-            .get(d["jwks_uri"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
         let header = jsonwebtoken::decode_header(id_token).unwrap();
-        let jwk = jwks
-            .find(header.kid.as_deref().unwrap())
-            .expect("the signing key is in the advertised JWKS");
         let mut v = jsonwebtoken::Validation::new(header.alg);
         v.set_audience(&[aud]);
         v.set_issuer(&[d["issuer"].as_str().unwrap()]);
-        jsonwebtoken::decode::<serde_json::Value>(
-            id_token,
-            &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
-            &v,
-        )
-        .unwrap()
-        .claims
+        let jwks = d["jwks_uri"].as_str().unwrap();
+        crate::tokens::verify_with_jwks(&self.http, jwks, id_token, v)
+            .await
+            .1
     }
 
     /// bc-authorize as `post-client` with the given extra parameters.

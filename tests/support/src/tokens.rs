@@ -15,6 +15,47 @@ pub fn decode_jwt(jwt: &str) -> (serde_json::Value, serde_json::Value) {
     (d(p[0]), d(p[1]))
 }
 
+/// GETs `url` and parses its JSON body.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// The `kid`s of the JWKS at `url`, in its order.
+pub async fn jwks_kids(http: &reqwest::Client, url: &str) -> Vec<String> {
+    get_json(http, url).await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Verifies `jwt` as a client would: with the key its `kid` names in the JWKS at `jwks_url`,
+/// under `validation` (its algorithm taken from the header). The `kid` and the claims.
+pub async fn verify_with_jwks(
+    http: &reqwest::Client,
+    jwks_url: &str,
+    jwt: &str,
+    mut validation: jsonwebtoken::Validation,
+) -> (String, serde_json::Value) {
+    let jwks: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(get_json(http, jwks_url).await).unwrap();
+    let header = jsonwebtoken::decode_header(jwt).unwrap();
+    let kid = header.kid.expect("the JWT names its key");
+    let jwk = jwks
+        .find(&kid)
+        .expect("the signing key is in the advertised JWKS");
+    validation.algorithms = vec![header.alg];
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        jwt,
+        &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(),
+        &validation,
+    )
+    .expect("the JWT verifies with the published key")
+    .claims;
+    (kid, claims)
+}
+
 /// OpenID Connect's `at_hash` / `rt_hash` of `token` for an ID token signed with `alg`: the
 /// left half of the hash the algorithm's family uses (SHA-512 for EdDSA), base64url. Written
 /// here from the specification, independently of the gateway's own.

@@ -1,0 +1,49 @@
+//! A part of the engine that a reload ([`crate::Engine::reload`]) replaces while requests run.
+//!
+//! Readers take the current value without a lock ([`Live::get`], an `arc-swap` load: no
+//! reference count is touched, so the hot poll path pays a few nanoseconds); a reload swaps
+//! in a new value at once, and whoever still holds the old one finishes with it (a poll held
+//! across a reload answers with what it started with).
+
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
+
+/// A value replaced whole by a reload.
+pub(crate) struct Live<T>(ArcSwap<T>);
+
+impl<T> Live<T> {
+    /// A live value starting at `value`.
+    pub(crate) fn new(value: T) -> Self {
+        Self(ArcSwap::from_pointee(value))
+    }
+
+    /// The current value, for a short use (not across a long wait: [`Live::current`] then).
+    pub(crate) fn get(&self) -> Guard<Arc<T>> {
+        self.0.load()
+    }
+
+    /// The current value, to keep across a wait.
+    pub(crate) fn current(&self) -> Arc<T> {
+        self.0.load_full()
+    }
+
+    /// The value, for one that was never shared (a freshly built component); a copy if it was.
+    pub(crate) fn into_inner(self) -> T
+    where
+        T: Clone,
+    {
+        Arc::unwrap_or_clone(self.0.into_inner())
+    }
+
+    /// Replaces the value; readers see the new one from their next [`Live::get`].
+    pub(crate) fn replace(&self, value: T) {
+        self.0.store(Arc::new(value));
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Live<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}

@@ -1,0 +1,149 @@
+//! `Engine::reload` (issue 21 §5) on both runtimes, on a manual clock: users, limits and keys
+//! change under a running gateway; a retired key leaves the JWKS once the tokens it signed have
+//! expired; a poll held across a reload is answered. (The binary's SIGHUP and
+//! `POST /reload`, and refusals, are in `tests/quickstart/reload.rs`.)
+
+use ciba_test_support as common;
+
+use ciba_gateway::Config;
+use ciba_gateway::config::{KeyConfig, Rate, RuntimeKind, SecretRef, SigningAlg, UsersConfig};
+use common::*;
+
+/// Reloads every replica with `cfg`.
+fn reload(gw: &Gateway, cfg: &Config) -> ciba_gateway::Reloaded {
+    let mut last = None;
+    for e in &gw.engines {
+        last = Some(e.reload(cfg.clone()).expect("the reload is accepted"));
+    }
+    last.unwrap()
+}
+
+/// The `kid`s of the JWKS discovery advertises, as a client finds them.
+async fn published(gw: &Gateway) -> Vec<String> {
+    let d = gw.discovery().await;
+    common::tokens::jwks_kids(&gw.http, d["jwks_uri"].as_str().unwrap()).await
+}
+
+both_runtimes!(
+    a_reload_adds_a_user_and_changes_the_client_limit,
+    a_poll_held_across_a_reload_is_answered,
+);
+
+/// Standalone only: the runtimes' test harness puts pingora in front of an echo server, which
+/// has no JWKS to merge the gateway's keys into; the JWKS is the engine's on both runtimes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_key_is_published_until_its_tokens_expired_standalone() {
+    a_rotated_key_is_published_until_its_tokens_expired(RuntimeKind::Tower).await
+}
+
+/// A user added by a reload can be reached at once; a lowered `limits.bc_per_client` applies
+/// to the next request (GW-07), with the budget spent before the reload still counted.
+async fn a_reload_adds_a_user_and_changes_the_client_limit(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
+    gw.bc(&[("scope", "openid"), ("login_hint", "carol")])
+        .await
+        .assert_error(400, "unknown_user_id");
+
+    let mut cfg = (*gw.engine.config()).clone();
+    let UsersConfig::Static { users } = &mut cfg.users else {
+        panic!("the base configuration has static users")
+    };
+    let mut carol = users[1].clone();
+    carol.subject = "sub-carol".into();
+    carol.username = Some("carol".into());
+    carol.email = None;
+    users.push(carol);
+    cfg.limits.bc_per_client = Some(Rate {
+        requests: 1,
+        per_secs: 3600,
+    });
+    cfg.limits.bc_per_user = None;
+    // Whatever the client spent so far has drained.
+    gw.clock.advance_secs(24 * 3600);
+    let r = reload(&gw, &cfg);
+    assert!(
+        r.changed.contains(&"users") && r.changed.contains(&"limits"),
+        "{r:?}"
+    );
+
+    let first = gw.bc(&[("scope", "openid"), ("login_hint", "carol")]).await;
+    assert_eq!(first.status, 200, "{}", first.json);
+    gw.bc(&[("scope", "openid"), ("login_hint", "carol")])
+        .await
+        .assert_error(403, "access_denied");
+}
+
+/// Key rotation by reload: the new key signs from then on; the old one stays in the JWKS
+/// (GW-02: tokens it signed still verify) until the longest access / ID token lifetime has
+/// passed, then leaves it.
+async fn a_rotated_key_is_published_until_its_tokens_expired(kind: RuntimeKind) {
+    let (gw, auth) = start_with_authenticator(kind, |_| {}).await;
+    let old = gw.own_kid();
+    assert_eq!(published(&gw).await, std::slice::from_ref(&old));
+
+    let mut cfg = (*gw.engine.config()).clone();
+    cfg.tokens.keys = vec![KeyConfig {
+        kid: "rotated".into(),
+        alg: SigningAlg::ES256,
+        private_key: SecretRef::value(
+            ciba_gateway::generate_signing_key(SigningAlg::ES256).unwrap(),
+        ),
+    }];
+    cfg.tokens.active_kid = None;
+    let r = reload(&gw, &cfg);
+    assert_eq!(r.retired_kids, std::slice::from_ref(&old));
+
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let tokens = gw.poll(&id).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    let id_token = tokens.json["id_token"].as_str().unwrap();
+    let (header, _) = decode_jwt(id_token);
+    assert_eq!(header["kid"], "rotated");
+    gw.verify_id_token(id_token, POST_CLIENT.0).await;
+
+    assert_eq!(published(&gw).await, ["rotated".to_owned(), old.clone()]);
+    let lifetime = {
+        let t = &gw.engine.config().tokens;
+        t.access_token_ttl_secs.max(t.id_token_ttl_secs)
+    };
+    gw.clock.advance_secs(lifetime - 1);
+    assert_eq!(published(&gw).await.len(), 2);
+    gw.clock.advance_secs(1);
+    assert_eq!(published(&gw).await, ["rotated".to_owned()]);
+}
+
+/// A poll held (long polling) while the reload happens is answered with the tokens once the
+/// user approves: the reload keeps pending requests and held polls.
+async fn a_poll_held_across_a_reload_is_answered(kind: RuntimeKind) {
+    let (gw, auth) = start_with_authenticator(kind, |c| c.ciba.long_poll_secs = 20).await;
+    let id = gw.start_request().await;
+    let call = auth.next_call().await;
+    let held = {
+        let (http, url, id) = (gw.http.clone(), gw.url.clone(), id.clone());
+        tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/token"))
+                .form(&[
+                    ("grant_type", "urn:openid:params:grant-type:ciba"),
+                    ("client_id", POST_CLIENT.0),
+                    ("client_secret", POST_CLIENT.1),
+                    ("auth_req_id", id.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            reply(r).await
+        })
+    };
+    eventually("the poll is held", || async { gw.held_polls() == 1 }).await;
+    let mut cfg = (*gw.engine.config()).clone();
+    cfg.ciba.max_held_polls_per_client = 7;
+    let r = reload(&gw, &cfg);
+    assert_eq!(r.changed, ["ciba"]);
+    assert_eq!(callback(&gw, &call.bearer, "SUCCEED").await.status, 200);
+    let r = held.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert!(r.json["access_token"].is_string());
+}
