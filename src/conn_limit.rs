@@ -81,6 +81,24 @@ impl Activity {
     }
 }
 
+/// A client connection, counted in `ciba_connections_open` while this lives ([`crate::metrics`]).
+#[derive(Debug)]
+pub struct Counted(());
+
+impl Counted {
+    /// Counts a connection opened now.
+    pub fn open() -> Self {
+        crate::metrics::connection(true);
+        Self(())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        crate::metrics::connection(false);
+    }
+}
+
 /// Part of the open connections, by peer address (64 shards keep the lock uncontended).
 type Shard = std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>>;
 

@@ -18,6 +18,9 @@
 //! | `ciba_pending_requests` | gauge | — (memory store; set at each scrape) |
 //! | `ciba_log_lines_held_back_total` | counter | — |
 //! | `ciba_config_reloads_total` | counter | `result` (`applied`, `refused`) |
+//! | `ciba_connections_open` | gauge | — (client connections, either runtime) |
+//! | `ciba_connections_closed_total` | counter | `reason` (`idle`; `room`: quiet while `server.max_connections` were open) |
+//! | `ciba_held_polls_reclaimed_total` | counter | — (held polls answered early to make room for connections) |
 
 use std::time::Duration;
 
@@ -100,4 +103,27 @@ pub(crate) fn rate_limited(limit: &'static str) {
 pub(crate) fn reload(applied: bool) {
     let result = if applied { "applied" } else { "refused" };
     metrics::counter!("ciba_config_reloads_total", "result" => result).increment(1);
+}
+
+/// `n` held polls answered early to make room for connections.
+pub(crate) fn held_polls_reclaimed(n: usize) {
+    if n > 0 {
+        metrics::counter!("ciba_held_polls_reclaimed_total").increment(n as u64);
+    }
+}
+
+/// A client connection opened (`true`) or closed (`false`), on either runtime.
+pub(crate) fn connection(opened: bool) {
+    let g = metrics::gauge!("ciba_connections_open");
+    if opened {
+        g.increment(1.0)
+    } else {
+        g.decrement(1.0)
+    }
+}
+
+/// A client connection the runtime closed: `idle` (`server.idle_timeout_secs`) or `room`
+/// (quiet while `server.max_connections` were open).
+pub(crate) fn connection_closed(reason: &'static str) {
+    metrics::counter!("ciba_connections_closed_total", "reason" => reason).increment(1);
 }

@@ -328,7 +328,7 @@ async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>>
 /// [`CibaProxy::nodes`] beside it).
 #[derive(Clone)]
 pub struct CibaProxy {
-    module: CibaModule,
+    pub(crate) module: CibaModule,
     /// The connections the runtime watches (shared with `serve::pingora::Guarded`).
     pub(crate) conns: Arc<Connections>,
     /// The provider's nodes, resolved once: a per-request lookup would block the proxy's

@@ -381,6 +381,17 @@ impl Engine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Answers every poll held now (long polling) with what it would get at the end of its
+    /// hold — `authorization_pending`, unless the user decided meanwhile — so that its
+    /// connection becomes quiet and can be closed to make room: a runtime at
+    /// `server.max_connections` with no quiet connection left calls this. Returns how many were
+    /// held.
+    pub fn reclaim_held_polls(&self) -> usize {
+        let n = self.token.held.reclaim();
+        crate::metrics::held_polls_reclaimed(n);
+        n
+    }
+
     /// How far the notification of a live request got.
     pub async fn delivery(&self, auth_req_id: &str) -> Option<crate::store::Delivery> {
         use crate::store::PendingStore as _;

@@ -36,6 +36,8 @@ pub(super) struct HeldPolls {
     /// Polls held now per client (a client appears while it has one).
     by_client: Mutex<HashMap<String, usize>>,
     max_per_client: AtomicUsize,
+    /// Wakes every held poll to answer now (the runtime needs their connections).
+    reclaim: tokio::sync::Notify,
 }
 
 /// A poll counted as held for as long as it is (also when its connection goes away).
@@ -51,7 +53,17 @@ impl HeldPolls {
             max: AtomicUsize::new(max),
             by_client: Mutex::new(HashMap::new()),
             max_per_client: AtomicUsize::new(max_per_client),
+            reclaim: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Answers every poll held now, as if its hold had run out; how many there were.
+    pub(super) fn reclaim(&self) -> usize {
+        let held = self.all.load(Ordering::Acquire);
+        if held > 0 {
+            self.reclaim.notify_waiters();
+        }
+        held
     }
 
     /// Sets both budgets (a reload).
@@ -245,6 +257,7 @@ impl TokenEndpoint {
             () = self.store.decided(id, now_ms) => {}
             () = tokio::time::sleep(self.long_poll) => {}
             () = self.shutdown.wait() => {}
+            () = self.held.reclaim.notified() => {}
         }
         true
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 
 use super::ServeError;
-use crate::conn_limit::{Connections, PRESSURE_QUIET};
+use crate::conn_limit::{Connections, Counted, PRESSURE_QUIET};
 use crate::engine::Engine;
 use crate::proxy::CibaProxy;
 
@@ -23,6 +23,7 @@ use crate::proxy::CibaProxy;
 pub(crate) struct Guarded {
     inner: Arc<pingora::proxy::HttpProxy<CibaProxy>>,
     conns: Arc<Connections>,
+    engine: Arc<Engine>,
 }
 
 impl std::fmt::Debug for Guarded {
@@ -35,9 +36,11 @@ impl Guarded {
     /// The proxy for `conf`, guarded.
     pub fn new(conf: &Arc<pingora::server::configuration::ServerConf>, proxy: CibaProxy) -> Self {
         let conns = Arc::clone(&proxy.conns);
+        let engine = Arc::clone(proxy.module.engine());
         Self {
             inner: Arc::new(pingora::proxy::http_proxy(conf, proxy)),
             conns,
+            engine,
         }
     }
 
@@ -64,6 +67,7 @@ impl ServerApp for Guarded {
             return self.inner.process_new(stream, shutdown).await;
         };
         let activity = self.conns.open(peer);
+        let _open = Counted::open();
         let serve = self.inner.process_new(stream, shutdown);
         tokio::pin!(serve);
         let idle = self.conns.idle();
@@ -77,6 +81,7 @@ impl ServerApp for Guarded {
                 r = &mut serve => break r,
                 () = tokio::time::sleep_until(activity.next_idle_check(idle)) => {
                     if activity.quiet_for(idle) {
+                        crate::metrics::connection_closed("idle");
                         break None;
                     }
                 }
@@ -87,7 +92,12 @@ impl ServerApp for Guarded {
                     if !self.conns.over_cap() {
                         pressed = false;
                     } else if activity.quiet_for(PRESSURE_QUIET) {
+                        crate::metrics::connection_closed("room");
                         break None;
+                    } else {
+                        // Still too many a round later, and this one busy: held polls answer
+                        // now, so that their connections become quiet for the next round.
+                        self.engine.reclaim_held_polls();
                     }
                 }
             }

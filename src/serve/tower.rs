@@ -279,8 +279,15 @@ async fn serve_with(
             Err(_) => {
                 let wait = Arc::clone(&permits).acquire_owned();
                 tokio::pin!(wait);
+                let mut rounds = 0;
                 loop {
                     limits.pressure.notify_waiters();
+                    // No quiet connection made room in a round: the held polls' connections
+                    // are made quiet (their polls answered at once), to go in the next.
+                    if rounds > 0 {
+                        engine.reclaim_held_polls();
+                    }
+                    rounds += 1;
                     tokio::select! {
                         p = &mut wait => break p.expect("the semaphore is never closed"),
                         () = tokio::time::sleep(guard::PRESSURE_QUIET) => {}
@@ -423,6 +430,7 @@ impl Connection {
         };
         let conn = self.builder.serve_connection(TokioIo::new(io), hyper_svc);
         tokio::pin!(conn);
+        let _open = guard::Counted::open();
         let mut stopping = false;
         loop {
             let idle_at = activity.next_idle_check(self.limits.idle);
@@ -436,12 +444,14 @@ impl Connection {
                 () = tokio::time::sleep_until(idle_at), if !stopping => {
                     if activity.quiet_for(self.limits.idle) {
                         tracing::debug!("idle connection closed");
+                        crate::metrics::connection_closed("idle");
                         return;
                     }
                 }
                 () = self.limits.pressure.notified(), if !stopping => {
                     if activity.quiet_for(guard::PRESSURE_QUIET) {
                         tracing::debug!("quiet connection closed to make room");
+                        crate::metrics::connection_closed("room");
                         return;
                     }
                 }

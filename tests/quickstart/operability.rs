@@ -305,3 +305,106 @@ async fn a_refused_flood_is_held_to_the_log_limit() {
         lines.join("\n")
     );
 }
+
+/// Held polls give way when their connections are needed (issue 21 §6): with
+/// `server.max_connections: 2`, one held poll and one client keeping its connection busy (a
+/// body trickling in) fill the gateway; a third client is still served, because the held poll
+/// is answered `authorization_pending` (TOK-ERR-01: what the end of its hold would say) and its
+/// connection then closed as a quiet one. The real binary on both runtimes (pingora in front
+/// of an echo server: it needs an upstream), measured from outside.
+async fn held_polls_give_way_when_their_connections_are_needed(pingora: bool) {
+    let (port, admin) = (free_port(), free_port());
+    let mut extra = format!(
+        "admin: {{ listen: \"127.0.0.1:{admin}\" }}\nserver: {{ max_connections: 2 }}\n\
+         limits: {{ body_read_timeout_secs: 600 }}\n"
+    );
+    if pingora {
+        let echo = common::upstream::echo_upstream().await;
+        extra += &format!("runtime: pingora\nupstream: {{ url: \"http://127.0.0.1:{echo}\" }}\n");
+    }
+    let text = std::fs::read_to_string(&quickstart_on(port).0)
+        .unwrap()
+        .replace(
+            "long_poll_secs: 25",
+            "long_poll_secs: 120\n  max_held_polls: 1",
+        );
+    let cfg = tempfile_path::write(&format!("{text}\n{extra}"));
+    let (child, _rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
+    let (base, metrics) = (
+        format!("http://127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{admin}/metrics"),
+    );
+    let admin_http = http_client();
+    // Kept to the end, so that its idle connection has to be closed by the gateway.
+    let setup = http_client();
+    ciba_test_support::eventually("the gateway answers", || async {
+        setup.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await;
+    let id = bc_for_alice(&setup, &base).await;
+    // Patience well short of the 120 s hold: without giving way, these fail.
+    let patient = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    };
+    let poller = patient();
+    let poll = {
+        let (http, base) = (poller.clone(), base.clone());
+        tokio::spawn(async move { redeem(&http, &base, &id).await })
+    };
+    ciba_test_support::eventually("the poll is held", || async {
+        sample(&get(&admin_http, &metrics).await.1, "ciba_held_polls") == 1.0
+    })
+    .await;
+    let mut busy = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt as _;
+        busy.write_all(
+            b"POST /bc-authorize HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        while busy.write_all(b"a").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let third = patient()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .expect("a third client is served");
+    assert_eq!(third.status(), 200);
+    poll.await
+        .unwrap()
+        .assert_error(400, "authorization_pending");
+    let page = get(&admin_http, &metrics).await.1;
+    assert!(
+        sample(&page, "ciba_held_polls_reclaimed_total") >= 1.0,
+        "{page}"
+    );
+    assert!(
+        sample(&page, "ciba_connections_closed_total{reason=\"room\"}") >= 1.0,
+        "{page}"
+    );
+    // The busy connection is open still.
+    assert!(sample(&page, "ciba_connections_open") >= 1.0, "{page}");
+    trickle.abort();
+    drop((setup, poller));
+    stop(child, reader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_polls_give_way_when_their_connections_are_needed_tower() {
+    held_polls_give_way_when_their_connections_are_needed(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_polls_give_way_when_their_connections_are_needed_pingora() {
+    held_polls_give_way_when_their_connections_are_needed(true).await
+}

@@ -6,7 +6,9 @@
 //! (a silent socket, an idle keep-alive). When every permit is taken, the accept loop stops
 //! accepting (new clients wait in the kernel's backlog, the loop never spins) and asks the
 //! connections to make room: those with nothing in flight and no bytes for [`PRESSURE_QUIET`] close
-//! at once, and it asks again every [`PRESSURE_QUIET`] until one does. Slow headers are hyper's (`header_read_timeout`), slow bodies the adapter's
+//! at once, and it asks again every [`PRESSURE_QUIET`] until one does; from the second round on,
+//! the held polls are answered at once (`authorization_pending`, [`crate::Engine::reclaim_held_polls`]),
+//! so that their connections become quiet too. Slow headers are hyper's (`header_read_timeout`), slow bodies the adapter's
 //! (`limits.body_read_timeout_secs`).
 
 use std::future::Future as _;
@@ -18,7 +20,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-pub(super) use crate::conn_limit::{Activity, PRESSURE_QUIET};
+pub(super) use crate::conn_limit::{Activity, Counted, PRESSURE_QUIET};
 
 /// A connection's I/O, recording when bytes move.
 pub(super) struct Watched<IO> {
