@@ -26,6 +26,9 @@
 //! (the first bytes of its SHA-256), the same on every replica, from which the `auth_req_id`
 //! cannot be recovered; `family` is the same for a refresh-token family's id.
 //!
+//! The `ciba-gateway` binary can also send the trail to a webhook (`audit.webhook`,
+//! `serve::audit_webhook`), signed as the webhook notifier's events are.
+//!
 //! The functions here also count what the metrics count of the same events, so that each
 //! place in the engine says once what happened.
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use ciba_gateway::config::LogFormat;
 use ciba_gateway::config::{RuntimeKind, SigningAlg};
 use ciba_gateway::log_limit::LogLimit;
+use ciba_gateway::serve::audit_webhook::{AuditLayer, audit_webhook};
 use ciba_gateway::{Config, Engine, serve};
 use clap::{Parser, Subcommand, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -203,8 +204,10 @@ const DURATION_BUCKETS: [f64; 14] = [
 ];
 
 /// The process's log: text (coloured only on a terminal) or JSON lines, filtered by `RUST_LOG`
-/// (default `info`) and limited by one [`LogLimit`] for every line.
-fn init_log(json: bool, max_lines_per_sec: u32) -> LogLimit {
+/// (default `info`) and limited by one [`LogLimit`] for every line; and the audit trail's
+/// webhook (`audit.webhook`), which takes the audit events whatever `RUST_LOG` says, the
+/// repeatable ones held to a limit of their own.
+fn init_log(json: bool, max_lines_per_sec: u32, audit: Option<AuditLayer>) -> LogLimit {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let limit = LogLimit::new(max_lines_per_sec);
     let layer = tracing_subscriber::fmt::layer()
@@ -214,7 +217,17 @@ fn init_log(json: bool, max_lines_per_sec: u32) -> LogLimit {
     } else {
         layer.with_filter(filter.and(limit.clone())).boxed()
     };
-    tracing_subscriber::registry().with(layer).init();
+    let audit = audit.map(|a| {
+        let audit_only = tracing_subscriber::filter::filter_fn(|m| {
+            m.target() == ciba_gateway::audit::TARGET
+                || m.target() == ciba_gateway::audit::REPEAT_TARGET
+        });
+        a.with_filter(audit_only.and(LogLimit::new(max_lines_per_sec)))
+    });
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(audit)
+        .init();
     limit
 }
 
@@ -236,7 +249,15 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         }
     };
     let json = json_logs || cfg.log.format == LogFormat::Json;
-    let log_limit = init_log(json, cfg.log.max_lines_per_sec);
+    let (audit_layer, audit_sender) = match cfg.audit.webhook.as_ref().map(audit_webhook) {
+        Some(Ok((layer, sender))) => (Some(layer), Some(sender)),
+        Some(Err(e)) => {
+            eprintln!("audit.webhook.secret: {e}");
+            return ExitCode::from(2);
+        }
+        None => (None, None),
+    };
+    let log_limit = init_log(json, cfg.log.max_lines_per_sec, audit_layer);
     let metrics = match cfg.admin.listen {
         Some(addr) => match PrometheusBuilder::new()
             .set_buckets_for_metric(
@@ -275,7 +296,13 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = serve::admin::start(Arc::clone(&engine), config, log_limit, metrics) {
+    if let Err(e) = serve::admin::start(
+        Arc::clone(&engine),
+        config,
+        log_limit,
+        metrics,
+        audit_sender,
+    ) {
         eprintln!("admin.listen: {e}");
         return ExitCode::from(2);
     }

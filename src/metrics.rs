@@ -21,6 +21,7 @@
 //! | `ciba_connections_open` | gauge | — (client connections, either runtime) |
 //! | `ciba_connections_closed_total` | counter | `reason` (`idle`; `room`: quiet while `server.max_connections` were open) |
 //! | `ciba_held_polls_reclaimed_total` | counter | — (held polls answered early to make room for connections) |
+//! | `ciba_audit_webhook_events_total`, `ciba_audit_webhook_dropped_total` | counter | — (the binary's `audit.webhook`: events delivered, and given up) |
 
 use std::time::Duration;
 

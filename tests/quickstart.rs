@@ -564,6 +564,7 @@ tokens:
   active_kid: k2
 tls: { cert_file: /nonexistent/ciba-gw-cert.pem, key_file: /nonexistent/ciba-gw-key.pem }
 approval: { csrf_key: "inline-is-refused" }
+audit: { webhook: { url: "ftp://hook", secret: "${CIBA_GW_TEST_UNSET_VAR}", max_attempts: 0 } }
 "#,
     );
     let out = Command::new(BIN)
@@ -589,6 +590,9 @@ approval: { csrf_key: "inline-is-refused" }
         "tls.cert_file:",
         "tls.key_file:",
         "approval.csrf_key: must be a reference",
+        "audit.webhook.url:",
+        "audit.webhook.max_attempts:",
+        "audit.webhook.secret: environment variable CIBA_GW_TEST_UNSET_VAR is not set",
     ] {
         assert!(err.contains(path), "missing {path:?} in:\n{err}");
     }

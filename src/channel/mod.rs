@@ -24,7 +24,7 @@ use bytes::Bytes;
 pub use client_notify::{ClientNotifier, Notify, PushBody};
 pub use email::{ApprovalEmail, Email};
 pub use http::{CallbackStatus, HttpChannel};
-pub use webhook::{Webhook, signature as webhook_signature};
+pub use webhook::{Webhook, signature as webhook_signature, webhook_key};
 
 use crate::clock::Clock;
 use crate::config::NotifierKind;

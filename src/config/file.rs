@@ -78,6 +78,9 @@ pub struct Config {
     /// The admin listener (metrics, health). Default: off.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Where the audit trail goes besides the log. Default: the log only.
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -154,6 +157,7 @@ impl Config {
         self.mtls.check(self.tls.is_some(), &mut errs);
         self.log.check(&mut errs);
         self.admin.check(self.listen, &mut errs);
+        self.audit.check(&mut errs);
         if self.profile == Some(Profile::FapiCiba) {
             self.check_fapi(&mut errs);
         }

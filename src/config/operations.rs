@@ -1,10 +1,11 @@
-//! What the people who run the gateway see: its log (`log`) and its admin listener (`admin`).
+//! What the people who run the gateway see: its log (`log`), its admin listener (`admin`) and
+//! where the audit trail goes besides the log (`audit`).
 
 use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, WebhookConfig};
 
 /// `log`: how the `ciba-gateway` binary writes its log (a library user's own subscriber decides
 /// for theirs; [`crate::log_limit::LogLimit`] is the limit to add to it).
@@ -72,6 +73,31 @@ impl AdminConfig {
                 "admin.listen",
                 "must not be the public `listen` address: metrics are for the operator only",
             ));
+        }
+    }
+}
+
+/// `audit`: where the `ciba-gateway` binary sends the audit trail ([`crate::audit`]) besides its
+/// log.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// POST the trail's events, in batches, to this webhook, signed as the webhook notifier's
+    /// events are (Standard Webhooks). Default: none.
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl AuditConfig {
+    pub(super) fn check(&self, errs: &mut Vec<ConfigError>) {
+        if let Some(w) = &self.webhook {
+            super::check_http_url(errs, "audit.webhook.url", &w.url);
+            if w.max_attempts == 0 {
+                errs.push(ConfigError::new(
+                    "audit.webhook.max_attempts",
+                    "must be positive",
+                ));
+            }
         }
     }
 }

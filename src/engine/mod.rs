@@ -242,6 +242,14 @@ impl Engine {
             .map(Some),
             _ => Some(None),
         };
+        // The binary sends the audit trail with this key; `check` reports it as `serve` does.
+        if let Some(w) = &cfg.audit.webhook {
+            take(
+                &mut problems,
+                crate::channel::webhook_key(&w.secret)
+                    .map_err(|m| ConfigError::new("audit.webhook.secret", m)),
+            );
+        }
         let tls = match &cfg.tls {
             Some(t) => take(
                 &mut problems,

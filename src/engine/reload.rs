@@ -154,7 +154,7 @@ macro_rules! differing {
 fn sections(a: &Config, b: &Config) -> Vec<&'static str> {
     differing!(a, b; listen, public_url, issuer, endpoints, limits, ciba, store, channel, users,
         clients, registration, tokens, scopes_supported, upstream, runtime, tls, server,
-        approval, profile, mtls, log, admin)
+        approval, profile, mtls, log, admin, audit)
 }
 
 /// One problem per section `next` changes that only a restart can change.

@@ -6,7 +6,8 @@
 //!   bind it to loopback or a private interface, as anyone who reaches it can read the metrics
 //!   and have the configuration file read again;
 //! - SIGHUP: the configuration file read again ([`reload_file`]);
-//! - the log limit's report of what it held back.
+//! - the log limit's report of what it held back;
+//! - the audit trail's webhook sender (`audit.webhook`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,7 +43,7 @@ pub fn reload_file(engine: &Engine, path: &Path) -> Result<Reloaded, ConfigError
 }
 
 /// Starts the operator's side of the process on a thread of its own: the log limit's report
-/// every 10 s, reloads of the file at `config` on SIGHUP and, with `admin` (an address and the
+/// every 10 s, reloads of the file at `config` on SIGHUP, the audit webhook's sender and, with `admin` (an address and the
 /// recorder's handle), the admin listener — bound now, so that a taken port fails the start,
 /// as SIGHUP is handled from now on. Returns the admin listener's address.
 pub fn start(
@@ -50,6 +51,7 @@ pub fn start(
     config: PathBuf,
     log_limit: LogLimit,
     admin: Option<(SocketAddr, PrometheusHandle)>,
+    audit: Option<super::audit_webhook::AuditSender>,
 ) -> std::io::Result<Option<SocketAddr>> {
     let listener = match &admin {
         Some((addr, _)) => {
@@ -73,6 +75,9 @@ pub fn start(
         .name("ciba-admin".into())
         .spawn(move || {
             rt.block_on(async move {
+                if let Some(audit) = audit {
+                    tokio::spawn(audit.run());
+                }
                 #[cfg(unix)]
                 {
                     let (engine, config) = (Arc::clone(&engine), config.clone());

@@ -13,6 +13,8 @@
 
 #[cfg(feature = "server")]
 pub mod admin;
+#[cfg(feature = "server")]
+pub mod audit_webhook;
 #[cfg(feature = "pingora")]
 pub mod pingora;
 #[cfg(feature = "server")]

@@ -408,3 +408,82 @@ async fn held_polls_give_way_when_their_connections_are_needed_tower() {
 async fn held_polls_give_way_when_their_connections_are_needed_pingora() {
     held_polls_give_way_when_their_connections_are_needed(true).await
 }
+
+/// Issue 21 §4: the audit trail also goes to a webhook, in batches signed as the notifier's
+/// events are (Standard Webhooks), retried when the webhook fails; every state change of one
+/// flow arrives under one request reference, and no body carries the `auth_req_id`, a secret,
+/// the user code or a token. A real HTTP receiver that answers 503 first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_reaches_a_signed_webhook_that_failed_at_first() {
+    use base64::Engine as _;
+    const KEY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
+    let hook = common::webhook::receiver(vec![503, 204]).await;
+    let port = free_port();
+    let cfg = quickstart_plus(port, "");
+    let secret = cfg.dir().join("audit.whsec");
+    std::fs::write(&secret, format!("whsec_{KEY}\n")).unwrap();
+    let mut text = std::fs::read_to_string(&cfg.0).unwrap();
+    text += &format!(
+        "audit: {{ webhook: {{ url: \"{}\", secret: \"file:{}\", retry_initial_ms: 20, \
+         outbound: {{ allow_private_networks: true }} }} }}\n",
+        hook.url,
+        secret.display()
+    );
+    std::fs::write(&cfg.0, text).unwrap();
+    let (child, rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = http_client();
+    let id = bc_for_alice(&http, &base).await;
+    approve_next_link(&http, &rx).await;
+    let tokens = redeem(&http, &base, &id).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+    let access_token = tokens.json["access_token"].as_str().unwrap().to_owned();
+
+    let wanted = [
+        "request_accepted",
+        "user_notified",
+        "request_decided",
+        "tokens_issued",
+    ];
+    let events = ciba_test_support::eventually_some("the flow's events are delivered", || async {
+        let got = hook.got.lock().unwrap().clone();
+        let events: Vec<serde_json::Value> = got
+            .iter()
+            .skip(1) // answered 503: sent again
+            .flat_map(|r| {
+                let batch: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                batch["events"].as_array().unwrap().clone()
+            })
+            .collect();
+        let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+        wanted.iter().all(|w| names.contains(w)).then_some(events)
+    })
+    .await;
+    let got = hook.got.lock().unwrap().clone();
+    assert_eq!(got[0].body, got[1].body, "the failed batch is sent again");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(KEY)
+        .unwrap();
+    for r in &got {
+        let header = |h: &str| r.headers[h].to_str().unwrap().to_owned();
+        let ts: u64 = header("webhook-timestamp").parse().unwrap();
+        assert_eq!(
+            header("webhook-signature"),
+            ciba_gateway::webhook_signature(&key, &header("webhook-id"), ts, r.body.as_bytes()),
+            "the receiver can verify it"
+        );
+        for secret in [id.as_str(), "supersecret", "abc123", access_token.as_str()] {
+            assert!(!r.body.contains(secret), "a secret in {}", r.body);
+        }
+    }
+    let reference = events[0]["request"].as_str().unwrap();
+    for e in events
+        .iter()
+        .filter(|e| wanted.contains(&e["event"].as_str().unwrap()))
+    {
+        assert_eq!(e["request"], reference, "{e}");
+        assert!(e["time"].as_u64().is_some(), "{e}");
+    }
+    stop(child, reader);
+}
