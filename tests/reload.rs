@@ -27,6 +27,7 @@ async fn published(gw: &Gateway) -> Vec<String> {
 both_runtimes!(
     a_reload_adds_a_user_and_changes_the_client_limit,
     a_poll_held_across_a_reload_is_answered,
+    requests_during_reloads_are_all_answered_as_without_them,
 );
 
 /// Standalone only: the runtimes' test harness puts pingora in front of an echo server, which
@@ -146,4 +147,47 @@ async fn a_poll_held_across_a_reload_is_answered(kind: RuntimeKind) {
     let r = held.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.json);
     assert!(r.json["access_token"].is_string());
+}
+
+/// Nothing is lost while the configuration is reloaded again and again: backchannel requests
+/// and polls that run meanwhile are all answered as they would be without the reloads (200,
+/// then `authorization_pending`), none refused for a client or a key that was there all along.
+async fn requests_during_reloads_are_all_answered_as_without_them(kind: RuntimeKind) {
+    let (gw, _auth) = start_with_authenticator(kind, |c| {
+        c.limits.bc_per_client = None;
+        c.limits.bc_per_user = None;
+    })
+    .await;
+    let gw = std::sync::Arc::new(gw);
+    let base = (*gw.engine.config()).clone();
+    let mut more = base.clone();
+    let mut extra = more.clients[0].clone();
+    extra.client_id = "extra-client".into();
+    more.clients.push(extra);
+    let reloads = tokio::task::spawn_blocking({
+        let gw = std::sync::Arc::clone(&gw);
+        move || {
+            for n in 0..40 {
+                reload(&gw, if n % 2 == 0 { &more } else { &base });
+            }
+        }
+    });
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let gw = std::sync::Arc::clone(&gw);
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    let id = gw.start_request().await;
+                    gw.poll(&id)
+                        .await
+                        .assert_error(400, "authorization_pending");
+                }
+            })
+        })
+        .collect();
+    for r in requests {
+        r.await
+            .expect("every request is answered as without reloads");
+    }
+    reloads.await.unwrap();
 }

@@ -158,6 +158,8 @@ pub struct Engine {
     /// The configuration in force: the one the engine was built with, then each accepted
     /// reload's.
     cfg: Live<Config>,
+    /// Held while a reload runs.
+    reloading: std::sync::Mutex<()>,
     issuer: String,
     paths: Arc<Paths>,
     upstream: Option<Arc<Upstream>>,
@@ -346,6 +348,7 @@ impl Engine {
             paths: shared.paths,
             issuer: shared.issuer,
             cfg: Live::new(shared.cfg),
+            reloading: std::sync::Mutex::new(()),
         })
     }
 

@@ -45,6 +45,9 @@ impl Engine {
     /// access and ID tokens it signed have expired, and the gateway accepts the refresh tokens
     /// it signed until those have. Without configured keys the ephemeral key is kept.
     pub fn reload(&self, next: Config) -> Result<Reloaded, ConfigErrors> {
+        // One at a time (a SIGHUP and a `POST /reload`, or an application's threads): each
+        // compares with, and retires keys from, what the previous one left.
+        let _one = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = self.try_reload(next);
         match &outcome {
             Ok(r) => crate::audit::reloaded(r),
