@@ -37,6 +37,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`Engine::reload`] replaces the clients, users, signing keys, limits and channel of a running
+//! engine from a new [`Config`] (the binary does it on SIGHUP), or refuses it whole.
+//!
 //! The rest of the public surface: [`OAuthError`] (the errors the endpoints answer, in the
 //! OAuth JSON format), [`store`] (the storage interfaces, for writing a backend), [`clock`]
 //! (time as a dependency, for tests), [`hash_secret`] and [`generate_signing_key`] (what the

@@ -36,9 +36,16 @@ impl<T> Live<T> {
         Arc::unwrap_or_clone(self.0.into_inner())
     }
 
-    /// Replaces the value; readers see the new one from their next [`Live::get`].
+    /// Replaces the value; readers see the new one from their next [`Live::get`]. The old
+    /// one is freed here, once the requests still using it are done (waiting a second at
+    /// most), so that no request pays for freeing it: 10 000 clients take milliseconds. A
+    /// reload therefore blocks its thread briefly.
     pub(crate) fn replace(&self, value: T) {
-        self.0.store(Arc::new(value));
+        let old = self.0.swap(Arc::new(value));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }
 

@@ -441,7 +441,7 @@ impl ProxyHttp for CibaProxy {
             .and_then(|a| a.as_inet())
             .and_then(|peer| self.conns.get(peer))
             .map(|a| a.request());
-        let server = &self.module.engine.config().server;
+        let server = &self.module.engine.config_now().server;
         let s = session.as_mut();
         s.set_keepalive(Some(server.idle_timeout_secs));
         s.set_read_timeout(Some(Duration::from_secs(server.header_read_timeout_secs)));

@@ -347,10 +347,12 @@ impl ClientRegistry {
     /// what it verified, so a reload does not make every client pay an argon2 run again.
     pub(crate) fn replace_configured(&self, next: ClientRegistry) {
         let mut clients = next.clients.into_inner();
-        let current = self.clients.get();
-        for (id, client) in &mut clients {
-            if let (Some(previous), Some(client)) = (current.get(id), Arc::get_mut(client)) {
-                client.adopt_verified(previous);
+        {
+            let current = self.clients.get();
+            for (id, client) in &mut clients {
+                if let (Some(previous), Some(client)) = (current.get(id), Arc::get_mut(client)) {
+                    client.adopt_verified(previous);
+                }
             }
         }
         self.clients.replace(clients);

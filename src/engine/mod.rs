@@ -359,6 +359,12 @@ impl Engine {
         self.cfg.current()
     }
 
+    /// The configuration in force, for a short look on a request's path (no reference count
+    /// taken, unlike [`Engine::config`]).
+    pub(crate) fn config_now(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.cfg.get()
+    }
+
     /// Whether the channel callback route exists (the HTTP authentication channel's).
     fn has_channel_callback(&self) -> bool {
         matches!(**self.channel.get(), Channel::Http(_))

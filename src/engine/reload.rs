@@ -44,6 +44,10 @@ impl Engine {
     /// A key taken out of `tokens.keys` is retired, not forgotten: the JWKS keeps it until the
     /// access and ID tokens it signed have expired, and the gateway accepts the refresh tokens
     /// it signed until those have. Without configured keys the ephemeral key is kept.
+    ///
+    /// Blocking: what is replaced is freed here once the requests still using it are done
+    /// (a second at most), never by a request; from async code, call it in
+    /// `tokio::task::spawn_blocking`.
     pub fn reload(&self, next: Config) -> Result<Reloaded, ConfigErrors> {
         // One at a time (a SIGHUP and a `POST /reload`, or an application's threads): each
         // compares with, and retires keys from, what the previous one left.
@@ -99,6 +103,8 @@ impl Engine {
         // Tokens signed before the reload were signed under its lifetimes.
         let published = before.access_token_ttl_secs.max(before.id_token_ttl_secs);
         let kept = published.max(before.refresh_token_ttl_secs);
+        // Nothing is held of what is replaced (each replacement waits for its readers).
+        drop(current);
         let keys = keys.retiring(self.minter.get().keys(), now, published, kept);
         let retired_kids = keys
             .retired_kids()

@@ -179,16 +179,19 @@ pub fn run(engine: Arc<Engine>) -> Result<(), ServeError> {
     use pingora::server::configuration::ServerConf;
     use pingora::server::{RunArgs, Server};
 
-    let cfg = engine.config();
-    let listen = cfg.listen;
-    let conf = ServerConf {
-        threads: cfg
-            .server
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        grace_period_seconds: Some(cfg.server.shutdown_grace_secs),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
+    // Read and let go: a reload frees the configuration it replaces once nobody holds it.
+    let (listen, conf) = {
+        let cfg = engine.config();
+        let conf = ServerConf {
+            threads: cfg
+                .server
+                .threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            grace_period_seconds: Some(cfg.server.shutdown_grace_secs),
+            graceful_shutdown_timeout_seconds: Some(1),
+            ..ServerConf::default()
+        };
+        (cfg.listen, conf)
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();

@@ -233,7 +233,7 @@ async fn serve_with(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let server = &engine.config().server;
+    let server = engine.config().server.clone();
     // How long open connections get to finish after the shutdown signal.
     let grace = Duration::from_secs(server.shutdown_grace_secs);
     let limits = Limits {
