@@ -11,7 +11,9 @@
 //! | `ciba_passthrough_total` | counter | `status` (`2xx` … `5xx`): requests forwarded to the provider |
 //! | `ciba_notifications_total` | counter | `kind` (`user`, `ping`, `push`), `result` (`delivered`, `failed`) |
 //! | `ciba_store_errors_total` | counter | — |
+//! | `ciba_store_duration_seconds` | histogram | `backend` (`redis`): each operation on the shared store, as the gateway waited for it |
 //! | `ciba_upstream_errors_total` | counter | — |
+//! | `ciba_upstream_duration_seconds` | histogram | — (the gateway's own calls to the provider: discovery, JWKS, code exchange, refresh; not pass-through) |
 //! | `ciba_rate_limited_total` | counter | `limit` (`client`, `user`, `registration`; `held_polls`: a poll answered at once, the held-poll budgets being full) |
 //! | `ciba_tokens_issued_total` | counter | `grant` (`ciba`, `refresh_token`) |
 //! | `ciba_held_polls` | gauge | — (set at each scrape) |
@@ -64,11 +66,11 @@ pub fn passthrough(status: u16) {
 }
 
 /// Counts a notification that is over: the user's (`user`), or a client's (`ping`, `push`).
-pub(crate) fn delivery(kind: &'static str, d: &crate::store::Delivery) {
+pub(crate) fn delivery(kind: &'static str, d: &crate::domain::Delivery) {
     match d {
-        crate::store::Delivery::Pending => {}
-        crate::store::Delivery::Delivered { .. } => notification(kind, true),
-        crate::store::Delivery::Failed { .. } => notification(kind, false),
+        crate::domain::Delivery::Pending => {}
+        crate::domain::Delivery::Delivered { .. } => notification(kind, true),
+        crate::domain::Delivery::Failed { .. } => notification(kind, false),
     }
 }
 
@@ -111,6 +113,19 @@ pub(crate) fn held_polls_reclaimed(n: usize) {
     if n > 0 {
         metrics::counter!("ciba_held_polls_reclaimed_total").increment(n as u64);
     }
+}
+
+/// One operation on a shared store (`backend`: `redis`), failed or not, and how long it took
+/// as the gateway waited for it (connecting included).
+pub(crate) fn store_op(backend: &'static str, took: Duration) {
+    metrics::histogram!("ciba_store_duration_seconds", "backend" => backend)
+        .record(took.as_secs_f64());
+}
+
+/// One of the gateway's own calls to the provider (discovery, JWKS, code exchange, a refresh
+/// with the client's provider credentials), to its answer's headers or its failure.
+pub(crate) fn upstream_call(took: Duration) {
+    metrics::histogram!("ciba_upstream_duration_seconds").record(took.as_secs_f64());
 }
 
 /// A client connection opened (`true`) or closed (`false`), on either runtime.

@@ -110,13 +110,15 @@ impl Nodes {
     }
 
     /// Sends the request `make` builds for a node (its client, the URL of `path_and_query`
-    /// there), moving on to the next node while one cannot be connected to. `make` is called
+    /// there), moving on to the next node while one cannot be connected to; timed to the
+    /// response's headers (`ciba_upstream_duration_seconds`): the gateway's own calls. `make` is called
     /// once per node tried, so the request must be one that can be built again.
     pub(crate) async fn send(
         &self,
         path_and_query: &str,
         make: impl Fn(&reqwest::Client, Url) -> reqwest::RequestBuilder,
     ) -> reqwest::Result<reqwest::Response> {
+        let started = std::time::Instant::now();
         let mut last = None;
         for node in self.order() {
             match make(&node.client, self.url(node, path_and_query))
@@ -127,9 +129,13 @@ impl Nodes {
                     self.pass_over(node);
                     last = Some(e);
                 }
-                done => return done,
+                done => {
+                    crate::metrics::upstream_call(started.elapsed());
+                    return done;
+                }
             }
         }
+        crate::metrics::upstream_call(started.elapsed());
         Err(last.expect("there is at least one node"))
     }
 

@@ -210,8 +210,18 @@ async fn a_failing_store_cannot_flood_the_log() {
     );
     let (child, rx, reader) = serve(&cfg);
     let child = KillOnDrop(child);
-    redis.kill();
     let http = http_client();
+    // While Redis runs, its operations are timed.
+    bc_for_alice(&http, &format!("http://127.0.0.1:{port}")).await;
+    let (_, page) = get(&http, &format!("http://127.0.0.1:{admin}/metrics")).await;
+    assert!(
+        sample(
+            &page,
+            "ciba_store_duration_seconds_count{backend=\"redis\"}"
+        ) >= 1.0,
+        "{page}"
+    );
+    redis.kill();
     let link = format!("http://127.0.0.1:{port}/approve/{}", "A".repeat(43));
     let started = std::time::Instant::now();
     let mut failed = 0;
@@ -374,7 +384,10 @@ async fn held_polls_give_way_when_their_connections_are_needed(pingora: bool) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
-    let third = patient()
+    // Kept open to the end: on pingora, which serves it at once over the cap, the pressure
+    // lasts while it is open (a connection that left at once would need no room).
+    let third_client = patient();
+    let third = third_client
         .get(format!("{base}/healthz"))
         .send()
         .await
@@ -394,8 +407,15 @@ async fn held_polls_give_way_when_their_connections_are_needed(pingora: bool) {
     );
     // The busy connection is open still.
     assert!(sample(&page, "ciba_connections_open") >= 1.0, "{page}");
+    if pingora {
+        // The provider's discovery, read as the gateway started, was timed.
+        assert!(
+            sample(&page, "ciba_upstream_duration_seconds_count") >= 1.0,
+            "{page}"
+        );
+    }
     trickle.abort();
-    drop((setup, poller));
+    drop((setup, poller, third_client));
     stop(child, reader);
 }
 

@@ -172,17 +172,20 @@ impl Link {
         F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = Result<T, RedisError>>,
     {
+        let started = std::time::Instant::now();
         let work = async {
             let conn = self.conn().await?;
             op(conn).await.map_err(|e| self.failed(&e))
         };
-        match tokio::time::timeout(self.timeout, work).await {
+        let done = match tokio::time::timeout(self.timeout, work).await {
             Ok(r) => r,
             Err(_) => {
                 self.forget();
                 Err(StoreError::Backend("Redis did not answer in time".into()))
             }
-        }
+        };
+        crate::metrics::store_op("redis", started.elapsed());
+        done
     }
 
     /// Runs `op` on a connection of its own, closed afterwards: for a check made outside the
