@@ -87,6 +87,7 @@ impl Via {
 
 /// A request was accepted at the backchannel endpoint.
 pub(crate) fn accepted(p: &PendingRequest, expires_in: u32) {
+    crate::metrics::client_event(&p.client_id, "request_accepted");
     tracing::info!(
         target: TARGET,
         event = "request_accepted",
@@ -144,6 +145,14 @@ pub(crate) fn decided(p: &PendingRequest, approved_as: Option<&str>, via: Via) {
         Some(s) => ("approved", s),
         None => ("denied", p.subject.as_str()),
     };
+    crate::metrics::client_event(
+        &p.client_id,
+        if approved_as.is_some() {
+            "request_approved"
+        } else {
+            "request_denied"
+        },
+    );
     tracing::info!(
         target: TARGET,
         event = "request_decided",
@@ -190,6 +199,7 @@ pub(crate) fn tokens_issued(for_: Issued<'_>, client_id: &str, subject: &str, up
         Issued::Refresh(f) => ("refresh_token", None, Some(Ref::of(f))),
     };
     crate::metrics::tokens_issued(grant);
+    crate::metrics::client_event(client_id, "tokens_issued");
     tracing::info!(
         target: TARGET,
         event = "tokens_issued",
@@ -218,6 +228,7 @@ pub(crate) fn family_revoked(family: &str, client_id: &str) {
 /// Request `request` of `client_id` expired undecided (seen by a poll, or told to a push
 /// client).
 pub(crate) fn expired(request: &str, client_id: &str) {
+    crate::metrics::client_event(client_id, "request_expired");
     tracing::info!(
         target: REPEAT_TARGET,
         event = "request_expired",
@@ -253,6 +264,9 @@ pub(crate) fn reload_refused(problems: &crate::config::ConfigErrors) {
 /// A request was refused at a rate limit (`client`, `user`, `registration`).
 pub(crate) fn refused(limit: &'static str, client_id: Option<&str>) {
     crate::metrics::rate_limited(limit);
+    if let Some(c) = client_id {
+        crate::metrics::client_event(c, "refused_at_limit");
+    }
     tracing::info!(
         target: REPEAT_TARGET,
         event = "refused_at_limit",

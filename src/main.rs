@@ -268,6 +268,7 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         {
             Ok(recorder) => {
                 let handle = recorder.handle();
+                ciba_gateway::metrics::label_client_ids(cfg.admin.client_id_labels);
                 if metrics::set_global_recorder(recorder).is_err() {
                     eprintln!("admin.listen: a metrics recorder was installed already");
                     return ExitCode::from(2);

@@ -2,7 +2,9 @@
 //! until a recorder is installed (the `ciba-gateway` binary installs a Prometheus one and
 //! serves it on the admin listener, `admin.listen`; a library user installs their own, or
 //! none). Labels are fixed words — an endpoint, an error code, a notifier — and never carry a
-//! secret, a token, an `auth_req_id`, a user code, a user's identifier or a client id.
+//! secret, a token, an `auth_req_id`, a user code or a user's identifier; a client id only in
+//! `ciba_client_events_total`, which is counted only when the operator enables it
+//! (`admin.client_id_labels`, [`label_client_ids`]).
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
@@ -19,13 +21,39 @@
 //! | `ciba_held_polls` | gauge | — (set at each scrape) |
 //! | `ciba_pending_requests` | gauge | — (memory store; set at each scrape) |
 //! | `ciba_log_lines_held_back_total` | counter | — |
+//! | `ciba_client_events_total` | counter | `client_id`, `event` (`request_accepted`, `request_approved`, `request_denied`, `tokens_issued`, `request_expired`, `refused_at_limit`); only with `admin.client_id_labels` |
 //! | `ciba_config_reloads_total` | counter | `result` (`applied`, `refused`) |
 //! | `ciba_connections_open` | gauge | — (client connections, either runtime) |
 //! | `ciba_connections_closed_total` | counter | `reason` (`idle`; `room`: quiet while `server.max_connections` were open) |
 //! | `ciba_held_polls_reclaimed_total` | counter | — (held polls answered early to make room for connections) |
 //! | `ciba_audit_webhook_events_total`, `ciba_audit_webhook_dropped_total` | counter | — (the binary's `audit.webhook`: events delivered, and given up) |
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// Whether `ciba_client_events_total` is counted (one series per client and event).
+static CLIENT_LABELS: AtomicBool = AtomicBool::new(false);
+
+/// Counts `ciba_client_events_total{client_id, event}` from now on (`true`) or not: the
+/// `ciba-gateway` binary sets it from `admin.client_id_labels`. Every client adds series, and
+/// with open registration anyone can add clients: leave it off there. Process-wide, as the
+/// metrics recorder is.
+pub fn label_client_ids(on: bool) {
+    CLIENT_LABELS.store(on, Ordering::Relaxed);
+}
+
+/// Counts an audit event (`request_accepted`, `request_approved`, `request_denied`,
+/// `tokens_issued`, `request_expired`, `refused_at_limit`) for `client_id`, when enabled.
+pub(crate) fn client_event(client_id: &str, event: &'static str) {
+    if CLIENT_LABELS.load(Ordering::Relaxed) {
+        metrics::counter!(
+            "ciba_client_events_total",
+            "client_id" => client_id.to_owned(),
+            "event" => event
+        )
+        .increment(1);
+    }
+}
 
 use crate::protocol::ErrorCode;
 

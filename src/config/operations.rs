@@ -49,6 +49,10 @@ pub struct AdminConfig {
     /// Where it listens; never the public `listen`. Default: off.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Also count the audit events per client (`ciba_client_events_total{client_id,event}`).
+    /// Every client adds series: leave it off with open registration. Default `false`.
+    #[serde(default)]
+    pub client_id_labels: bool,
 }
 
 impl LogConfig {

@@ -80,7 +80,8 @@ async fn the_admin_listener_shows_a_flow_and_the_public_port_does_not() {
     ] {
         assert_eq!(sample(&page, series), want, "{series} in:\n{page}");
     }
-    for secret in [id.as_str(), "supersecret", "alice", "abc123"] {
+    // Nor the client id: it labels metrics only when `admin.client_id_labels` asks.
+    for secret in [id.as_str(), "supersecret", "alice", "abc123", "my-client"] {
         assert!(!page.contains(secret), "{secret} in the metrics");
     }
     // Readiness and liveness on the admin listener; nothing of it on the public port.
@@ -505,5 +506,33 @@ async fn the_audit_trail_reaches_a_signed_webhook_that_failed_at_first() {
         assert_eq!(e["request"], reference, "{e}");
         assert!(e["time"].as_u64().is_some(), "{e}");
     }
+    stop(child, reader);
+}
+
+/// Issue 21 §1: client ids in the metrics only when the operator asks
+/// (`admin.client_id_labels`): then one flow counts its events under its client. (Without it
+/// the page has no client id: `the_admin_listener_shows_a_flow_and_the_public_port_does_not`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ids_label_the_metrics_only_when_enabled() {
+    let (port, admin) = (free_port(), free_port());
+    let cfg = quickstart_plus(
+        port,
+        &format!("admin: {{ listen: \"127.0.0.1:{admin}\", client_id_labels: true }}"),
+    );
+    let (child, rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
+    let (base, http) = (format!("http://127.0.0.1:{port}"), http_client());
+    let id = bc_for_alice(&http, &base).await;
+    approve_next_link(&http, &rx).await;
+    assert_eq!(redeem(&http, &base, &id).await.status, 200);
+    let page = get(&http, &format!("http://127.0.0.1:{admin}/metrics"))
+        .await
+        .1;
+    for event in ["request_accepted", "request_approved", "tokens_issued"] {
+        let series =
+            format!("ciba_client_events_total{{client_id=\"my-client\",event=\"{event}\"}}");
+        assert_eq!(sample(&page, &series), 1.0, "{series} in:\n{page}");
+    }
+    assert!(!page.contains(&id), "no auth_req_id in the page");
     stop(child, reader);
 }
