@@ -249,14 +249,16 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         }
     };
     let json = json_logs || cfg.log.format == LogFormat::Json;
-    let (audit_layer, audit_sender) = match cfg.audit.webhook.as_ref().map(audit_webhook) {
-        Some(Ok((layer, sender))) => (Some(layer), Some(sender)),
-        Some(Err(e)) => {
-            eprintln!("audit.webhook.secret: {e}");
-            return ExitCode::from(2);
-        }
-        None => (None, None),
-    };
+    let (audit_layer, audit_sender, audit_flush) =
+        match cfg.audit.webhook.as_ref().map(audit_webhook) {
+            Some(Ok((layer, sender, flush))) => (Some(layer), Some(sender), Some(flush)),
+            Some(Err(e)) => {
+                eprintln!("audit.webhook.secret: {e}");
+                return ExitCode::from(2);
+            }
+            None => (None, None, None),
+        };
+    let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
     let log_limit = init_log(json, cfg.log.max_lines_per_sec, audit_layer);
     let metrics = match cfg.admin.listen {
         Some(addr) => match PrometheusBuilder::new()
@@ -325,6 +327,13 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             "runtime: pingora, but this binary was built without the `pingora` feature".into(),
         )),
     };
+    // What the audit webhook still has to send goes before the process does.
+    if let Some(left) = audit_flush.map(|f| f.wait(grace)).filter(|n| *n > 0) {
+        tracing::error!(
+            events = left,
+            "audit events not sent to the webhook before the shutdown grace ran out"
+        );
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(serve::ServeError::Setup(e)) => {

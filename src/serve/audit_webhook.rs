@@ -3,13 +3,15 @@
 //! batches, signed as the webhook notifier signs (Standard Webhooks: `webhook-id`,
 //! `webhook-timestamp`, `webhook-signature`), retrying with backoff. The request path never
 //! waits for the webhook: a full queue (the webhook down for long) drops events, and counts
-//! them (`ciba_audit_webhook_dropped_total`) and says so in the log.
+//! them (`ciba_audit_webhook_dropped_total`) and says so in the log. At shutdown the binary
+//! waits for what is queued ([`AuditFlush::wait`], within `server.shutdown_grace_secs`).
 //!
 //! A batch is `{"type":"ciba.audit","events":[{"event":"request_accepted","time":…,…},…]}`.
 //! The events a client can repeat at will (`refused_at_limit`, `request_expired`) are held to
 //! the same per-call-site limit as in the log.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,19 +33,52 @@ const BATCH: usize = 100;
 /// The layer that queues audit events (add it to the subscriber).
 pub struct AuditLayer {
     queue: mpsc::Sender<Value>,
+    outstanding: Arc<AtomicUsize>,
 }
 
 /// The task that sends the queued events ([`AuditSender::run`] on a runtime).
 pub struct AuditSender {
     queue: mpsc::Receiver<Value>,
     webhook: Arc<Webhook>,
+    outstanding: Arc<AtomicUsize>,
 }
 
-/// The layer and its sender for `cfg` (its secret already checked by [`crate::Engine::new`]).
-pub fn audit_webhook(cfg: &WebhookConfig) -> Result<(AuditLayer, AuditSender), String> {
+/// Waits for the queued events to be sent (or given up), at shutdown.
+pub struct AuditFlush(Arc<AtomicUsize>);
+
+impl AuditFlush {
+    /// Blocks until every event queued so far is delivered or given up, or `max` has passed;
+    /// returns how many were still waiting.
+    pub fn wait(&self, max: Duration) -> usize {
+        let deadline = std::time::Instant::now() + max;
+        loop {
+            let left = self.0.load(Ordering::Acquire);
+            if left == 0 || std::time::Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// The layer, its sender and its flush for `cfg` (its secret already checked by
+/// [`crate::Engine::new`]).
+pub fn audit_webhook(cfg: &WebhookConfig) -> Result<(AuditLayer, AuditSender, AuditFlush), String> {
     let webhook = Arc::new(Webhook::new(cfg)?);
     let (tx, rx) = mpsc::channel(QUEUE);
-    Ok((AuditLayer { queue: tx }, AuditSender { queue: rx, webhook }))
+    let outstanding = Arc::new(AtomicUsize::new(0));
+    Ok((
+        AuditLayer {
+            queue: tx,
+            outstanding: Arc::clone(&outstanding),
+        },
+        AuditSender {
+            queue: rx,
+            webhook,
+            outstanding: Arc::clone(&outstanding),
+        },
+        AuditFlush(outstanding),
+    ))
 }
 
 /// An event's fields as JSON values.
@@ -79,7 +114,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
         fields
             .0
             .insert("time".into(), SystemClock.now_secs().into());
+        // Counted before it is queued, so that the sender never counts it down first.
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
         if self.queue.try_send(Value::Object(fields.0)).is_err() {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
             dropped(1);
         }
     }
@@ -122,6 +160,7 @@ impl AuditSender {
                     tracing::error!(state = ?other, events = n, "audit webhook delivery ended unexpectedly")
                 }
             }
+            self.outstanding.fetch_sub(n, Ordering::AcqRel);
         }
     }
 }

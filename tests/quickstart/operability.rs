@@ -430,6 +430,66 @@ async fn held_polls_give_way_when_their_connections_are_needed_pingora() {
     held_polls_give_way_when_their_connections_are_needed(true).await
 }
 
+/// The quickstart file on `port` with the audit trail also sent to `url`, signed with the
+/// base64 key `key`, retried after `retry_ms`.
+fn with_audit_webhook(port: u16, url: &str, key: &str, retry_ms: u64) -> tempfile_path::Path {
+    let cfg = quickstart_plus(port, "");
+    let secret = cfg.dir().join("audit.whsec");
+    std::fs::write(&secret, format!("whsec_{key}\n")).unwrap();
+    let mut text = std::fs::read_to_string(&cfg.0).unwrap();
+    text += &format!(
+        "audit: {{ webhook: {{ url: \"{url}\", secret: \"file:{}\", retry_initial_ms: {retry_ms}, \
+         outbound: {{ allow_private_networks: true }} }} }}\n",
+        secret.display()
+    );
+    std::fs::write(&cfg.0, text).unwrap();
+    cfg
+}
+
+/// The event names in the batches `hook` answered with success (it answers 503 first).
+fn delivered_events(hook: &common::webhook::Receiver) -> Vec<serde_json::Value> {
+    hook.got
+        .lock()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .flat_map(|r| {
+            let batch: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            batch["events"].as_array().unwrap().clone()
+        })
+        .collect()
+}
+
+/// Nothing of the audit trail is lost to a shutdown: stopped with SIGTERM right after a flow,
+/// while the webhook's first answer (503) has the sender waiting a second to try again, the
+/// gateway sends what it has before it exits (within `server.shutdown_grace_secs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_webhook_is_flushed_at_shutdown() {
+    let hook = common::webhook::receiver(vec![503, 204]).await;
+    let port = free_port();
+    let cfg = with_audit_webhook(
+        port,
+        &hook.url,
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=",
+        1000,
+    );
+    let (child, rx, reader) = serve(&cfg);
+    let child = KillOnDrop(child);
+    let (base, http) = (format!("http://127.0.0.1:{port}"), http_client());
+    let id = bc_for_alice(&http, &base).await;
+    approve_next_link(&http, &rx).await;
+    assert_eq!(redeem(&http, &base, &id).await.status, 200);
+    drop(http);
+    stop(child, reader);
+    let names: Vec<String> = delivered_events(&hook)
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(str::to_owned))
+        .collect();
+    for event in ["request_accepted", "request_decided", "tokens_issued"] {
+        assert!(names.iter().any(|n| n == event), "{event} lost: {names:?}");
+    }
+}
+
 /// Issue 21 §4: the audit trail also goes to a webhook, in batches signed as the notifier's
 /// events are (Standard Webhooks), retried when the webhook fails; every state change of one
 /// flow arrives under one request reference, and no body carries the `auth_req_id`, a secret,
@@ -440,17 +500,7 @@ async fn the_audit_trail_reaches_a_signed_webhook_that_failed_at_first() {
     const KEY: &str = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAAAAAAAAAAA=";
     let hook = common::webhook::receiver(vec![503, 204]).await;
     let port = free_port();
-    let cfg = quickstart_plus(port, "");
-    let secret = cfg.dir().join("audit.whsec");
-    std::fs::write(&secret, format!("whsec_{KEY}\n")).unwrap();
-    let mut text = std::fs::read_to_string(&cfg.0).unwrap();
-    text += &format!(
-        "audit: {{ webhook: {{ url: \"{}\", secret: \"file:{}\", retry_initial_ms: 20, \
-         outbound: {{ allow_private_networks: true }} }} }}\n",
-        hook.url,
-        secret.display()
-    );
-    std::fs::write(&cfg.0, text).unwrap();
+    let cfg = with_audit_webhook(port, &hook.url, KEY, 20);
     let (child, rx, reader) = serve(&cfg);
     let child = KillOnDrop(child);
     let base = format!("http://127.0.0.1:{port}");
@@ -468,15 +518,7 @@ async fn the_audit_trail_reaches_a_signed_webhook_that_failed_at_first() {
         "tokens_issued",
     ];
     let events = ciba_test_support::eventually_some("the flow's events are delivered", || async {
-        let got = hook.got.lock().unwrap().clone();
-        let events: Vec<serde_json::Value> = got
-            .iter()
-            .skip(1) // answered 503: sent again
-            .flat_map(|r| {
-                let batch: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                batch["events"].as_array().unwrap().clone()
-            })
-            .collect();
+        let events = delivered_events(&hook);
         let names: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
         wanted.iter().all(|w| names.contains(w)).then_some(events)
     })
