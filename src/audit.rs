@@ -141,18 +141,11 @@ pub(crate) fn user_unreachable(request: &str, client_id: &str) {
 
 /// The user decided on `p`: approved (as `subject`) or denied.
 pub(crate) fn decided(p: &PendingRequest, approved_as: Option<&str>, via: Via) {
-    let (decision, subject) = match approved_as {
-        Some(s) => ("approved", s),
-        None => ("denied", p.subject.as_str()),
+    let (decision, subject, event) = match approved_as {
+        Some(s) => ("approved", s, "request_approved"),
+        None => ("denied", p.subject.as_str(), "request_denied"),
     };
-    crate::metrics::client_event(
-        &p.client_id,
-        if approved_as.is_some() {
-            "request_approved"
-        } else {
-            "request_denied"
-        },
-    );
+    crate::metrics::client_event(&p.client_id, event);
     tracing::info!(
         target: TARGET,
         event = "request_decided",

@@ -28,14 +28,6 @@ impl<T> Live<T> {
         self.0.load_full()
     }
 
-    /// The value, for one that was never shared (a freshly built component); a copy if it was.
-    pub(crate) fn into_inner(self) -> T
-    where
-        T: Clone,
-    {
-        Arc::unwrap_or_clone(self.0.into_inner())
-    }
-
     /// Replaces the value; readers see the new one from their next [`Live::get`]. The old
     /// one is freed here, once the requests still using it are done (waiting a second at
     /// most), so that no request pays for freeing it: 10 000 clients take milliseconds. A

@@ -247,7 +247,7 @@ pub(crate) struct Credentials<'a> {
 #[derive(Debug)]
 pub struct ClientRegistry {
     /// The configured clients (`clients:`), replaced whole by a reload.
-    clients: Live<HashMap<String, Arc<Client>>>,
+    clients: Live<Configured>,
     registered: Option<Registered>,
     /// Fetches clients' `jwks_uri`s (configured and registered clients alike).
     outbound: OutboundClient,
@@ -312,12 +312,7 @@ impl ClientRegistry {
     pub fn from_config(cfg: &Config) -> Result<Self, ConfigErrors> {
         let mut problems = Problems::new();
         let outbound = client_outbound(cfg, &mut problems);
-        let mut clients = HashMap::new();
-        for (i, c) in cfg.clients.iter().enumerate() {
-            if let Some(client) = Client::from_config(i, c, cfg, &outbound, &mut problems) {
-                clients.insert(c.client_id.clone(), Arc::new(client));
-            }
-        }
+        let clients = configured(cfg, &outbound, &mut problems);
         let ca = match &cfg.mtls.ca_file {
             Some(path) => problems.take("mtls.ca_file", ca_verifier(path)),
             None => None,
@@ -342,11 +337,19 @@ impl ClientRegistry {
         self
     }
 
-    /// Takes the configured clients of `next` (built from a reloaded file) in place of the
-    /// current ones; registered clients are untouched. A client whose secret is unchanged keeps
-    /// what it verified, so a reload does not make every client pay an argon2 run again.
-    pub(crate) fn replace_configured(&self, next: ClientRegistry) {
-        let mut clients = next.clients.into_inner();
+    /// The clients of a reloaded file, with this registry's outbound client and CA (the
+    /// settings they come from, `ciba.client_notifications` and `mtls`, change only with a
+    /// restart); every problem under its client's path.
+    pub(crate) fn reconfigured(&self, cfg: &Config) -> Result<Configured, ConfigErrors> {
+        let mut problems = Problems::new();
+        let clients = configured(cfg, &self.outbound, &mut problems);
+        problems.finish(|| clients)
+    }
+
+    /// Takes `clients` (from [`ClientRegistry::reconfigured`]) in place of the configured ones;
+    /// registered clients are untouched. A client whose secret is unchanged keeps what it
+    /// verified, so a reload does not make every client pay an argon2 run again.
+    pub(crate) fn replace_configured(&self, mut clients: Configured) {
         {
             let current = self.clients.get();
             for (id, client) in &mut clients {
@@ -481,6 +484,20 @@ impl ClientRegistry {
 
 /// The client for clients' own URLs (`jwks_uri`): the notification endpoints' policy
 /// (`ciba.client_notifications`: its SSRF guard, timeout and CA).
+/// The configured clients, by id.
+pub(crate) type Configured = HashMap<String, Arc<Client>>;
+
+/// Builds the clients of `cfg` (`clients:`), each problem under its path.
+fn configured(cfg: &Config, outbound: &OutboundClient, problems: &mut Problems) -> Configured {
+    let mut clients = HashMap::new();
+    for (i, c) in cfg.clients.iter().enumerate() {
+        if let Some(client) = Client::from_config(i, c, cfg, outbound, problems) {
+            clients.insert(c.client_id.clone(), Arc::new(client));
+        }
+    }
+    clients
+}
+
 fn client_outbound(cfg: &Config, problems: &mut Problems) -> OutboundClient {
     let n = &cfg.ciba.client_notifications;
     let roots = match &n.ca_file {

@@ -63,10 +63,6 @@ pub(super) struct Limits {
 }
 
 impl Limits {
-    pub(super) fn new(shared: &Shared, limits: &crate::config::Limits) -> Self {
-        Self::from_parts(&shared.clock, &shared.store, limits)
-    }
-
     pub(super) fn from_parts(
         clock: &Arc<dyn Clock>,
         store: &Arc<Store>,
@@ -93,7 +89,11 @@ impl Backchannel {
             hint_issuers: Arc::clone(&shared.hint_issuers),
             users: Arc::clone(&shared.users),
             user_codes: UserCodeGuard::new(&shared.cfg.ciba.user_code, Arc::clone(&shared.store)),
-            limits: Live::new(Limits::new(shared, &shared.cfg.limits)),
+            limits: Live::new(Limits::from_parts(
+                &shared.clock,
+                &shared.store,
+                &shared.cfg.limits,
+            )),
             store: Arc::clone(&shared.store),
             channel: Arc::clone(&shared.channel),
             pages: Arc::clone(&shared.pages),

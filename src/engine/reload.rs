@@ -12,7 +12,6 @@ use std::sync::Arc;
 use super::backchannel::Limits;
 use super::{Engine, take};
 use crate::channel::Channel;
-use crate::clients::ClientRegistry;
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::tokens::{KeySet, Minter};
 use crate::users::UserDirectory;
@@ -79,7 +78,7 @@ impl Engine {
                  (the running keys stay)",
             ));
         }
-        let clients = take(&mut problems, ClientRegistry::from_config(&next));
+        let clients = take(&mut problems, self.clients.reconfigured(&next));
         let users = take(
             &mut problems,
             UserDirectory::rebuilt(&next.users, Some(&self.users.get())),
