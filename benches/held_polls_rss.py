@@ -5,14 +5,19 @@ connections, then before and after N long polls held on N pending requests (one 
 each, as HTTP/1.1 clients hold them), and after they are all answered.
 
     benches/held_polls_rss.py target/release/ciba-gateway [N] [tower|pingora]
+    benches/held_polls_rss.py target/release/examples/hello_upstream [N] hyper
+    HELD_ONLY=1 benches/held_polls_rss.py …   # the held polls alone, on a fresh process
 
 Uses only the Python standard library; the gateway runs the quickstart file with long polling
-at 120 s, the rate limits off and room for N held polls of one client.
+at 120 s, the rate limits off and room for N held polls of one client. `hyper` is the floor
+under the tower runtime: a bare one-thread hyper server (examples/hello_upstream.rs, `hold`)
+that holds every request it reads, unanswered, measured the same way with the same requests.
 """
 import asyncio
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -81,14 +86,16 @@ async def main(pid):
     print(f"{ENGINE}, N={N}")
     base = settle(pid)
     print(f"started:                     RSS {base} KiB")
-    conns = await idle_connections(N)
-    idle = settle(pid)
-    print(f"{N} idle connections:       RSS {idle} KiB  (+{(idle - base) * 1024 / N:.0f} bytes each)")
-    for _, w in conns:
-        w.close()
-    await asyncio.sleep(1)
+    if not os.environ.get("HELD_ONLY"):
+        conns = await idle_connections(N)
+        idle = settle(pid)
+        print(f"{N} idle connections:       RSS {idle} KiB  (+{(idle - base) * 1024 / N:.0f} bytes each)")
+        for _, w in conns:
+            w.close()
+        await asyncio.sleep(1)
     ids = [
-        post("/bc-authorize", dict(FORM, scope="openid", login_hint="alice"))["auth_req_id"]
+        "x" * 43 if ENGINE == "hyper"
+        else post("/bc-authorize", dict(FORM, scope="openid", login_hint="alice"))["auth_req_id"]
         for _ in range(N)
     ]
     pending = settle(pid)
@@ -121,12 +128,17 @@ def run():
         with open(path, "w") as f:
             f.write(cfg)
         env = dict(os.environ, RUST_LOG="warn")
-        gw = subprocess.Popen([BIN, "serve", "--config", path], cwd=d, env=env,
+        args = ([BIN, f"127.0.0.1:{PORT}", "hold"] if ENGINE == "hyper"
+                else [BIN, "serve", "--config", path])
+        gw = subprocess.Popen(args, cwd=d, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz")
+                    if ENGINE == "hyper":
+                        socket.create_connection(("127.0.0.1", PORT)).close()
+                    else:
+                        urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz")
                     break
                 except OSError:
                     time.sleep(0.1)

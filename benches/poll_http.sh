@@ -5,7 +5,10 @@
 # `metrics` facade has no recorder) and on (admin.listen: the Prometheus recorder counts and
 # times every poll), beside a bare one-thread hyper server (examples/hello_upstream.rs) — the
 # floor of any hyper-based server on this machine. Prints requests/s, wrk's p50/p99 and the
-# server's CPU time per request (from /proc), REPS times each, interleaved.
+# server's CPU time per request (from /proc), REPS times each, interleaved. The gateway logs at
+# `info`, the binary's default, so each poll's span (crate::trace) is enabled as users run it.
+# BASE=<an older ciba-gateway binary> adds "poll, before" (metrics off) to each round: the
+# difference of one change, measured side by side.
 #
 # Then the log under a failing store: the gateway on a real Redis that is then shut down,
 # wrk on /approve/<43 characters> (unauthenticated) for 3 s; prints the failures answered and the
@@ -56,8 +59,8 @@ measure() {
 }
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; exit 1; }
 
-poll() { # $1 off|on
-  RUST_LOG=warn target/release/ciba-gateway serve --config "$tmp/$1.yaml" >/dev/null 2>&1 &
+poll() { # $1 off|on, $2 the binary (default: this tree's)
+  RUST_LOG=info "${2:-target/release/ciba-gateway}" serve --config "$tmp/$1.yaml" >/dev/null 2>&1 &
   local pid=$!
   wait_port $GW
   local id
@@ -69,7 +72,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.body = "grant_type=urn%3Aopenid%3Aparams%3Agrant-type%3Aciba&client_id=my-client&client_secret=supersecret&auth_req_id=$id"
 LUA
-  measure "poll, metrics $1" $pid -s "$tmp/poll.lua" "http://127.0.0.1:$GW/token"
+  measure "poll, ${3:-metrics $1}" $pid -s "$tmp/poll.lua" "http://127.0.0.1:$GW/token"
   kill $pid; wait $pid 2>/dev/null || true
 }
 
@@ -82,7 +85,10 @@ hyper() {
 }
 
 echo "== polling over HTTP (wrk -t1 -c64 -d$DURATION, one server thread)"
-for _ in $(seq "$REPS"); do poll off; poll on; hyper; done
+for _ in $(seq "$REPS"); do
+  if [ -n "${BASE:-}" ]; then poll off "$BASE" before; fi
+  poll off; poll on; hyper
+done
 
 echo "== the log while the store is down"
 redis-server --port $REDIS --save '' --appendonly no >/dev/null 2>&1 & pids+=($!)

@@ -1,8 +1,10 @@
 //! A minimal hyper HTTP/1.1 server on one worker thread: the upstream of the pass-through
-//! benchmark (`benches/passthrough.sh`). Answers every request with a short body.
+//! benchmark (`benches/passthrough.sh`), the floor of the HTTP benchmarks. Answers every request
+//! with a short body — or, with `hold`, never (each request is held, its connection open): the
+//! floor under a held long poll in `benches/held_polls_rss.py`.
 //!
 //! ```text
-//! cargo run --release --example hello_upstream -- 127.0.0.1:9000
+//! cargo run --release --example hello_upstream -- 127.0.0.1:9000 [hold]
 //! ```
 
 use std::convert::Infallible;
@@ -18,6 +20,7 @@ fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9000".into());
+    let hold = std::env::args().nth(2).is_some_and(|a| a == "hold");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -29,7 +32,10 @@ fn main() -> std::io::Result<()> {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let svc = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                let svc = service_fn(move |_req: Request<hyper::body::Incoming>| async move {
+                    if hold {
+                        std::future::pending::<()>().await;
+                    }
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
                         b"hello from the upstream\n",
                     ))))

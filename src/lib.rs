@@ -40,6 +40,10 @@
 //! [`Engine::reload`] replaces the clients, users, signing keys, limits and channel of a running
 //! engine from a new [`Config`] (the binary does it on SIGHUP), or refuses it whole.
 //!
+//! Every request the engine serves is a span of its W3C trace, and the calls it makes carry
+//! `traceparent` ([`trace`]: whose trace is continued, hooks for your own spans, OpenTelemetry
+//! export with the feature `otel`).
+//!
 //! The rest of the public surface: [`OAuthError`] (the errors the endpoints answer, in the
 //! OAuth JSON format), [`store`] (the storage interfaces, for writing a backend), [`clock`]
 //! (time as a dependency, for tests), [`hash_secret`] and [`generate_signing_key`] (what the
@@ -66,6 +70,8 @@ mod jws;
 pub mod layer;
 mod live;
 #[cfg(feature = "server")]
+pub mod log_format;
+#[cfg(feature = "server")]
 pub mod log_limit;
 pub mod metrics;
 mod outbound;
@@ -79,6 +85,7 @@ pub mod serve;
 pub mod store;
 mod tls;
 mod tokens;
+pub mod trace;
 mod upstream;
 mod users;
 

@@ -191,6 +191,14 @@ impl<S> Filter<S> for LogLimit {
         let now_ms = self.0.clock.now_ms();
         self.admit(meta.callsite(), *meta.level(), meta.target(), now_ms)
     }
+
+    /// Every level: combined with a level filter (`EnvFilter.and(limit)`), the level filter's
+    /// hint stands. Without this (no hint), the combination has none either, and every
+    /// disabled `debug!` and DEBUG span in the process is weighed at run time instead of
+    /// skipped by the global maximum level (about 2 % of a poll's CPU in a profile).
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
 }
 
 #[cfg(test)]

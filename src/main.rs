@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use ciba_gateway::config::LogFormat;
 use ciba_gateway::config::{RuntimeKind, SigningAlg};
+use ciba_gateway::log_format::{JsonWithTraceId, TextWithTraceId};
 use ciba_gateway::log_limit::LogLimit;
 use ciba_gateway::serve::audit_webhook::{AuditLayer, audit_webhook};
 use ciba_gateway::{Config, Engine, serve};
@@ -212,16 +213,26 @@ fn init_log(json: bool, max_lines_per_sec: u32, audit: Option<AuditLayer>) -> Lo
     let limit = LogLimit::new(max_lines_per_sec);
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none());
+    // Each line with the trace id of the request it was written for (no span needed).
     let layer = if json {
-        layer.json().with_filter(filter.and(limit.clone())).boxed()
+        layer
+            .json()
+            .map_event_format(JsonWithTraceId)
+            .with_filter(filter.and(limit.clone()))
+            .boxed()
     } else {
-        layer.with_filter(filter.and(limit.clone())).boxed()
+        layer
+            .event_format(TextWithTraceId)
+            .with_filter(filter.and(limit.clone()))
+            .boxed()
     };
     let audit = audit.map(|a| {
+        // The audit events are INFO: saying so keeps the process's maximum level (see LogLimit).
         let audit_only = tracing_subscriber::filter::filter_fn(|m| {
             m.target() == ciba_gateway::audit::TARGET
                 || m.target() == ciba_gateway::audit::REPEAT_TARGET
-        });
+        })
+        .with_max_level_hint(tracing::level_filters::LevelFilter::INFO);
         a.with_filter(audit_only.and(LogLimit::new(max_lines_per_sec)))
     });
     tracing_subscriber::registry()
@@ -229,6 +240,51 @@ fn init_log(json: bool, max_lines_per_sec: u32, audit: Option<AuditLayer>) -> Lo
         .with(audit)
         .init();
     limit
+}
+
+/// OTLP export of the gateway's spans (feature `otel`), configured as every OpenTelemetry SDK
+/// is: on when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set
+/// (unless `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none`); the protocol
+/// (`http/protobuf`, default, or `http/json`), headers, timeout, sampler, batching, service name
+/// and resource from the other `OTEL_*` variables. The service name defaults to `ciba-gateway`.
+#[cfg(feature = "otel")]
+fn start_trace_export() -> Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let endpoint =
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    if endpoint.is_none()
+        || var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"))
+    {
+        return Ok(None);
+    }
+    if let Some(other) = var("OTEL_TRACES_EXPORTER").filter(|v| !v.eq_ignore_ascii_case("otlp")) {
+        return Err(format!(
+            "OTEL_TRACES_EXPORTER={other}: this binary exports over OTLP only (otlp or none)"
+        ));
+    }
+    use opentelemetry_otlp::WithExportConfig as _;
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_http();
+    // The specification's default; the crate's would be JSON, built in beside it.
+    if var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").is_none()
+        && var("OTEL_EXPORTER_OTLP_PROTOCOL").is_none()
+    {
+        exporter = exporter.with_protocol(opentelemetry_otlp::Protocol::HttpBinary);
+    }
+    let exporter = exporter
+        .build()
+        .map_err(|e| format!("OTLP trace exporter: {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if var("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("ciba-gateway");
+    }
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    ciba_gateway::trace::export_spans();
+    Ok(Some(provider))
 }
 
 fn write_private(path: &std::path::Path, pem: &str) -> std::io::Result<()> {
@@ -260,6 +316,14 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
         };
     let grace = std::time::Duration::from_secs(cfg.server.shutdown_grace_secs);
     let log_limit = init_log(json, cfg.log.max_lines_per_sec, audit_layer);
+    #[cfg(feature = "otel")]
+    let traces = match start_trace_export() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let metrics = match cfg.admin.listen {
         Some(addr) => match PrometheusBuilder::new()
             .set_buckets_for_metric(
@@ -333,6 +397,11 @@ fn serve(config: PathBuf, json_logs: bool) -> ExitCode {
             events = left,
             "audit events not sent to the webhook before the shutdown grace ran out"
         );
+    }
+    // The spans still in the exporter's batch go too (within its own export timeout).
+    #[cfg(feature = "otel")]
+    if let Some(Err(e)) = traces.map(|p| p.shutdown()) {
+        tracing::warn!(error = %e, "the last spans could not be exported");
     }
     match served {
         Ok(()) => ExitCode::SUCCESS,

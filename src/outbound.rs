@@ -197,9 +197,7 @@ impl OutboundClient {
     /// (a `jwks_uri`). Any failure is a message fit for a log.
     pub async fn get_json(&self, url: &Url, limit: usize) -> Result<serde_json::Value, String> {
         self.check(url)?;
-        let mut resp = self
-            .client
-            .get(url.clone())
+        let mut resp = traced(self.client.get(url.clone()))
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
@@ -224,7 +222,16 @@ impl OutboundClient {
     /// A POST request builder for `url`, after the policy check.
     pub fn post(&self, url: &Url) -> Result<reqwest::RequestBuilder, String> {
         self.check(url)?;
-        Ok(self.client.post(url.clone()))
+        Ok(traced(self.client.post(url.clone())))
+    }
+}
+
+/// `req` with the current span's `traceparent` ([`crate::trace`]): every outbound call names
+/// the request or background work that made it.
+pub(crate) fn traced(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    match crate::trace::outgoing() {
+        Some(tp) => req.header(crate::trace::TRACEPARENT, tp),
+        None => req,
     }
 }
 

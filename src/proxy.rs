@@ -13,7 +13,7 @@
 //!   the very bytes the client sent.
 //! - `upstream_request_filter`: [`CibaModule::upstream_request_filter`] removes the forwarding
 //!   and client-certificate headers a client must not be able to forge and sets fresh ones
-//!   (BCP-05).
+//!   (BCP-05), and sets the gateway's `traceparent` ([`crate::trace`]).
 //!
 //! Optionally, `request_body_filter` ([`CibaModule::request_body_filter`]: a total deadline for
 //! forwarded bodies), `fail_to_proxy` ([`CibaModule::fail_to_proxy`]: JSON 502/504 answers) and

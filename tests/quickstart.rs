@@ -20,6 +20,10 @@ mod operability;
 #[path = "quickstart/reload.rs"]
 mod reload;
 
+/// Traces: the trace id on the log lines, spans exported over OTLP (feature `otel`).
+#[path = "quickstart/traces.rs"]
+mod traces;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ciba-gateway");
 
 fn free_port() -> u16 {
@@ -102,9 +106,22 @@ fn serve(
     mpsc::Receiver<String>,
     std::thread::JoinHandle<Vec<String>>,
 ) {
+    serve_with_env(cfg, &[])
+}
+
+/// [`serve`] with these environment variables set.
+fn serve_with_env(
+    cfg: &tempfile_path::Path,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<Vec<String>>,
+) {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&cfg.0)
+        .envs(env.iter().copied())
         // As a user runs it, in a directory of its own: the registered clients' file
         // (`data/clients.redb`) is created there.
         .current_dir(cfg.dir())

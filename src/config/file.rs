@@ -81,6 +81,10 @@ pub struct Config {
     /// Where the audit trail goes besides the log. Default: the log only.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Traces: whose `traceparent` is continued ([`crate::trace`]). Export is configured by
+    /// the standard `OTEL_*` environment variables (feature `otel`).
+    #[serde(default)]
+    pub trace: TraceConfig,
 }
 
 fn default_listen() -> SocketAddr {

@@ -1,5 +1,6 @@
-//! What the people who run the gateway see: its log (`log`), its admin listener (`admin`) and
-//! where the audit trail goes besides the log (`audit`).
+//! What the people who run the gateway see: its log (`log`), its admin listener (`admin`),
+//! where the audit trail goes besides the log (`audit`) and whose traces it continues
+//! (`trace`).
 
 use std::net::SocketAddr;
 
@@ -104,4 +105,17 @@ impl AuditConfig {
             }
         }
     }
+}
+
+/// `trace`: the W3C trace context ([`crate::trace`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// The callers (CIDR blocks) whose `traceparent` the gateway continues: your own clients,
+    /// load balancer or service mesh. Everyone else's request starts a new trace (and its
+    /// `traceparent` and `tracestate` are not passed on), so that no outsider picks the
+    /// gateway's trace ids or its sampling. Behind a load balancer, that is the balancer's
+    /// address. Default: none.
+    #[serde(default)]
+    pub accept_traceparent_from: Vec<ipnet::IpNet>,
 }

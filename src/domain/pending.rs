@@ -31,6 +31,9 @@ pub struct PendingRequest {
     /// was accepted (RCM-03): a later change of the client's mode or endpoint does not re-route
     /// it. `None` for a poll client.
     pub callback: Option<Callback>,
+    /// The trace context of the request that asked ([`crate::trace`]): the work it leaves
+    /// behind (notifications, expiry) goes on in its trace, whichever replica does it.
+    pub trace: Option<crate::trace::TraceContext>,
 }
 
 /// A ping or push client's notification of one request, as it stood when the request was

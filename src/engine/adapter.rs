@@ -80,7 +80,7 @@ impl Engine {
 
     /// The changes a request needs before it is forwarded (BCP-05): untrusted inbound
     /// forwarding and client-certificate headers removed; `Host` and fresh forwarding headers
-    /// per the upstream configuration. `peer` is the address the gateway saw, `tls` whether the
+    /// per the upstream configuration; the gateway's `traceparent` ([`crate::trace`]). `peer` is the address the gateway saw, `tls` whether the
     /// client connection was TLS.
     pub fn header_edits(
         &self,
@@ -95,6 +95,15 @@ impl Engine {
                 set: Vec::new(),
             },
         };
+        // The trace goes on to the provider: in the caller's trace only if it may choose it,
+        // and only then with its `tracestate` (crate::trace).
+        let (trace, trusted) = self.forwarded_trace(headers, peer);
+        edits
+            .set
+            .push((crate::trace::TRACEPARENT, trace.traceparent()));
+        if !trusted && headers.contains_key(crate::trace::TRACESTATE) {
+            edits.remove.push(crate::trace::TRACESTATE);
+        }
         // The configured client-certificate header (`mtls.header`) is the gateway's to read,
         // whatever its name: it never reaches the wrapped service or the provider.
         if let Some(name) = &self.cfg.get().mtls.header

@@ -291,6 +291,7 @@ impl Backchannel {
             expires_at_ms: now + u64::from(lifetime) * 1000,
             interval_secs: self.policy.interval_secs,
             callback,
+            trace: crate::trace::TraceContext::current(),
         };
         self.store
             .create(pending.clone())
@@ -327,11 +328,15 @@ impl Backchannel {
             // Delivered in the background; the client's polling never waits for it.
             Ok(Notified::InFlight(delivery)) => {
                 let (store, id) = (Arc::clone(&self.store), pending.id.clone());
-                tokio::spawn(async move {
-                    let d = delivery.await;
-                    crate::audit::user_notified(id.as_str(), &d);
-                    super::record_delivery(&store, &id, d).await;
-                });
+                tokio::spawn(crate::trace::background(
+                    pending.trace,
+                    "notify_user",
+                    async move {
+                        let d = delivery.await;
+                        crate::audit::user_notified(id.as_str(), &d);
+                        super::record_delivery(&store, &id, d).await;
+                    },
+                ));
             }
         }
         self.decisions.push_expiry(&pending).await;

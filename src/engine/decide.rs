@@ -78,6 +78,19 @@ impl Decisions {
             .store
             .resolve(handle, decision, self.clock.now_ms())
             .await?;
+        // What follows goes on in the trace of the request that asked (crate::trace).
+        let trace = decided.trace;
+        crate::trace::background(trace, "decided", self.follow_up(decided, approved_as, via)).await;
+        Ok(())
+    }
+
+    /// What follows a decision: the audit record, the ping or push.
+    async fn follow_up(
+        &self,
+        decided: PendingRequest,
+        approved_as: Option<Option<String>>,
+        via: Via,
+    ) {
         crate::audit::decided(
             &decided,
             approved_as
@@ -88,10 +101,10 @@ impl Decisions {
         // PING-06: only ping and push clients are called, at the endpoint registered when the
         // request was accepted (RCM-03: a later change does not re-route it).
         let Some(callback) = decided.callback.clone() else {
-            return Ok(());
+            return;
         };
         let Some(client) = self.clients.get(&decided.client_id).await else {
-            return Ok(());
+            return;
         };
         let to = Notify {
             endpoint: callback.endpoint,
@@ -124,7 +137,6 @@ impl Decisions {
                 }
             }),
         }
-        Ok(())
     }
 
     /// For a push client's request: when it expires undecided, the client is told
@@ -160,7 +172,9 @@ impl Decisions {
                 // A process that stops takes its timers with it; the engine says so first.
                 () = this.shutdown.wait() => return,
             }
-            if let Err(e) = this.tell_expired(pending).await {
+            let trace = pending.trace;
+            let told = crate::trace::background(trace, "expire", this.tell_expired(pending));
+            if let Err(e) = told.await {
                 tracing::error!(error = %e, "a push request's expiry could not be taken; its client is not told");
             }
         });
@@ -210,8 +224,10 @@ impl Decisions {
             let more = claimed.len() == BATCH;
             for pending in claimed {
                 let id = pending.id.clone();
+                let told =
+                    crate::trace::background(pending.trace, "expire", self.tell_expired(pending));
                 // Left claimed on failure: the sweep after the lease tries again.
-                if self.tell_expired(pending).await.is_ok()
+                if told.await.is_ok()
                     && let Err(e) = self.store.settle_expired(&id).await
                 {
                     tracing::debug!(error = %e, "a handled expiry could not be settled; its next claim finds it taken");
@@ -327,20 +343,25 @@ impl Spawner {
         call: impl std::future::Future<Output = Delivery> + Send + 'static,
     ) {
         let store = self.store;
-        tokio::spawn(async move {
-            let outcome = call.await;
-            let mode = decided
-                .callback
-                .as_ref()
-                .map_or("ping", |c| c.mode.as_str());
-            crate::audit::client_notified(&decided, mode, &outcome);
-            if let Delivery::Failed { attempts, reason } = &outcome {
-                // Ping: the client can still redeem by polling (PING-05). Push: the tokens
-                // are gone with the failure; nothing is redeemable.
-                tracing::warn!(client_id = %client.id, mode, attempts, %reason, "client could not be notified");
-            }
-            // Visible through `Engine::delivery` while the request lives.
-            super::record_delivery(&store, &decided.id, outcome).await;
-        });
+        let trace = decided.trace;
+        tokio::spawn(crate::trace::background(
+            trace,
+            "notify_client",
+            async move {
+                let outcome = call.await;
+                let mode = decided
+                    .callback
+                    .as_ref()
+                    .map_or("ping", |c| c.mode.as_str());
+                crate::audit::client_notified(&decided, mode, &outcome);
+                if let Delivery::Failed { attempts, reason } = &outcome {
+                    // Ping: the client can still redeem by polling (PING-05). Push: the tokens
+                    // are gone with the failure; nothing is redeemable.
+                    tracing::warn!(client_id = %client.id, mode, attempts, %reason, "client could not be notified");
+                }
+                // Visible through `Engine::delivery` while the request lives.
+                super::record_delivery(&store, &decided.id, outcome).await;
+            },
+        ));
     }
 }

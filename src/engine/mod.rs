@@ -21,6 +21,7 @@ mod registration;
 mod reload;
 mod shutdown;
 mod token;
+mod traced;
 mod upstream_login;
 mod userinfo;
 
@@ -186,6 +187,7 @@ pub struct Engine {
     channel_callback: callback::ChannelCallback,
     userinfo: userinfo::Userinfo,
     registration: Option<registration::Registration>,
+    tracing: traced::Tracing,
 }
 
 impl std::fmt::Debug for Engine {
@@ -347,6 +349,7 @@ impl Engine {
             upstream: shared.upstream,
             paths: shared.paths,
             issuer: shared.issuer,
+            tracing: traced::Tracing::new(&shared.cfg.trace),
             cfg: Live::new(shared.cfg),
             reloading: std::sync::Mutex::new(()),
         })
@@ -422,13 +425,28 @@ impl Engine {
 
     /// Handles a request on one of the gateway's routes, and counts and times it
     /// ([`crate::metrics`]).
+    ///
+    /// The request runs in a span of its trace ([`crate::trace`]): the caller's, if it may
+    /// choose it (`trace.accept_traceparent_from`), a new one otherwise.
     pub async fn handle(&self, route: Route, req: EngineRequest) -> Outcome {
         let started = std::time::Instant::now();
-        let outcome = self.answer(route, req).await;
-        if let Outcome::Respond(resp) = &outcome {
-            let label = crate::metrics::outcome(resp.status(), resp.body());
-            crate::metrics::request(route.metric_label(), label, started.elapsed());
-        }
+        let traced = self.open_trace(
+            route.metric_label(),
+            &req.method,
+            &req.headers,
+            req.connection.peer,
+        );
+        let outcome = traced.run(self.answer(route, req)).await;
+        let took = started.elapsed();
+        let status = match &outcome {
+            Outcome::Respond(resp) => {
+                let label = crate::metrics::outcome(resp.status(), resp.body());
+                crate::metrics::request(route.metric_label(), label, took);
+                Some(resp.status())
+            }
+            Outcome::Forward(_) => None,
+        };
+        self.close_trace(traced, status, took);
         outcome
     }
 

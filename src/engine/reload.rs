@@ -162,7 +162,7 @@ macro_rules! differing {
 fn sections(a: &Config, b: &Config) -> Vec<&'static str> {
     differing!(a, b; listen, public_url, issuer, endpoints, limits, ciba, store, channel, users,
         clients, registration, tokens, scopes_supported, upstream, runtime, tls, server,
-        approval, profile, mtls, log, admin, audit)
+        approval, profile, mtls, log, admin, audit, trace)
 }
 
 /// One problem per section `next` changes that only a restart can change.

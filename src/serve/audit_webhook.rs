@@ -114,6 +114,12 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AuditLayer {
         fields
             .0
             .insert("time".into(), SystemClock.now_secs().into());
+        // The trace the change happened in (the flow's, for a decision and what follows it).
+        if let Some(t) = crate::trace::TraceContext::current() {
+            fields
+                .0
+                .insert("trace_id".into(), t.trace_id().to_string().into());
+        }
         // Counted before it is queued, so that the sender never counts it down first.
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         if self.queue.try_send(Value::Object(fields.0)).is_err() {

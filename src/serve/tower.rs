@@ -94,7 +94,18 @@ where
                 .map(|b| Either::Left(Full::new(b)));
             return Box::pin(std::future::ready(Ok(resp)));
         };
-        Box::pin(async move { Ok(forward(&engine, &client, req).await) })
+        Box::pin(async move {
+            // A forwarded request is a span of its trace too (crate::trace).
+            let started = std::time::Instant::now();
+            let peer = req
+                .extensions()
+                .get::<crate::Connection>()
+                .and_then(|c| c.peer);
+            let traced = engine.open_trace("forwarded", req.method(), req.headers(), peer);
+            let resp = traced.run(forward(&engine, &client, req)).await;
+            engine.close_trace(traced, Some(resp.status()), started.elapsed());
+            Ok(resp)
+        })
     }
 }
 

@@ -61,6 +61,8 @@ struct Entry {
     /// token is among the texts.
     endpoint: Option<Arc<str>>,
     push: bool,
+    /// The asking request's trace context.
+    trace: Option<crate::trace::TraceContext>,
     state: Mutex<State>,
 }
 
@@ -81,6 +83,7 @@ impl Entry {
             expires_at_ms: self.expires_at_ms,
             interval_secs: self.interval_secs,
             callback: self.callback(),
+            trace: self.trace,
         }
     }
 
@@ -496,6 +499,7 @@ impl PendingStore for MemoryStore {
                 .callback
                 .as_ref()
                 .is_some_and(|c| c.mode == CallbackMode::Push),
+            trace: req.trace,
             state: Mutex::new(State {
                 status: Status::Pending,
                 delivery: None,

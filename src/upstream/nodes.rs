@@ -121,10 +121,8 @@ impl Nodes {
         let started = std::time::Instant::now();
         let mut last = None;
         for node in self.order() {
-            match make(&node.client, self.url(node, path_and_query))
-                .send()
-                .await
-            {
+            let req = make(&node.client, self.url(node, path_and_query));
+            match crate::outbound::traced(req).send().await {
                 Err(e) if e.is_connect() => {
                     self.pass_over(node);
                     last = Some(e);

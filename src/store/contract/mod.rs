@@ -34,6 +34,7 @@ pub fn sample(client: &str) -> PendingRequest {
         expires_at_ms: T0 + 60_000,
         interval_secs: 5,
         callback: None,
+        trace: Some(crate::trace::TraceContext::root()),
     }
 }
 
@@ -68,7 +69,8 @@ where
 }
 
 /// RCM-03: a ping or push request keeps the mode, endpoint and token it was accepted with;
-/// the request the store hands back (to the page, to the decision) carries them.
+/// the request the store hands back (to the page, to the decision) carries them, and the
+/// trace context of the request that asked (the notification goes on in its trace).
 async fn callback_is_kept<S: PendingStore>(s: S) {
     for mode in [CallbackMode::Ping, CallbackMode::Push] {
         let mut r = sample("c1");
@@ -84,6 +86,7 @@ async fn callback_is_kept<S: PendingStore>(s: S) {
             .await
             .unwrap();
         assert_eq!(decided.callback, r.callback);
+        assert_eq!(decided.trace, r.trace);
     }
 }
 

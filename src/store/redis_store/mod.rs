@@ -380,6 +380,8 @@ impl RedisStore {
                 }),
                 _ => None,
             },
+            // Absent from a request an older version stored: its work starts a new trace.
+            trace: get("tp").and_then(|t| crate::trace::TraceContext::parse(t.as_bytes())),
         })
     }
 
@@ -447,6 +449,10 @@ impl PendingStore for RedisStore {
             if let Some(v) = value {
                 fields.push((name, v.clone()));
             }
+        }
+        if let Some(t) = &req.trace {
+            let tp = t.traceparent();
+            fields.push(("tp", tp.to_str().unwrap_or_default().to_owned()));
         }
         if let Some(cb) = &req.callback {
             fields.push(("nm", cb.mode.as_str().to_owned()));

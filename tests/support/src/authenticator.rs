@@ -17,6 +17,8 @@ use crate::gateway::{Gateway, Reply, reply};
 pub struct ChannelCall {
     pub bearer: String,
     pub body: Value,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 /// A real HTTP server playing a Keycloak-style authenticator: records every authentication
@@ -48,7 +50,15 @@ impl Authenticator {
                             .and_then(|v| v.strip_prefix("Bearer "))
                             .unwrap_or_default()
                             .to_owned();
-                        let _ = tx.send(ChannelCall { bearer, body });
+                        let traceparent = headers
+                            .get("traceparent")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let _ = tx.send(ChannelCall {
+                            bearer,
+                            body,
+                            traceparent,
+                        });
                         StatusCode::from_u16(status.load(std::sync::atomic::Ordering::SeqCst))
                             .unwrap()
                     },

@@ -12,7 +12,8 @@
 //! - [`client`]: a CIBA client that knows a gateway by its URLs alone;
 //! - [`tokens`] and [`pages`]: reading what the gateway hands out (JWTs, HTML pages);
 //! - [`keys`]: a client's own signing keys (PS256, ES256, RS256) and the JWTs it signs;
-//! - [`pki`], [`smtp`], [`webhook`]: a test CA, an SMTP sink and a webhook receiver;
+//! - [`pki`], [`smtp`], [`webhook`], [`otlp`]: a test CA, an SMTP sink, a webhook receiver and
+//!   an OTLP/HTTP trace receiver (what a collector sees);
 //! - [`receiver`]: an HTTPS notification endpoint for ping clients;
 //! - [`redis`]: real Redis servers (a single node, a three-master Cluster) for the shared store.
 //!
@@ -25,6 +26,7 @@ pub mod client;
 pub mod gateway;
 pub mod keys;
 pub mod node;
+pub mod otlp;
 pub mod pages;
 pub mod pki;
 pub mod providers;

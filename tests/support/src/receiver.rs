@@ -26,6 +26,8 @@ pub struct Call {
     pub body: serde_json::Value,
     /// The request target (path and query).
     pub path: String,
+    /// The W3C `traceparent` header, if any.
+    pub traceparent: Option<String>,
 }
 
 /// The running endpoint.
@@ -83,6 +85,7 @@ impl Receiver {
                     loop {
                         let (mut bearer, mut content_type, mut len, mut path) =
                             (String::new(), String::new(), 0, None);
+                        let mut traceparent = None;
                         let mut line = String::new();
                         loop {
                             line.clear();
@@ -109,6 +112,8 @@ impl Receiver {
                                     .to_owned();
                             } else if let Some(v) = lower.strip_prefix("content-type:") {
                                 content_type = v.trim().to_owned();
+                            } else if let Some(v) = lower.strip_prefix("traceparent:") {
+                                traceparent = Some(v.trim().to_owned());
                             }
                         }
                         let mut body = vec![0; len];
@@ -127,6 +132,7 @@ impl Receiver {
                             content_type,
                             body,
                             path: path.unwrap_or_default(),
+                            traceparent,
                         });
                         if status == 0 {
                             // Gone mid-call: the request was read, no answer comes.
