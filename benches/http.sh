@@ -5,7 +5,9 @@
 # upstream, so it gets the hyper server, whose discovery it would merge: no discovery row for it),
 # node-oidc-provider with its CIBA feature on
 # (tests/upstream/ciba_provider.mjs, from npm as users run it; one Node.js thread), and a bare
-# one-thread hyper server (examples/hello_upstream.rs: the floor of a hyper-based server).
+# one-thread hyper server (examples/hello_upstream.rs: the floor of a hyper-based server) and a
+# bare one-thread pingora proxy answering from its request_filter (examples/bare_pingora.rs
+# `answer`: the floor of a pingora-based server, what the pingora rows are measured against).
 # wrk -t1 -c64 on loopback drives, per server: discovery (GET), a poll of a pending request
 # (POST /token: the gateway answers `slow_down` to a client this fast, oidc-provider
 # `authorization_pending`), and backchannel authentication requests (POST, client_secret_post,
@@ -29,7 +31,7 @@ if ((${#missing[@]})); then
 fi
 [ -d tests/upstream/node_modules/oidc-provider ] ||
   npm ci --prefix tests/upstream --no-audit --no-fund --loglevel=error
-cargo build --release --quiet --bin ciba-gateway --example hello_upstream
+cargo build --release --quiet --bin ciba-gateway --example hello_upstream --example bare_pingora
 
 tmp=$(mktemp -d)
 pids=()
@@ -77,6 +79,14 @@ target/release/examples/hello_upstream 127.0.0.1:$HYPER >/dev/null 2>&1 &
 hyper=$!; pids+=($hyper)
 wait_port $HYPER
 measure "bare hyper" "GET /" $hyper "http://127.0.0.1:$HYPER/"
+BARE=19099
+target/release/examples/bare_pingora 127.0.0.1:$BARE 127.0.0.1:$HYPER 1 answer >/dev/null 2>&1 &
+bare=$!; pids+=($bare)
+wait_port $BARE
+form_lua "$tmp/bare.lua" "grant_type=urn%3Aopenid%3Aparams%3Agrant-type%3Aciba&$AUTH&auth_req_id=x"
+measure "bare pingora" "POST, answered in request_filter" $bare -s "$tmp/bare.lua" "http://127.0.0.1:$BARE/token"
+# SIGKILL: pingora's graceful shutdown would wait out its grace period.
+kill -9 $bare; wait $bare 2>/dev/null || true
 
 port=$HYPER
 for engine in tower pingora; do

@@ -1,10 +1,12 @@
 //! The smallest pingora reverse proxy: one `ProxyHttp` whose only phase picks the upstream.
 //! No gateway code at all: the pass-through benchmark (`benches/passthrough.sh`) runs it as
 //! the floor that any pingora-based proxy (ciba-gateway's pingora engine included) starts
-//! from, next to nginx.
+//! from, next to nginx. With `answer`, its `request_filter` answers every request itself with
+//! a short JSON body, as the gateway's module answers a poll: the floor of the pingora rows of
+//! `benches/http.sh`.
 //!
 //! ```text
-//! cargo run --release --example bare_pingora -- 127.0.0.1:9001 127.0.0.1:9000 1
+//! cargo run --release --example bare_pingora -- 127.0.0.1:9001 127.0.0.1:9000 1 [answer]
 //! #                                             listen         upstream       threads
 //! ```
 
@@ -19,13 +21,29 @@ use pingora::server::configuration::ServerConf;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Bare(HttpPeer);
+struct Bare(HttpPeer, bool);
 
 #[async_trait]
 impl ProxyHttp for Bare {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> pingora::Result<bool> {
+        if !self.1 {
+            return Ok(false);
+        }
+        // Read the request's body first, as the gateway reads a token request's.
+        while session.read_request_body().await?.is_some() {}
+        let body = bytes::Bytes::from_static(b"{\"error\":\"authorization_pending\"}");
+        let mut head = pingora::http::ResponseHeader::build(400, Some(3))?;
+        head.insert_header("content-type", "application/json")?;
+        head.insert_header("cache-control", "no-store")?;
+        head.set_content_length(body.len())?;
+        session.write_response_header(Box::new(head), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
 
     async fn upstream_peer(
         &self,
@@ -47,6 +65,7 @@ fn main() {
     let threads = args
         .next()
         .map_or(1, |t| t.parse().expect("a thread count"));
+    let answer = args.next().is_some_and(|a| a == "answer");
 
     let mut server = Server::new_with_opt_and_conf(
         None,
@@ -57,7 +76,7 @@ fn main() {
     );
     server.bootstrap();
     let peer = HttpPeer::new(upstream, false, String::new());
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare(peer));
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, Bare(peer, answer));
     service.add_tcp(&listen);
     server.add_service(service);
     server.run_forever()

@@ -88,6 +88,11 @@ impl ProxyHttp for IdentityProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut Ctx) -> FailToProxy {
         self.ciba.fail_to_proxy(session, e).await
     }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        // A forwarded request's span ends with the status it got.
+        self.ciba.logging(session, &mut ctx.ciba);
+    }
 }
 
 /// The two nodes, health-checked every second (a connection must succeed).

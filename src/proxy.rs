@@ -16,9 +16,10 @@
 //!   (BCP-05), and sets the gateway's `traceparent` ([`crate::trace`]).
 //!
 //! Optionally, `request_body_filter` ([`CibaModule::request_body_filter`]: a total deadline for
-//! forwarded bodies), `fail_to_proxy` ([`CibaModule::fail_to_proxy`]: JSON 502/504 answers) and
+//! forwarded bodies), `fail_to_proxy` ([`CibaModule::fail_to_proxy`]: JSON 502/504 answers),
 //! `upstream_response_filter` ([`CibaModule::upstream_response_filter`]: forwarded requests in
-//! the metrics). Keep a [`CibaCtx`] in your context.
+//! the metrics) and `logging` ([`CibaModule::logging`]: a forwarded request's span ends with its
+//! status). Keep a [`CibaCtx`] in your context.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -88,6 +89,8 @@ use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::trace::TraceContext;
 use pingora::{Error, ErrorType, Result};
 
 use crate::conn_limit::{Connections, InFlight};
@@ -107,6 +110,8 @@ pub struct CibaModule {
 pub struct CibaCtx {
     /// When the request body must have arrived.
     body_deadline: Option<tokio::time::Instant>,
+    /// A forwarded request's span (crate::trace), from `request_filter` to `logging`.
+    forwarded: Option<(crate::engine::Traced, std::time::Instant)>,
 }
 
 impl CibaModule {
@@ -134,6 +139,7 @@ impl CibaModule {
             .engine
             .route(&head.method, head.uri.path(), &head.headers)
         else {
+            self.forwarding(session, ctx);
             return Ok(false);
         };
         // Keep what we read, so that a request handed back is forwarded with the same bytes.
@@ -178,7 +184,35 @@ impl CibaModule {
                 respond(session, resp).await?;
                 Ok(true)
             }
-            Outcome::Forward(_) => Ok(false),
+            Outcome::Forward(_) => {
+                self.forwarding(session, ctx);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Opens the span of a request that is forwarded (crate::trace); the request header
+    /// carries its context to `upstream_request_filter` (pingora copies the extensions into
+    /// the upstream request).
+    fn forwarding(&self, session: &mut Session, ctx: &mut CibaCtx) {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let head = session.req_header();
+        let traced = self
+            .engine
+            .open_trace("forwarded", &head.method, &head.headers, peer);
+        session
+            .req_header_mut()
+            .extensions_mut()
+            .insert(traced.ctx());
+        ctx.forwarded = Some((traced, std::time::Instant::now()));
+    }
+
+    /// Call from `logging` (optional): closes a forwarded request's span with the status that
+    /// was answered (without it, the span ends without one when the context is dropped).
+    pub fn logging(&self, session: &Session, ctx: &mut CibaCtx) {
+        if let Some((traced, started)) = ctx.forwarded.take() {
+            let status = session.response_written().map(|r| r.status);
+            self.engine.close_trace(traced, status, started.elapsed());
         }
     }
 
@@ -207,9 +241,16 @@ impl CibaModule {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let edits = self
-            .engine
-            .header_edits(&upstream_request.headers, peer, tls);
+        // In the forwarded request's span, if `request_filter` opened one.
+        let edits = match upstream_request.extensions.get::<TraceContext>() {
+            Some(t) => t.in_scope(|| {
+                self.engine
+                    .header_edits(&upstream_request.headers, peer, tls)
+            }),
+            None => self
+                .engine
+                .header_edits(&upstream_request.headers, peer, tls),
+        };
         for name in &edits.remove {
             upstream_request.remove_header(name);
         }
@@ -522,6 +563,10 @@ impl ProxyHttp for CibaProxy {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         self.module.fail_to_proxy(session, e).await
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.module.logging(session, &mut ctx.ciba);
     }
 }
 

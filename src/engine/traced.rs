@@ -34,7 +34,21 @@ pub(crate) struct Traced {
     route: &'static str,
 }
 
+impl std::fmt::Debug for Traced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Traced")
+            .field("trace", &self.opened.ctx)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Traced {
+    /// The request's trace context.
+    pub(crate) fn ctx(&self) -> TraceContext {
+        self.opened.ctx
+    }
+
     /// Runs `f` in the request's span and trace context.
     pub(crate) fn run<F: Future>(&self, f: F) -> impl Future<Output = F::Output> {
         tracing::Instrument::instrument(self.opened.ctx.scope(f), self.span.clone())

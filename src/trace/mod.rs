@@ -141,6 +141,12 @@ impl TraceContext {
     pub fn scope<F: Future>(self, f: F) -> impl Future<Output = F::Output> {
         CURRENT.scope(self, f)
     }
+
+    /// Calls `f` with `self` as the [current](Self::current) context (the synchronous
+    /// [`TraceContext::scope`]).
+    pub fn in_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
 }
 
 impl fmt::Debug for TraceContext {

@@ -191,3 +191,62 @@ async fn json_lines_carry_the_trace_id_too() {
     assert_eq!(line["fields"]["event"], "request_accepted", "{accepted}");
     stop(child, reader);
 }
+
+/// Feature `otel`, the pingora runtime in front of a provider: a request it forwards is a
+/// server span in its caller's trace, and the `traceparent` the provider receives names that
+/// very span.
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_request_is_one_exported_span_on_pingora() {
+    let collector = common::otlp::Receiver::start().await;
+    let echo = common::upstream::echo_upstream().await;
+    let port = free_port();
+    let text = std::fs::read_to_string(&quickstart_on(port).0).unwrap();
+    let cfg = tempfile_path::write(&format!(
+        "{text}\ntrace:\n  accept_traceparent_from: [\"127.0.0.1/32\"]\nruntime: pingora\nupstream:\n  url: \"http://127.0.0.1:{echo}\"\n"
+    ));
+    let (child, _rx, reader) = serve_with_env(
+        &cfg,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint)],
+    );
+    let child = KillOnDrop(child);
+    let http = http_client();
+    // pingora says it listens before it does: wait for an answer.
+    let url = format!("http://127.0.0.1:{port}/some/provider/page");
+    let r = common::eventually_some("the gateway answers", || async {
+        let resp = http
+            .get(&url)
+            .header("traceparent", CALLER)
+            .send()
+            .await
+            .ok()?;
+        Some(reply(resp).await)
+    })
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let sent = r.json["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts[1], CALLER_TRACE, "{sent}");
+    stop(child, reader);
+
+    let spans = collector.spans();
+    let fwd = spans
+        .iter()
+        .find(|s| s.span_id == parts[2])
+        .unwrap_or_else(|| panic!("the span {sent} names, in {spans:#?}"));
+    assert_eq!(fwd.name, "ciba.request");
+    assert_eq!(fwd.trace_id, CALLER_TRACE);
+    assert_eq!(fwd.parent_span_id, CALLER_SPAN);
+    assert!(
+        fwd.attributes.contains(&"ciba.route=forwarded".into()),
+        "{fwd:?}"
+    );
+    assert!(
+        fwd.attributes
+            .contains(&"http.response.status_code=200".into()),
+        "{fwd:?}"
+    );
+}
