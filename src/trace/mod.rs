@@ -284,7 +284,8 @@ impl Accept {
         if self.0.is_empty() {
             return None;
         }
-        let peer = peer?;
+        // An IPv4 client of a dual-stack listener is seen as `::ffff:a.b.c.d`.
+        let peer = peer?.to_canonical();
         if !self.0.iter().any(|n| n.contains(&peer)) {
             return None;
         }
@@ -426,6 +427,8 @@ mod tests {
         let other: IpAddr = "192.0.2.1".parse().unwrap();
         let accept = Accept::new(&["127.0.0.0/8".parse().unwrap()]);
         assert!(accept.parent(&h, Some(local)).is_some());
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(accept.parent(&h, Some(mapped)).is_some());
         assert!(accept.parent(&h, Some(other)).is_none());
         assert!(accept.parent(&h, None).is_none());
         assert!(Accept::default().parent(&h, Some(local)).is_none());
