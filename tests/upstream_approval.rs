@@ -23,6 +23,7 @@ both_runtimes!(
     provider_error_is_a_clear_page_and_approves_nothing,
     identity_bound_by_email,
     offline_access_brings_the_providers_refresh_token,
+    the_code_exchange_is_in_the_trace_of_the_request_approved,
 );
 
 fn secret_file(value: &str) -> SecretRef {
@@ -389,4 +390,47 @@ async fn offline_access_brings_the_providers_refresh_token(kind: RuntimeKind) {
     let next = r.json["refresh_token"].as_str().unwrap_or(rt).to_owned();
     let r = refresh(POST_CLIENT.1, next).await;
     assert_eq!(r.status, 200, "{}", r.json);
+}
+
+/// Issue 21 §2: one flow, one trace, the provider included — the code exchange the user's login
+/// leads to reaches the provider in the trace of the backchannel request (sent by a trusted
+/// caller), though the login itself came from the user's browser.
+async fn the_code_exchange_is_in_the_trace_of_the_request_approved(kind: RuntimeKind) {
+    const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (gw, p, auth) = setup_with(kind, |c| {
+        c.trace.accept_traceparent_from = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let r = reply(
+        gw.http
+            .post(format!("{}/bc-authorize", gw.url))
+            .header("traceparent", CALLER)
+            .form(&[
+                ("client_id", POST_CLIENT.0),
+                ("client_secret", POST_CLIENT.1),
+                ("scope", "openid email"),
+                ("login_hint", "alice"),
+                ("binding_message", "4711"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.json);
+    let link = auth.next_call().await.body["approval_url"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let browser = Browser::new();
+    let (status, html) = login_via_link(&gw, &browser, link, "sub-alice").await;
+    assert_eq!(status, 200, "{html}");
+    let seen = p.token_request_traceparents();
+    assert_eq!(seen.len(), 1, "one code exchange: {seen:?}");
+    assert_eq!(
+        seen[0].split('-').nth(1),
+        Some("0af7651916cd43dd8448eb211c80319c"),
+        "{seen:?}"
+    );
 }

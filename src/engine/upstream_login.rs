@@ -310,15 +310,16 @@ impl UpstreamLogin {
             );
         };
         let disc = &self.discovery_path;
-        let tokens = match upstream
-            .exchange_code(
-                disc,
-                creds,
-                code,
-                &attempt.secrets.verifier,
-                &self.redirect_uri,
-            )
-            .await
+        // The provider sees the code exchange in the trace of the request being approved
+        // (crate::trace), not in the browser's.
+        let exchange = upstream.exchange_code(
+            disc,
+            creds,
+            code,
+            &attempt.secrets.verifier,
+            &self.redirect_uri,
+        );
+        let tokens = match crate::trace::background(pending.trace, "code_exchange", exchange).await
         {
             Ok(t) => t,
             Err(e) => {

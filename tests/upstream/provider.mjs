@@ -59,4 +59,12 @@ const provider = new Provider(issuer, {
 // gateway must present the public host. PROXY=1 turns trust on, as a deployment behind a
 // reverse proxy may.
 provider.proxy = process.env.PROXY === '1';
+// Observation only: which trace each token request names (the tests read it on stdout).
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'POST' && ctx.path === '/token') {
+    console.log(`token request traceparent=${ctx.get('traceparent') || '-'}`);
+  }
+  await next();
+});
+
 provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${port} for ${issuer}`));

@@ -28,6 +28,8 @@ pub struct Provider {
     issuer: String,
     proxy: bool,
     child: Option<tokio::process::Child>,
+    /// What it printed after it started listening.
+    printed: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Provider {
@@ -69,7 +71,13 @@ impl Provider {
         })
         .await
         .expect("oidc-provider starts");
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let printed: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let keep = Arc::clone(&printed);
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = lines.next_line().await {
+                keep.lock().unwrap().push(l);
+            }
+        });
         // Drained, so that a chatty provider never blocks on a full pipe.
         tokio::spawn(async move {
             let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
@@ -79,7 +87,19 @@ impl Provider {
             issuer: issuer.to_owned(),
             proxy,
             child: Some(child),
+            printed,
         }
+    }
+
+    /// The `traceparent` of each token request it received (`-` for none), in order.
+    pub fn token_request_traceparents(&self) -> Vec<String> {
+        self.printed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("token request traceparent="))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Kills the provider and waits until it is gone.
