@@ -106,12 +106,14 @@ async fn request_scope(
         gw.post_form("/bc-authorize", &p, None).await
     };
     assert_eq!(r.status, 200, "{}", r.json);
-    let link = auth.next_call().await.body["approval_url"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let link = approval_link(auth).await;
     (r.json["auth_req_id"].as_str().unwrap().to_owned(), link)
+}
+
+/// The approval link of the authenticator's next call.
+async fn approval_link(auth: &Authenticator) -> reqwest::Url {
+    let call = auth.next_call().await;
+    call.body["approval_url"].as_str().unwrap().parse().unwrap()
 }
 
 /// Opens the link, checks the device page, continues to the provider and logs in as `login`.
@@ -418,11 +420,7 @@ async fn the_code_exchange_is_in_the_trace_of_the_request_approved(kind: Runtime
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.json);
-    let link = auth.next_call().await.body["approval_url"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let link = approval_link(&auth).await;
     let browser = Browser::new();
     let (status, html) = login_via_link(&gw, &browser, link, "sub-alice").await;
     assert_eq!(status, 200, "{html}");
