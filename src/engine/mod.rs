@@ -47,6 +47,7 @@ pub use discovery::Finding;
 pub(crate) use pages::Pages;
 pub use paths::{Paths, SharedPaths};
 pub use reload::{RELOADABLE, Reloaded};
+#[cfg(feature = "pingora")]
 pub(crate) use traced::Traced;
 
 /// A buffered request, as an adapter hands it to the engine.

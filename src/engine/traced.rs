@@ -44,7 +44,8 @@ impl std::fmt::Debug for Traced {
 }
 
 impl Traced {
-    /// The request's trace context.
+    /// The request's trace context (the pingora module hands it to `upstream_request_filter`).
+    #[cfg(feature = "pingora")]
     pub(crate) fn ctx(&self) -> TraceContext {
         self.opened.ctx
     }
