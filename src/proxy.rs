@@ -89,13 +89,12 @@ use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
-
-use crate::trace::TraceContext;
 use pingora::{Error, ErrorType, Result};
 
 use crate::conn_limit::{Connections, InFlight};
 use crate::engine::{Engine, EngineRequest, Outcome};
 use crate::protocol::OAuthError;
+use crate::trace::TraceContext;
 
 /// CIBA for a pingora `ProxyHttp`: call its methods from your proxy's phases (see the
 /// [module docs](self)).
@@ -111,7 +110,7 @@ pub struct CibaCtx {
     /// When the request body must have arrived.
     body_deadline: Option<tokio::time::Instant>,
     /// A forwarded request's span (crate::trace), from `request_filter` to `logging`.
-    forwarded: Option<(crate::engine::Traced, std::time::Instant)>,
+    forwarded: Option<crate::engine::Traced>,
 }
 
 impl CibaModule {
@@ -204,15 +203,15 @@ impl CibaModule {
             .req_header_mut()
             .extensions_mut()
             .insert(traced.ctx());
-        ctx.forwarded = Some((traced, std::time::Instant::now()));
+        ctx.forwarded = Some(traced);
     }
 
     /// Call from `logging` (optional): closes a forwarded request's span with the status that
     /// was answered (without it, the span ends without one when the context is dropped).
     pub fn logging(&self, session: &Session, ctx: &mut CibaCtx) {
-        if let Some((traced, started)) = ctx.forwarded.take() {
+        if let Some(traced) = ctx.forwarded.take() {
             let status = session.response_written().map(|r| r.status);
-            self.engine.close_trace(traced, status, started.elapsed());
+            self.engine.close_trace(traced, status);
         }
     }
 
@@ -241,15 +240,14 @@ impl CibaModule {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let edits = || {
+            self.engine
+                .header_edits(&upstream_request.headers, peer, tls)
+        };
         // In the forwarded request's span, if `request_filter` opened one.
         let edits = match upstream_request.extensions.get::<TraceContext>() {
-            Some(t) => t.in_scope(|| {
-                self.engine
-                    .header_edits(&upstream_request.headers, peer, tls)
-            }),
-            None => self
-                .engine
-                .header_edits(&upstream_request.headers, peer, tls),
+            Some(t) => t.in_scope(edits),
+            None => edits(),
         };
         for name in &edits.remove {
             upstream_request.remove_header(name);

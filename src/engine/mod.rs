@@ -431,7 +431,6 @@ impl Engine {
     /// The request runs in a span of its trace ([`crate::trace`]): the caller's, if it may
     /// choose it (`trace.accept_traceparent_from`), a new one otherwise.
     pub async fn handle(&self, route: Route, req: EngineRequest) -> Outcome {
-        let started = std::time::Instant::now();
         let traced = self.open_trace(
             route.metric_label(),
             &req.method,
@@ -439,16 +438,15 @@ impl Engine {
             req.connection.peer,
         );
         let outcome = traced.run(self.answer(route, req)).await;
-        let took = started.elapsed();
         let status = match &outcome {
-            Outcome::Respond(resp) => {
-                let label = crate::metrics::outcome(resp.status(), resp.body());
-                crate::metrics::request(route.metric_label(), label, took);
-                Some(resp.status())
-            }
+            Outcome::Respond(resp) => Some(resp.status()),
             Outcome::Forward(_) => None,
         };
-        self.close_trace(traced, status, took);
+        let took = self.close_trace(traced, status);
+        if let Outcome::Respond(resp) = &outcome {
+            let label = crate::metrics::outcome(resp.status(), resp.body());
+            crate::metrics::request(route.metric_label(), label, took);
+        }
         outcome
     }
 

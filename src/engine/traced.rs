@@ -28,6 +28,8 @@ impl Tracing {
 
 /// A request's span, open while it is served.
 pub(crate) struct Traced {
+    /// When it was opened: the request's latency is measured from here.
+    started: std::time::Instant,
     opened: Opened,
     span: tracing::Span,
     method: Method,
@@ -75,6 +77,7 @@ impl Engine {
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
     ) -> Traced {
+        let started = std::time::Instant::now();
         let parent = self.tracing.accept.parent(headers, peer.map(|p| p.ip()));
         let opened = Opened::start("ciba.request", Kind::Server, route, parent);
         let span = self.tracing.hooks.make_span(&RequestInfo {
@@ -83,6 +86,7 @@ impl Engine {
             trace: opened.ctx,
         });
         Traced {
+            started,
             opened,
             span,
             method: method.clone(),
@@ -90,8 +94,10 @@ impl Engine {
         }
     }
 
-    /// Closes a request's span with its answer's status (`None`: handed back to be forwarded).
-    pub(crate) fn close_trace(&self, t: Traced, status: Option<StatusCode>, latency: Duration) {
+    /// Closes a request's span with its answer's status (`None`: handed back to be forwarded);
+    /// returns the time the request took.
+    pub(crate) fn close_trace(&self, t: Traced, status: Option<StatusCode>) -> Duration {
+        let latency = t.started.elapsed();
         let info = RequestInfo {
             method: &t.method,
             route: t.route,
@@ -101,6 +107,7 @@ impl Engine {
             .hooks
             .on_response(&info, status, latency, &t.span);
         t.opened.finish(status);
+        latency
     }
 
     /// The trace context a forwarded request carries on: the current span's (a request the

@@ -96,14 +96,13 @@ where
         };
         Box::pin(async move {
             // A forwarded request is a span of its trace too (crate::trace).
-            let started = std::time::Instant::now();
             let peer = req
                 .extensions()
                 .get::<crate::Connection>()
                 .and_then(|c| c.peer);
             let traced = engine.open_trace("forwarded", req.method(), req.headers(), peer);
             let resp = traced.run(forward(&engine, &client, req)).await;
-            engine.close_trace(traced, Some(resp.status()), started.elapsed());
+            engine.close_trace(traced, Some(resp.status()));
             Ok(resp)
         })
     }
