@@ -335,10 +335,9 @@ impl pingora::listeners::TlsAccept for ClientCertificates {
 
 async fn respond(session: &mut Session, resp: Response<Bytes>) -> Result<()> {
     let (parts, body) = resp.into_parts();
-    let mut header = ResponseHeader::build(parts.status, Some(parts.headers.len() + 1))?;
-    for (name, value) in &parts.headers {
-        header.append_header(name.clone(), value.clone())?;
-    }
+    // The engine's headers as they are, not copied one by one into a case-preserving map:
+    // pingora writes a standard header's name title-cased either way.
+    let mut header = ResponseHeader::from(parts);
     header.set_content_length(body.len())?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -18,6 +18,7 @@ both_runtimes!(
     myth_01_ietf_grant_type_alias_accepted_never_advertised,
     myth_01_alias_switched_off_names_the_right_grant_type,
     tok_09_jat_01_02_token_contents,
+    bc_req_06_a_ciba_grant_with_a_repeated_parameter_is_invalid_request,
 );
 
 /// A gateway whose requests are approved or denied by a real authenticator over HTTP.
@@ -152,6 +153,32 @@ async fn tok_02_unknown_or_foreign_auth_req_id_is_invalid_grant(kind: RuntimeKin
     gw.poll(&id)
         .await
         .assert_error(400, "authorization_pending");
+}
+
+/// BC-REQ-06 at the token endpoint: a form that does not parse is still the CIBA grant's when
+/// it names it, and is refused as one (not handed on as another grant, TOK-11).
+async fn bc_req_06_a_ciba_grant_with_a_repeated_parameter_is_invalid_request(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
+    let id = gw.start_request().await;
+    let r = gw
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "urn:openid:params:grant-type:ciba"),
+                ("auth_req_id", &id),
+                ("auth_req_id", &id),
+            ],
+            Some(BASIC_CLIENT),
+        )
+        .await;
+    r.assert_error(400, "invalid_request");
+    assert!(
+        r.json["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("auth_req_id")),
+        "{}",
+        r.json
+    );
 }
 
 async fn tok_01_client_authenticates_as_at_the_backchannel_endpoint(kind: RuntimeKind) {

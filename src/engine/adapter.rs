@@ -71,11 +71,13 @@ impl Engine {
     /// Whether a buffered token-endpoint body carries the CIBA grant (either spelling). Adapters
     /// use it to decide, before anything else, whether the request is theirs at all.
     pub fn is_ciba_grant(body: &[u8]) -> bool {
-        form_urlencoded::parse(body).any(|(k, v)| {
-            k == "grant_type"
-                && (v == crate::protocol::GRANT_TYPE_CIBA
-                    || v == crate::protocol::GRANT_TYPE_CIBA_IETF_ALIAS)
-        })
+        form_urlencoded::parse(body).any(|(k, v)| k == "grant_type" && Self::is_ciba_grant_type(&v))
+    }
+
+    /// Whether a `grant_type` value is the CIBA grant (either spelling).
+    pub(crate) fn is_ciba_grant_type(value: &str) -> bool {
+        value == crate::protocol::GRANT_TYPE_CIBA
+            || value == crate::protocol::GRANT_TYPE_CIBA_IETF_ALIAS
     }
 
     /// The changes a request needs before it is forwarded (BCP-05): untrusted inbound

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use jsonwebtoken::Validation;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth_request::{AuthRequest, ObjectCheck};
 use super::{EngineRequest, Shared, json_response};
@@ -342,12 +342,13 @@ impl Backchannel {
         self.decisions.push_expiry(&pending).await;
 
         // BC-ACK-01..04
-        let body = serde_json::json!({
-            "auth_req_id": pending.id.as_str(),
-            "expires_in": lifetime,
-            "interval": pending.interval_secs,
-        });
-        Ok(json_response(StatusCode::OK, Bytes::from(body.to_string())))
+        let body = serde_json::to_vec(&Acknowledgement {
+            auth_req_id: pending.id.as_str(),
+            expires_in: lifetime,
+            interval: pending.interval_secs,
+        })
+        .expect("an acknowledgement serialises");
+        Ok(json_response(StatusCode::OK, Bytes::from(body)))
     }
 
     /// BC-REQ-01: present, contains `openid`, every value allowed for the client.
@@ -545,4 +546,12 @@ fn rate_limited(description: &'static str, wait_secs: u64) -> OAuthError {
     OAuthError::new(ErrorCode::AccessDenied, StatusCode::FORBIDDEN)
         .describe(description)
         .retry_after(u32::try_from(wait_secs).unwrap_or(u32::MAX))
+}
+
+/// The backchannel endpoint's answer (BC-ACK-01..04), written straight to bytes.
+#[derive(Serialize)]
+struct Acknowledgement<'a> {
+    auth_req_id: &'a str,
+    expires_in: u32,
+    interval: u32,
 }

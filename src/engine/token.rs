@@ -160,8 +160,19 @@ impl TokenEndpoint {
         if req.method != Method::POST || require_form_content_type(&req.headers).is_err() {
             return Outcome::Forward(req);
         }
-        let answer = if Engine::is_ciba_grant(&req.body) {
-            self.ciba_grant(&req).await
+        // Parsed once: its grant type says whether the request is the gateway's, and the
+        // CIBA grant reads the rest from it. A form that does not parse (a repeated
+        // parameter, bad UTF-8) is the CIBA grant's error if it says it is one.
+        let form = Form::parse(&req.body);
+        let ciba = match &form {
+            Ok(f) => f.get("grant_type").is_some_and(Engine::is_ciba_grant_type),
+            Err(_) => Engine::is_ciba_grant(&req.body),
+        };
+        let answer = if ciba {
+            match form {
+                Ok(form) => self.ciba_grant(&req, &form).await,
+                Err(e) => Err(e),
+            }
         } else if let Some(claims) = self.own_refresh_token(&req.body) {
             Box::pin(self.refresh(&req, claims)).await
         } else if is_refresh_grant(&req.body) {
@@ -354,15 +365,18 @@ impl TokenEndpoint {
         Ok(json_response(StatusCode::OK, Bytes::from(body)))
     }
 
-    async fn ciba_grant(&self, req: &EngineRequest) -> Result<http::Response<Bytes>, OAuthError> {
-        let form = Form::parse(&req.body)?;
+    async fn ciba_grant(
+        &self,
+        req: &EngineRequest,
+        form: &Form<'_>,
+    ) -> Result<http::Response<Bytes>, OAuthError> {
         if form.get("grant_type") != Some(GRANT_TYPE_CIBA) && !self.accept_ietf_alias {
             // MYTH-01: the alias is off; say what the right value is.
             return Err(OAuthError::bad_request(ErrorCode::UnsupportedGrantType)
                 .describe(format!("the CIBA grant type is {GRANT_TYPE_CIBA}")));
         }
         // TOK-01: the client authenticates exactly as at the backchannel endpoint.
-        let (client, bound_to) = self.authenticate(req, &form).await?;
+        let (client, bound_to) = self.authenticate(req, form).await?;
         let client = &client;
         if !client.ciba_allowed {
             return Err(OAuthError::bad_request(ErrorCode::UnauthorizedClient)
