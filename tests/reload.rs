@@ -37,6 +37,58 @@ async fn a_rotated_key_is_published_until_its_tokens_expired_standalone() {
     a_rotated_key_is_published_until_its_tokens_expired(RuntimeKind::Tower).await
 }
 
+/// Standalone, as above: the JWKS is compared before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_gives_a_kid_to_another_key_is_refused_standalone() {
+    a_reload_that_gives_a_kid_to_another_key_is_refused(RuntimeKind::Tower).await
+}
+
+/// GW-02 across reloads: a `kid` names one key for good. A reload that gives a current or a
+/// retired key's `kid` to new key material is refused (the tokens the old key signed would stop
+/// verifying wherever the JWKS is read again), naming the `kid`, and the running keys stay; the
+/// same file reloaded again is accepted.
+async fn a_reload_that_gives_a_kid_to_another_key_is_refused(kind: RuntimeKind) {
+    let gw = start_on(kind, |_| {}).await;
+    let key = |kid: &str| KeyConfig {
+        kid: kid.into(),
+        alg: SigningAlg::ES256,
+        private_key: SecretRef::value(
+            ciba_gateway::generate_signing_key(SigningAlg::ES256).unwrap(),
+        ),
+    };
+    let jwks = || async {
+        let d = gw.discovery().await;
+        common::get_json(&gw.http, d["jwks_uri"].as_str().unwrap()).await
+    };
+    let refused = |cfg: &Config| {
+        for e in &gw.engines {
+            let problems = e.reload(cfg.clone()).expect_err("the reload is refused");
+            assert!(problems.to_string().contains("kid 'k1'"), "{problems}");
+        }
+    };
+    let mut cfg = (*gw.engine.config()).clone();
+    cfg.tokens.keys = vec![key("k1")];
+    cfg.tokens.active_kid = None;
+    reload(&gw, &cfg);
+    let before = jwks().await;
+    // The same file again: nothing to refuse.
+    assert!(reload(&gw, &cfg).retired_kids.is_empty());
+
+    let mut other = cfg.clone();
+    other.tokens.keys = vec![key("k1")];
+    refused(&other);
+    assert_eq!(jwks().await, before);
+
+    // Retired, k1 still verifies what it signed: its kid is not free either.
+    let mut rotated = cfg.clone();
+    rotated.tokens.keys = vec![key("k2")];
+    assert_eq!(reload(&gw, &rotated).retired_kids, ["k1"]);
+    let mut back = rotated.clone();
+    back.tokens.keys.push(key("k1"));
+    back.tokens.active_kid = Some("k2".into());
+    refused(&back);
+}
+
 /// A user added by a reload can be reached at once; a lowered `limits.bc_per_client` applies
 /// to the next request (GW-07), with the budget spent before the reload still counted.
 async fn a_reload_adds_a_user_and_changes_the_client_limit(kind: RuntimeKind) {

@@ -68,6 +68,18 @@ impl Engine {
         } else {
             take(&mut problems, KeySet::from_config(&next.tokens))
         };
+        if let Some(k) = &keys {
+            for kid in k.reused_kids(self.minter.get().keys()) {
+                problems.push(ConfigError::new(
+                    "tokens.keys",
+                    format!(
+                        "kid '{kid}' named another key before the reload: give a new key a \
+                         new kid, or the tokens the old one signed stop verifying (the running \
+                         keys stay)"
+                    ),
+                ));
+            }
+        }
         if let Some(k) = &keys
             && k.algorithms() != self.minter.get().keys().algorithms()
         {

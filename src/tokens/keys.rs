@@ -220,6 +220,17 @@ impl KeySet {
         self.published()
     }
 
+    /// The `kid`s of this set that name another key in `previous`, current or retired: a kid
+    /// given to new key material would make the tokens the old key signed fail to verify
+    /// wherever the JWKS is read again (and the gateway's own refresh tokens with them).
+    pub fn reused_kids<'a>(&'a self, previous: &'a KeySet) -> impl Iterator<Item = &'a str> {
+        let before = || (previous.keys.iter()).chain(previous.retired.iter().map(|r| &r.key));
+        self.keys
+            .iter()
+            .filter(move |k| before().any(|p| p.kid == k.kid && p.jwk != k.jwk))
+            .map(|k| k.kid.as_str())
+    }
+
     /// The `kid`s of the retired keys.
     pub fn retired_kids(&self) -> impl Iterator<Item = &str> {
         self.retired.iter().map(|r| r.key.kid.as_str())
