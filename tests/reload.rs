@@ -6,7 +6,9 @@
 use ciba_test_support as common;
 
 use ciba_gateway::Config;
-use ciba_gateway::config::{KeyConfig, Rate, RuntimeKind, SecretRef, SigningAlg, UsersConfig};
+use ciba_gateway::config::{
+    ChannelConfig, KeyConfig, Rate, RuntimeKind, SecretRef, SigningAlg, UsersConfig,
+};
 use common::*;
 
 /// Reloads every replica with `cfg`.
@@ -28,6 +30,7 @@ both_runtimes!(
     a_reload_adds_a_user_and_changes_the_client_limit,
     a_poll_held_across_a_reload_is_answered,
     requests_during_reloads_are_all_answered_as_without_them,
+    a_new_bearer_secret_keeps_the_authenticators_callbacks_working,
 );
 
 /// Standalone only: the runtimes' test harness puts pingora in front of an echo server, which
@@ -87,6 +90,39 @@ async fn a_reload_that_gives_a_kid_to_another_key_is_refused(kind: RuntimeKind) 
     back.tokens.keys.push(key("k1"));
     back.tokens.active_kid = Some("k2".into());
     refused(&back);
+}
+
+/// A reload that changes `channel.bearer_secret` (a rotation) leaves the bearer tokens the
+/// authenticator already holds valid for as long as their requests live: the user's decision
+/// on a request notified before the reload still arrives; requests notified after it carry
+/// tokens of the new secret.
+async fn a_new_bearer_secret_keeps_the_authenticators_callbacks_working(kind: RuntimeKind) {
+    let secret = |c: char| Some(SecretRef::value(c.to_string().repeat(40)));
+    let (gw, auth) = start_with_authenticator(kind, |c| {
+        if let ChannelConfig::Http { bearer_secret, .. } = &mut c.channel {
+            *bearer_secret = secret('a');
+        }
+    })
+    .await;
+    let before = gw.start_request().await;
+    let old = auth.next_call().await;
+
+    let mut cfg = (*gw.engine.config()).clone();
+    let ChannelConfig::Http { bearer_secret, .. } = &mut cfg.channel else {
+        panic!("the authenticator's channel is http")
+    };
+    *bearer_secret = secret('b');
+    reload(&gw, &cfg);
+
+    assert_eq!(callback(&gw, &old.bearer, "SUCCEED").await.status, 200);
+    let tokens = gw.poll(&before).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.json);
+
+    let after = gw.start_request().await;
+    let new = auth.next_call().await;
+    assert_ne!(new.bearer, old.bearer);
+    assert_eq!(callback(&gw, &new.bearer, "SUCCEED").await.status, 200);
+    assert_eq!(gw.poll(&after).await.status, 200);
 }
 
 /// A user added by a reload can be reached at once; a lowered `limits.bc_per_client` applies

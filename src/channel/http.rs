@@ -67,6 +67,10 @@ pub struct HttpChannel {
     decoding: DecodingKey,
     /// Whether the key is this process's random one (no `channel.bearer_secret`).
     generated_key: bool,
+    /// The keys of earlier configurations (a reload changed the key), each with the moment
+    /// (Unix seconds) after which no bearer token it signed can still be valid: the
+    /// authenticator's callbacks for the requests notified before the reload keep working.
+    retired: Vec<(DecodingKey, u64)>,
     issuer: String,
 }
 
@@ -96,16 +100,27 @@ impl HttpChannel {
             encoding: EncodingKey::from_secret(&key),
             decoding: DecodingKey::from_secret(&key),
             generated_key,
+            retired: Vec::new(),
             issuer: issuer.to_owned(),
         }
     }
 
-    /// Keeps `previous`'s random key when both have one (a reload): the bearer tokens the
-    /// authenticator holds for pending requests keep working.
-    pub(crate) fn adopt_key(&mut self, previous: &HttpChannel) {
+    /// A reload: the bearer tokens the authenticator holds for pending requests keep working.
+    /// `previous`'s random key is kept when both have one; otherwise its key (whether or not
+    /// `channel.bearer_secret` changed) still verifies for `keep_secs` from `now`, the longest
+    /// a request it was signed for can live.
+    pub(crate) fn adopt_key(&mut self, previous: &HttpChannel, now: u64, keep_secs: u64) {
+        let live = previous.retired.iter().filter(|(_, until)| *until > now);
         if self.generated_key && previous.generated_key {
             self.encoding = previous.encoding.clone();
             self.decoding = previous.decoding.clone();
+            self.retired = live.cloned().collect();
+        } else {
+            let until = now.saturating_add(keep_secs);
+            self.retired = live
+                .cloned()
+                .chain(std::iter::once((previous.decoding.clone(), until)))
+                .collect();
         }
     }
 
@@ -131,8 +146,13 @@ impl HttpChannel {
         v.set_audience(&[AUDIENCE]);
         v.set_issuer(&[&self.issuer]);
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-        let claims = jsonwebtoken::decode::<ChannelClaims>(token, &self.decoding, &v)
-            .ok()?
+        let decode = |key| jsonwebtoken::decode::<ChannelClaims>(token, key, &v).ok();
+        let claims = decode(&self.decoding)
+            .or_else(|| {
+                (self.retired.iter())
+                    .filter(|(_, until)| *until > now)
+                    .find_map(|(key, _)| decode(key))
+            })?
             .claims;
         (claims.exp > now).then_some(claims.sub)
     }
@@ -170,5 +190,37 @@ impl HttpChannel {
                 resp.status().as_u16()
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(secret: &str) -> HttpChannel {
+        crate::install_crypto_provider();
+        let url = Url::parse("https://authenticator.example/notify").unwrap();
+        let secret = Some(Secret::new(secret.repeat(40)));
+        HttpChannel::new(url, secret, &Outbound::default(), "https://gw.example")
+    }
+
+    /// Each reload that changes the secret keeps the one before verifying, only for as long
+    /// as a token it signed can be valid: nothing piles up over many reloads.
+    #[test]
+    fn a_replaced_key_verifies_until_its_tokens_expired_then_is_dropped() {
+        let a = channel("a");
+        let token = a.bearer_for("handle", 1_000, 1_300);
+        let mut b = channel("b");
+        b.adopt_key(&a, 1_000, 600);
+        assert_eq!(b.verify_bearer(&token, 1_100).as_deref(), Some("handle"));
+        let mut c = channel("c");
+        c.adopt_key(&b, 1_200, 600);
+        assert_eq!(c.retired.len(), 2);
+        assert_eq!(c.verify_bearer(&token, 1_250).as_deref(), Some("handle"));
+        // Past the window b gave a's key, the next reload keeps b's and c's, not a's.
+        let mut d = channel("d");
+        d.adopt_key(&c, 1_700, 600);
+        assert_eq!(d.retired.len(), 2);
+        assert_eq!(d.verify_bearer(&token, 1_250), None);
     }
 }

@@ -163,10 +163,11 @@ impl Channel {
     }
 
     /// Carries over what `previous` (the channel before a reload) holds for pending requests:
-    /// the HTTP channel's random key for its callbacks' bearer tokens.
-    pub(crate) fn adopt(&mut self, previous: &Channel) {
+    /// the HTTP channel's key for its callbacks' bearer tokens (kept signing if both were
+    /// random, else kept verifying for `keep_secs` from `now`, Unix seconds).
+    pub(crate) fn adopt(&mut self, previous: &Channel, now: u64, keep_secs: u64) {
         if let (Self::Http(next), Self::Http(before)) = (self, previous) {
-            next.adopt_key(before);
+            next.adopt_key(before, now, keep_secs);
         }
     }
 

@@ -126,7 +126,12 @@ impl Engine {
             .replace(Minter::new(keys, self.issuer.clone(), &next.tokens));
         self.clients.replace_configured(clients);
         self.users.replace(users);
-        channel.adopt(&self.channel.get());
+        // Bearer tokens given to the authenticator live as long as their requests at most.
+        channel.adopt(
+            &self.channel.get(),
+            now,
+            u64::from(next.ciba.max_expiry_secs),
+        );
         self.channel.replace(channel);
         self.backchannel
             .limits
