@@ -6,12 +6,15 @@ each, as HTTP/1.1 clients hold them), and after they are all answered.
 
     benches/held_polls_rss.py target/release/ciba-gateway [N] [tower|pingora]
     benches/held_polls_rss.py target/release/examples/hello_upstream [N] hyper
+    benches/held_polls_rss.py target/release/examples/bare_pingora [N] pingora-floor
     HELD_ONLY=1 benches/held_polls_rss.py …   # the held polls alone, on a fresh process
 
 Uses only the Python standard library; the gateway runs the quickstart file with long polling
 at 120 s, the rate limits off and room for N held polls of one client. `hyper` is the floor
 under the tower runtime: a bare one-thread hyper server (examples/hello_upstream.rs, `hold`)
-that holds every request it reads, unanswered, measured the same way with the same requests.
+that holds every request it reads, unanswered, measured the same way with the same requests;
+`pingora-floor` is the one under the pingora runtime: a bare one-thread pingora proxy
+(examples/bare_pingora.rs, `hold`) whose `request_filter` reads each request and never answers.
 """
 import asyncio
 import json
@@ -31,6 +34,8 @@ ENGINE = sys.argv[3] if len(sys.argv) > 3 else "tower"
 PORT = 19300
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FORM = {"client_id": "my-client", "client_secret": "supersecret"}
+# The servers with no gateway in them: each holds whatever request it reads.
+FLOORS = ("hyper", "pingora-floor")
 
 
 def rss_kib(pid):
@@ -94,7 +99,7 @@ async def main(pid):
             w.close()
         await asyncio.sleep(1)
     ids = [
-        "x" * 43 if ENGINE == "hyper"
+        "x" * 43 if ENGINE in FLOORS
         else post("/bc-authorize", dict(FORM, scope="openid", login_hint="alice"))["auth_req_id"]
         for _ in range(N)
     ]
@@ -132,14 +137,16 @@ def run():
         with open(path, "w") as f:
             f.write(cfg)
         env = dict(os.environ, RUST_LOG="warn")
-        args = ([BIN, f"127.0.0.1:{PORT}", "hold"] if ENGINE == "hyper"
-                else [BIN, "serve", "--config", path])
+        args = {
+            "hyper": [BIN, f"127.0.0.1:{PORT}", "hold"],
+            "pingora-floor": [BIN, f"127.0.0.1:{PORT}", "127.0.0.1:9", "1", "hold"],
+        }.get(ENGINE, [BIN, "serve", "--config", path])
         gw = subprocess.Popen(args, cwd=d, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(100):
                 try:
-                    if ENGINE == "hyper":
+                    if ENGINE in FLOORS:
                         socket.create_connection(("127.0.0.1", PORT)).close()
                     else:
                         urllib.request.urlopen(f"http://127.0.0.1:{PORT}/healthz")
