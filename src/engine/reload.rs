@@ -68,8 +68,11 @@ impl Engine {
         } else {
             take(&mut problems, KeySet::from_config(&next.tokens))
         };
+        // What new keys may not change of the running ones (the guard goes before `replace`).
         if let Some(k) = &keys {
-            for kid in k.reused_kids(self.minter.get().keys()) {
+            let minter = self.minter.get();
+            let running = minter.keys();
+            for kid in k.reused_kids(running) {
                 problems.push(ConfigError::new(
                     "tokens.keys",
                     format!(
@@ -79,16 +82,14 @@ impl Engine {
                     ),
                 ));
             }
-        }
-        if let Some(k) = &keys
-            && k.algorithms() != self.minter.get().keys().algorithms()
-        {
-            // Discovery advertises them, and registered clients were checked against them.
-            problems.push(ConfigError::new(
-                "tokens.keys",
-                "the reload changes the set of signing algorithms, which only a restart can \
-                 (the running keys stay)",
-            ));
+            if k.algorithms() != running.algorithms() {
+                // Discovery advertises them, and registered clients were checked against them.
+                problems.push(ConfigError::new(
+                    "tokens.keys",
+                    "the reload changes the set of signing algorithms, which only a restart can \
+                     (the running keys stay)",
+                ));
+            }
         }
         let clients = take(&mut problems, self.clients.reconfigured(&next));
         let users = take(
