@@ -255,7 +255,7 @@ async fn fapi_ciba_over_mutual_tls(runtime: &str, behind: Behind) {
         Behind::Nothing => (None, None),
         Behind::Echo => (None, Some(echo_upstream().await)),
         Behind::Provider => {
-            let p = Provider::start(&format!("https://localhost:{port}"), free_port()).await;
+            let p = Provider::start(&format!("https://localhost:{port}")).await;
             let port = p.port;
             (Some(p), Some(port))
         }

@@ -523,9 +523,8 @@ async fn the_deploy_example_serves_a_flow_across_its_replicas() {
         .collect();
     // Redis with the compose file's arguments: its password, `noeviction`, append-only.
     let redis = RedisServer::start_with(&redis_args);
-    let provider_port = free_port();
-    let _provider =
-        Provider::start(&format!("http://127.0.0.1:{provider_port}"), provider_port).await;
+    let provider = Provider::start_at_own_address().await;
+    let provider_port = provider.port;
     let ports = [free_port(), free_port()];
     let signing_key =
         ciba_gateway::generate_signing_key(ciba_gateway::config::SigningAlg::ES256).unwrap();

@@ -1,13 +1,13 @@
 // A real, unmodified OpenID provider for the integration tests: panva's oidc-provider with a
 // confidential client for client_credentials and authorization_code + PKCE, and accounts whose
 // id is whatever is typed at the (development) login form.
-//   ISSUER=http://127.0.0.1:8080 PORT=3000 [PROXY=1] node provider.mjs
+//   ISSUER=http://127.0.0.1:8080 PORT=3000 [PROXY=1] node provider.mjs   (PORT=0: any free port)
 // The issuer is the gateway's public URL: the gateway serves the issuer's host (GW-02).
 import Provider from 'oidc-provider';
 
 const issuer = process.env.ISSUER;
 const port = Number(process.env.PORT);
-if (!issuer || !port) {
+if (!issuer || !process.env.PORT || !Number.isInteger(port)) {
   console.error('ISSUER and PORT are required');
   process.exit(2);
 }
@@ -67,4 +67,8 @@ provider.use(async (ctx, next) => {
   await next();
 });
 
-provider.listen(port, '127.0.0.1', () => console.log(`oidc-provider listening on ${port} for ${issuer}`));
+// PORT=0 lets the system pick a free port, printed here for the harness: a port picked by the
+// harness and bound later can be taken in between.
+const server = provider.listen(port, '127.0.0.1', () =>
+  console.log(`oidc-provider listening on ${server.address().port} for ${issuer}`),
+);

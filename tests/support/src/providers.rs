@@ -152,24 +152,29 @@ async fn gateway_before_on(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let origin = format!("http://{addr}");
-    let port = free_port();
     let provider = match kind {
-        Kind::OidcProvider | Kind::OidcProviderProxy => RealProvider {
-            kind,
-            port,
-            _oidc: Some(Provider::start_with(&origin, port, kind == Kind::OidcProviderProxy).await),
-            _django: None,
-        },
-        Kind::Django => RealProvider {
-            kind,
-            port,
-            _oidc: None,
-            _django: Some(Django::start(port, &format!("{origin}/o/approve/callback")).await),
-        },
+        Kind::OidcProvider | Kind::OidcProviderProxy => {
+            let oidc = Provider::start_with(&origin, kind == Kind::OidcProviderProxy).await;
+            RealProvider {
+                kind,
+                port: oidc.port,
+                _oidc: Some(oidc),
+                _django: None,
+            }
+        }
+        Kind::Django => {
+            let port = free_port();
+            RealProvider {
+                kind,
+                port,
+                _oidc: None,
+                _django: Some(Django::start(port, &format!("{origin}/o/approve/callback")).await),
+            }
+        }
     };
     let mut cfg = base_config(addr);
     cfg.issuer = Some(format!("{origin}{}", provider.issuer_path()));
-    let mut up = upstream_config(port);
+    let mut up = upstream_config(provider.port);
     // The provider's defaults, not the harness's: discovery cached as shipped.
     up.discovery_cache_secs = 60;
     cfg.upstream = Some(up);

@@ -33,13 +33,37 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// oidc-provider as shipped (`proxy` off: URLs built from `Host`).
-    pub async fn start(issuer: &str, port: u16) -> Provider {
-        Self::start_with(issuer, port, false).await
+    /// oidc-provider as shipped (`proxy` off: URLs built from `Host`), on a port it binds itself.
+    pub async fn start(issuer: &str) -> Provider {
+        Self::start_with(issuer, false).await
     }
 
-    /// oidc-provider, trusting `X-Forwarded-*` when `proxy`.
-    pub async fn start_with(issuer: &str, port: u16, proxy: bool) -> Provider {
+    /// oidc-provider, trusting `X-Forwarded-*` when `proxy`, on a port it binds itself (the
+    /// system's pick: a port picked here and bound later by node could be taken in between).
+    pub async fn start_with(issuer: &str, proxy: bool) -> Provider {
+        Self::spawn(issuer, 0, proxy)
+            .await
+            .unwrap_or_else(|why| panic!("oidc-provider exited before listening:\n{why}"))
+    }
+
+    /// oidc-provider whose issuer is its own address, `http://127.0.0.1:<port>`. The port must be
+    /// known before it starts, so one taken in between is a retry on another.
+    pub async fn start_at_own_address() -> Provider {
+        let mut why = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Self::spawn(&format!("http://127.0.0.1:{port}"), port, false).await {
+                Ok(p) => return p,
+                Err(w) if w.contains("EADDRINUSE") => why = w,
+                Err(w) => panic!("oidc-provider on port {port} exited before listening:\n{w}"),
+            }
+        }
+        panic!("oidc-provider found no free port in five tries:\n{why}")
+    }
+
+    /// Starts node on `port` (0: the system picks) and waits until it listens; what it wrote to
+    /// stderr when it exits first.
+    async fn spawn(issuer: &str, port: u16, proxy: bool) -> Result<Provider, String> {
         let dir = crate::repo_root().join("tests/upstream");
         assert!(
             dir.join("node_modules/oidc-provider").exists(),
@@ -58,19 +82,21 @@ impl Provider {
             .expect("node runs");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut stderr = child.stderr.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), async {
+        let listening = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(l) = lines.next_line().await.unwrap() {
-                if l.contains("listening") {
-                    return;
+                // "oidc-provider listening on <port> for <issuer>"
+                if let Some(rest) = l.strip_prefix("oidc-provider listening on ") {
+                    let port = rest.split(' ').next().and_then(|p| p.parse().ok());
+                    return Ok(port.expect("the provider prints its port"));
                 }
             }
-            // Say why (a port taken since it was picked shows here as EADDRINUSE).
             let mut why = String::new();
             let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut why).await;
-            panic!("oidc-provider on port {port} exited before listening:\n{why}");
+            Err(why)
         })
         .await
         .expect("oidc-provider starts");
+        let port = listening?;
         let printed: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
         let keep = Arc::clone(&printed);
         tokio::spawn(async move {
@@ -82,13 +108,13 @@ impl Provider {
         tokio::spawn(async move {
             let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         });
-        Provider {
+        Ok(Provider {
             port,
             issuer: issuer.to_owned(),
             proxy,
             child: Some(child),
             printed,
-        }
+        })
     }
 
     /// The `traceparent` of each token request it received (`-` for none), in order.
@@ -112,7 +138,10 @@ impl Provider {
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
         self.kill().await;
-        *self = Provider::start_with(&self.issuer.clone(), self.port, self.proxy).await;
+        let (issuer, port) = (self.issuer.clone(), self.port);
+        *self = Provider::spawn(&issuer, port, self.proxy)
+            .await
+            .unwrap_or_else(|why| panic!("oidc-provider on port {port} did not restart:\n{why}"));
     }
 }
 
@@ -175,7 +204,7 @@ pub async fn provider_behind(
 ) -> (Gateway, Provider) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
-    let provider = Provider::start(&issuer, free_port()).await;
+    let provider = Provider::start(&issuer).await;
     let gw = gateway_in_front(kind, listener, provider.port, edit).await;
     (gw, provider)
 }
