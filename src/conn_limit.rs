@@ -3,6 +3,7 @@
 //! flight. A connection that is *quiet* (nothing in flight, nothing moving for a while) is the
 //! one to close when idle or when room is needed.
 
+#[cfg(feature = "pingora")]
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -100,11 +101,13 @@ impl Drop for Counted {
 }
 
 /// Part of the open connections, by peer address (64 shards keep the lock uncontended).
+#[cfg(feature = "pingora")]
 type Shard = std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Activity>>>;
 
 /// The connections a runtime that cannot cap them itself (pingora) has open, by peer address,
 /// with what each is doing: the adapter marks requests in flight on them, the runtime's watchdog
 /// closes the quiet ones.
+#[cfg(feature = "pingora")]
 #[derive(Debug)]
 pub struct Connections {
     shards: Box<[Shard]>,
@@ -115,6 +118,7 @@ pub struct Connections {
     pressure: tokio::sync::Notify,
 }
 
+#[cfg(feature = "pingora")]
 impl Connections {
     /// An empty table for `server.max_connections` and `server.idle_timeout_secs`.
     pub fn new(cfg: &crate::config::ServerConfig) -> Self {

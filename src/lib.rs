@@ -59,6 +59,7 @@ mod channel;
 mod clients;
 pub mod clock;
 pub mod config;
+#[cfg(any(feature = "server", feature = "pingora"))]
 mod conn_limit;
 mod domain;
 mod engine;

@@ -145,6 +145,7 @@ pub(crate) fn held_polls_reclaimed(n: usize) {
 
 /// One operation on a shared store (`backend`: `redis`), failed or not, and how long it took
 /// as the gateway waited for it (connecting included).
+#[cfg(feature = "redis")]
 pub(crate) fn store_op(backend: &'static str, took: Duration) {
     metrics::histogram!("ciba_store_duration_seconds", "backend" => backend)
         .record(took.as_secs_f64());
@@ -157,6 +158,7 @@ pub(crate) fn upstream_call(took: Duration) {
 }
 
 /// A client connection opened (`true`) or closed (`false`), on either runtime.
+#[cfg(any(feature = "server", feature = "pingora"))]
 pub(crate) fn connection(opened: bool) {
     let g = metrics::gauge!("ciba_connections_open");
     if opened {
@@ -168,6 +170,7 @@ pub(crate) fn connection(opened: bool) {
 
 /// A client connection the runtime closed: `idle` (`server.idle_timeout_secs`) or `room`
 /// (quiet while `server.max_connections` were open).
+#[cfg(any(feature = "server", feature = "pingora"))]
 pub(crate) fn connection_closed(reason: &'static str) {
     metrics::counter!("ciba_connections_closed_total", "reason" => reason).increment(1);
 }

@@ -8,12 +8,16 @@ use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::sign::CertifiedKey;
+#[cfg(any(feature = "server", feature = "pingora"))]
+use rustls::sign::SingleCertAndKey;
 
 use crate::config::{ConfigErrors, Problems, TlsConfig};
 
-/// The listener's certificate and key, loaded.
+/// The listener's certificate and key, loaded. Without a runtime (the layer alone) nothing
+/// serves them, but the engine still loads them, so that a bad `tls:` is refused all the same.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(any(feature = "server", feature = "pingora")), allow(dead_code))]
 pub struct ListenerTls {
     certified: Arc<CertifiedKey>,
     /// Ask clients for a certificate (`mtls.request_certificates`).
@@ -49,12 +53,14 @@ impl ListenerTls {
     }
 
     /// The certificate for every handshake (pingora's `TlsSettings::set_cert_resolver`).
+    #[cfg(any(feature = "server", feature = "pingora"))]
     pub fn resolver(&self) -> Arc<SingleCertAndKey> {
         Arc::new(SingleCertAndKey::from(Arc::clone(&self.certified)))
     }
 
     /// A rustls server configuration (ring, TLS 1.2 and 1.3) offering `h2` and `http/1.1` by
     /// ALPN.
+    #[cfg(feature = "server")]
     pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -71,6 +77,7 @@ impl ListenerTls {
     }
 }
 
+#[cfg(any(feature = "server", feature = "pingora"))]
 impl ListenerTls {
     /// The verifier that asks for a client certificate without requiring one, when
     /// `mtls.request_certificates` is set (both runtimes use it).
@@ -85,11 +92,13 @@ impl ListenerTls {
 /// client is the engine's decision (`tls_client_auth` checks the chain against `mtls.ca_file`
 /// and the registered subject; `self_signed_tls_client_auth` the client's keys), so that one
 /// listener serves every client and clients without a certificate.
+#[cfg(any(feature = "server", feature = "pingora"))]
 #[derive(Debug)]
 struct AnyClientCertificate {
     algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
 }
 
+#[cfg(any(feature = "server", feature = "pingora"))]
 impl AnyClientCertificate {
     fn new() -> Self {
         Self {
@@ -98,6 +107,7 @@ impl AnyClientCertificate {
     }
 }
 
+#[cfg(any(feature = "server", feature = "pingora"))]
 impl rustls::server::danger::ClientCertVerifier for AnyClientCertificate {
     fn offer_client_auth(&self) -> bool {
         true

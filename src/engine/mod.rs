@@ -171,6 +171,8 @@ pub struct Engine {
     clients: Arc<ClientRegistry>,
     users: Arc<Live<UserDirectory>>,
     clock: Arc<dyn Clock>,
+    /// The listener's TLS, for the runtimes (loaded without them too: see `ListenerTls`).
+    #[cfg_attr(not(any(feature = "server", feature = "pingora")), allow(dead_code))]
     tls: Option<crate::tls::ListenerTls>,
     shutdown: Arc<shutdown::Shutdown>,
     store: Arc<Store>,
@@ -366,6 +368,7 @@ impl Engine {
 
     /// The configuration in force, for a short look on a request's path (no reference count
     /// taken, unlike [`Engine::config`]).
+    #[cfg(feature = "pingora")]
     pub(crate) fn config_now(&self) -> arc_swap::Guard<Arc<Config>> {
         self.cfg.get()
     }
@@ -386,11 +389,13 @@ impl Engine {
     }
 
     /// TLS for the listener (`tls:`), loaded when the engine was built; `None` for plain TCP.
+    #[cfg(any(feature = "server", feature = "pingora"))]
     pub(crate) fn listener_tls(&self) -> Option<&crate::tls::ListenerTls> {
         self.tls.as_ref()
     }
 
     /// The upstream provider, if configured (the runtimes take its address and TLS roots).
+    #[cfg(any(feature = "server", feature = "pingora"))]
     pub(crate) fn upstream(&self) -> Option<&Upstream> {
         self.upstream.as_deref()
     }

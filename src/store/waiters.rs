@@ -95,6 +95,7 @@ impl Waiters {
     }
 
     /// Wakes every held poll: messages may have been lost.
+    #[cfg(feature = "redis")]
     pub(crate) fn wake_all(&self) {
         let all: Vec<_> = self.lock().values().filter_map(Weak::upgrade).collect();
         for n in all {

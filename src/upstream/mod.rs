@@ -199,22 +199,26 @@ impl Upstream {
     }
 
     /// `upstream.nodes`, resolved at start; empty when only `url` is configured.
+    #[cfg(feature = "pingora")]
     pub(crate) fn nodes(&self) -> &[std::net::SocketAddr] {
         &self.nodes
     }
 
     /// The extra CA certificates (DER) to verify an https provider with (`upstream.ca_file`),
     /// loaded once; every client that talks to the provider uses these.
+    #[cfg(feature = "pingora")]
     pub fn ca_certificates(&self) -> &[rustls::pki_types::CertificateDer<'static>] {
         &self.ca_certificates
     }
 
     /// The configuration.
+    #[cfg(any(feature = "server", feature = "pingora"))]
     pub fn config(&self) -> &UpstreamConfig {
         &self.cfg
     }
 
     /// The upstream's host, port and whether it speaks TLS.
+    #[cfg(feature = "pingora")]
     pub fn address(&self) -> (String, u16, bool) {
         let u = &self.cfg.url;
         (

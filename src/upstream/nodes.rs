@@ -140,6 +140,7 @@ impl Nodes {
     /// Like [`Nodes::send`], for a request whose body is a stream that can be sent once:
     /// another node is tried only while the body has not been read (the connection failed
     /// first). With one node, the body goes straight through.
+    #[cfg(feature = "server")]
     pub(crate) async fn send_once<B>(
         &self,
         path_and_query: &str,
@@ -184,6 +185,7 @@ impl Nodes {
     }
 
     /// Whether there is more than one node (a request may be tried twice).
+    #[cfg(feature = "server")]
     pub(crate) fn several(&self) -> bool {
         self.nodes.len() > 1
     }

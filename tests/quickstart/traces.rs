@@ -7,6 +7,7 @@ use super::*;
 /// The W3C specification's example caller.
 const CALLER: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+#[cfg(feature = "otel")]
 const CALLER_SPAN: &str = "b7ad6b7169203331";
 
 /// The quickstart file, loopback callers' traces continued.
