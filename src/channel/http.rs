@@ -110,7 +110,7 @@ impl HttpChannel {
     /// `channel.bearer_secret` changed) still verifies for `keep_secs` from `now`, the longest
     /// a request it was signed for can live.
     pub(crate) fn adopt_key(&mut self, previous: &HttpChannel, now: u64, keep_secs: u64) {
-        let live = previous.retired.iter().filter(|(_, until)| *until > now);
+        let live = previous.live_retired(now);
         if self.generated_key && previous.generated_key {
             self.encoding = previous.encoding.clone();
             self.decoding = previous.decoding.clone();
@@ -122,6 +122,11 @@ impl HttpChannel {
                 .chain(std::iter::once((previous.decoding.clone(), until)))
                 .collect();
         }
+    }
+
+    /// The retired keys whose tokens may still be valid at `now`.
+    fn live_retired(&self, now: u64) -> impl Iterator<Item = &(DecodingKey, u64)> {
+        self.retired.iter().filter(move |(_, until)| *until > now)
     }
 
     /// The bearer token for a request's handle, valid until `exp` (Unix seconds).
@@ -148,11 +153,7 @@ impl HttpChannel {
         v.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
         let decode = |key| jsonwebtoken::decode::<ChannelClaims>(token, key, &v).ok();
         let claims = decode(&self.decoding)
-            .or_else(|| {
-                (self.retired.iter())
-                    .filter(|(_, until)| *until > now)
-                    .find_map(|(key, _)| decode(key))
-            })?
+            .or_else(|| self.live_retired(now).find_map(|(key, _)| decode(key)))?
             .claims;
         (claims.exp > now).then_some(claims.sub)
     }
