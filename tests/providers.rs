@@ -399,8 +399,8 @@ async fn check_online_finds_nothing_at_the_defaults(kind: Kind, rt: RuntimeKind)
 /// content; with the settings a newcomer tries first it says what is wrong and what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_online_explains_what_will_not_work() {
-    let port = common::upstream::free_port();
-    let _django = common::providers::Django::start(port, "http://127.0.0.1:9/cb").await;
+    let django = common::providers::Django::start("http://127.0.0.1:9/cb").await;
+    let port = django.port;
     let check = |extra: &str| {
         let yaml = format!(
             "public_url: http://127.0.0.1:8080\nupstream: {{ url: \"http://127.0.0.1:{port}\" }}\n{extra}"

@@ -3,6 +3,8 @@
 applications), then Django's development server on 127.0.0.1:PORT.
 
     PORT=8000 WORKDIR=/tmp/x python3 serve.py
+    PORT=0 WORKDIR=/tmp/x python3 serve.py   # a port the system picks; runserver prints it
+                                             # ("Starting development server at http://…:<port>/")
 
 Users: alice / alice-password (alice@example.com). Applications (confidential):
   app-client / app-secret   client_credentials

@@ -12,7 +12,7 @@ use ciba_gateway::config::RuntimeKind;
 use tokio::net::TcpListener;
 
 use crate::gateway::{Gateway, base_config, http_client, serve_replicas};
-use crate::upstream::{Provider, free_port, spawn_engine, upstream_config};
+use crate::upstream::{Provider, spawn_engine, upstream_config};
 
 /// Which real provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,12 +163,12 @@ async fn gateway_before_on(
             }
         }
         Kind::Django => {
-            let port = free_port();
+            let django = Django::start(&format!("{origin}/o/approve/callback")).await;
             RealProvider {
                 kind,
-                port,
+                port: django.port,
                 _oidc: None,
-                _django: Some(Django::start(port, &format!("{origin}/o/approve/callback")).await),
+                _django: Some(django),
             }
         }
     };
@@ -190,8 +190,12 @@ async fn gateway_before_on(
     )
 }
 
-/// django-oauth-toolkit under Django's development server, with a fresh database.
+/// django-oauth-toolkit under Django's development server, with a fresh database, on a port
+/// the server binds itself (`runserver 127.0.0.1:0`; it prints the port it got): a port picked
+/// here and bound later could be taken in between.
 pub struct Django {
+    /// The port it listens on.
+    pub port: u16,
     child: tokio::process::Child,
     _dir: Option<TempDir>,
 }
@@ -205,21 +209,25 @@ impl Drop for TempDir {
 }
 
 impl Django {
-    /// Starts the provider on `port`; `callback` is the gateway's login callback, registered
-    /// for `basic-client`.
-    pub async fn start(port: u16, callback: &str) -> Django {
-        let dir = TempDir(
-            std::env::temp_dir().join(format!("ciba-django-{}-{port}", std::process::id())),
-        );
-        let mut node = Self::start_in(port, callback, &dir.0).await;
+    /// Starts the provider; `callback` is the gateway's login callback, registered for
+    /// `basic-client`.
+    pub async fn start(callback: &str) -> Django {
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "ciba-django-{}-{}",
+            std::process::id(),
+            crate::random_token()
+        )));
+        let mut node = Self::start_in(callback, &dir.0).await;
         node._dir = Some(dir);
         node
     }
 
-    /// Starts a node of the provider on `port` with its database and signing key in `dir`:
-    /// nodes started in one directory (one after the other) are one provider, sharing its
-    /// clients, tokens and keys, as the nodes of a real deployment share a database.
-    pub async fn start_in(port: u16, callback: &str, dir: &std::path::Path) -> Django {
+    /// Starts a node of the provider with its database and signing key in `dir`: nodes started
+    /// in one directory (one after the other) are one provider, sharing its clients, tokens and
+    /// keys, as the nodes of a real deployment share a database.
+    pub async fn start_in(callback: &str, dir: &std::path::Path) -> Django {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
         let root = crate::repo_root().join("tests/django");
         let python = root.join(".venv/bin/python");
         assert!(
@@ -227,25 +235,47 @@ impl Django {
             "django-oauth-toolkit is not installed: run scripts/test (it creates tests/django/.venv)"
         );
         std::fs::create_dir_all(dir).unwrap();
-        let child = tokio::process::Command::new(python)
+        let mut child = tokio::process::Command::new(python)
             .current_dir(&root)
             .args(["-u", "serve.py"])
-            .env("PORT", port.to_string())
+            .env("PORT", "0")
             .env("WORKDIR", dir)
             .env("GATEWAY_CALLBACK", callback)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("python runs");
-        // Ready when it accepts connections (it migrates its database first).
-        crate::eventually("the Django provider accepts connections", || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = child.stderr.take().unwrap();
+        // It migrates its database first, then binds and says where:
+        // "Starting development server at http://127.0.0.1:<port>/".
+        let listening = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Ok(Some(l)) = lines.next_line().await {
+                if let Some(rest) =
+                    l.strip_prefix("Starting development server at http://127.0.0.1:")
+                {
+                    return Ok(rest.trim_end_matches('/').parse::<u16>().expect("a port"));
+                }
+            }
+            let mut why = String::new();
+            let _ = stderr.read_to_string(&mut why).await;
+            Err(why)
         })
-        .await;
-        Django { child, _dir: None }
+        .await
+        .expect("the Django provider starts within a minute");
+        let port = listening
+            .unwrap_or_else(|why| panic!("the Django provider exited before listening:\n{why}"));
+        // Drained, so that the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+        });
+        Django {
+            port,
+            child,
+            _dir: None,
+        }
     }
 }
 
@@ -268,13 +298,12 @@ pub struct TwoNodes {
 impl TwoNodes {
     /// Starts both nodes; `callback` is the gateway's login callback.
     pub async fn start(callback: &str) -> Self {
-        let (a, b) = (free_port(), free_port());
         let dir = std::env::temp_dir().join(format!("ciba-nodes-{}", crate::random_token()));
-        let node_a = Django::start_in(a, callback, &dir).await;
-        let node_b = Django::start_in(b, callback, &dir).await;
+        let node_a = Django::start_in(callback, &dir).await;
+        let node_b = Django::start_in(callback, &dir).await;
         Self {
-            a,
-            b,
+            a: node_a.port,
+            b: node_b.port,
             node_a: Some(node_a),
             _node_b: node_b,
             dir,

@@ -77,19 +77,26 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    /// A single node with extra `--option value` arguments.
+    /// A single node with extra `--option value` arguments, on a free port: one taken between
+    /// its pick and the server's bind (redis-server cannot pick its own) is a retry on another.
     pub fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("ciba-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let mut s = Self {
-            port,
-            dir,
+            port: 0,
+            dir: PathBuf::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
         };
-        s.launch();
-        s
+        for _ in 0..5 {
+            s.port = free_port();
+            s.dir =
+                std::env::temp_dir().join(format!("ciba-redis-{}-{}", std::process::id(), s.port));
+            std::fs::create_dir_all(&s.dir).unwrap();
+            if s.launch() {
+                return s;
+            }
+            let _ = std::fs::remove_dir_all(&s.dir);
+        }
+        panic!("redis-server exited before answering, on five ports in turn");
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -97,7 +104,9 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    fn launch(&mut self) {
+    /// Starts the server on `self.port` and waits until it answers: false when it exited first
+    /// (its port was taken).
+    fn launch(&mut self) -> bool {
         let mut cmd = Command::new(binary("redis-server"));
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", self.dir.to_str().unwrap()])
@@ -113,12 +122,20 @@ impl RedisServer {
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        self.child = Some(cmd.spawn().expect("redis-server starts"));
-        let port = self.port;
-        // A server with `requirepass` answers NOAUTH: up all the same.
-        crate::eventually_blocking("redis-server to answer PING", || {
-            ask(port, "PING").is_some_and(|r| r.starts_with("+PONG") || r.starts_with("-NOAUTH"))
+        let child = self.child.insert(cmd.spawn().expect("redis-server starts"));
+        let (port, own) = (self.port, format!("process_id:{}\r\n", child.id()));
+        // Up when this process answers (not another that took the port first); a server with
+        // `requirepass` answers NOAUTH, up all the same.
+        let mut up = false;
+        crate::eventually_blocking("redis-server to answer, or to exit", || {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            up = ask(port, "INFO server")
+                .is_some_and(|r| r.contains(&own) || r.starts_with("-NOAUTH"));
+            up
         });
+        up
     }
 
     /// Kills the server (SIGKILL: no shutdown save) and waits until it is gone.
@@ -132,7 +149,11 @@ impl RedisServer {
     /// Starts it again on the same port and directory (it reloads its append-only file).
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        assert!(
+            self.launch(),
+            "redis-server did not restart on port {}",
+            self.port
+        );
     }
 
     /// `INFO <section>`'s field `name`.
