@@ -250,7 +250,7 @@ impl Django {
         let mut stderr = child.stderr.take().unwrap();
         // It migrates its database first, then binds and says where:
         // "Starting development server at http://127.0.0.1:<port>/".
-        let listening = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        let listening = tokio::time::timeout(crate::PATIENCE, async {
             while let Ok(Some(l)) = lines.next_line().await {
                 if let Some(rest) =
                     l.strip_prefix("Starting development server at http://127.0.0.1:")
@@ -263,7 +263,7 @@ impl Django {
             Err(why)
         })
         .await
-        .expect("the Django provider starts within a minute");
+        .expect("the Django provider starts within the suites' patience");
         let port = listening
             .unwrap_or_else(|why| panic!("the Django provider exited before listening:\n{why}"));
         // Drained, so that the server never blocks on a full pipe.

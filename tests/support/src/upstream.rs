@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use ciba_gateway::config::{ForwardingHeaders, RuntimeKind, UpstreamConfig};
 use ciba_gateway::{Config, Engine};
@@ -82,7 +81,7 @@ impl Provider {
             .expect("node runs");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut stderr = child.stderr.take().unwrap();
-        let listening = tokio::time::timeout(Duration::from_secs(30), async {
+        let listening = tokio::time::timeout(crate::PATIENCE, async {
             while let Some(l) = lines.next_line().await.unwrap() {
                 // "oidc-provider listening on <port> for <issuer>"
                 if let Some(rest) = l.strip_prefix("oidc-provider listening on ") {
