@@ -273,6 +273,12 @@ async fn the_token_endpoint_answers_other_methods_and_bodies_in_oauth_terms() {
     gw.post_form("/token", &[("grant_type", "password")], None)
         .await
         .assert_error(400, "unsupported_grant_type");
+    // A form with none is missing a required parameter (RFC 6749 §5.2), empty or absent.
+    for form in [&[("client_id", "my-client")][..], &[("grant_type", "")][..]] {
+        let r = gw.post_form("/token", form, None).await;
+        r.assert_error(400, "invalid_request");
+        assert_eq!(r.json["error_description"], "grant_type is required");
+    }
 }
 
 // Hostile traffic, item 3, at the endpoint: a bidi control in the message is refused as a

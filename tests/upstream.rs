@@ -258,6 +258,8 @@ async fn tok_11_other_grants_reach_upstream_byte_for_byte(kind: RuntimeKind) {
     for body in [
         "grant_type=client_credentials&scope=a+b&x=%41%42&dup=1&dup=2&empty=",
         "grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fapp%2Fcb&code_verifier=xyz",
+        // No grant at all: the provider's to answer (standalone, the gateway says it is missing).
+        "client_id=app-client&scope=openid",
     ] {
         let r = gw
             .http

@@ -180,6 +180,12 @@ impl TokenEndpoint {
                 Some(answer) => answer,
                 None => return Outcome::Forward(req),
             }
+        } else if self.upstream.is_none()
+            && matches!(&form, Ok(f) if f.get("grant_type").is_none_or(str::is_empty))
+        {
+            // Standalone, no grant at all is a request missing its required parameter
+            // (RFC 6749 §5.2), as providers answer it; in front of one, the provider's to say.
+            Err(OAuthError::invalid_request("grant_type is required"))
         } else {
             // Another grant: forwarded byte for byte.
             return Outcome::Forward(req);
