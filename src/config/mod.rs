@@ -147,7 +147,15 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
-        Self::from_yaml(&text)
+        // The parser's excerpt names its source `<input>`; this one has a name, which editors
+        // and terminals can follow to the line (`--> config.yaml:3:3`).
+        Self::from_yaml(&text).map_err(|mut errs| {
+            let named = format!("--> {}:", path.display());
+            for e in &mut errs.0 {
+                e.message = e.message.replace("--> <input>:", &named);
+            }
+            errs
+        })
     }
 
     /// Parses YAML text into the typed model: unknown keys and wrong types are refused here;
@@ -160,6 +168,24 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // A problem in a file is shown at the file's own name and line, as `check` prints it.
+    #[test]
+    fn a_files_problem_names_the_file() {
+        let dir =
+            std::env::temp_dir().join(format!("ciba-config-{}", crate::protocol::random_token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gateway.yaml");
+        std::fs::write(&file, "listen: 127.0.0.1:8080\nciba:\n  long_pol_secs: 5\n").unwrap();
+        let shown = Config::load(&file).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(shown.contains("unknown field `long_pol_secs`"), "{shown}");
+        assert!(
+            shown.contains(&format!("--> {}:3:3", file.display())),
+            "{shown}"
+        );
+        assert!(!shown.contains("<input>"), "{shown}");
+    }
 
     // GW-07 / SEC-04: the limits are on unless switched off with null.
     #[test]
