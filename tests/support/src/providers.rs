@@ -226,8 +226,6 @@ impl Django {
     /// in one directory (one after the other) are one provider, sharing its clients, tokens and
     /// keys, as the nodes of a real deployment share a database.
     pub async fn start_in(callback: &str, dir: &std::path::Path) -> Django {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-
         let root = crate::repo_root().join("tests/django");
         let python = root.join(".venv/bin/python");
         assert!(
@@ -246,31 +244,17 @@ impl Django {
             .kill_on_drop(true)
             .spawn()
             .expect("python runs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = child.stderr.take().unwrap();
         // It migrates its database first, then binds and says where:
         // "Starting development server at http://127.0.0.1:<port>/".
-        let listening = tokio::time::timeout(crate::PATIENCE, async {
-            while let Ok(Some(l)) = lines.next_line().await {
-                if let Some(rest) =
-                    l.strip_prefix("Starting development server at http://127.0.0.1:")
-                {
-                    return Ok(rest.trim_end_matches('/').parse::<u16>().expect("a port"));
-                }
-            }
-            let mut why = String::new();
-            let _ = stderr.read_to_string(&mut why).await;
-            Err(why)
-        })
+        let (port, mut lines) = crate::upstream::announced_port(
+            &mut child,
+            "the Django provider",
+            "Starting development server at http://127.0.0.1:",
+        )
         .await
-        .expect("the Django provider starts within the suites' patience");
-        let port = listening
-            .unwrap_or_else(|why| panic!("the Django provider exited before listening:\n{why}"));
+        .unwrap_or_else(|why| panic!("the Django provider exited before listening:\n{why}"));
         // Drained, so that the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
-        });
         Django {
             port,
             child,

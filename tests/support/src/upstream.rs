@@ -79,33 +79,15 @@ impl Provider {
             .kill_on_drop(true)
             .spawn()
             .expect("node runs");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = child.stderr.take().unwrap();
-        let listening = tokio::time::timeout(crate::PATIENCE, async {
-            while let Some(l) = lines.next_line().await.unwrap() {
-                // "oidc-provider listening on <port> for <issuer>"
-                if let Some(rest) = l.strip_prefix("oidc-provider listening on ") {
-                    let port = rest.split(' ').next().and_then(|p| p.parse().ok());
-                    return Ok(port.expect("the provider prints its port"));
-                }
-            }
-            let mut why = String::new();
-            let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut why).await;
-            Err(why)
-        })
-        .await
-        .expect("oidc-provider starts");
-        let port = listening?;
+        // "oidc-provider listening on <port> for <issuer>"
+        let (port, mut lines) =
+            announced_port(&mut child, "oidc-provider", "oidc-provider listening on ").await?;
         let printed: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
         let keep = Arc::clone(&printed);
         tokio::spawn(async move {
             while let Ok(Some(l)) = lines.next_line().await {
                 keep.lock().unwrap().push(l);
             }
-        });
-        // Drained, so that a chatty provider never blocks on a full pipe.
-        tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         });
         Ok(Provider {
             port,
@@ -142,6 +124,42 @@ impl Provider {
             .await
             .unwrap_or_else(|why| panic!("oidc-provider on port {port} did not restart:\n{why}"));
     }
+}
+
+/// What a child server prints after it said where it listens.
+pub type Printed = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
+
+/// Waits until `child` (stdout and stderr piped) prints a line starting with `prefix` followed
+/// by the port it bound, and returns the port and the rest of its standard output; its standard
+/// error is drained from then on, so that it never blocks on a full pipe. If it exits first:
+/// what it wrote to standard error. The one way the harness learns a server's own port.
+pub async fn announced_port(
+    child: &mut tokio::process::Child,
+    what: &str,
+    prefix: &str,
+) -> Result<(u16, Printed), String> {
+    use tokio::io::AsyncReadExt as _;
+
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout piped")).lines();
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let announced = tokio::time::timeout(crate::PATIENCE, async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(rest) = l.strip_prefix(prefix) {
+                let digits = rest.split(|c: char| !c.is_ascii_digit()).next();
+                let port = digits.and_then(|d| d.parse().ok());
+                return Ok(port.unwrap_or_else(|| panic!("{what} prints its port: {l}")));
+            }
+        }
+        let mut why = String::new();
+        let _ = stderr.read_to_string(&mut why).await;
+        Err(why)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} listens within {:?}", crate::PATIENCE))?;
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    });
+    Ok((announced, lines))
 }
 
 /// Serves an engine on `listener` with the chosen adapter, until the returned sender fires.
